@@ -1,0 +1,63 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Connection options shared by every MySQL module of mutuapix.ops."""
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = r"""
+options:
+  login_host:
+    description:
+      - Host of the MySQL or MariaDB server. Ignored when O(login_unix_socket) is set.
+    type: str
+    default: localhost
+  login_port:
+    description:
+      - TCP port of the server.
+    type: int
+    default: 3306
+  login_unix_socket:
+    description:
+      - Path of the server's Unix socket. Preferred over TCP on the database host.
+    type: path
+  login_user:
+    description:
+      - Account to connect as. Falls back to C(user) in O(config_file).
+    type: str
+  login_password:
+    description:
+      - Password of O(login_user). Falls back to C(password) in O(config_file).
+      - Never written to a command line or the environment; the client programs read it
+        from a temporary 0600 option file that is removed afterwards.
+    type: str
+  config_file:
+    description:
+      - A MySQL option file whose C([client]) group supplies any connection detail not given
+        as an option. The default is only read when it exists; an explicit path must exist.
+    type: path
+    default: ~/.my.cnf
+  ssl_ca:
+    description:
+      - CA certificate to verify the server's TLS certificate with.
+    type: path
+  ssl_cert:
+    description:
+      - Client TLS certificate.
+    type: path
+  ssl_key:
+    description:
+      - Client TLS private key.
+    type: path
+  connect_timeout:
+    description:
+      - Seconds to wait for the connection to be established.
+    type: int
+    default: 30
+requirements:
+  - PyMySQL >= 1.0.2 on the managed host.
+notes:
+  - Set the connection options once for a play with
+    C(module_defaults: {group/mutuapix.ops.mysql: {...}}).
+"""

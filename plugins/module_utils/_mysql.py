@@ -1,0 +1,285 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared MySQL/MariaDB plumbing for mutuapix.ops modules (private API).
+
+One argument spec, one connection path (PyMySQL), one way to hand credentials to the
+server's client programs (a 0600 option file passed as ``--defaults-extra-file``), and
+identifier quoting. Modules build on :class:`MySQLModule`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    import pymysql
+    import pymysql.cursors
+
+    HAS_PYMYSQL = True
+    PYMYSQL_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover - exercised by ansible-test's import sanity test
+    HAS_PYMYSQL = False
+    PYMYSQL_IMPORT_ERROR = traceback.format_exc()
+
+DEFAULT_CONFIG_FILE = "~/.my.cnf"
+# Longest identifier MySQL and MariaDB accept for databases and tables.
+MAX_IDENTIFIER_LENGTH = 64
+
+
+def mysql_common_argument_spec() -> dict[str, Any]:
+    """The connection options every MySQL module of the collection accepts."""
+    return {
+        "login_host": {"type": "str", "default": "localhost"},
+        "login_port": {"type": "int", "default": 3306},
+        "login_unix_socket": {"type": "path"},
+        "login_user": {"type": "str"},
+        "login_password": {"type": "str", "no_log": True},
+        "config_file": {"type": "path", "default": DEFAULT_CONFIG_FILE},
+        "ssl_ca": {"type": "path"},
+        "ssl_cert": {"type": "path"},
+        "ssl_key": {"type": "path", "no_log": False},
+        "connect_timeout": {"type": "int", "default": 30},
+    }
+
+
+class MySQLError(Exception):
+    """An error with a message a person can act on."""
+
+
+def quote_identifier(name: str) -> str:
+    """Quote a database, table or column name with backticks (doubling inner backticks)."""
+    validate_identifier(name)
+    return "`" + name.replace("`", "``") + "`"
+
+
+def validate_identifier(name: str, what: str = "identifier") -> str:
+    """Refuse names MySQL would reject or that cannot be handled safely."""
+    if not isinstance(name, str) or not name:
+        raise MySQLError(f"{what} must be a non-empty string")
+    if len(name) > MAX_IDENTIFIER_LENGTH:
+        raise MySQLError(f"{what} {name!r} is longer than {MAX_IDENTIFIER_LENGTH} characters")
+    if "\x00" in name or "\n" in name or "\r" in name:
+        raise MySQLError(f"{what} {name!r} contains a NUL or line break")
+    if name != name.rstrip(" "):
+        raise MySQLError(f"{what} {name!r} ends with a space, which MySQL does not allow")
+    return name
+
+
+def quote_string(value: str) -> str:
+    """A SQL string literal that is safe whatever the sql_mode (NO_BACKSLASH_ESCAPES or not)."""
+    return "X'" + value.encode("utf-8").hex() + "'" if value else "''"
+
+
+def read_option_file(path: str | None) -> dict[str, str]:
+    """Read the [client] group (and [mysql]/[mariadb-client]) of a MySQL option file."""
+    if not path:
+        return {}
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        return {}
+    parser = configparser.ConfigParser(allow_no_value=True, interpolation=None, strict=False)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [ln for ln in handle if not ln.lstrip().startswith("!")]
+        parser.read_string("".join(lines), source=path)
+    except (OSError, configparser.Error) as exc:
+        raise MySQLError(f"cannot read option file {path}: {exc}") from exc
+    values: dict[str, str] = {}
+    for section in ("client", "mysql", "mariadb-client", "client-mariadb"):
+        if parser.has_section(section):
+            for key, val in parser.items(section):
+                if val is not None:
+                    values[key.replace("_", "-")] = val.strip().strip("'\"")
+    return values
+
+
+class ConnectionParams:
+    """Resolved connection details: module options first, then the option file."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        config_path = params.get("config_file")
+        explicit_config = config_path not in (None, DEFAULT_CONFIG_FILE)
+        if explicit_config and not os.path.exists(os.path.expanduser(config_path)):
+            raise MySQLError(f"config_file {config_path} does not exist")
+        opts = read_option_file(config_path)
+        self.user: str | None = params.get("login_user") or opts.get("user")
+        self.password: str | None = params.get("login_password")
+        if self.password is None:
+            self.password = opts.get("password")
+        self.host: str = params.get("login_host") or opts.get("host") or "localhost"
+        self.port: int = int(params.get("login_port") or opts.get("port") or 3306)
+        self.socket: str | None = params.get("login_unix_socket") or opts.get("socket")
+        self.ssl_ca: str | None = params.get("ssl_ca") or opts.get("ssl-ca")
+        self.ssl_cert: str | None = params.get("ssl_cert") or opts.get("ssl-cert")
+        self.ssl_key: str | None = params.get("ssl_key") or opts.get("ssl-key")
+        self.connect_timeout: int = int(params.get("connect_timeout") or 30)
+
+    def describe(self) -> str:
+        """Where we connect, for error messages (never the password)."""
+        where = f"socket {self.socket}" if self.socket else f"{self.host}:{self.port}"
+        return f"{self.user or '(default user)'}@{where}"
+
+    def pymysql_kwargs(self, database: str | None = None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password or "",
+            "charset": "utf8mb4",
+            "connect_timeout": self.connect_timeout,
+            "autocommit": True,
+        }
+        if self.socket:
+            kwargs["unix_socket"] = self.socket
+        if database:
+            kwargs["database"] = database
+        ssl = {k: v for k, v in (("ca", self.ssl_ca), ("cert", self.ssl_cert), ("key", self.ssl_key)) if v}
+        if ssl:
+            kwargs["ssl"] = ssl
+        return kwargs
+
+    def option_file_text(self) -> str:
+        """The [client] group the client programs read from our temporary option file."""
+
+        def esc(value: str) -> str:
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        lines = ["[client]"]
+        if self.user:
+            lines.append(f"user={esc(self.user)}")
+        if self.password is not None:
+            lines.append(f"password={esc(self.password)}")
+        if self.socket:
+            lines.append(f"socket={esc(self.socket)}")
+        lines.append(f"host={esc(self.host)}")
+        lines.append(f"port={self.port}")
+        lines.append(f"connect-timeout={self.connect_timeout}")
+        lines.append("default-character-set=utf8mb4")
+        for key, val in (("ssl-ca", self.ssl_ca), ("ssl-cert", self.ssl_cert), ("ssl-key", self.ssl_key)):
+            if val:
+                lines.append(f"{key}={esc(val)}")
+        return "\n".join(lines) + "\n"
+
+
+def connect(conn: ConnectionParams, database: str | None = None) -> Any:
+    """Open a PyMySQL connection or raise MySQLError saying what went wrong."""
+    if not HAS_PYMYSQL:
+        raise MySQLError("PyMySQL is required on the managed host: pip install pymysql")
+    try:
+        return pymysql.connect(**conn.pymysql_kwargs(database))
+    except pymysql.err.OperationalError as exc:
+        code = exc.args[0] if exc.args else None
+        text = exc.args[1] if len(exc.args) > 1 else str(exc)
+        if code == 1045:
+            hint = "check login_user/login_password or config_file"
+        elif code == 1049:
+            hint = "the database does not exist"
+        elif code in (2002, 2003, 2013):
+            hint = "is the server running and reachable there?"
+        else:
+            hint = "see the server's message"
+        raise MySQLError(f"cannot connect to MySQL as {conn.describe()}: ({code}) {text}; {hint}") from exc
+    except pymysql.err.MySQLError as exc:
+        raise MySQLError(f"cannot connect to MySQL as {conn.describe()}: {exc}") from exc
+
+
+class ServerInfo:
+    """Flavour and version of the server, from SELECT VERSION()."""
+
+    def __init__(self, version_string: str) -> None:
+        self.version_string = version_string
+        self.flavour = "mariadb" if "mariadb" in version_string.lower() else "mysql"
+        match = re.match(r"(\d+)\.(\d+)\.(\d+)", version_string)
+        self.version: tuple[int, int, int] = (
+            (int(match.group(1)), int(match.group(2)), int(match.group(3))) if match else (0, 0, 0)
+        )
+
+    @property
+    def is_mariadb(self) -> bool:
+        return self.flavour == "mariadb"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"flavour": self.flavour, "version": ".".join(map(str, self.version)), "full": self.version_string}
+
+
+def server_info(connection: Any) -> ServerInfo:
+    with connection.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        return ServerInfo(cur.fetchone()[0])
+
+
+@contextlib.contextmanager
+def client_option_file(conn: ConnectionParams, directory: str | None = None) -> Iterator[str]:
+    """A 0600 option file holding the credentials, removed when the block ends.
+
+    Client programs get it as their first argument ``--defaults-extra-file=<path>`` so the
+    password is never in argv or the environment.
+    """
+    fd, path = tempfile.mkstemp(prefix=".mutuapix-my-", suffix=".cnf", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(conn.option_file_text())
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+DUMP_PROGRAMS = ("mariadb-dump", "mysqldump")
+CLIENT_PROGRAMS = ("mariadb", "mysql")
+
+
+def find_program(candidates: tuple[str, ...], extra_dirs: list[str] | None = None) -> str | None:
+    """The first installed program of the candidates (e.g. mariadb-dump before mysqldump)."""
+    path = os.environ.get("PATH", "") + os.pathsep + os.pathsep.join(extra_dirs or ["/usr/bin", "/usr/local/bin"])
+    for name in candidates:
+        found = shutil.which(name, path=path)
+        if found:
+            return found
+    return None
+
+
+class MySQLModule(AnsibleModule):
+    """AnsibleModule with the shared connection options, connection and error path."""
+
+    def __init__(self, argument_spec: dict[str, Any], **kwargs: Any) -> None:
+        spec = mysql_common_argument_spec()
+        spec.update(argument_spec)
+        super().__init__(argument_spec=spec, **kwargs)
+        if not HAS_PYMYSQL:
+            self.fail_json(msg=missing_required_lib("pymysql"), exception=PYMYSQL_IMPORT_ERROR)
+        try:
+            self.conn_params = ConnectionParams(self.params)
+        except MySQLError as exc:
+            self.fail_json(msg=str(exc))
+        if self.conn_params.password:
+            self.no_log_values.add(self.conn_params.password)
+
+    def connect(self, database: str | None = None) -> Any:
+        try:
+            return connect(self.conn_params, database)
+        except MySQLError as exc:
+            self.fail_json(msg=str(exc))
+            raise  # unreachable: fail_json exits
+
+    def program(self, kind: str) -> str:
+        """Path of the dump (``dump``) or client (``client``) program, or fail clearly."""
+        candidates = DUMP_PROGRAMS if kind == "dump" else CLIENT_PROGRAMS
+        found = find_program(candidates)
+        if not found:
+            self.fail_json(
+                msg=f"none of {', '.join(candidates)} is installed on this host; "
+                "install the MariaDB or MySQL client package (e.g. apt install mariadb-client)"
+            )
+        return str(found)

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what `make test`, `make demo` and `make bench` need, idempotently:
+# Debian packages, a venv with the pinned test requirements, the collection path
+# symlink and ansible-test's pip bootstrap (its download host is unreachable here).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+WHAT="${1:-test}"
+
+APT_PACKAGES=(mariadb-server mariadb-client zstd age supervisor php-cli git make rsync)
+if [ "$WHAT" = bench ]; then
+  APT_PACKAGES+=(mydumper rclone)
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    echo "bootstrap: need root to install ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # policy-rc.d keeps the packaged services from starting: tests start their own servers.
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+make_venv() {  # make_venv DIR REQFILE...
+  local dir="$1"; shift
+  local stamp="$dir/.requirements.sha256"
+  local want
+  want="$(cat "$@" | sha256sum | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  echo "bootstrap: preparing $dir"
+  [ -x "$dir/bin/python" ] || "$PY" -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  local args=()
+  for f in "$@"; do args+=(-r "$f"); done
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check "${args[@]}"
+  echo "$want" > "$stamp"
+}
+
+make_venv .venv requirements.txt test-requirements.txt
+if [ "$WHAT" = bench ]; then
+  make_venv .venv-bench requirements.txt bench-requirements.txt
+fi
+if [ "$WHAT" = sanity ] || [ "$WHAT" = test ]; then
+  # ansible-test installs its own pinned linters with --requirements: keep them apart.
+  make_venv .venv-sanity scripts/sanity-requirements.txt
+  "$ROOT/scripts/ansible-test-getpip.sh" .venv-sanity
+fi
+
+# The collection as Ansible and Python import it: .build/collections/ansible_collections/mutuapix/ops
+mkdir -p .build/collections/ansible_collections/mutuapix
+ln -sfn "$ROOT" .build/collections/ansible_collections/mutuapix/ops

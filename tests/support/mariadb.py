@@ -1,0 +1,191 @@
+"""A private MariaDB server for tests, demo and bench: its own datadir, socket and port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pymysql
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _server_binary() -> str:
+    for name in ("mariadbd", "mysqld"):
+        for directory in ("/usr/sbin", "/usr/bin", "/usr/local/sbin"):
+            path = os.path.join(directory, name)
+            if os.access(path, os.X_OK):
+                return path
+    found = shutil.which("mariadbd") or shutil.which("mysqld")
+    if not found:
+        raise RuntimeError("mariadbd not found: apt install mariadb-server")
+    return found
+
+
+class MariaDB:
+    """Start/stop a throwaway server under ``basedir``; root authenticates with a password."""
+
+    ROOT_PASSWORD = "rootpw-Test-4-harness!"  # a test server's own root password, loopback only
+
+    def __init__(self, basedir: str | os.PathLike[str], port: int | None = None, buffer_pool: str = "256M") -> None:
+        self.basedir = Path(basedir)
+        self.datadir = self.basedir / "data"
+        self.socket = str(self.basedir / "mysqld.sock")
+        self.pidfile = self.basedir / "mysqld.pid"
+        self.errlog = self.basedir / "error.log"
+        self.port = port or free_port()
+        self.buffer_pool = buffer_pool
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    # connection details as module options
+    @property
+    def login(self) -> dict[str, object]:
+        return {
+            "login_unix_socket": self.socket,
+            "login_user": "root",
+            "login_password": self.ROOT_PASSWORD,
+            "config_file": str(self.basedir / "no-such.cnf.absent"),
+        }
+
+    @property
+    def login_tcp(self) -> dict[str, object]:
+        return {
+            "login_host": "127.0.0.1",
+            "login_port": self.port,
+            "login_user": "root",
+            "login_password": self.ROOT_PASSWORD,
+        }
+
+    def _args(self) -> list[str]:
+        return [
+            _server_binary(),
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--socket={self.socket}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--pid-file={self.pidfile}",
+            f"--log-error={self.errlog}",
+            "--user=root",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+            f"--innodb-buffer-pool-size={self.buffer_pool}",
+            "--innodb-log-file-size=256M",
+            "--innodb-flush-log-at-trx-commit=2",
+            "--skip-name-resolve",
+            "--log-bin=mariadb-bin",
+            "--server-id=1",
+            "--max-allowed-packet=64M",
+        ]
+
+    def initialize(self) -> None:
+        if (self.datadir / "mysql").is_dir():
+            return
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self, timeout: float = 60) -> MariaDB:
+        self.basedir.mkdir(parents=True, exist_ok=True)
+        fresh = not (self.datadir / "mysql").is_dir()
+        self.initialize()
+        self.proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mariadbd exited early: {self.errlog.read_text(errors='replace')[-2000:]}")
+            try:
+                pw = "" if fresh else self.ROOT_PASSWORD
+                conn = pymysql.connect(unix_socket=self.socket, user="root", password=pw, connect_timeout=2)
+            except pymysql.err.OperationalError:
+                time.sleep(0.2)
+                continue
+            if fresh:
+                with conn.cursor() as cur:
+                    cur.execute("ALTER USER 'root'@'localhost' IDENTIFIED BY %s", (self.ROOT_PASSWORD,))
+                    cur.execute("CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY %s", (self.ROOT_PASSWORD,))
+                    cur.execute("GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION")
+            conn.close()
+            return self
+        raise RuntimeError(f"mariadbd did not come up within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            pid = None
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(self.pidfile.read_text().strip())
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                for _ in range(300):
+                    try:
+                        os.kill(pid, 0)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.1)
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the server (crash simulation)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def connect(self, database: str | None = None, **kwargs: object) -> pymysql.connections.Connection:
+        params: dict[str, object] = {
+            "unix_socket": self.socket,
+            "user": "root",
+            "password": self.ROOT_PASSWORD,
+            "charset": "utf8mb4",
+            "autocommit": True,
+        }
+        params.update(kwargs)
+        if database:
+            params["database"] = database
+        return pymysql.connect(**params)
+
+    def execute(self, sql: str, args: object = None, database: str | None = None) -> list[tuple[object, ...]]:
+        conn = self.connect(database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def client_args(self, database: str | None = None) -> list[str]:
+        """argv prefix for the mariadb CLI in tests (test server root, loopback only)."""
+        args = ["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot", f"-p{self.ROOT_PASSWORD}"]
+        args.append("--default-character-set=utf8mb4")
+        if database:
+            args.append(database)
+        return args
