@@ -3,8 +3,9 @@
 # work tree: copy the files git would ship (tracked + new, not ignored) there and run it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-DEST="$ROOT/.build/sanity/ansible_collections/mutuapix/ops"
-rm -rf "$ROOT/.build/sanity"
+WORK="$(mkdir -p "$ROOT/.build" && mktemp -d "$ROOT/.build/sanity.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+DEST="$WORK/ansible_collections/mutuapix/ops"
 mkdir -p "$DEST"
 cd "$ROOT"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
