@@ -163,7 +163,6 @@ class ConnectionParams:
             lines.append(f"socket={esc(self.socket)}")
         lines.append(f"host={esc(self.host)}")
         lines.append(f"port={self.port}")
-        lines.append(f"connect-timeout={self.connect_timeout}")
         lines.append("default-character-set=utf8mb4")
         for key, val in (("ssl-ca", self.ssl_ca), ("ssl-cert", self.ssl_cert), ("ssl-key", self.ssl_key)):
             if val:

@@ -174,7 +174,7 @@ def seed(conn: Any, target_bytes: int = 2_000_000) -> dict[str, int]:
             "jobs",
             "id, queue, payload, attempts, reserved_at, available_at, created_at",
             "seq, ELT(1 + seq % 3, 'default', 'payments', 'emails'),"
-            " CONCAT('{\"uuid\":\"', MD5(seq), '\",\"displayName\":\"App\\\\\\\\Jobs\\\\\\\\SendPix\",\"data\":\"',"
+            ' CONCAT(\'{"uuid":"\', MD5(seq), \'","displayName":"App\\\\\\\\Jobs\\\\\\\\SendPix","data":"\','
             " REPEAT('a', 300 + seq % 200), '\"}'), seq % 3, NULL, @base + seq, @base + seq",
             counts["jobs"],
         )
@@ -233,7 +233,9 @@ def main() -> None:
     if args.password_file:
         with open(args.password_file, encoding="utf-8") as handle:
             password = handle.read().strip()
-    conn = pymysql.connect(unix_socket=args.socket, user=args.user, password=password, charset="utf8mb4", autocommit=True)
+    conn = pymysql.connect(
+        unix_socket=args.socket, user=args.user, password=password, charset="utf8mb4", autocommit=True
+    )
     with conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS `{args.database}`")
         cur.execute(f"CREATE DATABASE `{args.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")

@@ -54,7 +54,8 @@ class MariaDB:
             "login_unix_socket": self.socket,
             "login_user": "root",
             "login_password": self.ROOT_PASSWORD,
-            "config_file": str(self.basedir / "no-such.cnf.absent"),
+            # an empty option file, so a ~/.my.cnf on the test machine cannot leak in
+            "config_file": str(self.basedir / "empty-client.cnf"),
         }
 
     @property
@@ -107,6 +108,7 @@ class MariaDB:
 
     def start(self, timeout: float = 60) -> MariaDB:
         self.basedir.mkdir(parents=True, exist_ok=True)
+        (self.basedir / "empty-client.cnf").write_text("[client]\n")
         fresh = not (self.datadir / "mysql").is_dir()
         self.initialize()
         self.proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

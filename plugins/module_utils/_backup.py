@@ -1,0 +1,419 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One consistent backup of one database: dump, frame, compress, encrypt, fsync, rename.
+
+The steps a backup takes, each a function so a reader finds them by name:
+``preflight`` (database, privileges, disk), ``backup_lock``, ``run_dump`` (the dump
+program streaming into the framed file), ``write_manifest``, ``apply_retention``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _dumpfile, _retention
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
+    ConnectionParams,
+    ServerInfo,
+    client_option_file,
+    quote_identifier,
+)
+
+# The grants mysql_backup needs (documented in the module; app_db_user's `backup` preset).
+REQUIRED_PRIVILEGES = ("SELECT", "SHOW VIEW", "TRIGGER", "EVENT")
+COMPRESSION_SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+
+
+class BackupError(Exception):
+    """A backup step failed; the message says which and what to do."""
+
+    def __init__(self, msg: str, **details: Any) -> None:
+        super().__init__(msg)
+        self.details = details
+
+
+@dataclass
+class Plan:
+    database: str
+    dest: str
+    file_name: str
+    created_at: dt.datetime
+    server: ServerInfo
+    estimated_bytes: int
+    free_bytes: int | None
+    tables: list[str] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.dest, self.file_name)
+
+
+# --- preflight -------------------------------------------------------------------------------
+
+
+_GRANT_RE = re.compile(r"^GRANT (.+?) ON (\S+) TO ", re.I)
+
+
+def granted_privileges(grant_lines: list[str], database: str) -> set[str]:
+    """Privileges that apply to ``database``.* from SHOW GRANTS lines (global or db level)."""
+    privileges: set[str] = set()
+    for line in grant_lines:
+        match = _GRANT_RE.match(line)
+        if not match:
+            continue
+        target = match.group(2)
+        db_part = target.split(".", 1)[0]
+        db_name = db_part.strip("`").replace("``", "`")
+        if db_part != "*" and db_name != database and not _wildcard_match(db_name, database):
+            continue
+        if not target.endswith(".*"):
+            continue
+        for priv in match.group(1).split(","):
+            name = priv.strip().upper()
+            if name in ("ALL", "ALL PRIVILEGES"):
+                privileges.update(("SELECT", "SHOW VIEW", "TRIGGER", "EVENT", "LOCK TABLES", "ALL"))
+            else:
+                privileges.add(name)
+    return privileges
+
+
+def _wildcard_match(pattern: str, name: str) -> bool:
+    regex = ""
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            regex += re.escape(pattern[i + 1])
+            i += 2
+            continue
+        regex += ".*" if char == "%" else "." if char == "_" else re.escape(char)
+        i += 1
+    return re.fullmatch(regex, name) is not None
+
+
+def preflight(connection: Any, database: str, dest: str, compression: str) -> tuple[list[str], int, list[str]]:
+    """Check the database exists and the account may dump it; returns (tables, bytes, missing)."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,))
+        if not cur.fetchone():
+            raise BackupError(
+                f"database {database!r} does not exist on the server (or this account cannot see it); "
+                "check the database name and the account's grants"
+            )
+        cur.execute(
+            "SELECT TABLE_NAME, TABLE_TYPE, COALESCE(DATA_LENGTH, 0) FROM information_schema.TABLES"
+            " WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME",
+            (database,),
+        )
+        rows = cur.fetchall()
+        cur.execute("SHOW GRANTS FOR CURRENT_USER()")
+        grants = [r[0] for r in cur.fetchall()]
+    tables = [r[0] for r in rows if r[1] == "BASE TABLE"]
+    data_bytes = sum(int(r[2]) for r in rows)
+    have = granted_privileges(grants, database)
+    missing = [p for p in REQUIRED_PRIVILEGES if p not in have and "ALL" not in have]
+    return tables, data_bytes, missing
+
+
+def estimate_backup_bytes(data_bytes: int, compression: str) -> int:
+    """A deliberately generous estimate of the file size, for the free-space check."""
+    ratio = {"zstd": 0.5, "gzip": 0.5, "none": 1.2}[compression]
+    return int(data_bytes * ratio) + 1024 * 1024
+
+
+def free_bytes(path: str) -> int | None:
+    probe = path
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    try:
+        return shutil.disk_usage(probe or "/").free
+    except OSError:
+        return None
+
+
+def binlog_position(connection: Any, server: ServerInfo) -> dict[str, Any]:
+    """Binlog file/position and GTID read just before the dump (approximate: no global lock)."""
+    info: dict[str, Any] = {}
+    with contextlib.suppress(Exception), connection.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        row = cur.fetchone()
+        if row:
+            info = {"file": row[0], "position": int(row[1]), "exact": False}
+    with contextlib.suppress(Exception), connection.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.gtid_binlog_pos" if server.is_mariadb else "SELECT @@GLOBAL.gtid_executed")
+        row = cur.fetchone()
+        if row and row[0]:
+            info["gtid"] = row[0]
+    return info
+
+
+# --- lock ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def backup_lock(dest: str, database: str, timeout: float) -> Iterator[str]:
+    """An exclusive flock per (dest, database); waits up to ``timeout`` seconds."""
+    path = os.path.join(dest, f".{database}.backup.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as exc:
+                if time.monotonic() >= deadline:
+                    raise BackupError(
+                        f"another backup of {database!r} into {dest} is running (lock {path} held for "
+                        f"more than lock_timeout={timeout:g}s); wait for it or raise lock_timeout"
+                    ) from exc
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def remove_stale_partials(dest: str, database: str) -> list[str]:
+    """Partial files a killed run left behind. Only called while holding the lock."""
+    removed = []
+    for entry in os.listdir(dest):
+        if not entry.startswith(".") or ".partial-" not in entry:
+            continue
+        final = entry[1:].split(".partial-", 1)[0]
+        if final.endswith(_retention.MANIFEST_SUFFIX):
+            final = final[: -len(_retention.MANIFEST_SUFFIX)]
+        if _retention.parse_backup_name(final, database):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(dest, entry))
+                removed.append(entry)
+    return removed
+
+
+# --- the dump --------------------------------------------------------------------------------
+
+
+def dump_command(
+    program: str, option_file: str, database: str, exclude_tables: list[str], exclude_data: list[str], extra: list[str]
+) -> list[str]:
+    cmd = [program, f"--defaults-extra-file={option_file}", *_dumpfile.DUMP_OPTIONS, *extra]
+    cmd += [f"--ignore-table={database}.{t}" for t in exclude_tables]
+    cmd += [f"--ignore-table-data={database}.{t}" for t in exclude_data]
+    cmd += ["--", database]
+    return cmd
+
+
+def check_extra_args(extra: list[str]) -> None:
+    for arg in extra:
+        name = arg.split("=", 1)[0]
+        if name in _dumpfile.FORBIDDEN_DUMP_ARGS or (
+            len(name) > 2 and name[:2] in ("-p", "-u", "-h", "-S", "-P", "-r", "-T") and not name.startswith("--")
+        ):
+            raise BackupError(
+                f"extra_dump_args may not contain {name}: it would break the backup format, its consistency "
+                "or the credential handling (connection details come from the login_* options)"
+            )
+
+
+@dataclass
+class DumpResult:
+    parser: _dumpfile.DumpParser
+    sha256: str
+    size: int
+    uncompressed: int
+    program_version: str
+
+
+def _program_version(program: str) -> str:
+    try:
+        out = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        return out.stdout.strip()
+    except OSError:
+        return ""
+
+
+def run_dump(
+    conn: ConnectionParams,
+    program: str,
+    plan: Plan,
+    tmp_path: str,
+    compression: str,
+    level: int | None,
+    recipients: list[str],
+    exclude_tables: list[str],
+    exclude_data: list[str],
+    extra: list[str],
+    chunk_bytes: int,
+    threads: int,
+) -> DumpResult:
+    """Stream the dump program's output through the parser into ``tmp_path`` (0600), fsynced."""
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb", buffering=1024 * 1024) as raw, tempfile.TemporaryFile() as errfile:
+        writer = _dumpfile.FrameWriter(raw, compression, level, threads=threads, encrypt_to=recipients)
+        parser = _dumpfile.DumpParser(writer, chunk_bytes)
+        with client_option_file(conn) as option_file:
+            cmd = dump_command(program, option_file, plan.database, exclude_tables, exclude_data, extra)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
+            assert proc.stdout is not None
+            try:
+                while True:
+                    block = proc.stdout.read(_dumpfile.READ_BLOCK)
+                    if not block:
+                        break
+                    parser.feed(block)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                proc.stdout.close()
+            rc = proc.wait()
+        errfile.seek(0)
+        stderr = errfile.read().decode("utf-8", "replace").strip()
+        if rc != 0:
+            raise BackupError(
+                f"{os.path.basename(program)} failed with exit code {rc} while dumping {plan.database!r}: "
+                f"{stderr or 'no error output'}",
+                rc=rc,
+                stderr=stderr,
+            )
+        parser.finish()
+        if not parser.completed:
+            raise BackupError(
+                f"the dump of {plan.database!r} ended without the '-- Dump completed' trailer: it is incomplete "
+                "(server gone away or the dump program was killed?)",
+                stderr=stderr,
+            )
+        sha256, size = writer.close()
+        raw.flush()
+        os.fsync(raw.fileno())
+    return DumpResult(parser, sha256, size, writer.uncompressed, _program_version(program))
+
+
+def build_manifest(
+    plan: Plan,
+    result: DumpResult,
+    program: str,
+    compression: str,
+    level: int | None,
+    recipients: list[str],
+    extra: list[str],
+    exclude_tables: list[str],
+    exclude_data: list[str],
+    binlog: dict[str, Any],
+    chunk_bytes: int,
+    duration: float,
+) -> dict[str, Any]:
+    from ansible_collections.mutuapix.ops.plugins.module_utils._age import recipient_fingerprint  # noqa: PLC0415
+
+    parser = result.parser
+    tables = parser.tables()
+    return {
+        "format": _dumpfile.FORMAT_NAME,
+        "format_version": _dumpfile.FORMAT_VERSION,
+        "database": plan.database,
+        "created_at": plan.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "server": plan.server.to_dict(),
+        "dump": {
+            "program": os.path.basename(program),
+            "version": result.program_version,
+            "dialect": parser.dialect,
+            "options": [*_dumpfile.DUMP_OPTIONS, *extra],
+            "exclude_tables": exclude_tables,
+            "exclude_table_data": exclude_data,
+            "chunk_bytes": chunk_bytes,
+            "duration_s": round(duration, 3),
+        },
+        "compression": compression,
+        "compression_level": level,
+        "encryption": (
+            {"type": "age", "recipients": [recipient_fingerprint(r) for r in recipients]} if recipients else None
+        ),
+        "offsets": "compressed stream (decrypted stream for .age files)",
+        "file": plan.file_name,
+        "size": result.size,
+        "sha256": result.sha256,
+        "uncompressed_size": result.uncompressed,
+        "binlog": parser.binlog or binlog or None,
+        "digest": "sha256 of each table's data region as dumped, '-- Dumping data' comment through UNLOCK TABLES",
+        "sections": parser.sections,
+        "tables": parser.manifest_objects(),
+        "routines": parser.routines,
+        "events": parser.events,
+        "rows_total": sum(t.rows for t in tables.values()),
+    }
+
+
+def finalize(tmp_path: str, final_path: str, mode: int, owner: int | None, group: int | None) -> None:
+    """Set ownership/mode, rename into place and fsync the directory."""
+    if owner is not None or group is not None:
+        os.chown(tmp_path, -1 if owner is None else owner, -1 if group is None else group)
+    os.chmod(tmp_path, mode)
+    if os.path.exists(final_path):
+        raise BackupError(f"{final_path} already exists; refusing to overwrite an earlier backup")
+    os.rename(tmp_path, final_path)
+    fsync_dir(os.path.dirname(final_path))
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def describe_os_error(exc: OSError, where: str) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"no space left writing {where} ({exc.strerror}); free space or choose another dest"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write {where}: {exc.strerror}; check the directory's owner and mode"
+    return f"error writing {where}: {exc}"
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+def local_backups(dest: str, database: str) -> list[_retention.BackupName]:
+    """This database's backups in ``dest`` that are complete (their manifest exists)."""
+    names = set(os.listdir(dest))
+    found = []
+    for name in names:
+        parsed = _retention.parse_backup_name(name, database)
+        if parsed and parsed.manifest_name in names:
+            found.append(parsed)
+    return found
+
+
+def apply_retention(dest: str, database: str, rules: dict[str, int | None], dry_run: bool = False) -> list[str]:
+    if all(v is None for v in rules.values()):
+        return []
+    _keep, delete = _retention.select_for_deletion(local_backups(dest, database), **rules)
+    deleted = []
+    for backup in delete:
+        for name in (backup.name, backup.manifest_name):
+            if not dry_run:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(dest, name))
+        deleted.append(backup.name)
+    return deleted
+
+
+def table_args(database: str, names: list[str]) -> list[str]:
+    """Validate table names given as options (quoted only to validate them)."""
+    for name in names:
+        quote_identifier(name)
+    return names

@@ -1,0 +1,754 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The framed backup file and its manifest (see DESIGN.md, "The backup file").
+
+A dump stream from ``mariadb-dump``/``mysqldump`` is cut at table boundaries (and big
+tables at INSERT statement boundaries, every ``chunk_bytes``); each part is compressed as
+its own zstd frame or gzip member. Concatenated frames/members are one valid stream, so
+``zstdcat f | mariadb db`` restores the file with standard tools, while the manifest's
+byte ranges let a restorer decompress table by table.
+
+Offsets and lengths in the manifest are positions in the *compressed* stream; for an
+``.age`` file that is the decrypted stream (age encrypts the compressed stream as a whole).
+
+Per table the manifest records the exact row count and ``data_digest``: the SHA-256 of the
+table's data region exactly as the dump program wrote it (from the ``-- Dumping data for
+table`` comment through ``UNLOCK TABLES;``). Dumping a restored table again with the same
+program and options yields the same bytes, so the digest proves the content. It depends on
+row order; InnoDB returns rows in primary-key order, and tables without a primary key must
+be restored in one stream (``primary_key: false`` in the manifest says which).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+try:
+    import zstandard
+
+    HAS_ZSTANDARD = True
+except ImportError:  # pragma: no cover - exercised by ansible-test's import sanity test
+    HAS_ZSTANDARD = False
+
+FORMAT_NAME = "mutuapix-framed-sql"
+FORMAT_VERSION = 1
+DEFAULT_CHUNK_BYTES = 32 * 1024 * 1024
+READ_BLOCK = 4 * 1024 * 1024
+
+# Options every backup dump runs with; the manifest records them.
+DUMP_OPTIONS = [
+    "--single-transaction",
+    "--quick",
+    "--routines",
+    "--triggers",
+    "--events",
+    "--hex-blob",
+    "--skip-dump-date",
+    "--default-character-set=utf8mb4",
+    "--no-tablespaces",
+]
+# Options that would break the framing, the digests or the consistency guarantee.
+FORBIDDEN_DUMP_ARGS = (
+    "--skip-comments",
+    "--compact",
+    "--tab",
+    "-T",
+    "--xml",
+    "-X",
+    "--skip-opt",
+    "--skip-add-locks",
+    "--skip-disable-keys",
+    "--result-file",
+    "-r",
+    "--databases",
+    "-B",
+    "--all-databases",
+    "-A",
+    "--lock-all-tables",
+    "-x",
+    "--skip-single-transaction",
+    "--dump-date",
+    "--defaults-file",
+    "--defaults-extra-file",
+    "--no-defaults",
+    "--password",
+    "-p",
+    "--user",
+    "-u",
+    "--host",
+    "-h",
+    "--socket",
+    "-S",
+    "--port",
+    "-P",
+)
+
+_MARKERS = [
+    (re.compile(rb"^-- Table structure for table `((?:[^`]|``)+)`$"), "table"),
+    (re.compile(rb"^-- Dumping data for table `((?:[^`]|``)+)`$"), "data"),
+    (re.compile(rb"^-- Temporary (?:table|view) structure for view `((?:[^`]|``)+)`$"), "view_stub"),
+    (re.compile(rb"^-- Final view structure for view `((?:[^`]|``)+)`$"), "view_final"),
+    (re.compile(rb"^-- Dumping events for database '(.*)'$"), "events"),
+    (re.compile(rb"^-- Dumping routines for database '(.*)'$"), "routines"),
+]
+_FOOTER_LINES = (b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;", b"/*!40101 SET SQL_MODE=@OLD_SQL_MODE */;")
+_COMPLETED = b"-- Dump completed"
+_TEXT_PARTS = ("header", "schema", "triggers", "events", "routines")
+# A line that ends the run of row lines: any line not starting with "(" (INSERT lines are
+# checked by the caller).
+_NOT_ROW_LINE = re.compile(rb"\n[^(]")
+_QUOTED = re.compile(rb"'(?:[^'\\]|\\.|'')*'", re.S)
+_TRIGGER_NAME = re.compile(rb"(?i)\btrigger\s+(`(?:[^`]|``)+`|[^\s(]+)")
+_ROUTINE_NAME = re.compile(
+    rb"(?i)^CREATE\s+(?:DEFINER=\S+\s+)?(?:AGGREGATE\s+)?(PROCEDURE|FUNCTION)\s+(`(?:[^`]|``)+`|[^\s(]+)", re.M
+)
+_EVENT_NAME = re.compile(rb"(?i)\bEVENT\s+(`(?:[^`]|``)+`|[^\s]+)\s+ON\s+SCHEDULE")
+_CHANGE_MASTER = re.compile(rb"CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+)")
+_GTID_POS = re.compile(rb"(?:gtid_slave_pos|GTID_PURGED)\s*=\s*'([^']*)'", re.I)
+
+
+class DumpFileError(Exception):
+    """The dump stream or the backup file is not what it should be."""
+
+
+def _unquote(name: bytes) -> str:
+    text = name.decode("utf-8", "surrogateescape")
+    if text.startswith("`") and text.endswith("`"):
+        text = text[1:-1].replace("``", "`")
+    return text
+
+
+def _next_insert(segment: bytes, pos: int) -> int:
+    idx = segment.find(b"\nINSERT INTO ", pos)
+    return idx + 1 if idx >= 0 else -1
+
+
+def count_inline_rows(line: bytes) -> int:
+    """Rows in one ``INSERT INTO … VALUES (…),(…);`` line (MySQL dialect), string-aware."""
+    values = line.find(b" VALUES ")
+    if values < 0:
+        values = line.find(b" VALUES(")
+    if values < 0:
+        return 0
+    body = _QUOTED.sub(b"''", line[values + 7 :])
+    return body.count(b"),(") + 1 if b"(" in body else 0
+
+
+# --- output side: frames ----------------------------------------------------------------------
+
+
+class _CountingSink:
+    """Writes to the real file through a SHA-256 of the final bytes."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.raw.write(data)
+            self.sha256.update(data)
+            self.size += len(data)
+        return len(data)
+
+
+class FrameWriter:
+    """Compresses each part as an independent frame; tracks offsets in the compressed stream."""
+
+    def __init__(
+        self,
+        raw: BinaryIO,
+        compression: str = "zstd",
+        level: int | None = None,
+        threads: int = 0,
+        encrypt_to: list[str] | None = None,
+    ) -> None:
+        self.file_sink = _CountingSink(raw)
+        self._age: Any = None
+        if encrypt_to:
+            from ansible_collections.mutuapix.ops.plugins.module_utils._age import AgeWriter  # noqa: PLC0415
+
+            self._age = AgeWriter(self.file_sink, encrypt_to)
+            self._out: Any = self._age
+        else:
+            self._out = self.file_sink
+        self.compression = compression
+        self.level = level
+        self.position = 0  # in the compressed stream
+        self.uncompressed = 0
+        self._frame_start = 0
+        self._cobj: Any = None
+        if compression == "zstd":
+            if not HAS_ZSTANDARD:
+                raise DumpFileError("the zstandard Python library is required for zstd compression")
+            self._cctx = zstandard.ZstdCompressor(level=3 if level is None else level, threads=threads)
+        elif compression not in ("gzip", "none"):
+            raise DumpFileError(f"unknown compression {compression!r}")
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._out.write(data)
+            self.position += len(data)
+
+    def begin(self) -> None:
+        self._frame_start = self.position
+        if self.compression == "zstd":
+            self._cobj = self._cctx.compressobj()
+        elif self.compression == "gzip":
+            self._cobj = zlib.compressobj(6 if self.level is None else self.level, zlib.DEFLATED, 31)
+
+    def write(self, data: bytes) -> None:
+        self.uncompressed += len(data)
+        if self._cobj is None:
+            self._emit(data)
+        else:
+            self._emit(self._cobj.compress(data))
+
+    def end(self) -> tuple[int, int]:
+        if self._cobj is not None:
+            self._emit(self._cobj.flush())
+            self._cobj = None
+        return self._frame_start, self.position - self._frame_start
+
+    def close(self) -> tuple[str, int]:
+        """Finish the file; returns (sha256 hex of the file's bytes, file size)."""
+        if self._age is not None:
+            self._age.close()
+        return self.file_sink.sha256.hexdigest(), self.file_sink.size
+
+
+class NullFrameWriter:
+    """Discards output; used to digest a dump without writing it (verification re-dumps)."""
+
+    position = 0
+    uncompressed = 0
+
+    def begin(self) -> None:
+        return None
+
+    def write(self, data: bytes) -> None:
+        self.uncompressed += len(data)
+
+    def end(self) -> tuple[int, int]:
+        return 0, 0
+
+
+# --- input side: the dump parser ----------------------------------------------------------------
+
+
+@dataclass
+class Frame:
+    part: str
+    offset: int = 0
+    length: int = 0
+    size: int = 0  # uncompressed bytes
+    rows: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"part": self.part, "offset": self.offset, "length": self.length, "size": self.size}
+        if self.part == "data":
+            out["rows"] = self.rows
+        return out
+
+
+@dataclass
+class DumpObject:
+    name: str
+    kind: str  # table | view
+    frames: list[Frame] = field(default_factory=list)
+    rows: int = 0
+    primary_key: bool = False
+    triggers: list[str] = field(default_factory=list)
+    digest: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        frames = [f for f in self.frames if f.part != "view_stub"] or self.frames
+        start = min(f.offset for f in frames) if frames else 0
+        end = max(f.offset + f.length for f in frames) if frames else 0
+        out: dict[str, Any] = {"kind": self.kind, "offset": start, "length": end - start}
+        if self.kind == "table":
+            out["rows"] = self.rows
+            out["data_digest"] = "sha256:" + (self.digest or hashlib.sha256()).hexdigest()
+            out["primary_key"] = self.primary_key
+            out["triggers"] = self.triggers
+        out["frames"] = [f.to_dict() for f in self.frames]
+        return out
+
+
+class DumpParser:
+    """Feed it the dump's bytes; it cuts frames, counts rows and digests data regions."""
+
+    def __init__(self, writer: FrameWriter | NullFrameWriter, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self.writer = writer
+        self.chunk_bytes = max(1, chunk_bytes)
+        self.objects: dict[str, DumpObject] = {}
+        self.order: list[str] = []
+        self.sections: dict[str, dict[str, Any]] = {}
+        self.dialect = "unknown"
+        self.program_line = ""
+        self.completed = False
+        self.binlog: dict[str, Any] = {}
+        self.routines: list[str] = []
+        self.events: list[str] = []
+        self._pending = b""
+        self._held = b""  # a "--" line that may open a marker
+        self._state = "header"
+        self._current: DumpObject | None = None
+        self._frame: Frame | None = None
+        self._frame_owner: DumpObject | None = None
+        self._section_text: list[bytes] | None = None
+        self._schema_text: list[bytes] = []
+        self._begin_frame("header", None)
+
+    # frames
+
+    def _begin_frame(self, part: str, owner: DumpObject | None) -> None:
+        self._end_frame()
+        # Small parts are kept whole to read object names from; data parts never are.
+        self._section_text = [] if part in _TEXT_PARTS else None
+        self._frame = Frame(part)
+        self._frame_owner = owner
+        self.writer.begin()
+
+    def _end_frame(self) -> None:
+        if self._frame is None:
+            return
+        offset, length = self.writer.end()
+        frame = self._frame
+        frame.offset, frame.length = offset, length
+        self._frame = None
+        if self._frame_owner is not None:
+            self._frame_owner.frames.append(frame)
+        else:
+            self.sections[frame.part] = frame.to_dict()
+        self._flush_section_text(frame.part)
+
+    def _flush_section_text(self, part: str) -> None:
+        text = b"".join(self._section_text or [])
+        if part == "triggers" and self._frame_owner is not None:
+            self._frame_owner.triggers = [_unquote(m) for m in _TRIGGER_NAME.findall(text)]
+        elif part == "routines":
+            self.routines = [f"{kind.decode().lower()} {_unquote(name)}" for kind, name in _ROUTINE_NAME.findall(text)]
+        elif part == "events":
+            self.events = [_unquote(m) for m in _EVENT_NAME.findall(text)]
+        elif part == "header":
+            self._parse_header(text)
+        elif part == "schema" and self._frame_owner is not None:
+            self._frame_owner.primary_key = b"\n  PRIMARY KEY (" in text
+
+    def _parse_header(self, text: bytes) -> None:
+        first = text.split(b"\n", 3)
+        for line in first[:3]:
+            if line.startswith(b"-- MariaDB dump"):
+                self.dialect = "mariadb"
+                self.program_line = line[3:].decode("utf-8", "replace")
+            elif line.startswith(b"-- MySQL dump"):
+                self.dialect = "mysql"
+                self.program_line = line[3:].decode("utf-8", "replace")
+        match = _CHANGE_MASTER.search(text)
+        if match:
+            self.binlog = {"file": match.group(1).decode(), "position": int(match.group(2)), "exact": True}
+        gtid = _GTID_POS.search(text)
+        if gtid:
+            self.binlog["gtid"] = gtid.group(1).decode()
+
+    def _write(self, data: bytes) -> None:
+        frame = self._frame
+        assert frame is not None
+        frame.size += len(data)
+        self.writer.write(data)
+        if self._section_text is not None:
+            self._section_text.append(data)
+
+    def _object(self, name: str, kind: str) -> DumpObject:
+        obj = self.objects.get(name)
+        if obj is None:
+            obj = DumpObject(name, kind)
+            self.objects[name] = obj
+            self.order.append(name)
+        return obj
+
+    def _data_write(self, data: bytes) -> None:
+        """Bytes of a table's data region: written and digested."""
+        self._write(data)
+        cur = self._current
+        assert cur is not None
+        cur.digest.update(data)
+
+    # the state machine
+
+    def feed(self, block: bytes) -> None:
+        if not block:
+            return
+        data = self._pending + block if self._pending else block
+        cut = data.rfind(b"\n") + 1
+        self._pending = data[cut:]
+        if cut:
+            self._process(data, cut)
+
+    def _start_section(self, kind: str, name: str) -> None:
+        if kind == "table":
+            self._current = self._object(name, "table")
+            self._state = "schema"
+            self._begin_frame("schema", self._current)
+        elif kind == "data":
+            self._current = self._object(name, "table")
+            self._current.digest = hashlib.sha256()
+            self._state = "data_head"
+            self._begin_frame("data_head", self._current)
+        elif kind in ("view_stub", "view_final"):
+            self._current = self._object(name, "view")
+            self._state = kind
+            self._begin_frame(kind, self._current)
+        else:  # events, routines
+            self._current = None
+            self._state = kind
+            self._begin_frame(kind, None)
+
+    def _marker(self, line: bytes) -> tuple[str, str] | None:
+        stripped = line.rstrip(b"\n")
+        for regex, kind in _MARKERS:
+            match = regex.match(stripped)
+            if match:
+                return kind, _unquote(b"`" + match.group(1) + b"`") if kind not in ("events", "routines") else ""
+        return None
+
+    def _process(self, data: bytes, end: int) -> None:
+        pos = 0
+        while pos < end:
+            if self._state == "rows":
+                pos = self._rows(data, pos, end)
+                continue
+            nl = data.index(b"\n", pos, end)
+            self._line(data[pos : nl + 1])
+            pos = nl + 1
+
+    def _line(self, line: bytes) -> None:
+        if self._held:
+            held, self._held = self._held, b""
+            marker = self._marker(line) if line.startswith(b"-- ") else None
+            if marker:
+                self._start_section(*marker)
+                self._write(held)
+                self._write(line)
+                return
+            self._route(held)
+        if line == b"--\n" and self._state not in ("data_head", "footer"):
+            self._held = line
+            return
+        if line.startswith(b"-- ") and self._state in ("data_head", "data_tail"):
+            marker = self._marker(line)
+            if marker:
+                self._start_section(*marker)
+                self._write(line)
+                return
+        self._route(line)
+
+    def _route(self, line: bytes) -> None:
+        state = self._state
+        if state == "data_head":
+            if line.startswith(b"INSERT INTO "):
+                self._state = "rows"
+                self._begin_frame("data", self._current)
+                self._rows(line, 0, len(line))
+                return
+            if line.startswith(b"UNLOCK TABLES") or (
+                line.startswith(b"/*!40000 ALTER TABLE") and b" ENABLE KEYS " in line
+            ):
+                self._state = "data_tail"
+                self._begin_frame("data_tail", self._current)
+            self._data_write(line)
+            return
+        if state == "data_tail":
+            if line.startswith((b"/*!40000 ALTER TABLE", b"UNLOCK TABLES", b"commit;")):
+                self._data_write(line)
+                return
+            self._state = "triggers"
+            self._begin_frame("triggers", self._current)
+        if state != "footer" and line.startswith(_FOOTER_LINES):
+            self._state = "footer"
+            self._current = None
+            self._begin_frame("footer", None)
+        if line.startswith(_COMPLETED):
+            self.completed = True
+        self._write(line)
+
+    def _rows(self, data: bytes, pos: int, end: int) -> int:
+        """Consume row lines (and INSERT lines) from ``pos``; returns where they stop."""
+        cur = self._current
+        frame = self._frame
+        assert cur is not None and frame is not None
+        stop = end
+        inline_rows = 0
+        inserts = 0
+        scan = pos
+        if data[pos : pos + 1] != b"(":
+            if data.startswith(b"INSERT INTO ", pos):
+                inserts += 1
+                nl = data.index(b"\n", pos, end)
+                if not data[pos:nl].endswith(b" VALUES"):
+                    inline_rows += count_inline_rows(data[pos:nl])
+                scan = nl
+            else:
+                stop = pos
+        if stop != pos:
+            while True:
+                match = _NOT_ROW_LINE.search(data, scan, end)
+                if match is None:
+                    break
+                start = match.start() + 1
+                if start >= end:
+                    break
+                if data.startswith(b"INSERT INTO ", start):
+                    inserts += 1
+                    nl = data.index(b"\n", start, end)
+                    if not data[start:nl].endswith(b" VALUES"):
+                        inline_rows += count_inline_rows(data[start:nl])
+                    scan = nl
+                    continue
+                stop = start
+                break
+        if stop > pos:
+            segment = data[pos:stop] if (pos or stop != len(data)) else data
+            lines = segment.count(b"\n")
+            rows = lines - inserts + inline_rows
+            cur.rows += rows
+            self._rows_out(segment, rows)
+        if stop < end:
+            self._state = "data_tail"
+            self._begin_frame("data_tail", cur)
+        return stop
+
+    def _rows_out(self, segment: bytes, rows: int) -> None:
+        """Write row lines, cutting a new data frame at an INSERT boundary every chunk_bytes."""
+        frame = self._frame
+        assert frame is not None
+        room = self.chunk_bytes - frame.size
+        if len(segment) <= room:
+            frame.rows += rows
+            self._data_write(segment)
+            return
+        cut = segment.find(b"\nINSERT INTO ", max(0, room - 1)) + 1
+        if cut <= 0:
+            frame.rows += rows
+            self._data_write(segment)
+            return
+        head = segment[:cut]
+        head_rows = self._count_rows(head)
+        frame.rows += head_rows
+        self._data_write(head)
+        self._begin_frame("data", self._current)
+        self._rows_out(segment[cut:], rows - head_rows)
+
+    @staticmethod
+    def _count_rows(segment: bytes) -> int:
+        """Rows in a run of row and INSERT lines (row lines minus INSERT lines plus inline rows)."""
+        rows = segment.count(b"\n")
+        start = 0 if segment.startswith(b"INSERT INTO ") else _next_insert(segment, 0)
+        while start >= 0:
+            nl = segment.index(b"\n", start)
+            rows -= 1
+            line = segment[start:nl]
+            if not line.endswith(b" VALUES"):
+                rows += count_inline_rows(line)
+            start = _next_insert(segment, nl)
+        return rows
+
+    def finish(self) -> None:
+        if self._held:
+            held, self._held = self._held, b""
+            self._route(held)
+        if self._pending:
+            tail, self._pending = self._pending, b""
+            if self._state == "rows":
+                self._state = "data_tail"
+                self._begin_frame("data_tail", self._current)
+            self._route(tail)
+        self._end_frame()
+
+    # results
+
+    def tables(self) -> dict[str, DumpObject]:
+        return {n: o for n, o in self.objects.items() if o.kind == "table"}
+
+    def manifest_objects(self) -> dict[str, Any]:
+        return {name: self.objects[name].to_dict() for name in self.order}
+
+
+def parse_stream(blocks: Iterable[bytes], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> DumpParser:
+    """Digest a dump stream without writing it: row counts and data digests per table."""
+    parser = DumpParser(NullFrameWriter(), chunk_bytes)
+    for block in blocks:
+        parser.feed(block)
+    parser.finish()
+    return parser
+
+
+# --- reading a backup file back -----------------------------------------------------------------
+
+
+def load_manifest(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except FileNotFoundError as exc:
+        raise DumpFileError(f"manifest {path} does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise DumpFileError(f"manifest {path} is not readable JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise DumpFileError(f"{path} is not a mutuapix.ops backup manifest")
+    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise DumpFileError(
+            f"{path} has format_version {manifest.get('format_version')}; this collection reads up to {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def file_sha256(path: str, block: int = 8 * 1024 * 1024) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(block)
+            if not chunk:
+                return digest.hexdigest()
+            digest.update(chunk)
+
+
+def decompressor(compression: str) -> Callable[[bytes], bytes]:
+    """A function decompressing exactly one complete frame/member."""
+    if compression == "zstd":
+        if not HAS_ZSTANDARD:
+            raise DumpFileError("the zstandard Python library is required to read zstd backups")
+        dctx = zstandard.ZstdDecompressor()
+
+        def _zstd(data: bytes) -> bytes:
+            obj = dctx.decompressobj()
+            out = obj.decompress(data)
+            if not obj.eof or obj.unused_data:
+                raise DumpFileError("zstd frame is truncated or has trailing bytes")
+            return out
+
+        return _zstd
+    if compression == "gzip":
+
+        def _gzip(data: bytes) -> bytes:
+            obj = zlib.decompressobj(31)
+            out = obj.decompress(data)
+            if not obj.eof or obj.unused_data:
+                raise DumpFileError("gzip member is truncated or has trailing bytes")
+            return out
+
+        return _gzip
+    if compression == "none":
+        return lambda data: data
+    raise DumpFileError(f"unknown compression {compression!r}")
+
+
+def open_compressed_stream(path: str, identities: list[bytes] | None = None) -> Iterator[bytes]:
+    """The compressed stream of a backup file (decrypted when it is an .age file)."""
+    with open(path, "rb") as handle:
+        if path.endswith(".age"):
+            from ansible_collections.mutuapix.ops.plugins.module_utils._age import (  # noqa: PLC0415
+                AgeError,
+                decrypt_stream,
+            )
+
+            if not identities:
+                raise DumpFileError(f"{path} is encrypted: an age identity is required")
+            try:
+                yield from decrypt_stream(handle, identities)
+            except AgeError as exc:
+                raise DumpFileError(f"{path}: {exc}") from exc
+            return
+        while True:
+            block = handle.read(READ_BLOCK)
+            if not block:
+                return
+            yield block
+
+
+def all_frames(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every frame of the file in stream order, each with ``object`` (None for sections)."""
+    frames: list[dict[str, Any]] = []
+    for key in ("header", "events", "routines", "footer"):
+        section = manifest.get("sections", {}).get(key)
+        if section:
+            frames.append(dict(section, object=None))
+    for name, obj in manifest.get("tables", {}).items():
+        for frame in obj.get("frames", []):
+            frames.append(dict(frame, object=name))
+    frames.sort(key=lambda f: f["offset"])
+    return frames
+
+
+def iter_frames(
+    path: str, manifest: dict[str, Any], identities: list[bytes] | None = None
+) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """Yield (frame, decompressed bytes) for every frame, checking the file as it goes.
+
+    Raises DumpFileError when a frame does not decompress, when the frames do not tile the
+    stream exactly, or when the stream is shorter or longer than the manifest says.
+    """
+    frames = all_frames(manifest)
+    decompress = decompressor(manifest["compression"])
+    stream = open_compressed_stream(path, identities)
+    buf = bytearray()
+    position = 0
+    for frame in frames:
+        if frame["offset"] != position:
+            raise DumpFileError(f"manifest frames do not tile the file at offset {position}")
+        need = frame["length"]
+        while len(buf) < need:
+            try:
+                block = next(stream)
+            except StopIteration as exc:
+                raise DumpFileError(f"{path} is truncated: frame at offset {frame['offset']} is incomplete") from exc
+            buf += block
+        raw = bytes(buf[:need])
+        del buf[:need]
+        position += need
+        try:
+            plain = decompress(raw)
+        except (DumpFileError, zlib.error) as exc:
+            raise DumpFileError(
+                f"{path}: frame at offset {frame['offset']} ({_frame_label(frame)}) is corrupt: {exc}"
+            ) from exc
+        except Exception as exc:
+            raise DumpFileError(
+                f"{path}: frame at offset {frame['offset']} ({_frame_label(frame)}) is corrupt: {exc}"
+            ) from exc
+        if len(plain) != frame["size"]:
+            raise DumpFileError(f"{path}: frame at offset {frame['offset']} decompresses to the wrong size")
+        yield frame, plain
+    if buf or next(stream, None):
+        raise DumpFileError(f"{path} has bytes after the last frame the manifest knows")
+
+
+def _frame_label(frame: dict[str, Any]) -> str:
+    return f"{frame['part']} of {frame['object']}" if frame.get("object") else frame["part"]
+
+
+def write_json_atomic(path: str, data: dict[str, Any], mode: int = 0o600) -> None:
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.partial-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,493 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: mysql_backup
+short_description: Consistent, compressed, optionally encrypted MySQL/MariaDB backup with a manifest
+version_added: 0.1.0
+description:
+  - Dumps one database with the server's own dump program (C(mariadb-dump) or C(mysqldump)) in
+    one consistent snapshot (C(--single-transaction)), with routines, triggers, events and
+    C(--hex-blob).
+  - The dump is cut at table boundaries and each part compressed as its own zstd frame or gzip
+    member, so the file restores with standard tools (C(zstdcat f | mariadb db)) while its
+    C(<file>.manifest.json) records, per table, the byte range, the exact row count and a digest of
+    the data, which M(mutuapix.ops.mysql_restore_verify) uses to prove the backup restores.
+  - The file is written to a temporary name in O(dest), fsynced and renamed; on any failure the
+    temporary file is removed and earlier backups are untouched. Retention runs only after success.
+  - The password is handed to the dump program in a 0600 temporary option file, never in argv or
+    the environment.
+  - "Least-privilege account: C(GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON db.* TO backup)
+    plus, on MariaDB, C(GRANT SELECT ON mysql.proc TO backup) to dump routines (MySQL 8.0.20+: C(SHOW_ROUTINE)).
+    Optional: C(BINLOG MONITOR) (MariaDB) or C(REPLICATION CLIENT) (MySQL) to record the binlog position.
+    The app_db_user module's C(backup) preset grants exactly this."
+author:
+  - MutuaPix ops team
+extends_documentation_fragment:
+  - mutuapix.ops.mysql
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Connects, checks the database, the account's privileges and free disk space, and returns the planned
+        file name. Writes nothing.
+  diff_mode:
+    support: none
+options:
+  database:
+    description: Database to back up.
+    type: str
+    required: true
+  dest:
+    description:
+      - Absolute path of the directory the backup is written to. Created with mode 0700 when missing.
+    type: path
+    required: true
+  label:
+    description:
+      - Optional label in the file name, e.g. C(pre-deploy-2026.11.28). Letters, digits, C(.), C(_) and C(-).
+      - Retention applies separately to each label.
+    type: str
+  compression:
+    description: Compression of the file.
+    type: str
+    choices: [zstd, gzip, none]
+    default: zstd
+  compression_level:
+    description:
+      - Compression level. Default 3 for zstd (1 is faster, 19 smaller) and 6 for gzip.
+    type: int
+  compression_threads:
+    description:
+      - Worker threads for zstd compression. C(0) compresses in the module's own thread; the default
+        uses two, so compression runs beside the dump program on a two-core machine.
+    type: int
+    default: 2
+  encrypt_recipients:
+    description:
+      - age X25519 public keys (C(age1...)). When set, the file is encrypted to all of them in the age v1
+        format (C(.age) suffix) and decrypts with C(age -d -i key.txt). Only fingerprints go into the manifest.
+    type: list
+    elements: str
+    default: []
+  exclude_tables:
+    description: Tables left out of the backup entirely.
+    type: list
+    elements: str
+    default: []
+  exclude_table_data:
+    description: Tables whose structure is backed up but not their rows (e.g. C(sessions), C(cache)).
+    type: list
+    elements: str
+    default: []
+  extra_dump_args:
+    description:
+      - Extra arguments for the dump program, passed as separate argv entries (no shell).
+      - Options that would break the file format, its consistency or the credential handling
+        (C(--skip-comments), C(--compact), C(--tab), C(--skip-opt), C(--password), ...) are refused.
+    type: list
+    elements: str
+    default: []
+  chunk_size:
+    description:
+      - Big tables are cut into frames of about this many uncompressed bytes (at INSERT boundaries),
+        so restore workers can share one table. Accepts C(32M), C(64MB), or a number of bytes.
+    type: str
+    default: 32M
+  min_size:
+    description:
+      - Fail when the uncompressed dump is smaller than this (C(10M), C(1G) or bytes): catches an empty
+        or wrong database. The file is not kept.
+    type: str
+  keep_last:
+    description: Retention. Keep the N newest backups.
+    type: int
+  keep_days:
+    description: Retention. Keep every backup newer than N days.
+    type: int
+  keep_daily:
+    description: Retention. Keep the newest backup of each of the last N days that have one.
+    type: int
+  keep_weekly:
+    description: Retention. Keep the newest backup of each of the last N ISO weeks that have one.
+    type: int
+  keep_monthly:
+    description: Retention. Keep the newest backup of each of the last N months that have one.
+    type: int
+  lock_timeout:
+    description:
+      - Seconds to wait when another backup of the same database into the same O(dest) is running.
+    type: int
+    default: 300
+  mode:
+    description: File mode of the backup and its manifest.
+    type: raw
+    default: '0600'
+  owner:
+    description: Owner of the backup files.
+    type: str
+  group:
+    description: Group of the backup files.
+    type: str
+notes:
+  - Retention only considers files whose names this module writes for O(database), and only those with a
+    manifest (complete backups). It runs per label, never deletes the newest backup, and never runs after a failure.
+  - With no retention option set, nothing is deleted.
+  - Two runs for the same database and O(dest) never overlap; the second waits up to O(lock_timeout).
+seealso:
+  - module: mutuapix.ops.mysql_restore_verify
+  - module: mutuapix.ops.b2_sync
+requirements:
+  - PyMySQL, zstandard (for zstd), cryptography (for encryption) on the managed host.
+  - mariadb-dump or mysqldump on the managed host.
+"""
+
+EXAMPLES = r"""
+- name: Nightly backup, kept 7 days + 4 weeks + 6 months
+  mutuapix.ops.mysql_backup:
+    login_unix_socket: /run/mysqld/mysqld.sock
+    login_user: backup
+    login_password: "{{ vault_mysql_backup_password }}"
+    database: mutuapix
+    dest: /var/backups/mysql
+    exclude_table_data: [sessions, cache]
+    keep_daily: 7
+    keep_weekly: 4
+    keep_monthly: 6
+    min_size: 1M
+
+- name: Encrypted pre-deploy backup, connection options set once for the play
+  module_defaults:
+    group/mutuapix.ops.mysql:
+      login_user: backup
+      login_password: "{{ vault_mysql_backup_password }}"
+  block:
+    - name: Back up before migrating
+      mutuapix.ops.mysql_backup:
+        database: mutuapix
+        dest: /var/backups/mysql
+        label: "pre-deploy-{{ release_id }}"
+        encrypt_recipients:
+          - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
+      register: backup
+
+    - name: Show where it went
+      ansible.builtin.debug:
+        msg: "{{ backup.path }} ({{ backup.size }} bytes, {{ backup.tables | length }} tables)"
+"""
+
+RETURN = r"""
+path:
+  description: Path of the backup file (the planned path in check mode).
+  returned: always
+  type: str
+  sample: /var/backups/mysql/mutuapix-20261128T031500Z.sql.zst
+manifest_path:
+  description: Path of the manifest written beside the file.
+  returned: always
+  type: str
+  sample: /var/backups/mysql/mutuapix-20261128T031500Z.sql.zst.manifest.json
+size:
+  description: Size of the backup file in bytes.
+  returned: success and not check mode
+  type: int
+  sample: 26214400
+uncompressed_size:
+  description: Size of the SQL stream before compression.
+  returned: success and not check mode
+  type: int
+  sample: 104857600
+sha256:
+  description: SHA-256 of the whole file as written (after compression and encryption).
+  returned: success and not check mode
+  type: str
+  sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+tables:
+  description: Exact row count of each table in the backup.
+  returned: success and not check mode
+  type: dict
+  sample: {"users": 1200, "transactions": 250000}
+duration_s:
+  description: Seconds the backup took.
+  returned: success and not check mode
+  type: float
+  sample: 12.4
+compression:
+  description: Compression used.
+  returned: always
+  type: str
+  sample: zstd
+encrypted:
+  description: Whether the file is age-encrypted.
+  returned: always
+  type: bool
+  sample: false
+server_version:
+  description: Server version string.
+  returned: always
+  type: str
+  sample: 10.11.19-MariaDB-0+deb12u1
+binlog:
+  description:
+    - Binlog file/position and GTID at the time of the dump, when readable.
+    - C(exact) is true only when the dump itself recorded them (C(--master-data) in O(extra_dump_args)).
+  returned: success and not check mode
+  type: dict
+  sample: {"file": "mariadb-bin.000003", "position": 1234, "gtid": "0-1-42", "exact": false}
+retention_deleted:
+  description: Backups deleted by retention (check mode: would be deleted).
+  returned: always
+  type: list
+  elements: str
+  sample: [mutuapix-20261101T031500Z.sql.zst]
+free_bytes:
+  description: Free bytes in O(dest) before the backup.
+  returned: always
+  type: int
+  sample: 53687091200
+estimated_bytes:
+  description: Generous estimate of the file size used for the free space check.
+  returned: always
+  type: int
+  sample: 52428800
+"""
+
+import datetime as dt
+import os
+import time
+import traceback
+
+from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _dumpfile, _retention
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, MySQLModule, server_info
+
+
+def argument_spec():
+    spec = {
+        "database": {"type": "str", "required": True},
+        "dest": {"type": "path", "required": True},
+        "label": {"type": "str"},
+        "compression": {"type": "str", "choices": ["zstd", "gzip", "none"], "default": "zstd"},
+        "compression_level": {"type": "int"},
+        "compression_threads": {"type": "int", "default": 2},
+        "encrypt_recipients": {"type": "list", "elements": "str", "default": []},
+        "exclude_tables": {"type": "list", "elements": "str", "default": []},
+        "exclude_table_data": {"type": "list", "elements": "str", "default": []},
+        "extra_dump_args": {"type": "list", "elements": "str", "default": []},
+        "chunk_size": {"type": "str", "default": "32M"},
+        "min_size": {"type": "str"},
+        "lock_timeout": {"type": "int", "default": 300},
+        "mode": {"type": "raw", "default": "0600"},
+        "owner": {"type": "str"},
+        "group": {"type": "str"},
+    }
+    spec.update(_retention.retention_argument_spec())
+    return spec
+
+
+def _size(module, name):
+    value = module.params[name]
+    if value is None:
+        return None
+    try:
+        return module.human_to_bytes(value) if not str(value).isdigit() else int(value)
+    except ValueError:
+        module.fail_json(msg=f"{name}={value!r} is not a size (use bytes or e.g. 32M, 1G)")
+
+
+def _validate(module):
+    params = module.params
+    if not os.path.isabs(params["dest"]):
+        module.fail_json(msg=f"dest must be an absolute path, got {params['dest']!r}")
+    try:
+        _backup.table_args(params["database"], [params["database"]])
+        _backup.table_args(params["database"], params["exclude_tables"] + params["exclude_table_data"])
+        if params["label"]:
+            _retention.validate_label(params["label"])
+        _backup.check_extra_args(params["extra_dump_args"])
+    except (MySQLError, ValueError, _backup.BackupError) as exc:
+        module.fail_json(msg=to_native(exc))
+    if params["encrypt_recipients"]:
+        try:
+            from ansible_collections.mutuapix.ops.plugins.module_utils._age import (  # noqa: PLC0415
+                HAS_CRYPTOGRAPHY,
+                AgeError,
+                parse_recipient,
+            )
+        except ImportError:
+            HAS_CRYPTOGRAPHY = False
+        if not HAS_CRYPTOGRAPHY:
+            module.fail_json(msg="encrypt_recipients needs the cryptography Python library on the managed host")
+        for recipient in params["encrypt_recipients"]:
+            try:
+                parse_recipient(recipient)
+            except AgeError as exc:
+                module.fail_json(msg=to_native(exc))
+    if params["compression"] == "zstd" and not _dumpfile.HAS_ZSTANDARD:
+        module.fail_json(msg="compression=zstd needs the zstandard Python library: pip install zstandard")
+    for name in _retention.RETENTION_OPTIONS:
+        if params[name] is not None and params[name] < 0:
+            module.fail_json(msg=f"{name} must be 0 or more")
+
+
+def _ids(module):
+    owner = group = None
+    if module.params["owner"]:
+        import pwd  # noqa: PLC0415
+
+        try:
+            owner = pwd.getpwnam(module.params["owner"]).pw_uid
+        except KeyError:
+            module.fail_json(msg=f"owner {module.params['owner']!r} does not exist on this host")
+    if module.params["group"]:
+        import grp  # noqa: PLC0415
+
+        try:
+            group = grp.getgrnam(module.params["group"]).gr_gid
+        except KeyError:
+            module.fail_json(msg=f"group {module.params['group']!r} does not exist on this host")
+    return owner, group
+
+
+def main():
+    module = MySQLModule(argument_spec=argument_spec(), supports_check_mode=True)
+    params = module.params
+    _validate(module)
+    chunk_bytes = _size(module, "chunk_size")
+    min_size = _size(module, "min_size")
+    try:
+        mode = int(str(params["mode"]), 8)
+    except ValueError:
+        module.fail_json(msg=f"mode {params['mode']!r} is not an octal file mode such as 0600")
+    owner, group = _ids(module)
+    database, dest = params["database"], params["dest"]
+    recipients = params["encrypt_recipients"]
+    program = module.program("dump")
+    started = time.monotonic()
+
+    connection = module.connect()
+    try:
+        server = server_info(connection)
+        tables, data_bytes, missing = _backup.preflight(connection, database, dest, params["compression"])
+        binlog = _backup.binlog_position(connection, server)
+    except _backup.BackupError as exc:
+        module.fail_json(msg=to_native(exc))
+    finally:
+        connection.close()
+    if missing:
+        module.fail_json(
+            msg=f"the account {module.conn_params.describe()} lacks {', '.join(missing)} on {database}.*; "
+            f"grant SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON {database}.* (see the module documentation)",
+            missing_privileges=missing,
+        )
+    unknown = [t for t in params["exclude_tables"] + params["exclude_table_data"] if t not in tables]
+    for name in unknown:
+        module.warn(f"excluded table {name!r} does not exist in {database}")
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    file_name = _retention.backup_file_name(database, now, params["label"], params["compression"], bool(recipients))
+    estimated = _backup.estimate_backup_bytes(data_bytes, params["compression"])
+    plan = _backup.Plan(database, dest, file_name, now, server, estimated, _backup.free_bytes(dest), tables)
+    result = {
+        "changed": True,
+        "path": plan.path,
+        "manifest_path": plan.path + _retention.MANIFEST_SUFFIX,
+        "compression": params["compression"],
+        "encrypted": bool(recipients),
+        "server_version": server.version_string,
+        "free_bytes": plan.free_bytes,
+        "estimated_bytes": estimated,
+        "retention_deleted": [],
+    }
+    if plan.free_bytes is not None and plan.free_bytes < estimated:
+        module.fail_json(
+            msg=f"not enough free space in {dest}: {plan.free_bytes} bytes free, the backup may need about "
+            f"{estimated} bytes; free space or choose another dest",
+            **result,
+        )
+    if module.check_mode:
+        if os.path.isdir(dest):
+            result["retention_deleted"] = _backup.apply_retention(
+                dest, database, _retention.retention_params(params), dry_run=True
+            )
+        module.exit_json(**result)
+
+    try:
+        if not os.path.isdir(dest):
+            os.makedirs(dest, mode=0o700)
+            os.chmod(dest, 0o700)
+    except OSError as exc:
+        module.fail_json(msg=_backup.describe_os_error(exc, f"directory {dest}"))
+
+    tmp_path = os.path.join(dest, f".{file_name}.partial-{os.getpid()}")
+    try:
+        with _backup.backup_lock(dest, database, params["lock_timeout"]):
+            _backup.remove_stale_partials(dest, database)
+            try:
+                dumped = _backup.run_dump(
+                    module.conn_params,
+                    program,
+                    plan,
+                    tmp_path,
+                    params["compression"],
+                    params["compression_level"],
+                    recipients,
+                    params["exclude_tables"],
+                    params["exclude_table_data"],
+                    params["extra_dump_args"],
+                    chunk_bytes,
+                    max(0, params["compression_threads"]) if params["compression"] == "zstd" else 0,
+                )
+                if min_size is not None and dumped.uncompressed < min_size:
+                    raise _backup.BackupError(
+                        f"the dump of {database!r} is {dumped.uncompressed} bytes, below "
+                        f"min_size={params['min_size']}: empty or wrong database? The file was not kept."
+                    )
+                duration = time.monotonic() - started
+                manifest = _backup.build_manifest(
+                    plan,
+                    dumped,
+                    program,
+                    params["compression"],
+                    params["compression_level"],
+                    recipients,
+                    params["extra_dump_args"],
+                    params["exclude_tables"],
+                    params["exclude_table_data"],
+                    binlog,
+                    chunk_bytes,
+                    duration,
+                )
+                _backup.finalize(tmp_path, plan.path, mode, owner, group)
+            except BaseException:
+                if os.path.exists(tmp_path):
+                    os.unlink(tmp_path)
+                raise
+            _dumpfile.write_json_atomic(result["manifest_path"], manifest, mode)
+            if owner is not None or group is not None:
+                os.chown(result["manifest_path"], -1 if owner is None else owner, -1 if group is None else group)
+            result["retention_deleted"] = _backup.apply_retention(dest, database, _retention.retention_params(params))
+    except _backup.BackupError as exc:
+        module.fail_json(msg=to_native(exc), **exc.details)
+    except _dumpfile.DumpFileError as exc:
+        module.fail_json(msg=f"the dump of {database!r} could not be framed: {to_native(exc)}")
+    except OSError as exc:
+        module.fail_json(msg=_backup.describe_os_error(exc, dest), exception=traceback.format_exc())
+
+    result.update(
+        size=dumped.size,
+        uncompressed_size=dumped.uncompressed,
+        sha256=dumped.sha256,
+        tables={name: obj.rows for name, obj in dumped.parser.tables().items()},
+        duration_s=round(time.monotonic() - started, 3),
+        binlog=manifest["binlog"],
+    )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
