@@ -1,0 +1,310 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Transition-only alerting shared by the probe modules (private API).
+
+A probe (``queue_health``, ``endpoint_check``) reduces what it saw to a dict of *problems*:
+``{check_id: message}``. :func:`evaluate` compares it with the state persisted by the
+previous run and decides what to say:
+
+========================  =====================================================
+previous -> now           outcome
+========================  =====================================================
+OK -> failing             one alert
+failing -> failing        nothing, until ``realert_after_s`` has passed (reminder)
+failing -> OK             one recovery
+OK -> OK                  nothing
+unknown -> failing        one alert (state missing or corrupt: better one extra
+                          alert than a silent outage)
+unknown -> OK             nothing: never a recovery we cannot prove
+========================  =====================================================
+
+The state file is written atomically (temporary file, fsync, rename) with mode 0600.
+Notifications that could not be delivered stay in the state file and go out with the next
+run, so a webhook failure never loses the transition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+from ansible.module_utils.urls import open_url
+
+STATE_VERSION = 1
+# Undelivered notifications kept for the next run; older ones are dropped first.
+MAX_UNDELIVERED = 20
+DEFAULT_STATE_DIR = "/var/lib/mutuapix-ops"
+
+
+class StateError(Exception):
+    """The state file cannot be written: the probe result would be lost."""
+
+
+@dataclass
+class Evaluation:
+    """What a probe run decided: notifications to send and the state to persist."""
+
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    previous_known: bool = True
+
+    @property
+    def transitions(self) -> bool:
+        return bool(self.alerts or self.recoveries)
+
+
+def load_state(path: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The previous run's state, or ``(None, warning)`` when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None, f"state file {path} does not exist yet: previous state unknown, no recovery will be reported"
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, f"state file {path} is unreadable or corrupt ({exc}): previous state unknown, it will be rewritten"
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != STATE_VERSION
+        or not isinstance(data.get("failing"), dict)
+        or not all(isinstance(v, dict) for v in data["failing"].values())
+    ):
+        return None, f"state file {path} has an unexpected format: previous state unknown, it will be rewritten"
+    return data, None
+
+
+def save_state(path: str, state: dict[str, Any]) -> None:
+    """Write the state atomically with mode 0600 (the directory is created 0700 if needed)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise StateError(f"cannot write state file {path}: {exc}; check the directory exists and is writable") from exc
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(state, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StateError(f"cannot write state file {path}: {exc}") from exc
+
+
+def evaluate(
+    previous: dict[str, Any] | None,
+    problems: dict[str, str],
+    *,
+    now: float,
+    realert_after_s: int,
+    probe: str,
+    target: str,
+) -> Evaluation:
+    """Decide alerts and recoveries from the previous state and the current problems."""
+    result = Evaluation(previous_known=previous is not None)
+    old_failing: dict[str, dict[str, Any]] = (previous or {}).get("failing", {})
+    failing: dict[str, dict[str, Any]] = {}
+    for check, message in sorted(problems.items()):
+        before = old_failing.get(check)
+        if before is None:
+            result.alerts.append({"check": check, "message": message, "since": _iso(now), "repeat": False})
+            failing[check] = {"since": now, "last_alert_at": now, "message": message}
+            continue
+        since = float(before.get("since", now))
+        last = float(before.get("last_alert_at", since))
+        entry = {"since": since, "last_alert_at": last, "message": message}
+        if realert_after_s > 0 and now - last >= realert_after_s:
+            result.alerts.append({"check": check, "message": message, "since": _iso(since), "repeat": True})
+            entry["last_alert_at"] = now
+        failing[check] = entry
+    for check, before in sorted(old_failing.items()):
+        if check not in problems:
+            since = float(before.get("since", now))
+            result.recoveries.append(
+                {
+                    "check": check,
+                    "message": f"recovered: {before.get('message', check)}",
+                    "failing_since": _iso(since),
+                    "duration_s": int(now - since),
+                }
+            )
+    result.state = {
+        "version": STATE_VERSION,
+        "probe": probe,
+        "target": target,
+        "checked_at": now,
+        "checked_at_iso": _iso(now),
+        "healthy": not problems,
+        "failing": failing,
+        "undelivered": list((previous or {}).get("undelivered", []))[-MAX_UNDELIVERED:],
+    }
+    return result
+
+
+def build_payload(
+    probe: str, target: str, alerts: list[dict[str, Any]], recoveries: list[dict[str, Any]], healthy: bool
+) -> dict[str, Any]:
+    """The webhook body: Slack-compatible (``text`` + ``attachments``) plus a ``mutuapix`` object."""
+    host = socket.gethostname()
+    lines = []
+    for alert in alerts:
+        prefix = "STILL FAILING" if alert.get("repeat") else "FAILING"
+        lines.append(f"{prefix} {alert['check']}: {alert['message']}")
+    for recovery in recoveries:
+        lines.append(f"RECOVERED {recovery['check']} after {recovery['duration_s']} s")
+    headline = "problem" if alerts else "recovery"
+    text = f"[{probe}] {target} on {host}: {headline}\n" + "\n".join(lines)
+    return {
+        "text": text,
+        "attachments": [
+            {
+                "color": "danger" if alerts else "good",
+                "title": f"{probe} {target}",
+                "text": "\n".join(lines),
+                "footer": f"mutuapix.ops on {host}",
+            }
+        ],
+        "mutuapix": {
+            "probe": probe,
+            "target": target,
+            "host": host,
+            "healthy": healthy,
+            "alerts": alerts,
+            "recoveries": recoveries,
+        },
+    }
+
+
+def post_webhook(url: str, payload: dict[str, Any], timeout: int = 10, validate_certs: bool = True) -> None:
+    """POST the JSON payload; raise ``RuntimeError`` with a readable message when it is not delivered."""
+    body = json.dumps(payload).encode("utf-8")
+    try:
+        response = open_url(
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+            timeout=timeout,
+            validate_certs=validate_certs,
+            follow_redirects="safe",
+        )
+        status = response.getcode()
+    except (OSError, ValueError, http.client.HTTPException, UrlsConnectionError) as exc:
+        # The webhook URL usually embeds a secret token: never echo it.
+        raise RuntimeError(f"webhook POST failed: {_describe_http_error(exc)}") from exc
+    if status is None or status >= 300:
+        raise RuntimeError(f"webhook POST answered HTTP {status}")
+
+
+def notify(
+    url: str | None,
+    evaluation: Evaluation,
+    *,
+    probe: str,
+    target: str,
+    healthy: bool,
+    timeout: int = 10,
+    validate_certs: bool = True,
+) -> dict[str, Any]:
+    """Send this run's transitions (plus earlier undelivered ones) and update the state to match.
+
+    Returns ``{"notified": bool, "notify_error": str | None}``. On failure the payload is
+    queued in ``evaluation.state["undelivered"]`` so the next run retries it.
+    """
+    pending: list[dict[str, Any]] = list(evaluation.state.get("undelivered", []))
+    if evaluation.transitions:
+        pending.append(build_payload(probe, target, evaluation.alerts, evaluation.recoveries, healthy))
+    if not url or not pending:
+        evaluation.state["undelivered"] = [] if not url else pending
+        return {"notified": False, "notify_error": None}
+    for index, payload in enumerate(pending):
+        try:
+            post_webhook(url, payload, timeout=timeout, validate_certs=validate_certs)
+        except RuntimeError as exc:
+            evaluation.state["undelivered"] = pending[index:][-MAX_UNDELIVERED:]
+            return {
+                "notified": index > 0,
+                "notify_error": f"{exc}; {len(pending) - index} notification(s) kept"
+                " in the state file for the next run",
+            }
+    evaluation.state["undelivered"] = []
+    return {"notified": True, "notify_error": None}
+
+
+def _describe_http_error(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    if code is not None:
+        return f"HTTP {code} {getattr(exc, 'reason', '')}".strip()
+    reason = getattr(exc, "reason", None)
+    return str(reason if reason is not None else exc) or exc.__class__.__name__
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def default_state_file(probe: str, key: str) -> str:
+    """``/var/lib/mutuapix-ops/<probe>-<key>.json`` with the key reduced to safe characters."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:80] or "default"
+    return os.path.join(DEFAULT_STATE_DIR, f"{probe}-{safe}.json")
+
+
+def run_transitions(
+    *,
+    probe: str,
+    target: str,
+    problems: dict[str, str],
+    state_file: str,
+    realert_after_s: int,
+    notify_url: str | None,
+    notify_timeout: int = 10,
+    validate_certs: bool = True,
+    check_mode: bool = False,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The whole probe epilogue: load state, evaluate, notify, save. Returns result keys.
+
+    In check mode the decision is computed and returned but nothing is sent or written.
+    The state is saved even when the webhook fails (the transition is never lost); a state
+    file that cannot be written raises :class:`StateError`.
+    """
+    now = time.time() if now is None else now
+    previous, warning = load_state(state_file)
+    evaluation = evaluate(previous, problems, now=now, realert_after_s=realert_after_s, probe=probe, target=target)
+    warnings = [warning] if warning else []
+    outcome: dict[str, Any] = {"notified": False, "notify_error": None}
+    if not check_mode:
+        outcome = notify(
+            notify_url,
+            evaluation,
+            probe=probe,
+            target=target,
+            healthy=not problems,
+            timeout=notify_timeout,
+            validate_certs=validate_certs,
+        )
+        if outcome["notify_error"]:
+            warnings.append(outcome["notify_error"])
+        save_state(state_file, evaluation.state)
+    return {
+        "alerts": evaluation.alerts,
+        "recoveries": evaluation.recoveries,
+        "previous_state_known": evaluation.previous_known,
+        "state_file": state_file,
+        "notified": outcome["notified"],
+        "notify_error": outcome["notify_error"],
+        "warnings": warnings,
+    }

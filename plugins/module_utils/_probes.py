@@ -1,0 +1,293 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the probe modules measure (private API): Laravel database queues and HTTP/TLS endpoints.
+
+Each probe returns its measurements plus a dict of *problems* (``{check_id: message}``)
+that :mod:`_alerts` turns into transition-only notifications.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import socket
+import ssl
+import time
+import traceback
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import quote_identifier
+
+try:
+    from cryptography import x509
+
+    HAS_CRYPTOGRAPHY = True
+    CRYPTOGRAPHY_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover - exercised by ansible-test's import sanity test
+    HAS_CRYPTOGRAPHY = False
+    CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
+
+# Bytes of the response body read to measure a complete answer without downloading a file.
+MAX_BODY_BYTES = 1024 * 1024
+USER_AGENT = "mutuapix.ops-endpoint_check/1"
+
+
+class ProbeError(Exception):
+    """The probe itself cannot run (bad option, missing table): not a health verdict."""
+
+
+# --------------------------------------------------------------------------- queues
+
+
+@dataclass
+class QueueLimits:
+    name: str
+    max_wait_s: int = 300
+    max_pending: int | None = None
+
+
+def queue_limits(option: list[dict[str, Any]] | None, found: list[str]) -> list[QueueLimits]:
+    """Queues to judge: the ones configured, or every queue present in the table plus ``default``."""
+    if option:
+        return [QueueLimits(q["name"], int(q.get("max_wait_s") or 300), q.get("max_pending")) for q in option]
+    names = sorted(set(found) | {"default"})
+    return [QueueLimits(name) for name in names]
+
+
+def _table_exists(cur: Any, database: str, table: str) -> bool:
+    cur.execute(
+        "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+        (database, table),
+    )
+    return bool(cur.fetchone()[0])
+
+
+def read_queue_stats(
+    connection: Any,
+    database: str,
+    *,
+    jobs_table: str,
+    failed_jobs_table: str,
+    retry_after_s: int,
+    failed_window_s: int,
+) -> dict[str, Any]:
+    """Per-queue counts from Laravel's ``jobs`` table and recent failures from ``failed_jobs``.
+
+    Times come from the database server's clock (``UNIX_TIMESTAMP()``), the clock Laravel's
+    rows are compared with by the workers' own queries on the same server.
+    """
+    jobs = f"{quote_identifier(database)}.{quote_identifier(jobs_table)}"
+    failed = f"{quote_identifier(database)}.{quote_identifier(failed_jobs_table)}"
+    with connection.cursor() as cur:
+        for table in (jobs_table, failed_jobs_table):
+            if not _table_exists(cur, database, table):
+                raise ProbeError(
+                    f"table {database}.{table} does not exist: is {database} the Laravel database, and are the queue "
+                    "tables created (php artisan queue:table / queue:failed-table, then migrate)? Set jobs_table / "
+                    "failed_jobs_table if they are named differently"
+                )
+        cur.execute("SELECT UNIX_TIMESTAMP()")
+        now = int(cur.fetchone()[0])
+        cur.execute(
+            f"SELECT queue,"
+            f" SUM(reserved_at IS NULL AND available_at <= %s),"
+            f" SUM(reserved_at IS NULL AND available_at > %s),"
+            f" SUM(reserved_at IS NOT NULL),"
+            f" SUM(reserved_at IS NOT NULL AND reserved_at <= %s),"
+            f" MIN(CASE WHEN reserved_at IS NULL AND available_at <= %s THEN available_at END)"
+            f" FROM {jobs} GROUP BY queue",
+            (now, now, now - retry_after_s, now),
+        )
+        queues: dict[str, dict[str, Any]] = {}
+        for name, pending, delayed, reserved, expired, oldest in cur.fetchall():
+            queues[str(name)] = {
+                "pending": int(pending or 0),
+                "delayed": int(delayed or 0),
+                "reserved": int(reserved or 0),
+                "expired_reservations": int(expired or 0),
+                "oldest_wait_s": max(0, now - int(oldest)) if oldest is not None else 0,
+            }
+        cur.execute(f"SELECT COUNT(*) FROM {failed} WHERE failed_at >= NOW() - INTERVAL %s SECOND", (failed_window_s,))
+        failed_recent = int(cur.fetchone()[0])
+    return {"now": now, "queues": queues, "failed_recent": failed_recent}
+
+
+def empty_queue() -> dict[str, int]:
+    return {"pending": 0, "delayed": 0, "reserved": 0, "expired_reservations": 0, "oldest_wait_s": 0}
+
+
+def queue_problems(
+    stats: dict[str, Any], limits: list[QueueLimits], *, retry_after_s: int, failed_window_s: int, max_failed: int
+) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """The judged queues (name -> counts) and the problems found."""
+    judged: dict[str, dict[str, int]] = {}
+    problems: dict[str, str] = {}
+    for limit in limits:
+        counts = stats["queues"].get(limit.name, empty_queue())
+        judged[limit.name] = counts
+        if counts["oldest_wait_s"] > limit.max_wait_s:
+            problems[f"queue:{limit.name}:wait"] = (
+                f"queue {limit.name}: the oldest pending job has waited {counts['oldest_wait_s']} s "
+                f"(max_wait_s {limit.max_wait_s}) with {counts['pending']} pending: are the workers running?"
+            )
+        if limit.max_pending is not None and counts["pending"] > limit.max_pending:
+            problems[f"queue:{limit.name}:pending"] = (
+                f"queue {limit.name}: {counts['pending']} pending jobs (max_pending {limit.max_pending})"
+            )
+        if counts["expired_reservations"]:
+            problems[f"queue:{limit.name}:expired_reservations"] = (
+                f"queue {limit.name}: {counts['expired_reservations']} job(s) reserved more than {retry_after_s} s "
+                "ago (retry_after_s): a worker died or hangs"
+            )
+    if stats["failed_recent"] > max_failed:
+        problems["failed_jobs"] = (
+            f"{stats['failed_recent']} jobs failed in the last {failed_window_s} s (max_failed {max_failed})"
+        )
+    return judged, problems
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+@dataclass
+class EndpointResult:
+    status: int | None = None
+    latency_ms: int | None = None
+    tls_days_left: int | None = None
+    tls_not_after: str | None = None
+    error: str | None = None
+    problems: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _ssl_context(validate_certs: bool, ca_path: str | None) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=ca_path) if validate_certs else ssl.create_default_context()
+    except (OSError, ssl.SSLError) as exc:
+        raise ProbeError(f"cannot load ca_path {ca_path}: {exc}") from exc
+    if not validate_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _not_after(der: bytes | None, verified: dict[str, Any] | None) -> datetime.datetime | None:
+    if verified and verified.get("notAfter"):
+        return datetime.datetime.fromtimestamp(ssl.cert_time_to_seconds(verified["notAfter"]), tz=datetime.UTC)
+    if der and HAS_CRYPTOGRAPHY:
+        cert = x509.load_der_x509_certificate(der)
+        if hasattr(cert, "not_valid_after_utc"):
+            return cert.not_valid_after_utc
+        return cert.not_valid_after.replace(tzinfo=datetime.UTC)
+    return None
+
+
+def _fetch_certificate_unverified(host: str, port: int, timeout: float) -> bytes | None:
+    """The server's certificate even when it does not verify (expired, self-signed)."""
+    context = _ssl_context(False, None)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                return tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def _record_tls(result: EndpointResult, not_after: datetime.datetime | None, tls_min_days: int, now: float) -> None:
+    if not_after is None:
+        result.warnings.append("could not read the certificate's expiry (install cryptography on the managed host)")
+        return
+    seconds_left = not_after.timestamp() - now
+    result.tls_not_after = not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+    result.tls_days_left = int(seconds_left // 86400)
+    if seconds_left <= 0:
+        result.problems["tls_expiry"] = f"the TLS certificate expired on {result.tls_not_after}"
+    elif result.tls_days_left < tls_min_days:
+        result.problems["tls_expiry"] = (
+            f"the TLS certificate expires in {result.tls_days_left} day(s), on {result.tls_not_after} "
+            f"(tls_min_days {tls_min_days}): renew it"
+        )
+
+
+def check_endpoint(
+    url: str,
+    *,
+    method: str = "GET",
+    expected_status: list[int] | None = None,
+    timeout: float = 10,
+    tls_min_days: int = 14,
+    validate_certs: bool = True,
+    ca_path: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> EndpointResult:
+    """One request to ``url``: status, latency and, for HTTPS, the certificate's remaining days.
+
+    Redirects are not followed: a 301 is reported as 301, so list it in ``expected_status``
+    when that is the healthy answer.
+    """
+    expected = expected_status or [200]
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProbeError(f"url {url!r} must be an absolute http:// or https:// URL")
+    host = parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    result = EndpointResult()
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        context = _ssl_context(validate_certs, ca_path)
+        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    request_headers = {"User-Agent": USER_AGENT, "Accept": "*/*", "Connection": "close"}
+    request_headers.update(headers or {})
+    started = time.monotonic()
+    try:
+        connection.connect()
+        if parts.scheme == "https":
+            # Read the certificate now: with "Connection: close" the socket is gone after the response.
+            tls_sock: Any = connection.sock
+            der = tls_sock.getpeercert(binary_form=True)
+            verified = tls_sock.getpeercert() if validate_certs else None
+            _record_tls(result, _not_after(der, verified), tls_min_days, time.time())
+        connection.request(method, target, headers=request_headers)
+        response = connection.getresponse()
+        response.read(MAX_BODY_BYTES)
+        result.latency_ms = int((time.monotonic() - started) * 1000)
+        result.status = response.status
+    except ssl.SSLCertVerificationError as exc:
+        result.error = f"TLS verification failed for {host}:{port}: {exc.verify_message or exc}"
+        result.problems["tls_invalid"] = result.error
+        der = _fetch_certificate_unverified(host, port, timeout)
+        if der is not None and HAS_CRYPTOGRAPHY:
+            _record_tls(result, _not_after(der, None), tls_min_days, time.time())
+    except (OSError, http.client.HTTPException) as exc:
+        result.error = f"{method} {_safe_url(parts)} failed: {_describe(exc)}"
+        result.problems["unreachable"] = result.error
+    finally:
+        connection.close()
+    if result.status is not None and result.status not in expected:
+        result.problems["status"] = (
+            f"{method} {_safe_url(parts)} answered HTTP {result.status}, expected {', '.join(map(str, expected))}"
+        )
+    return result
+
+
+def _safe_url(parts: urllib.parse.SplitResult) -> str:
+    """The URL without user:password and query string, for messages."""
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return f"{parts.scheme}://{netloc}{parts.path or '/'}"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listens on that port)"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror})"
+    return str(exc) or exc.__class__.__name__

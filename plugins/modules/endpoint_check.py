@@ -1,0 +1,273 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: endpoint_check
+short_description: Probe an HTTP(S) endpoint and its TLS certificate, alerting on state changes only
+version_added: 0.1.0
+description:
+  - Sends one request to O(url) and checks the status code and, for HTTPS, how many days the
+    server's certificate has left.
+  - The verdict is compared with the previous run's, kept in O(state_file), so a webhook
+    notification goes out only on a transition - OK to failing (one alert), failing to OK (one
+    recovery) - plus a reminder every O(realert_after_s) while a problem lasts.
+  - A missing or corrupt state file is treated as unknown, with a warning; it never produces a
+    recovery notification.
+  - Redirects are not followed; list a redirect status in O(expected_status) if it is the healthy answer.
+options:
+  url:
+    description:
+      - Absolute C(http://) or C(https://) URL to request.
+    type: str
+    required: true
+  name:
+    description:
+      - Label of the endpoint in notifications and in the default O(state_file) name. Defaults to O(url)
+        without its query string.
+    type: str
+  method:
+    description:
+      - HTTP method.
+    type: str
+    choices: [GET, HEAD]
+    default: GET
+  expected_status:
+    description:
+      - Status codes that mean healthy.
+    type: list
+    elements: int
+    default: [200]
+  timeout:
+    description:
+      - Seconds to wait for the connection and for each read.
+    type: int
+    default: 10
+  tls_min_days:
+    description:
+      - Fewer days than this before the certificate expires is a problem. Set 0 to only flag
+        expired certificates.
+    type: int
+    default: 14
+  validate_certs:
+    description:
+      - Verify the server's certificate chain and host name. A failed verification is a problem
+        (C(tls_invalid)); the certificate's expiry is still reported.
+    type: bool
+    default: true
+  ca_path:
+    description:
+      - PEM bundle of CA certificates to verify the server with (for internal CAs).
+    type: path
+  headers:
+    description:
+      - Extra request headers, for example C(Host) when probing by IP address.
+    type: dict
+    default: {}
+  state_file:
+    description:
+      - JSON file holding the previous verdict, written atomically with mode 0600.
+      - Defaults to C(/var/lib/mutuapix-ops/endpoint_check-<name>.json).
+    type: path
+  realert_after_s:
+    description:
+      - While a problem lasts, send a reminder after this many seconds. C(0) never reminds.
+    type: int
+    default: 3600
+  notify_url:
+    description:
+      - Slack-compatible incoming webhook URL that receives alerts and recoveries as a JSON POST
+        (see the payload in the collection's C(docs/monitoring.md)).
+      - Treated as a secret because such URLs embed a token.
+      - Without it, alerts and recoveries are only returned.
+    type: str
+  notify_timeout:
+    description:
+      - Seconds to wait for the webhook.
+    type: int
+    default: 10
+  fail_on_unhealthy:
+    description:
+      - Fail the task when the endpoint is unhealthy (after the state is saved and notifications are sent).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: The request is made and the verdict returned, but the state file is not written and nothing is sent.
+  diff_mode:
+    support: none
+author:
+  - MutuaPix ops team
+"""
+
+EXAMPLES = r"""
+- name: Check the API and its certificate, alert Slack on changes
+  mutuapix.ops.endpoint_check:
+    url: https://api.example.com/up
+    tls_min_days: 21
+    notify_url: "{{ vault_slack_webhook }}"
+
+- name: A health route that redirects is healthy when it answers 302
+  mutuapix.ops.endpoint_check:
+    url: http://www.example.com/
+    expected_status: [301, 302]
+    state_file: /var/lib/mutuapix-ops/www.json
+
+- name: Fail the job (for CI or AWX) when the app is down
+  mutuapix.ops.endpoint_check:
+    url: https://app.example.com/health
+    fail_on_unhealthy: true
+"""
+
+RETURN = r"""
+healthy:
+  description: Whether the endpoint answered an expected status with a certificate valid for O(tls_min_days) more days.
+  returned: always
+  type: bool
+  sample: true
+status:
+  description: HTTP status code, null when there was no answer.
+  returned: always
+  type: int
+  sample: 200
+latency_ms:
+  description: Milliseconds from sending the request to the end of the response (body read up to 1 MiB).
+  returned: always
+  type: int
+  sample: 42
+tls_days_left:
+  description: Whole days until the server certificate expires (negative once expired); null for plain HTTP.
+  returned: always
+  type: int
+  sample: 60
+tls_not_after:
+  description: Expiry of the server certificate, UTC ISO 8601; null for plain HTTP.
+  returned: always
+  type: str
+  sample: "2026-12-31T23:59:59Z"
+error:
+  description: Why the request failed (connection refused, timeout, TLS verification), null when it got an answer.
+  returned: always
+  type: str
+  sample: "GET https://127.0.0.1:9/ failed: connection refused (nothing listens on that port)"
+problems:
+  description: Every problem seen now, by check (C(unreachable), C(status), C(tls_expiry), C(tls_invalid)).
+  returned: always
+  type: dict
+  sample: {"status": "GET https://app.example.com/health answered HTTP 500, expected 200"}
+alerts:
+  description: Problems notified by this run - new ones, and reminders (C(repeat=true)) after O(realert_after_s).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"check": "status", "message": "... answered HTTP 500, expected 200", "since": "2026-11-28T15:00:00Z",
+            "repeat": false}]
+recoveries:
+  description: Problems of the previous run that are gone now.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"check": "status", "message": "recovered: ...", "failing_since": "2026-11-28T15:00:00Z", "duration_s": 300}]
+previous_state_known:
+  description: False when the state file was missing or corrupt (then no recovery can be reported).
+  returned: always
+  type: bool
+  sample: true
+state_file:
+  description: The state file used.
+  returned: always
+  type: str
+  sample: /var/lib/mutuapix-ops/endpoint_check-app.json
+notified:
+  description: Whether a webhook notification was delivered by this run.
+  returned: always
+  type: bool
+  sample: false
+notify_error:
+  description: Why the webhook failed; the notification is kept in the state file and retried by the next run.
+  returned: always
+  type: str
+  sample: "webhook POST answered HTTP 500"
+"""
+
+import urllib.parse
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
+    StateError,
+    default_state_file,
+    run_transitions,
+)
+from ansible_collections.mutuapix.ops.plugins.module_utils._probes import ProbeError, check_endpoint
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "url": {"type": "str", "required": True},
+            "name": {"type": "str"},
+            "method": {"type": "str", "choices": ["GET", "HEAD"], "default": "GET"},
+            "expected_status": {"type": "list", "elements": "int", "default": [200]},
+            "timeout": {"type": "int", "default": 10},
+            "tls_min_days": {"type": "int", "default": 14},
+            "validate_certs": {"type": "bool", "default": True},
+            "ca_path": {"type": "path"},
+            "headers": {"type": "dict", "default": {}},
+            "state_file": {"type": "path"},
+            "realert_after_s": {"type": "int", "default": 3600},
+            "notify_url": {"type": "str", "no_log": True},
+            "notify_timeout": {"type": "int", "default": 10},
+            "fail_on_unhealthy": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    parts = urllib.parse.urlsplit(p["url"])
+    name = p["name"] or f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    try:
+        probe = check_endpoint(
+            p["url"],
+            method=p["method"],
+            expected_status=p["expected_status"],
+            timeout=p["timeout"],
+            tls_min_days=p["tls_min_days"],
+            validate_certs=p["validate_certs"],
+            ca_path=p["ca_path"],
+            headers={str(k): str(v) for k, v in p["headers"].items()},
+        )
+        outcome = run_transitions(
+            probe="endpoint_check",
+            target=name,
+            problems=probe.problems,
+            state_file=p["state_file"] or default_state_file("endpoint_check", name.split("://", 1)[-1]),
+            realert_after_s=p["realert_after_s"],
+            notify_url=p["notify_url"],
+            notify_timeout=p["notify_timeout"],
+            check_mode=module.check_mode,
+        )
+    except (ProbeError, StateError) as exc:
+        module.fail_json(msg=str(exc))
+    for warning in probe.warnings + outcome.pop("warnings"):
+        module.warn(warning)
+    healthy = not probe.problems
+    result = {
+        "changed": bool(outcome["alerts"] or outcome["recoveries"]),
+        "healthy": healthy,
+        "status": probe.status,
+        "latency_ms": probe.latency_ms,
+        "tls_days_left": probe.tls_days_left,
+        "tls_not_after": probe.tls_not_after,
+        "error": probe.error,
+        "problems": probe.problems,
+        **outcome,
+    }
+    if not healthy and p["fail_on_unhealthy"]:
+        module.fail_json(msg=f"{name} is unhealthy: " + "; ".join(probe.problems.values()), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Real peers for the probe modules: HTTPS servers with certificates made here, an HTTP 500
+server, a refused port and a webhook receiver that records what it is sent. All on 127.0.0.1,
+started and stopped by these fixtures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.support.mariadb import free_port
+
+
+class Server:
+    """A ThreadingHTTPServer whose answer can be changed while it runs."""
+
+    def __init__(self, httpd: ThreadingHTTPServer, scheme: str) -> None:
+        self.httpd = httpd
+        self.scheme = scheme
+        self.port = httpd.server_address[1]
+        self.status = 200
+        self.requests: list[dict[str, Any]] = []
+        self.thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}/health"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def _handler(server_ref: dict[str, Server]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            server = server_ref["server"]
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            server.requests.append({"method": self.command, "path": self.path, "body": body})
+            payload = b'{"ok": true}' if server.status < 400 else b"boom"
+            self.send_response(server.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_POST = do_HEAD = _answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    return Handler
+
+
+def start_server(status: int = 200, tls: ssl.SSLContext | None = None) -> Server:
+    ref: dict[str, Server] = {}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(ref))
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    server = Server(httpd, "https" if tls else "http")
+    server.status = status
+    ref["server"] = server
+    server.thread.start()
+    return server
+
+
+class CertFactory:
+    """A private CA and server certificates for 127.0.0.1 expiring when the test says."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mutuapix test CA")])
+        self.ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=400))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.ca_key.public_key()), critical=False)
+            .sign(self.ca_key, hashes.SHA256())
+        )
+        self.ca_path = directory / "ca.pem"
+        self.ca_path.write_bytes(self.ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    def server_context(self, not_after: dt.datetime, label: str) -> ssl.SSLContext:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(self.ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(min(now - dt.timedelta(days=30), not_after - dt.timedelta(days=1)))
+            .not_valid_after(not_after)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(self.ca_key, hashes.SHA256())
+        )
+        cert_path = self.directory / f"{label}.pem"
+        key_path = self.directory / f"{label}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_path, key_path)
+        return context
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertFactory:
+    return CertFactory(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def https_server(certs: CertFactory) -> Iterator[Callable[..., Server]]:
+    """Factory: an HTTPS server whose certificate expires in ``days`` (plus an hour) from now."""
+    started: list[Server] = []
+
+    def make(days: float, status: int = 200) -> Server:
+        not_after = dt.datetime.now(dt.UTC) + dt.timedelta(days=days, hours=1)
+        server = start_server(status, certs.server_context(not_after, f"srv{len(started)}"))
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def http_server() -> Iterator[Server]:
+    server = start_server(200)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Server]:
+    """A webhook receiver: ``webhook.posts`` are the JSON bodies it received."""
+    server = start_server(200)
+    yield server
+    server.stop()
+
+
+def posts(server: Server) -> list[dict[str, Any]]:
+    return [json.loads(r["body"]) for r in server.requests if r["method"] == "POST"]
+
+
+@pytest.fixture
+def refused_port() -> int:
+    """A port nothing listens on (bound once, then released)."""
+    return free_port()

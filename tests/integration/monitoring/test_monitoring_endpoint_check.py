@@ -1,0 +1,229 @@
+"""endpoint_check against real HTTP(S) servers on 127.0.0.1 and a real webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from tests.integration.monitoring.conftest import CertFactory, Server, posts, start_server
+from tests.support.runner import ModuleResult, run_module
+
+
+def probe(url: str, state: Path, **kwargs: Any) -> ModuleResult:
+    return run_module("endpoint_check", {"url": url, "state_file": str(state), "timeout": 5, **kwargs})
+
+
+def warnings_text(result: ModuleResult) -> str:
+    return json.dumps(result.get("warnings", []))
+
+
+def test_healthy_https_reports_status_latency_and_days_left(https_server, certs: CertFactory, tmp_path: Path):
+    server = https_server(60)
+    state = tmp_path / "sub" / "ep.json"
+    result = probe(server.url, state, ca_path=str(certs.ca_path))
+    assert not result.failed, result
+    assert result["healthy"] is True
+    assert result["status"] == 200
+    assert result["tls_days_left"] == 60
+    assert result["tls_not_after"].endswith("Z")
+    assert isinstance(result["latency_ms"], int) and result["latency_ms"] < 5000
+    assert result["alerts"] == [] and result["recoveries"] == []
+    assert result["changed"] is False
+    # first run: the missing state is a warning, not a recovery
+    assert "does not exist yet" in warnings_text(result)
+    assert result["previous_state_known"] is False
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o600
+    assert json.loads(state.read_text())["healthy"] is True
+
+
+def test_certificate_expiring_soon_is_a_problem(https_server, certs: CertFactory, tmp_path: Path):
+    server = https_server(5)
+    result = probe(server.url, tmp_path / "s.json", ca_path=str(certs.ca_path), tls_min_days=14)
+    assert result["healthy"] is False
+    assert result["status"] == 200
+    assert result["tls_days_left"] == 5
+    assert "expires in 5 day(s)" in result["problems"]["tls_expiry"]
+    assert [a["check"] for a in result["alerts"]] == ["tls_expiry"]
+    # the same certificate is fine with a lower threshold
+    ok = probe(server.url, tmp_path / "s2.json", ca_path=str(certs.ca_path), tls_min_days=3)
+    assert ok["healthy"] is True, ok
+
+
+def test_expired_certificate_fails_verification_and_reports_expiry(https_server, certs: CertFactory, tmp_path: Path):
+    server = https_server(-3)
+    result = probe(server.url, tmp_path / "s.json", ca_path=str(certs.ca_path))
+    assert result["healthy"] is False
+    assert result["status"] is None
+    assert "expired" in result["problems"]["tls_invalid"]
+    assert result["tls_days_left"] == -3
+    assert "expired on" in result["problems"]["tls_expiry"]
+
+
+def test_unknown_ca_is_tls_invalid_unless_validation_is_off(https_server, tmp_path: Path):
+    server = https_server(90)
+    result = probe(server.url, tmp_path / "s.json")
+    assert result["healthy"] is False
+    assert "unable to get local issuer certificate" in result["problems"]["tls_invalid"]
+    assert result["tls_days_left"] == 90  # still read from the unverified certificate
+    relaxed = probe(server.url, tmp_path / "s2.json", validate_certs=False)
+    assert relaxed["healthy"] is True, relaxed
+    assert relaxed["tls_days_left"] == 90
+
+
+def test_http_500_is_unhealthy_unless_expected(tmp_path: Path):
+    server = start_server(500)
+    try:
+        url = f"http://127.0.0.1:{server.port}/health"
+        result = probe(url, tmp_path / "s.json")
+        assert result["healthy"] is False
+        assert result["status"] == 500
+        assert "answered HTTP 500, expected 200" in result["problems"]["status"]
+        assert result["tls_days_left"] is None
+        expected = probe(url, tmp_path / "s2.json", expected_status=[500, 503], method="HEAD")
+        assert expected["healthy"] is True, expected
+        assert server.requests[-1]["method"] == "HEAD"
+    finally:
+        server.stop()
+
+
+def test_refused_port_is_unreachable(refused_port: int, tmp_path: Path):
+    result = probe(f"http://127.0.0.1:{refused_port}/", tmp_path / "s.json")
+    assert not result.failed
+    assert result["healthy"] is False
+    assert result["status"] is None
+    assert "connection refused" in result["problems"]["unreachable"]
+    assert result["error"] == result["problems"]["unreachable"]
+
+
+def test_fail_on_unhealthy_fails_after_saving_state(refused_port: int, tmp_path: Path):
+    state = tmp_path / "s.json"
+    result = probe(f"http://127.0.0.1:{refused_port}/", state, fail_on_unhealthy=True)
+    assert result.failed
+    assert "is unhealthy: " in result["msg"] and "connection refused" in result["msg"]
+    assert "unreachable" in json.loads(state.read_text())["failing"]
+
+
+def test_bad_url_and_unwritable_state_are_clear_errors(http_server: Server, tmp_path: Path):
+    bad = probe("ftp://example.com/x", tmp_path / "s.json")
+    assert bad.failed and "must be an absolute http:// or https:// URL" in bad["msg"]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    unwritable = probe(http_server.url, blocker / "state.json")
+    assert unwritable.failed and "cannot write state file" in unwritable["msg"]
+    assert "Traceback" not in unwritable.stderr
+
+
+def test_check_mode_writes_no_state_and_sends_nothing(webhook: Server, refused_port: int, tmp_path: Path):
+    state = tmp_path / "s.json"
+    result = run_module(
+        "endpoint_check",
+        {"url": f"http://127.0.0.1:{refused_port}/", "state_file": str(state), "notify_url": webhook.url},
+        check=True,
+    )
+    assert result["healthy"] is False
+    assert [a["check"] for a in result["alerts"]] == ["unreachable"]
+    assert not state.exists()
+    assert posts(webhook) == []
+
+
+def test_transition_table(http_server: Server, webhook: Server, tmp_path: Path):
+    """OK->OK silent, OK->failing one alert, failing->failing silent until realert, failing->OK one recovery."""
+    state = tmp_path / "state.json"
+    secret_hook = webhook.url + "?token=s3cr3t-hook-token"
+
+    def run(**kwargs: Any) -> ModuleResult:
+        args = {"notify_url": secret_hook, "realert_after_s": 3600, **kwargs}
+        result = probe(http_server.url, state, **args)
+        assert not result.failed, result
+        assert "s3cr3t-hook-token" not in json.dumps(result)
+        return result
+
+    first = run()  # unknown -> OK: nothing, no false recovery
+    assert (first["alerts"], first["recoveries"], first["changed"]) == ([], [], False)
+    assert run()["alerts"] == []  # OK -> OK
+    assert posts(webhook) == []
+
+    http_server.status = 500
+    failing = run()  # OK -> failing: one alert
+    assert [a["check"] for a in failing["alerts"]] == ["status"]
+    assert failing["alerts"][0]["repeat"] is False
+    assert failing["changed"] is True and failing["notified"] is True
+    sent = posts(webhook)
+    assert len(sent) == 1
+    assert sent[0]["text"].startswith("[endpoint_check]") and "FAILING status" in sent[0]["text"]
+    assert sent[0]["attachments"][0]["color"] == "danger"
+    assert sent[0]["mutuapix"]["healthy"] is False
+
+    still = run()  # failing -> failing: silent
+    assert (still["alerts"], still["recoveries"], still["changed"]) == ([], [], False)
+    assert len(posts(webhook)) == 1
+
+    saved = json.loads(state.read_text())
+    saved["failing"]["status"]["last_alert_at"] -= 3601  # an hour passes
+    state.write_text(json.dumps(saved))
+    reminder = run()  # failing -> failing after realert_after_s: one reminder
+    assert [a["repeat"] for a in reminder["alerts"]] == [True]
+    assert "STILL FAILING" in posts(webhook)[-1]["text"]
+    assert run()["alerts"] == []  # the reminder reset the clock
+    assert run(realert_after_s=0)["alerts"] == []  # 0: never remind
+
+    http_server.status = 200
+    recovered = run()  # failing -> OK: one recovery
+    assert [r["check"] for r in recovered["recoveries"]] == ["status"]
+    assert recovered["alerts"] == []
+    assert "RECOVERED status" in posts(webhook)[-1]["text"]
+    assert posts(webhook)[-1]["attachments"][0]["color"] == "good"
+    assert run()["recoveries"] == []  # OK -> OK
+    assert len(posts(webhook)) == 3  # alert, reminder, recovery
+
+
+def test_corrupt_or_missing_state_never_gives_a_false_recovery(http_server: Server, webhook: Server, tmp_path: Path):
+    state = tmp_path / "state.json"
+    http_server.status = 500
+    assert probe(http_server.url, state)["alerts"]  # failing recorded
+    http_server.status = 200
+    state.write_text("{not json")
+    corrupt = probe(http_server.url, state, notify_url=webhook.url)
+    assert not corrupt.failed
+    assert corrupt["recoveries"] == [] and corrupt["alerts"] == []
+    assert "corrupt" in warnings_text(corrupt)
+    assert corrupt["previous_state_known"] is False
+    assert json.loads(state.read_text())["healthy"] is True  # rewritten valid
+    assert posts(webhook) == []
+
+    # unknown -> failing alerts (one extra alert beats a silent outage)
+    http_server.status = 500
+    state.write_text('{"version": 1, "failing": []}')
+    unknown_failing = probe(http_server.url, state)
+    assert "unexpected format" in warnings_text(unknown_failing)
+    assert [a["check"] for a in unknown_failing["alerts"]] == ["status"]
+
+
+def test_webhook_failure_keeps_the_transition_and_retries(http_server: Server, tmp_path: Path):
+    hook = start_server(500)
+    try:
+        state = tmp_path / "state.json"
+        probe(http_server.url, state, notify_url=hook.url)
+        http_server.status = 500
+        failing = probe(http_server.url, state, notify_url=hook.url)
+        assert not failing.failed
+        assert [a["check"] for a in failing["alerts"]] == ["status"]
+        assert failing["notified"] is False
+        assert "HTTP 500" in failing["notify_error"]
+        assert "webhook POST" in warnings_text(failing)
+        saved = json.loads(state.read_text())
+        assert "status" in saved["failing"]  # the state change is not lost
+        assert len(saved["undelivered"]) == 1
+
+        hook.status = 200
+        retried = probe(http_server.url, state, notify_url=hook.url)
+        assert retried["alerts"] == []  # no new transition...
+        assert retried["notified"] is True  # ...but the undelivered alert went out now
+        delivered = [p for p in posts(hook) if "FAILING status" in p["text"]]
+        assert len(delivered) == 2  # the refused attempt plus the successful retry
+        assert json.loads(state.read_text())["undelivered"] == []
+    finally:
+        hook.stop()
