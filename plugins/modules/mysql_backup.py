@@ -388,7 +388,7 @@ def main():
     for name in unknown:
         module.warn(f"excluded table {name!r} does not exist in {database}")
 
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     file_name = _retention.backup_file_name(database, now, params["label"], params["compression"], bool(recipients))
     estimated = _backup.estimate_backup_bytes(data_bytes, params["compression"])
     plan = _backup.Plan(database, dest, file_name, now, server, estimated, _backup.free_bytes(dest), tables)
