@@ -1,0 +1,311 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: queue_health
+short_description: Detect stalled Laravel database queues and failure bursts, alerting on state changes only
+version_added: 0.1.0
+description:
+  - Reads Laravel's C(jobs) and C(failed_jobs) tables (the C(database) queue driver) and judges
+    each queue - the age of its oldest pending job, how many are pending, and reservations older
+    than O(retry_after_s), the sign of a dead or hung worker - plus the number of jobs failed in
+    the last O(failed_window_s) seconds.
+  - Workers can sit C(RUNNING) in supervisor while nothing is processed; this probe looks at the
+    queue itself, so it notices.
+  - The verdict is compared with the previous run's, kept in O(state_file), so a webhook
+    notification goes out only on a transition - OK to failing (one alert), failing to OK (one
+    recovery) - plus a reminder every O(realert_after_s) while a problem lasts. A missing or corrupt
+    state file is treated as unknown, with a warning, and never produces a recovery.
+  - Times are measured with the database server's clock.
+  - The task reports C(changed) when it alerted or recovered.
+extends_documentation_fragment:
+  - mutuapix.ops.mysql
+options:
+  database:
+    description:
+      - The Laravel application's database.
+    type: str
+    required: true
+  jobs_table:
+    description:
+      - Name of the jobs table (C(queue.connections.database.table) in Laravel).
+    type: str
+    default: jobs
+  failed_jobs_table:
+    description:
+      - Name of the failed jobs table (C(queue.failed.table) in Laravel).
+    type: str
+    default: failed_jobs
+  queues:
+    description:
+      - Queues to judge, with their limits. When omitted, every queue present in the table plus
+        C(default) is judged with the default limits.
+      - A configured queue with no jobs at all is healthy.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+          - Queue name, as in C(queue:work --queue=...).
+        type: str
+        required: true
+      max_wait_s:
+        description:
+          - Longest acceptable wait, in seconds, of the oldest pending (available, unreserved) job.
+        type: int
+        default: 300
+      max_pending:
+        description:
+          - Most pending jobs acceptable. No limit when omitted.
+        type: int
+  retry_after_s:
+    description:
+      - The queue connection's C(retry_after). A reservation older than this means the worker that
+        took the job died or hangs.
+    type: int
+    default: 90
+  failed_window_s:
+    description:
+      - Window, in seconds, over which failed jobs are counted.
+    type: int
+    default: 3600
+  max_failed:
+    description:
+      - More failed jobs than this within O(failed_window_s) is a problem.
+    type: int
+    default: 10
+  state_file:
+    description:
+      - JSON file holding the previous verdict, written atomically with mode 0600.
+      - Defaults to C(/var/lib/mutuapix-ops/queue_health-<database>.json).
+    type: path
+  realert_after_s:
+    description:
+      - While a problem lasts, send a reminder after this many seconds. C(0) never reminds.
+    type: int
+    default: 3600
+  notify_url:
+    description:
+      - Slack-compatible incoming webhook URL that receives alerts and recoveries as a JSON POST
+        (see the payload in the collection's C(docs/monitoring.md)).
+      - Treated as a secret because such URLs embed a token.
+    type: str
+  notify_timeout:
+    description:
+      - Seconds to wait for the webhook.
+    type: int
+    default: 10
+  fail_on_unhealthy:
+    description:
+      - Fail the task when a queue is unhealthy (after the state is saved and notifications are sent).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: The queues are read and the verdict returned, but the state file is not written and nothing is sent.
+  diff_mode:
+    support: none
+author:
+  - MutuaPix ops team
+"""
+
+EXAMPLES = r"""
+- name: Watch the queues of the app database, alert Slack on changes
+  mutuapix.ops.queue_health:
+    login_unix_socket: /run/mysqld/mysqld.sock
+    login_user: monitor
+    login_password: "{{ vault_monitor_password }}"
+    database: app
+    retry_after_s: 90
+    queues:
+      - name: default
+        max_wait_s: 300
+      - name: payments
+        max_wait_s: 60
+        max_pending: 500
+    notify_url: "{{ vault_slack_webhook }}"
+
+- name: Fail the job when the queues are unhealthy (connection details from module_defaults)
+  mutuapix.ops.queue_health:
+    database: app
+    fail_on_unhealthy: true
+"""
+
+RETURN = r"""
+healthy:
+  description: Whether no problem was found.
+  returned: success
+  type: bool
+  sample: false
+queues:
+  description: Per judged queue, its counts.
+  returned: success
+  type: dict
+  contains:
+    pending:
+      description: Jobs available now and not reserved.
+      type: int
+      sample: 12
+    delayed:
+      description: Jobs not available yet (delayed or released with a delay).
+      type: int
+      sample: 0
+    reserved:
+      description: Jobs reserved by a worker.
+      type: int
+      sample: 2
+    expired_reservations:
+      description: Reservations older than O(retry_after_s).
+      type: int
+      sample: 0
+    oldest_wait_s:
+      description: Seconds the oldest pending job has been available without being taken; 0 when none is pending.
+      type: int
+      sample: 4
+  sample: {"default": {"pending": 12, "delayed": 0, "reserved": 2, "expired_reservations": 0, "oldest_wait_s": 4}}
+failed_recent:
+  description: Jobs failed within the last O(failed_window_s) seconds.
+  returned: success
+  type: int
+  sample: 0
+problems:
+  description: Every problem seen now, by check (C(queue:<name>:wait), C(queue:<name>:pending),
+    C(queue:<name>:expired_reservations), C(failed_jobs)).
+  returned: success
+  type: dict
+  sample: {"queue:default:wait": "queue default: the oldest pending job has waited 912 s (max_wait_s 300) ..."}
+alerts:
+  description: Problems notified by this run - new ones, and reminders (C(repeat=true)) after O(realert_after_s).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"check": "queue:default:wait", "message": "...", "since": "2026-11-28T15:00:00Z", "repeat": false}]
+recoveries:
+  description: Problems of the previous run that are gone now.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"check": "failed_jobs", "message": "recovered: ...", "failing_since": "2026-11-28T15:00:00Z",
+            "duration_s": 600}]
+previous_state_known:
+  description: False when the state file was missing or corrupt (then no recovery can be reported).
+  returned: success
+  type: bool
+  sample: true
+state_file:
+  description: The state file used.
+  returned: success
+  type: str
+  sample: /var/lib/mutuapix-ops/queue_health-app.json
+notified:
+  description: Whether a webhook notification was delivered by this run.
+  returned: success
+  type: bool
+  sample: true
+notify_error:
+  description: Why the webhook failed; the notification is kept in the state file and retried by the next run.
+  returned: success
+  type: str
+  sample: "webhook POST failed: HTTP 500 Internal Server Error"
+"""
+
+from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
+    StateError,
+    default_state_file,
+    run_transitions,
+)
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, MySQLModule
+from ansible_collections.mutuapix.ops.plugins.module_utils._probes import (
+    ProbeError,
+    queue_limits,
+    queue_problems,
+    read_queue_stats,
+)
+
+try:
+    import pymysql
+except ImportError:  # pragma: no cover - MySQLModule reports the missing library
+    pymysql = None
+
+
+def main() -> None:
+    module = MySQLModule(
+        argument_spec={
+            "database": {"type": "str", "required": True},
+            "jobs_table": {"type": "str", "default": "jobs"},
+            "failed_jobs_table": {"type": "str", "default": "failed_jobs"},
+            "queues": {
+                "type": "list",
+                "elements": "dict",
+                "options": {
+                    "name": {"type": "str", "required": True},
+                    "max_wait_s": {"type": "int", "default": 300},
+                    "max_pending": {"type": "int"},
+                },
+            },
+            "retry_after_s": {"type": "int", "default": 90},
+            "failed_window_s": {"type": "int", "default": 3600},
+            "max_failed": {"type": "int", "default": 10},
+            "state_file": {"type": "path"},
+            "realert_after_s": {"type": "int", "default": 3600},
+            "notify_url": {"type": "str", "no_log": True},
+            "notify_timeout": {"type": "int", "default": 10},
+            "fail_on_unhealthy": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    connection = module.connect()
+    try:
+        stats = read_queue_stats(
+            connection,
+            p["database"],
+            jobs_table=p["jobs_table"],
+            failed_jobs_table=p["failed_jobs_table"],
+            retry_after_s=p["retry_after_s"],
+            failed_window_s=p["failed_window_s"],
+        )
+        queues, problems = queue_problems(
+            stats,
+            queue_limits(p["queues"], list(stats["queues"])),
+            retry_after_s=p["retry_after_s"],
+            failed_window_s=p["failed_window_s"],
+            max_failed=p["max_failed"],
+        )
+        outcome = run_transitions(
+            probe="queue_health",
+            target=p["database"],
+            problems=problems,
+            state_file=p["state_file"] or default_state_file("queue_health", p["database"]),
+            realert_after_s=p["realert_after_s"],
+            notify_url=p["notify_url"],
+            notify_timeout=p["notify_timeout"],
+            check_mode=module.check_mode,
+        )
+    except (ProbeError, StateError, MySQLError) as exc:
+        module.fail_json(msg=str(exc))
+    except pymysql.err.MySQLError as exc:
+        module.fail_json(msg=f"reading the queue tables of {p['database']} failed: {exc}")
+    finally:
+        connection.close()
+    for warning in outcome.pop("warnings"):
+        module.warn(warning)
+    result = {
+        "changed": bool(outcome["alerts"] or outcome["recoveries"]),
+        "healthy": not problems,
+        "queues": queues,
+        "failed_recent": stats["failed_recent"],
+        "problems": problems,
+        **outcome,
+    }
+    if problems and p["fail_on_unhealthy"]:
+        module.fail_json(msg=f"queues of {p['database']} are unhealthy: " + "; ".join(problems.values()), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

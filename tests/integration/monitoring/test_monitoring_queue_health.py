@@ -1,0 +1,203 @@
+"""queue_health against the private MariaDB with Laravel's jobs and failed_jobs tables."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.monitoring.conftest import Server, posts
+from tests.support import datagen
+from tests.support.mariadb import MariaDB
+from tests.support.runner import ModuleResult, run_module
+
+JOBS_DDL = next(s for s in datagen.SCHEMA if s.startswith("CREATE TABLE jobs"))
+FAILED_DDL = next(s for s in datagen.SCHEMA if s.startswith("CREATE TABLE failed_jobs"))
+
+
+class Queues:
+    """Puts jobs in the state a test needs, relative to the server's clock."""
+
+    def __init__(self, server: MariaDB, database: str) -> None:
+        self.server = server
+        self.database = database
+
+    def now(self) -> int:
+        return int(self.server.execute("SELECT UNIX_TIMESTAMP()")[0][0])
+
+    def job(self, queue: str = "default", age_s: int = 0, reserved_age_s: int | None = None, count: int = 1) -> None:
+        now = self.now()
+        reserved = None if reserved_age_s is None else now - reserved_age_s
+        for _ in range(count):
+            self.server.execute(
+                "INSERT INTO jobs (queue, payload, attempts, reserved_at, available_at, created_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    queue,
+                    '{"job":"App\\\\Jobs\\\\Settle"}',
+                    0 if reserved is None else 1,
+                    reserved,
+                    now - age_s,
+                    now - age_s,
+                ),
+                database=self.database,
+            )
+
+    def failed(self, count: int, age_s: int = 0) -> None:
+        for _ in range(count):
+            self.server.execute(
+                "INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at)"
+                " VALUES (%s, 'database', 'default', '{}', 'RuntimeException: boom', NOW() - INTERVAL %s SECOND)",
+                (str(uuid.uuid4()), age_s),
+                database=self.database,
+            )
+
+    def clear(self) -> None:
+        self.server.execute("DELETE FROM jobs", database=self.database)
+        self.server.execute("DELETE FROM failed_jobs", database=self.database)
+
+
+@pytest.fixture
+def queues(mariadb: MariaDB, request: pytest.FixtureRequest) -> Iterator[Queues]:
+    name = "q_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
+    mariadb.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    mariadb.execute(f"CREATE DATABASE `{name}`")
+    mariadb.execute(JOBS_DDL, database=name)
+    mariadb.execute(FAILED_DDL, database=name)
+    yield Queues(mariadb, name)
+    mariadb.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def health(mariadb: MariaDB, db: Queues, state: Path, check: bool = False, **kwargs: Any) -> ModuleResult:
+    args = {**mariadb.login, "database": db.database, "state_file": str(state), **kwargs}
+    return run_module("queue_health", args, check=check)
+
+
+def test_healthy_queue(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    queues.job(age_s=5, count=3)
+    queues.job(reserved_age_s=10)  # a worker holds one, recently
+    queues.job(age_s=-600)  # delayed: not waiting yet
+    queues.failed(3, age_s=60)
+    result = health(mariadb, queues, tmp_path / "s.json")
+    assert not result.failed, result
+    assert result["healthy"] is True
+    default = result["queues"]["default"]
+    assert (default["pending"], default["reserved"], default["delayed"], default["expired_reservations"]) == (
+        3,
+        1,
+        1,
+        0,
+    )
+    assert 4 <= default["oldest_wait_s"] <= 30
+    assert result["failed_recent"] == 3
+    assert result["problems"] == {} and result["alerts"] == []
+
+
+def test_stalled_queue_is_detected(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    """Workers RUNNING but nothing processed: the oldest pending job keeps ageing."""
+    queues.job(age_s=900)
+    queues.job(age_s=10, count=5)
+    queues.job(queue="mail", age_s=100)
+    result = health(
+        mariadb,
+        queues,
+        tmp_path / "s.json",
+        queues=[{"name": "default", "max_wait_s": 300}, {"name": "mail", "max_wait_s": 60}, {"name": "idle"}],
+    )
+    assert result["healthy"] is False
+    assert set(result["problems"]) == {"queue:default:wait", "queue:mail:wait"}
+    assert 895 <= result["queues"]["default"]["oldest_wait_s"] <= 930
+    assert "has waited" in result["problems"]["queue:default:wait"]
+    assert result["queues"]["idle"] == {
+        "pending": 0,
+        "delayed": 0,
+        "reserved": 0,
+        "expired_reservations": 0,
+        "oldest_wait_s": 0,
+    }
+    assert {a["check"] for a in result["alerts"]} == {"queue:default:wait", "queue:mail:wait"}
+
+
+def test_max_pending(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    queues.job(age_s=1, count=6)
+    result = health(mariadb, queues, tmp_path / "s.json", queues=[{"name": "default", "max_pending": 5}])
+    assert list(result["problems"]) == ["queue:default:pending"]
+    assert "6 pending jobs (max_pending 5)" in result["problems"]["queue:default:pending"]
+
+
+def test_stuck_reservations_mean_a_dead_worker(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    queues.job(reserved_age_s=200)
+    queues.job(reserved_age_s=30)
+    result = health(mariadb, queues, tmp_path / "s.json", retry_after_s=90)
+    assert result["queues"]["default"]["expired_reservations"] == 1
+    assert result["queues"]["default"]["reserved"] == 2
+    assert "a worker died or hangs" in result["problems"]["queue:default:expired_reservations"]
+    relaxed = health(mariadb, queues, tmp_path / "s2.json", retry_after_s=600)
+    assert relaxed["healthy"] is True, relaxed
+
+
+def test_failed_burst_counts_only_the_window(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    queues.failed(12, age_s=30)
+    queues.failed(50, age_s=7200)
+    result = health(mariadb, queues, tmp_path / "s.json", failed_window_s=600, max_failed=10)
+    assert result["failed_recent"] == 12
+    assert "12 jobs failed in the last 600 s" in result["problems"]["failed_jobs"]
+    assert health(mariadb, queues, tmp_path / "s2.json", failed_window_s=600, max_failed=12)["healthy"] is True
+
+
+def test_transitions_with_webhook(mariadb: MariaDB, queues: Queues, webhook: Server, tmp_path: Path):
+    state = tmp_path / "state.json"
+
+    def run(**kwargs: Any) -> ModuleResult:
+        result = health(mariadb, queues, state, notify_url=webhook.url, **kwargs)
+        assert not result.failed, result
+        return result
+
+    assert run()["alerts"] == []  # unknown -> OK
+    queues.job(age_s=1000)
+    queues.job(reserved_age_s=500)
+    stalled = run()
+    assert {a["check"] for a in stalled["alerts"]} == {"queue:default:wait", "queue:default:expired_reservations"}
+    assert len(posts(webhook)) == 1
+    assert "FAILING queue:default:wait" in posts(webhook)[0]["text"]
+    assert posts(webhook)[0]["mutuapix"]["probe"] == "queue_health"
+    assert run()["alerts"] == []  # failing -> failing: silent
+    queues.failed(20)
+    burst = run()  # a new problem while others persist: alert for the new one only
+    assert [a["check"] for a in burst["alerts"]] == ["failed_jobs"]
+    queues.clear()
+    recovered = run()
+    assert {r["check"] for r in recovered["recoveries"]} == {
+        "queue:default:wait",
+        "queue:default:expired_reservations",
+        "failed_jobs",
+    }
+    assert recovered["changed"] is True
+    assert run()["recoveries"] == []
+    assert len(posts(webhook)) == 3
+    assert json.loads(state.read_text())["failing"] == {}
+
+
+def test_check_mode_and_fail_on_unhealthy(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    state = tmp_path / "s.json"
+    queues.job(age_s=1000)
+    checked = health(mariadb, queues, state, check=True)
+    assert checked["alerts"] and not state.exists()
+    failed = health(mariadb, queues, state, fail_on_unhealthy=True)
+    assert failed.failed and "queues of" in failed["msg"] and "has waited" in failed["msg"]
+    assert "queue:default:wait" in json.loads(state.read_text())["failing"]
+
+
+def test_missing_table_and_bad_credentials_are_clear_errors(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    missing = health(mariadb, queues, tmp_path / "s.json", jobs_table="queue_jobs")
+    assert missing.failed
+    assert f"table {queues.database}.queue_jobs does not exist" in missing["msg"]
+    assert "Traceback" not in missing.stderr
+    login = {**mariadb.login, "login_password": "wrong-password"}
+    denied = run_module("queue_health", {**login, "database": queues.database, "state_file": str(tmp_path / "x")})
+    assert denied.failed and "cannot connect to MySQL" in denied["msg"] and "(1045)" in denied["msg"]
+    assert "wrong-password" not in json.dumps(denied)
