@@ -1,0 +1,954 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Push, pull, status and remote retention of backups on B2 (private API of b2_sync).
+
+Content identity is size + sha256, the sha256 kept in the object's metadata
+(``x-amz-meta-sha256``), never the ETag (a multipart ETag is no content hash). A local
+cache remembers sha256 values so that a no-op run neither rehashes unchanged files
+(keyed by device, inode, size, mtime and ctime) nor sends a HEAD per object (keyed by the
+ETag, size and last-modified second the listing returns, so any overwrite invalidates it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fnmatch
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
+    MANIFEST_SUFFIX,
+    parse_backup_name,
+    select_for_deletion,
+)
+from ansible_collections.mutuapix.ops.plugins.module_utils._s3 import (
+    CLIENT_ERRORS,
+    FileRange,
+    error_code,
+    file_sha256,
+    is_not_found,
+)
+
+DEFAULT_INCLUDE = [
+    "*.sql.zst",
+    "*.sql.zst.age",
+    "*.sql.gz",
+    "*.sql.gz.age",
+    "*.sql",
+    "*.sql.age",
+    "*" + MANIFEST_SUFFIX,
+]
+SHA256_META = "sha256"
+MiB = 1024 * 1024
+MIN_PART_SIZE = 5 * MiB
+MAX_PARTS = 10_000
+STALE_UPLOAD_AGE = dt.timedelta(hours=24)
+CACHE_VERSION = 1
+
+
+class SyncError(Exception):
+    """A failure with a message a person can act on; ``cause`` is the service error if any."""
+
+    def __init__(self, msg: str, cause: BaseException | None = None) -> None:
+        super().__init__(msg)
+        self.cause = cause
+
+
+def normalize_prefix(prefix: str | None) -> str:
+    """``prod/db1`` -> ``prod/db1/``; empty stays empty. Leading slashes are dropped."""
+    prefix = (prefix or "").lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return prefix
+
+
+def backup_stem(name: str) -> str | None:
+    """``app-nightly`` for ``app-nightly-20260101T000000Z.sql.zst``; None for other names.
+
+    Retention groups by (database, label); grouping by the whole stem gives the same groups
+    without knowing where the database name ends and the label begins.
+    """
+    data_name = name[: -len(MANIFEST_SUFFIX)] if name.endswith(MANIFEST_SUFFIX) else name
+    marker = data_name.rfind(".sql")
+    if marker < 0:
+        return None
+    head = data_name[:marker]
+    stem = head.rsplit("-", 1)[0] if "-" in head else None
+    if stem and parse_backup_name(data_name, stem):
+        return stem
+    return None
+
+
+def is_manifest(name: str) -> bool:
+    return name.endswith(MANIFEST_SUFFIX)
+
+
+def matches(name: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
+    if name.startswith("."):
+        return False  # temporary files (mysql_backup writes .<name>.tmp) and hidden files
+    return any(fnmatch.fnmatchcase(name, p) for p in include) and not any(fnmatch.fnmatchcase(name, p) for p in exclude)
+
+
+# ---------------------------------------------------------------------------------------
+# Cache
+
+
+class HashCache:
+    """sha256 values of local files and remote objects, persisted as a 0600 JSON file."""
+
+    def __init__(self, path: str | None, scope: str) -> None:
+        self.path = path
+        self.scope = scope
+        self.local: dict[str, list[Any]] = {}
+        self.remote: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+        self.dirty = False
+        if path and os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    data = json.load(handle)
+                if data.get("version") == CACHE_VERSION:
+                    self.local = dict(data.get("local", {}))
+                    self.remote = dict(data.get("remote", {}).get(scope, {}))
+                    self._other_scopes = {k: v for k, v in data.get("remote", {}).items() if k != scope}
+            except (OSError, ValueError, AttributeError):
+                self.local, self.remote = {}, {}  # a damaged cache is only a slower run
+        if not hasattr(self, "_other_scopes"):
+            self._other_scopes: dict[str, Any] = {}
+
+    @staticmethod
+    def _stat_key(st: os.stat_result) -> list[Any]:
+        return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+    def local_sha256(self, path: str, st: os.stat_result) -> str | None:
+        entry = self.local.get(path)
+        if entry and entry[:5] == self._stat_key(st):
+            return str(entry[5])
+        return None
+
+    def set_local(self, path: str, st: os.stat_result, sha256: str) -> None:
+        with self._lock:
+            self.local[path] = [*self._stat_key(st), sha256]
+            self.dirty = True
+
+    def remote_sha256(self, key: str, etag: str, size: int, modified: int) -> str | None:
+        entry = self.remote.get(key)
+        if entry and entry[:3] == [etag, size, modified]:
+            return str(entry[3])
+        return None
+
+    def set_remote(self, key: str, etag: str, size: int, modified: int, sha256: str) -> None:
+        with self._lock:
+            self.remote[key] = [etag, size, modified, sha256]
+            self.dirty = True
+
+    def forget_remote(self, key: str) -> None:
+        with self._lock:
+            if self.remote.pop(key, None) is not None:
+                self.dirty = True
+
+    def save(self) -> None:
+        if not self.path or not self.dirty:
+            return
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        local = {p: v for p, v in self.local.items() if os.path.exists(p)}
+        data = {"version": CACHE_VERSION, "local": local, "remote": {**self._other_scopes, self.scope: self.remote}}
+        fd, tmp = tempfile.mkstemp(prefix=".b2_sync-cache-", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, separators=(",", ":"))
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+# ---------------------------------------------------------------------------------------
+# Data model
+
+
+@dataclass
+class LocalFile:
+    name: str
+    path: str
+    size: int
+    stat: os.stat_result
+    sha256: str | None = None
+
+
+@dataclass
+class RemoteObject:
+    name: str
+    key: str
+    size: int
+    etag: str
+    modified: dt.datetime
+
+    @property
+    def modified_s(self) -> int:
+        return int(self.modified.timestamp())
+
+
+@dataclass
+class SyncConfig:
+    bucket: str
+    prefix: str
+    part_size: int = 100 * MiB
+    concurrency: int = 4
+    include: list[str] = field(default_factory=lambda: list(DEFAULT_INCLUDE))
+    exclude: list[str] = field(default_factory=list)
+    verify: str = "head"
+    lock_mode: str | None = None
+    lock_days: int | None = None
+    retention: dict[str, int | None] = field(default_factory=dict)
+    check_mode: bool = False
+
+    @property
+    def retention_enabled(self) -> bool:
+        return any(v is not None for v in self.retention.values())
+
+
+@dataclass
+class Stats:
+    bytes_transferred: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self.bytes_transferred += count
+
+    def summary(self) -> dict[str, Any]:
+        duration = max(time.monotonic() - self.started, 1e-6)
+        return {
+            "bytes_transferred": self.bytes_transferred,
+            "duration_s": round(duration, 3),
+            "throughput_mb_s": round(self.bytes_transferred / duration / 1e6, 2),
+        }
+
+
+def _call(action: str, func: Callable[..., Any], **kwargs: Any) -> Any:
+    """Run a client call; service errors become SyncError naming the action."""
+    try:
+        return func(**kwargs)
+    except CLIENT_ERRORS as exc:
+        raise SyncError(action, exc) from exc
+
+
+# ---------------------------------------------------------------------------------------
+# Listing
+
+
+def scan_local(src: str, include: list[str], exclude: list[str]) -> list[LocalFile]:
+    if not os.path.isdir(src):
+        raise SyncError(f"src {src} is not a directory")
+    files = []
+    with os.scandir(src) as entries:
+        for entry in entries:
+            if not entry.is_file(follow_symlinks=True) or not matches(entry.name, include, exclude):
+                continue
+            st = entry.stat(follow_symlinks=True)
+            files.append(LocalFile(entry.name, entry.path, st.st_size, st))
+    files.sort(key=lambda f: f.name)
+    return files
+
+
+def list_remote(client: Any, bucket: str, prefix: str) -> dict[str, RemoteObject]:
+    """Current objects directly under ``prefix`` (not in sub-folders), by file name."""
+    found: dict[str, RemoteObject] = {}
+    paginator = client.get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(prefix) :]
+                if name and "/" not in name:
+                    found[name] = RemoteObject(name, item["Key"], int(item["Size"]), item["ETag"], item["LastModified"])
+    except CLIENT_ERRORS as exc:
+        raise SyncError(f"listing {prefix or '/'}", exc) from exc
+    return found
+
+
+def list_versions(client: Any, bucket: str, prefix: str) -> dict[str, list[dict[str, Any]]]:
+    """Every version and delete marker directly under ``prefix``, by file name."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    paginator = client.get_paginator("list_object_versions")
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                name = item["Key"][len(prefix) :]
+                if name and "/" not in name:
+                    found.setdefault(name, []).append(item)
+    except CLIENT_ERRORS as exc:
+        raise SyncError(f"listing versions under {prefix or '/'}", exc) from exc
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# Hashing and comparing
+
+
+def hash_local_files(files: list[LocalFile], cache: HashCache, workers: int) -> None:
+    todo = []
+    for item in files:
+        item.sha256 = cache.local_sha256(item.path, item.stat)
+        if item.sha256 is None:
+            todo.append(item)
+
+    def work(item: LocalFile) -> None:
+        item.sha256 = file_sha256(item.path)
+        cache.set_local(item.path, item.stat, item.sha256)
+
+    # hashlib releases the GIL on large buffers: threads use both cores.
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool:
+        list(pool.map(work, todo))
+
+
+def remote_sha256(client: Any, bucket: str, obj: RemoteObject, cache: HashCache) -> str | None:
+    cached = cache.remote_sha256(obj.key, obj.etag, obj.size, obj.modified_s)
+    if cached is not None:
+        return cached
+    head = _call(f"reading metadata of {obj.key}", client.head_object, Bucket=bucket, Key=obj.key)
+    sha = head.get("Metadata", {}).get(SHA256_META)
+    if sha:
+        cache.set_remote(obj.key, obj.etag, obj.size, obj.modified_s, sha)
+    return sha
+
+
+@dataclass
+class PushPlan:
+    upload: list[tuple[LocalFile, str]] = field(default_factory=list)  # (file, reason)
+    skipped: list[str] = field(default_factory=list)
+    not_uploaded_retention: list[str] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)  # remote names (data files) retention removes
+
+
+def retention_split(names: Iterable[str], retention: dict[str, int | None], now: dt.datetime) -> set[str]:
+    """Data file names retention would delete, grouped per (database, label) by stem."""
+    parsed = []
+    for name in names:
+        stem = backup_stem(name)
+        if stem and not is_manifest(name):
+            backup = parse_backup_name(name, stem)
+            if backup:
+                parsed.append(backup)
+    _keep, delete = select_for_deletion(parsed, now=now, **retention)
+    return {b.name for b in delete}
+
+
+def plan_push(
+    client: Any,
+    config: SyncConfig,
+    local: list[LocalFile],
+    remote: dict[str, RemoteObject],
+    cache: HashCache,
+    now: dt.datetime,
+) -> PushPlan:
+    plan = PushPlan()
+    doomed: set[str] = set()
+    if config.retention_enabled:
+        doomed = retention_split(set(remote) | {f.name for f in local}, config.retention, now)
+        plan.delete = sorted(n for n in doomed if n in remote)
+    candidates = []
+    for item in local:
+        data_name = item.name[: -len(MANIFEST_SUFFIX)] if is_manifest(item.name) else item.name
+        if data_name in doomed:
+            plan.not_uploaded_retention.append(item.name)  # retention would delete it right away
+        else:
+            candidates.append(item)
+    hash_local_files(candidates, cache, workers=2)
+
+    def compare(item: LocalFile) -> tuple[LocalFile, str | None]:
+        obj = remote.get(item.name)
+        if obj is None:
+            return item, "missing"
+        if obj.size != item.size:
+            return item, "size"
+        sha = remote_sha256(client, config.bucket, obj, cache)
+        if sha is None:
+            return item, "no sha256 metadata"
+        return item, None if sha == item.sha256 else "content"
+
+    with ThreadPoolExecutor(max_workers=max(1, config.concurrency * 2)) as pool:
+        for item, reason in pool.map(compare, candidates):
+            if reason is None:
+                plan.skipped.append(item.name)
+            else:
+                plan.upload.append((item, reason))
+    return plan
+
+
+# ---------------------------------------------------------------------------------------
+# Uploading
+
+
+def effective_part_size(size: int, part_size: int) -> int:
+    """The configured part size, grown when a file would need more than 10,000 parts."""
+    part_size = max(part_size, MIN_PART_SIZE)
+    while size > part_size * MAX_PARTS:
+        part_size *= 2
+    return part_size
+
+
+def _lock_args(config: SyncConfig, now: dt.datetime) -> dict[str, Any]:
+    if not config.lock_mode:
+        return {}
+    return {
+        "ObjectLockMode": config.lock_mode.upper(),
+        "ObjectLockRetainUntilDate": now + dt.timedelta(days=int(config.lock_days or 0)),
+    }
+
+
+def abort_stale_uploads(client: Any, config: SyncConfig, keys: set[str], now: dt.datetime) -> list[str]:
+    """Abort incomplete multipart uploads of the keys we are about to write, and old ones of ours.
+
+    A run killed mid-upload (or an endpoint that went away) leaves parts that B2 bills for.
+    """
+    aborted = []
+    paginator = client.get_paginator("list_multipart_uploads")
+    try:
+        for page in paginator.paginate(Bucket=config.bucket, Prefix=config.prefix):
+            for upload in page.get("Uploads", []):
+                key = upload["Key"]
+                name = key[len(config.prefix) :]
+                initiated = upload.get("Initiated") or now
+                stale = now - initiated > STALE_UPLOAD_AGE and matches(name, config.include, config.exclude)
+                if key in keys or stale:
+                    client.abort_multipart_upload(Bucket=config.bucket, Key=key, UploadId=upload["UploadId"])
+                    aborted.append(key)
+    except CLIENT_ERRORS as exc:
+        raise SyncError(f"cleaning up incomplete uploads under {config.prefix or '/'}", exc) from exc
+    return aborted
+
+
+def _put_single(client: Any, config: SyncConfig, item: LocalFile, key: str, now: dt.datetime, stats: Stats) -> str:
+    with FileRange(item.path, 0, item.size) as body:
+        md5 = body.md5_base64()
+        response = _call(
+            f"uploading {item.name} to {key}",
+            client.put_object,
+            Bucket=config.bucket,
+            Key=key,
+            Body=body,
+            ContentLength=item.size,
+            ContentMD5=md5,
+            ContentType=_content_type(item.name),
+            Metadata={SHA256_META: item.sha256 or ""},
+            **_lock_args(config, now),
+        )
+    stats.add(item.size)
+    return str(response.get("VersionId") or "")
+
+
+def _put_multipart(client: Any, config: SyncConfig, item: LocalFile, key: str, now: dt.datetime, stats: Stats) -> str:
+    part_size = effective_part_size(item.size, config.part_size)
+    created = _call(
+        f"starting the upload of {item.name} to {key}",
+        client.create_multipart_upload,
+        Bucket=config.bucket,
+        Key=key,
+        ContentType=_content_type(item.name),
+        Metadata={SHA256_META: item.sha256 or ""},
+        **_lock_args(config, now),
+    )
+    upload_id = created["UploadId"]
+    ranges = [(n + 1, off, min(part_size, item.size - off)) for n, off in enumerate(range(0, item.size, part_size))]
+
+    def send(part: tuple[int, int, int]) -> dict[str, Any]:
+        number, offset, length = part
+        with FileRange(item.path, offset, length) as body:
+            md5 = body.md5_base64()
+            response = _call(
+                f"uploading part {number}/{len(ranges)} of {item.name}",
+                client.upload_part,
+                Bucket=config.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ContentLength=length,
+                ContentMD5=md5,
+            )
+        stats.add(length)
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(config.concurrency, len(ranges)))) as pool:
+            parts = list(pool.map(send, ranges))
+        response = _call(
+            f"completing the upload of {item.name}",
+            client.complete_multipart_upload,
+            Bucket=config.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+    except BaseException:
+        # Best effort: when the endpoint is gone this fails too, and the next run aborts it.
+        with contextlib.suppress(*CLIENT_ERRORS, OSError):
+            client.abort_multipart_upload(Bucket=config.bucket, Key=key, UploadId=upload_id)
+        raise
+    return str(response.get("VersionId") or "")
+
+
+def _content_type(name: str) -> str:
+    if is_manifest(name):
+        return "application/json"
+    if name.endswith(".zst"):
+        return "application/zstd"
+    if name.endswith(".gz"):
+        return "application/gzip"
+    if name.endswith(".sql"):
+        return "application/sql"
+    return "application/octet-stream"
+
+
+def verify_upload(client: Any, config: SyncConfig, item: LocalFile, key: str, cache: HashCache, stats: Stats) -> None:
+    head = _call(f"checking the uploaded {key}", client.head_object, Bucket=config.bucket, Key=key)
+    size = int(head.get("ContentLength", -1))
+    sha = head.get("Metadata", {}).get(SHA256_META)
+    if size != item.size or sha != item.sha256:
+        raise SyncError(
+            f"uploaded {key} does not match {item.path} (remote size {size}, sha256 {sha}; local size "
+            f"{item.size}, sha256 {item.sha256}); the upload was not stored intact, run again"
+        )
+    if config.verify == "download":
+        actual = download_sha256(client, config, key, item.size, stats)
+        if actual != item.sha256:
+            raise SyncError(f"downloaded {key} has sha256 {actual}, expected {item.sha256}; run again")
+    etag = str(head.get("ETag", ""))
+    modified = head.get("LastModified")
+    if etag and modified is not None:
+        cache.set_remote(key, etag, item.size, int(modified.timestamp()), item.sha256 or "")
+
+
+def upload_one(
+    client: Any, config: SyncConfig, item: LocalFile, cache: HashCache, now: dt.datetime, stats: Stats
+) -> dict[str, Any]:
+    key = config.prefix + item.name
+    cache.forget_remote(key)
+    if item.size <= config.part_size:
+        version = _put_single(client, config, item, key, now, stats)
+    else:
+        version = _put_multipart(client, config, item, key, now, stats)
+    verify_upload(client, config, item, key, cache, stats)
+    return {"name": item.name, "key": key, "size": item.size, "sha256": item.sha256, "version_id": version}
+
+
+def upload_all(
+    client: Any, config: SyncConfig, items: list[LocalFile], cache: HashCache, now: dt.datetime, stats: Stats
+) -> list[dict[str, Any]]:
+    """Data files first, manifests after, so that a remote manifest means a complete backup."""
+    data = [f for f in items if not is_manifest(f.name)]
+    manifests = [f for f in items if is_manifest(f.name)]
+    done: list[dict[str, Any]] = []
+    for batch in (data, manifests):
+        small = [f for f in batch if f.size <= config.part_size]
+        large = [f for f in batch if f.size > config.part_size]
+        with ThreadPoolExecutor(max_workers=max(1, config.concurrency)) as pool:
+            futures = [pool.submit(upload_one, client, config, f, cache, now, stats) for f in small]
+            for item in large:  # each one uses `concurrency` threads for its parts
+                done.append(upload_one(client, config, item, cache, now, stats))
+            errors = []
+            for future in futures:
+                try:
+                    done.append(future.result())
+                except SyncError as exc:
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+    return done
+
+
+# ---------------------------------------------------------------------------------------
+# Downloading
+
+
+def _download_ranges(
+    client: Any, config: SyncConfig, key: str, size: int, sink: Callable[[int, bytes], None], stats: Stats
+) -> None:
+    part = max(config.part_size, MIN_PART_SIZE)
+    ranges = [(off, min(off + part, size) - 1) for off in range(0, size, part)] or [(0, -1)]
+
+    def fetch(span: tuple[int, int]) -> None:
+        start, end = span
+        kwargs: dict[str, Any] = {"Bucket": config.bucket, "Key": key}
+        if end >= start:
+            kwargs["Range"] = f"bytes={start}-{end}"
+        response = _call(f"downloading {key}", client.get_object, **kwargs)
+        offset = start
+        body = response["Body"]
+        try:
+            for chunk in body.iter_chunks(chunk_size=MiB):
+                sink(offset, chunk)
+                offset += len(chunk)
+                stats.add(len(chunk))
+        finally:
+            body.close()
+        if end >= start and offset != end + 1:
+            raise SyncError(f"downloading {key}: got {offset - start} bytes of range {start}-{end}; run again")
+
+    if size == 0:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, min(config.concurrency, len(ranges)))) as pool:
+        list(pool.map(fetch, ranges))
+
+
+def download_sha256(client: Any, config: SyncConfig, key: str, size: int, stats: Stats) -> str:
+    """sha256 of a remote object, streamed in order (single stream keeps hashing sequential)."""
+    digest = hashlib.sha256()
+    if size:
+        response = _call(f"downloading {key}", client.get_object, Bucket=config.bucket, Key=key)
+        for chunk in response["Body"].iter_chunks(chunk_size=MiB):
+            digest.update(chunk)
+            stats.add(len(chunk))
+    return digest.hexdigest()
+
+
+def download_to_file(
+    client: Any, config: SyncConfig, key: str, size: int, dest: str, expected_sha256: str, stats: Stats
+) -> None:
+    """Download ``key`` to ``dest`` atomically: temp file, sha256 check, fsync, rename."""
+    directory = os.path.dirname(dest) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".part", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, size)
+        _download_ranges(client, config, key, size, lambda off, chunk: os.pwrite(fd, chunk, off), stats)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        actual = file_sha256(tmp)
+        if actual != expected_sha256:
+            raise SyncError(
+                f"downloaded {key} has sha256 {actual} but its manifest says {expected_sha256}; the remote "
+                "copy is damaged or was replaced; nothing was written to the destination"
+            )
+        os.replace(tmp, dest)
+        _fsync_dir(directory)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(directory: str) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_file_atomic(dest: str, data: bytes) -> None:
+    directory = os.path.dirname(dest) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".part", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, dest)
+        _fsync_dir(directory)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------
+# Retention
+
+
+def _is_locked(version: dict[str, Any], head: dict[str, Any], now: dt.datetime) -> bool:
+    until = head.get("ObjectLockRetainUntilDate")
+    if head.get("ObjectLockLegalHoldStatus") == "ON":
+        return True
+    return bool(head.get("ObjectLockMode") and until and until > now)
+
+
+def apply_retention(
+    client: Any, config: SyncConfig, names: list[str], now: dt.datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Delete every version of each named backup and its manifest; returns (deleted, retained_locked).
+
+    B2 keeps versions: deleting by key only hides a file, so delete by VersionId. Manifests
+    go first, so a manifest never points at a deleted backup. Versions under Object Lock are
+    reported, not treated as errors.
+    """
+    if not names:
+        return [], []
+    versions = list_versions(client, config.bucket, config.prefix)
+    deleted: list[dict[str, Any]] = []
+    locked: list[dict[str, Any]] = []
+    for name in names:
+        manifest = name + MANIFEST_SUFFIX
+        backup_locked = False
+        for target in (manifest, name):
+            if backup_locked:
+                break
+            entries = versions.get(target, [])
+            to_delete = []
+            for version in entries:
+                vid = version.get("VersionId")
+                key = version["Key"]
+                if "ETag" in version:  # a real version, not a delete marker: may be locked
+                    head = _call(
+                        f"reading the lock of {key} version {vid}",
+                        client.head_object,
+                        Bucket=config.bucket,
+                        Key=key,
+                        VersionId=vid,
+                    )
+                    if _is_locked(version, head, now):
+                        locked.append(_locked_entry(key, vid, head))
+                        backup_locked = True
+                        continue
+                to_delete.append({"Key": key, "VersionId": vid})
+            if config.check_mode:
+                deleted.extend({"key": o["Key"], "version_id": o["VersionId"]} for o in to_delete)
+                continue
+            ok, refused = _delete_versions(client, config, to_delete)
+            deleted.extend(ok)
+            if refused:
+                locked.extend(refused)
+                backup_locked = True
+    return deleted, locked
+
+
+def _locked_entry(key: str, vid: str | None, head: dict[str, Any]) -> dict[str, Any]:
+    until = head.get("ObjectLockRetainUntilDate")
+    return {
+        "key": key,
+        "version_id": vid,
+        "mode": head.get("ObjectLockMode") or ("LEGAL_HOLD" if head.get("ObjectLockLegalHoldStatus") else None),
+        "retain_until": until.isoformat() if until else None,
+    }
+
+
+def _delete_versions(
+    client: Any, config: SyncConfig, objects: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    deleted: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
+    for start in range(0, len(objects), 1000):
+        batch = objects[start : start + 1000]
+        response = _call(
+            "deleting old backups",
+            client.delete_objects,
+            Bucket=config.bucket,
+            Delete={"Objects": batch, "Quiet": False},
+        )
+        deleted.extend({"key": d["Key"], "version_id": d.get("VersionId")} for d in response.get("Deleted", []))
+        for err in response.get("Errors", []):
+            if err.get("Code") in ("AccessDenied", "ObjectLocked", "InvalidRequest"):
+                refused.append({"key": err["Key"], "version_id": err.get("VersionId"), "mode": None, "error": err})
+            else:
+                raise SyncError(
+                    f"deleting {err.get('Key')} version {err.get('VersionId')} failed: {err.get('Code')} "
+                    f"{err.get('Message')}; check the application key's deleteFiles capability"
+                )
+    return deleted, refused
+
+
+# ---------------------------------------------------------------------------------------
+# The three modes
+
+
+def push(client: Any, config: SyncConfig, src: str, cache: HashCache, now: dt.datetime | None = None) -> dict[str, Any]:
+    now = now or dt.datetime.now(dt.UTC)
+    stats = Stats()
+    local = scan_local(src, config.include, config.exclude)
+    remote = list_remote(client, config.bucket, config.prefix)
+    plan = plan_push(client, config, local, remote, cache, now)
+    result: dict[str, Any] = {
+        "uploaded": [f.name for f, _ in plan.upload],
+        "upload_reasons": {f.name: reason for f, reason in plan.upload},
+        "skipped": plan.skipped,
+        "not_uploaded_retention": plan.not_uploaded_retention,
+        "deleted": [],
+        "retained_locked": [],
+        "aborted_uploads": [],
+        "downloaded": [],
+    }
+    if not config.check_mode and plan.upload:
+        keys = {config.prefix + f.name for f, _ in plan.upload}
+        result["aborted_uploads"] = abort_stale_uploads(client, config, keys, now)
+        result["objects"] = upload_all(client, config, [f for f, _ in plan.upload], cache, now, stats)
+    # Retention runs only after every upload succeeded (upload_all raises otherwise).
+    deleted, locked = apply_retention(client, config, plan.delete, now)
+    result["deleted"] = deleted
+    result["retained_locked"] = locked
+    result["changed"] = bool(plan.upload or deleted or result["aborted_uploads"])
+    result.update(stats.summary())
+    return result
+
+
+def read_manifest(client: Any, config: SyncConfig, name: str) -> tuple[bytes, dict[str, Any]]:
+    key = config.prefix + name + MANIFEST_SUFFIX
+    try:
+        response = client.get_object(Bucket=config.bucket, Key=key)
+        raw = response["Body"].read()
+    except CLIENT_ERRORS as exc:
+        if is_not_found(exc):
+            raise SyncError(
+                f"{key} does not exist: {name} is incomplete or not a backup (its manifest is uploaded last)"
+            ) from exc
+        raise SyncError(f"reading {key}", exc) from exc
+    try:
+        manifest = json.loads(raw)
+        int(manifest["size"])
+        str(manifest["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SyncError(f"{key} is not a valid manifest (needs size and sha256): {exc}") from exc
+    return raw, manifest
+
+
+def latest_backup(remote: dict[str, RemoteObject], database: str, label: str | None = None) -> str | None:
+    """Newest complete backup (data and manifest present) of ``database``."""
+    best = None
+    for name in remote:
+        backup = parse_backup_name(name, database)
+        if not backup or name + MANIFEST_SUFFIX not in remote:
+            continue
+        if label is not None and backup.label != label:
+            continue
+        if best is None or (backup.timestamp, backup.name) > (best.timestamp, best.name):
+            best = backup
+    return best.name if best else None
+
+
+def pull(
+    client: Any,
+    config: SyncConfig,
+    dest: str,
+    name: str | None,
+    database: str | None,
+    label: str | None = None,
+) -> dict[str, Any]:
+    stats = Stats()
+    if not os.path.isdir(dest):
+        raise SyncError(f"dest {dest} is not a directory; create it first (mode 0700)")
+    if not name:
+        if not database:
+            raise SyncError("pull needs name, or latest=true with database")
+        remote = list_remote(client, config.bucket, config.prefix)
+        name = latest_backup(remote, database, label)
+        if not name:
+            raise SyncError(
+                f"no complete backup of database {database!r} under {config.bucket}/{config.prefix}; "
+                "check database, prefix and bucket"
+            )
+    if "/" in name or name.startswith("."):
+        raise SyncError(f"name {name!r} must be a plain file name")
+    raw, manifest = read_manifest(client, config, name)
+    expected_sha, expected_size = str(manifest["sha256"]), int(manifest["size"])
+    target = os.path.join(dest, name)
+    target_manifest = target + MANIFEST_SUFFIX
+    result: dict[str, Any] = {
+        "name": name,
+        "path": target,
+        "sha256": expected_sha,
+        "size": expected_size,
+        "downloaded": [],
+        "skipped": [],
+        "uploaded": [],
+        "deleted": [],
+        "retained_locked": [],
+    }
+    present = os.path.exists(target) and os.path.getsize(target) == expected_size and file_sha256(target) == expected_sha
+    manifest_same = os.path.exists(target_manifest) and _read_bytes(target_manifest) == raw
+    if present:
+        result["skipped"].append(name)
+    else:
+        result["downloaded"].append(name)
+        if not config.check_mode:
+            key = config.prefix + name
+            head = _call(f"reading metadata of {key}", client.head_object, Bucket=config.bucket, Key=key)
+            if int(head["ContentLength"]) != expected_size:
+                raise SyncError(
+                    f"{key} is {head['ContentLength']} bytes but its manifest says {expected_size}; "
+                    "the remote backup is damaged or incomplete"
+                )
+            download_to_file(client, config, key, expected_size, target, expected_sha, stats)
+    if manifest_same:
+        result["skipped"].append(name + MANIFEST_SUFFIX)
+    else:
+        result["downloaded"].append(name + MANIFEST_SUFFIX)
+        if not config.check_mode:
+            write_file_atomic(target_manifest, raw)
+            stats.add(len(raw))
+    result["changed"] = bool(result["downloaded"])
+    result.update(stats.summary())
+    return result
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def status(
+    client: Any,
+    config: SyncConfig,
+    databases: list[str] | None,
+    max_age_hours: float,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Per database (or per backup stem when no database is given): newest, age, count, bytes."""
+    now = now or dt.datetime.now(dt.UTC)
+    remote = list_remote(client, config.bucket, config.prefix)
+    groups: dict[str, list[Any]] = {db: [] for db in databases or []}
+    for name in remote:
+        if is_manifest(name):
+            continue
+        if databases:
+            backup = next((b for b in (parse_backup_name(name, db) for db in databases) if b), None)
+        else:
+            stem = backup_stem(name)
+            backup = parse_backup_name(name, stem) if stem else None
+        if backup is None:
+            continue
+        group = backup.database if databases else backup_stem(name) or backup.database
+        groups.setdefault(group, []).append(backup)
+    report: dict[str, dict[str, Any]] = {}
+    for group, members in sorted(groups.items()):
+        complete = [b for b in members if b.name + MANIFEST_SUFFIX in remote]
+        newest = max(complete, key=lambda b: (b.timestamp, b.name), default=None)
+        age = round((now - newest.timestamp).total_seconds() / 3600, 2) if newest else None
+        report[group] = {
+            "newest": newest.name if newest else None,
+            "newest_at": newest.timestamp.isoformat() if newest else None,
+            "age_hours": age,
+            "count": len(complete),
+            "incomplete": sorted(b.name for b in members if b not in complete),
+            "bytes": sum(remote[b.name].size for b in complete),
+            "healthy": age is not None and age <= max_age_hours,
+        }
+    healthy = bool(report) and all(entry["healthy"] for entry in report.values())
+    return {"backups": report, "healthy": healthy, "max_age_hours": max_age_hours, "changed": False}
+
+
+def check_bucket(client: Any, bucket: str) -> None:
+    """Fail early and clearly on wrong credentials, a missing bucket or an unreachable endpoint."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except CLIENT_ERRORS as exc:
+        code = error_code(exc)
+        if code in ("403", "AccessDenied"):
+            return  # keys restricted to a bucket may not HEAD it; the listing will tell
+        raise SyncError(f"opening bucket {bucket}", exc) from exc
+

@@ -1,0 +1,462 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: b2_sync
+short_description: Copy database backups to Backblaze B2, pull one back, keep remote retention
+version_added: 1.0.0
+description:
+  - C(push) uploads the backups and manifests that M(mutuapix.ops.mysql_backup) writes from
+    O(src) to O(bucket) under O(prefix), through B2's S3-compatible API. A file is uploaded
+    when the remote copy is missing or differs in size or sha256; the sha256 is kept in the
+    object's metadata (C(x-amz-meta-sha256)), so a second run transfers nothing.
+  - A data file is uploaded (and checked) before its manifest, so a remote manifest means a
+    complete backup. Large files go up in parts of O(part_size_mb), O(concurrency) at a time,
+    each with C(Content-MD5); an interrupted upload is aborted, and the next run cleans up
+    what an interrupted run could not.
+  - After every upload succeeded, remote retention (the same options and rules as
+    M(mutuapix.ops.mysql_backup)) deletes old backups and their manifests by version ID, as
+    B2 keeps every version. Versions under Object Lock are reported in RV(retained_locked).
+    Only names of backups under O(prefix) are ever considered; nothing local is ever deleted.
+  - C(pull) downloads one backup and its manifest into O(dest), checks the sha256 against
+    the manifest and renames the file into place, so O(dest) never holds a partial backup.
+  - C(status) reports the newest complete backup per database and whether it is fresh.
+author:
+  - MutuaPix ops team
+extends_documentation_fragment:
+  - mutuapix.ops.b2
+attributes:
+  check_mode:
+    support: full
+    description: Lists what would be uploaded, downloaded or deleted; transfers and deletes nothing.
+  diff_mode:
+    support: none
+options:
+  mode:
+    description:
+      - C(push) copies local backups to B2, C(pull) copies one backup from B2, C(status)
+        reports the freshness of the remote backups.
+    type: str
+    choices: [push, pull, status]
+    default: push
+  src:
+    description:
+      - Directory holding the backups to push (not searched recursively). Required with O(mode=push).
+    type: path
+  dest:
+    description:
+      - Existing directory to pull a backup into. Required with O(mode=pull).
+    type: path
+  prefix:
+    description:
+      - Key prefix of the backups in the bucket, for example C(prod/db1/). A C(/) is added
+        when missing. Objects in deeper folders, or under another prefix that merely starts
+        the same (C(db-old/) for C(db/)), are never touched.
+    type: str
+    default: ''
+  include:
+    description:
+      - Glob patterns of the file names to push. Hidden files (starting with C(.)) are never pushed.
+      - Defaults to the backups and manifests M(mutuapix.ops.mysql_backup) writes.
+    type: list
+    elements: str
+    default: ['*.sql.zst', '*.sql.zst.age', '*.sql.gz', '*.sql.gz.age', '*.sql', '*.sql.age', '*.manifest.json']
+  exclude:
+    description:
+      - Glob patterns of file names not to push, applied after O(include).
+    type: list
+    elements: str
+    default: []
+  part_size_mb:
+    description:
+      - Files larger than this are uploaded in parts of this many MiB (at least 5); B2
+        recommends 100. The part size grows by itself when a file would need more than
+        10,000 parts. Also the range size of parallel downloads.
+    type: int
+    default: 100
+  concurrency:
+    description:
+      - Parts (or small files) transferred at the same time.
+    type: int
+    default: 4
+  verify:
+    description:
+      - How each upload is checked. C(head) compares the stored size and sha256 metadata;
+        C(download) also downloads the object and hashes it (doubles the traffic).
+    type: str
+    choices: [head, download]
+    default: head
+  object_lock_mode:
+    description:
+      - Upload with Object Lock in this mode (the bucket must have Object Lock enabled).
+        C(compliance) cannot be shortened or removed by anyone, C(governance) by keys with
+        the C(bypassGovernance) capability.
+    type: str
+    choices: [governance, compliance]
+  object_lock_days:
+    description:
+      - Days each uploaded version stays locked. Required with O(object_lock_mode).
+    type: int
+  keep_last:
+    description:
+      - Remote retention (push only). Keep the N newest backups of each database and label.
+      - Retention applies only when at least one C(keep_*) option is set; a backup is kept
+        when any rule keeps it, and the newest backup of each database and label is always kept.
+    type: int
+  keep_days:
+    description:
+      - Keep every backup taken in the last N days.
+    type: int
+  keep_daily:
+    description:
+      - Keep the newest backup of each of the last N days that have one.
+    type: int
+  keep_weekly:
+    description:
+      - Keep the newest backup of each of the last N ISO weeks that have one.
+    type: int
+  keep_monthly:
+    description:
+      - Keep the newest backup of each of the last N months that have one.
+    type: int
+  name:
+    description:
+      - With O(mode=pull), the file name of the backup to pull (its manifest comes with it).
+    type: str
+  latest:
+    description:
+      - With O(mode=pull), pull the newest complete backup of O(database) instead of O(name).
+    type: bool
+    default: false
+  database:
+    description:
+      - Database name(s). O(mode=pull) with O(latest=true) needs exactly one.
+      - With O(mode=status), report these databases (all labels together), and report a
+        database without any backup as unhealthy. Without it, status reports one entry per
+        database-and-label found under O(prefix).
+    type: list
+    elements: str
+  label:
+    description:
+      - With O(mode=pull) and O(latest=true), only consider backups with this label
+        (for example C(predeploy)).
+    type: str
+  max_age_hours:
+    description:
+      - With O(mode=status), a database is healthy when its newest complete backup is at most this old.
+    type: float
+    default: 26
+  cache_file:
+    description:
+      - File remembering sha256 values of local files and remote objects, so that a run
+        without changes neither rehashes files nor reads every object's metadata. Entries are
+        invalidated by any change of a file (inode, size, mtime, ctime) or object (ETag, size,
+        modification time). Written with mode 0600. Deleting it only makes the next run slower.
+      - Defaults to C(~/.cache/mutuapix/b2_sync.json).
+    type: path
+  use_cache:
+    description:
+      - Use O(cache_file). With V(false) every file is hashed and every object's metadata read.
+    type: bool
+    default: true
+seealso:
+  - module: mutuapix.ops.mysql_backup
+  - name: B2 S3-compatible API
+    description: Backblaze's documentation of the S3-compatible API.
+    link: https://www.backblaze.com/docs/cloud-storage-s3-compatible-api
+"""
+
+EXAMPLES = r"""
+- name: Copy tonight's backups off-site, keep 14 daily and 8 weekly remote copies
+  mutuapix.ops.b2_sync:
+    src: /var/backups/mysql
+    bucket: acme-db-backups
+    region: us-west-004
+    prefix: "prod/{{ inventory_hostname }}/"
+    key_id: "{{ vault_b2_key_id }}"
+    application_key: "{{ vault_b2_application_key }}"
+    keep_daily: 14
+    keep_weekly: 8
+
+- name: Same, with credentials from the environment (AWX credential) and Object Lock
+  mutuapix.ops.b2_sync:
+    src: /var/backups/mysql
+    bucket: acme-db-backups-locked
+    region: eu-central-003
+    prefix: prod/db1/
+    object_lock_mode: governance
+    object_lock_days: 30
+
+- name: Pull the newest backup of the app database for a restore
+  mutuapix.ops.b2_sync:
+    mode: pull
+    dest: /var/restore
+    latest: true
+    database: app
+    bucket: acme-db-backups
+    region: us-west-004
+    prefix: prod/db1/
+  register: pulled
+
+- name: Alert when the newest off-site backup is older than 26 hours
+  mutuapix.ops.b2_sync:
+    mode: status
+    database: [app]
+    max_age_hours: 26
+    bucket: acme-db-backups
+    region: us-west-004
+    prefix: prod/db1/
+  register: offsite
+  failed_when: not offsite.healthy
+"""
+
+RETURN = r"""
+uploaded:
+  description: File names uploaded (or, in check mode, that would be).
+  returned: always
+  type: list
+  elements: str
+  sample: [app-20260101T020000Z.sql.zst, app-20260101T020000Z.sql.zst.manifest.json]
+upload_reasons:
+  description: Why each file was uploaded (C(missing), C(size), C(content), C(no sha256 metadata)).
+  returned: when O(mode=push)
+  type: dict
+  sample: {app-20260101T020000Z.sql.zst: missing}
+objects:
+  description: The objects written, with key, size, sha256 and version ID.
+  returned: when O(mode=push) and something was uploaded
+  type: list
+  elements: dict
+  sample: [{name: app-20260101T020000Z.sql.zst, key: prod/db1/app-20260101T020000Z.sql.zst,
+            size: 1048576, sha256: 9f86d0..., version_id: 4_z27c88f1d182b150646ff0b16_f1004...}]
+skipped:
+  description: File names already present with the same size and sha256 (push), or already in O(dest) (pull).
+  returned: always
+  type: list
+  elements: str
+  sample: [app-20251231T020000Z.sql.zst]
+not_uploaded_retention:
+  description: Local files not uploaded because remote retention would delete them at once.
+  returned: when O(mode=push)
+  type: list
+  elements: str
+  sample: []
+aborted_uploads:
+  description: Keys whose incomplete multipart uploads (left by an interrupted run) were aborted.
+  returned: when O(mode=push)
+  type: list
+  elements: str
+  sample: [prod/db1/app-20260101T020000Z.sql.zst]
+deleted:
+  description: Object versions deleted by remote retention (in check mode, that would be).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{key: prod/db1/app-20251201T020000Z.sql.zst, version_id: 4_z27c8...}]
+retained_locked:
+  description:
+    - Versions retention selected but could not delete because of Object Lock or a legal
+      hold; the backup's other versions are kept too. Not an error.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{key: prod/db1/app-20251201T020000Z.sql.zst, version_id: 4_z27c8..., mode: GOVERNANCE,
+            retain_until: '2026-01-31T02:00:00+00:00'}]
+downloaded:
+  description: File names downloaded into O(dest) (or, in check mode, that would be).
+  returned: always
+  type: list
+  elements: str
+  sample: [app-20260101T020000Z.sql.zst, app-20260101T020000Z.sql.zst.manifest.json]
+name:
+  description: The backup pulled.
+  returned: when O(mode=pull)
+  type: str
+  sample: app-20260101T020000Z.sql.zst
+path:
+  description: Where the pulled backup is.
+  returned: when O(mode=pull)
+  type: str
+  sample: /var/restore/app-20260101T020000Z.sql.zst
+sha256:
+  description: sha256 of the pulled backup, as recorded in its manifest and verified.
+  returned: when O(mode=pull)
+  type: str
+  sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+size:
+  description: Size in bytes of the pulled backup.
+  returned: when O(mode=pull)
+  type: int
+  sample: 1048576
+bytes_transferred:
+  description: Bytes uploaded and downloaded.
+  returned: when O(mode=push) or O(mode=pull)
+  type: int
+  sample: 524288000
+duration_s:
+  description: Wall time of the transfer phase in seconds.
+  returned: when O(mode=push) or O(mode=pull)
+  type: float
+  sample: 12.5
+throughput_mb_s:
+  description: O(bytes_transferred) divided by RV(duration_s), in MB (10^6 bytes) per second.
+  returned: when O(mode=push) or O(mode=pull)
+  type: float
+  sample: 41.9
+backups:
+  description: Per database (or database-and-label), the newest complete backup and totals.
+  returned: when O(mode=status)
+  type: dict
+  sample:
+    app:
+      newest: app-20260101T020000Z.sql.zst
+      newest_at: '2026-01-01T02:00:00+00:00'
+      age_hours: 7.5
+      count: 14
+      incomplete: []
+      bytes: 7340032000
+      healthy: true
+healthy:
+  description: Every reported database has a complete backup no older than O(max_age_hours), and there is at least one.
+  returned: when O(mode=status)
+  type: bool
+  sample: true
+max_age_hours:
+  description: The threshold used.
+  returned: when O(mode=status)
+  type: float
+  sample: 26.0
+"""
+
+import datetime as dt
+import os
+from typing import Any
+
+from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
+    DEFAULT_INCLUDE,
+    MiB,
+    HashCache,
+    SyncConfig,
+    SyncError,
+    check_bucket,
+    normalize_prefix,
+    pull,
+    push,
+    status,
+)
+from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
+    retention_argument_spec,
+    retention_params,
+)
+from ansible_collections.mutuapix.ops.plugins.module_utils._s3 import B2Module
+
+DEFAULT_CACHE_FILE = "~/.cache/mutuapix/b2_sync.json"
+
+
+def argument_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "mode": {"type": "str", "choices": ["push", "pull", "status"], "default": "push"},
+        "src": {"type": "path"},
+        "dest": {"type": "path"},
+        "prefix": {"type": "str", "default": ""},
+        "include": {"type": "list", "elements": "str", "default": list(DEFAULT_INCLUDE)},
+        "exclude": {"type": "list", "elements": "str", "default": []},
+        "part_size_mb": {"type": "int", "default": 100},
+        "concurrency": {"type": "int", "default": 4},
+        "verify": {"type": "str", "choices": ["head", "download"], "default": "head"},
+        "object_lock_mode": {"type": "str", "choices": ["governance", "compliance"]},
+        "object_lock_days": {"type": "int"},
+        "name": {"type": "str"},
+        "latest": {"type": "bool", "default": False},
+        "database": {"type": "list", "elements": "str"},
+        "label": {"type": "str"},
+        "max_age_hours": {"type": "float", "default": 26},
+        "cache_file": {"type": "path"},
+        "use_cache": {"type": "bool", "default": True},
+    }
+    spec.update(retention_argument_spec())
+    return spec
+
+
+def validate(module: B2Module) -> None:
+    p = module.params
+    if p["part_size_mb"] < 5:
+        module.fail_json(msg=f"part_size_mb must be at least 5 (the S3 minimum part size), got {p['part_size_mb']}")
+    if not 1 <= p["concurrency"] <= 64:
+        module.fail_json(msg=f"concurrency must be between 1 and 64, got {p['concurrency']}")
+    if p["object_lock_days"] is not None and p["object_lock_days"] < 1:
+        module.fail_json(msg="object_lock_days must be 1 or more")
+    if p["mode"] == "pull" and bool(p["name"]) == bool(p["latest"]):
+        module.fail_json(msg="mode=pull needs either name or latest=true (not both)")
+    if p["mode"] == "pull" and p["latest"] and len(p["database"] or []) != 1:
+        module.fail_json(msg="mode=pull with latest=true needs exactly one database")
+    if p["mode"] != "push" and any(v is not None for v in retention_params(p).values()):
+        module.fail_json(msg="keep_* options apply to mode=push only")
+
+
+def build_config(module: B2Module) -> SyncConfig:
+    p = module.params
+    return SyncConfig(
+        bucket=p["bucket"],
+        prefix=normalize_prefix(p["prefix"]),
+        part_size=p["part_size_mb"] * MiB,
+        concurrency=p["concurrency"],
+        include=p["include"],
+        exclude=p["exclude"],
+        verify=p["verify"],
+        lock_mode=p["object_lock_mode"],
+        lock_days=p["object_lock_days"],
+        retention=retention_params(p),
+        check_mode=module.check_mode,
+    )
+
+
+def open_cache(module: B2Module, config: SyncConfig) -> HashCache:
+    path = None
+    if module.params["use_cache"]:
+        path = os.path.expanduser(module.params["cache_file"] or DEFAULT_CACHE_FILE)
+    scope = f"{module.b2_settings.endpoint_url}/{config.bucket}"
+    return HashCache(path, scope)
+
+
+def main() -> None:
+    module = B2Module(
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+        required_if=[("mode", "push", ["src"]), ("mode", "pull", ["dest"])],
+        required_by={"object_lock_mode": "object_lock_days"},
+        mutually_exclusive=[("name", "latest")],
+    )
+    validate(module)
+    config = build_config(module)
+    cache = open_cache(module, config)
+    client = module.client()
+    p = module.params
+    result: dict[str, Any] = {}
+    try:
+        check_bucket(client, config.bucket)
+        if p["mode"] == "push":
+            result = push(client, config, p["src"], cache, dt.datetime.now(dt.timezone.utc))
+        elif p["mode"] == "pull":
+            database = (p["database"] or [None])[0]
+            result = pull(client, config, p["dest"], p["name"], database if p["latest"] else None, p["label"])
+        else:
+            result = status(client, config, p["database"], p["max_age_hours"])
+    except SyncError as exc:
+        cache.save()
+        if exc.cause is not None:
+            module.fail_b2(exc.cause, str(exc))
+        module.fail_json(msg=str(exc))
+    except OSError as exc:
+        cache.save()
+        module.fail_json(msg=f"{p['mode']} failed on the local side: {exc}")
+    if not module.check_mode:
+        cache.save()
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
