@@ -29,6 +29,8 @@ except ImportError:  # pragma: no cover - exercised by ansible-test's import san
     HAS_CRYPTOGRAPHY = False
     CRYPTOGRAPHY_IMPORT_ERROR = traceback.format_exc()
 
+# datetime.UTC needs Python 3.11; managed hosts may run an older Python.
+_UTC = datetime.timezone.utc
 # Bytes of the response body read to measure a complete answer without downloading a file.
 MAX_BODY_BYTES = 1024 * 1024
 USER_AGENT = "mutuapix.ops-endpoint_check/1"
@@ -175,12 +177,12 @@ def _ssl_context(validate_certs: bool, ca_path: str | None) -> ssl.SSLContext:
 
 def _not_after(der: bytes | None, verified: dict[str, Any] | None) -> datetime.datetime | None:
     if verified and verified.get("notAfter"):
-        return datetime.datetime.fromtimestamp(ssl.cert_time_to_seconds(verified["notAfter"]), tz=datetime.UTC)
+        return datetime.datetime.fromtimestamp(ssl.cert_time_to_seconds(verified["notAfter"]), tz=_UTC)
     if der and HAS_CRYPTOGRAPHY:
         cert = x509.load_der_x509_certificate(der)
         if hasattr(cert, "not_valid_after_utc"):
             return cert.not_valid_after_utc
-        return cert.not_valid_after.replace(tzinfo=datetime.UTC)
+        return cert.not_valid_after.replace(tzinfo=_UTC)
     return None
 
 
