@@ -262,6 +262,7 @@ import time
 import traceback
 
 from ansible.module_utils.common.text.converters import to_native
+
 from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _dumpfile, _retention
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, MySQLModule, server_info
 

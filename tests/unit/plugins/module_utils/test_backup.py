@@ -1,0 +1,98 @@
+"""Pure helpers of mysql_backup: grants parsing, refused dump arguments, retention on disk."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _retention
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import ConnectionParams, quote_identifier
+
+
+def test_granted_privileges_db_and_global_levels():
+    grants = [
+        "GRANT USAGE ON *.* TO `backup`@`localhost` IDENTIFIED BY PASSWORD '*AB'",
+        "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON `app`.* TO `backup`@`localhost`",
+        "GRANT SELECT ON `mysql`.`proc` TO `backup`@`localhost`",
+    ]
+    assert _backup.granted_privileges(grants, "app") >= {"SELECT", "SHOW VIEW", "TRIGGER", "EVENT"}
+    assert _backup.granted_privileges(grants, "other") == {"USAGE"}
+    assert "SELECT" in _backup.granted_privileges(["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost`"], "x")
+    assert "SELECT" in _backup.granted_privileges(["GRANT SELECT ON `ap\\_%`.* TO `u`@`%`"], "ap_x")
+    assert "SELECT" not in _backup.granted_privileges(["GRANT SELECT ON `ap\\_%`.* TO `u`@`%`"], "apxx")
+
+
+@pytest.mark.parametrize(
+    "arg", ["--skip-comments", "--compact", "-pSECRET", "--password=x", "--tab=/tmp", "--result-file=/x", "-uroot"]
+)
+def test_extra_dump_args_refused(arg):
+    with pytest.raises(_backup.BackupError, match="may not contain"):
+        _backup.check_extra_args([arg])
+
+
+def test_extra_dump_args_allowed():
+    _backup.check_extra_args(["--max-allowed-packet=64M", "--net-buffer-length=1048576", "--master-data=2"])
+
+
+def test_option_file_escapes_and_never_argv():
+    conn = ConnectionParams(
+        {"login_user": 'u"x', "login_password": 'p\\"$%ção', "login_unix_socket": "/s", "config_file": None}
+    )
+    text = conn.option_file_text()
+    assert 'password="p\\\\\\"$%ção"' in text
+    assert 'user="u\\"x"' in text
+    cmd = _backup.dump_command("/usr/bin/mariadb-dump", "/tmp/opt.cnf", "app", ["a"], ["b"], [])
+    assert cmd[1] == "--defaults-extra-file=/tmp/opt.cnf"
+    assert all("p\\" not in part for part in cmd)
+    assert cmd[-2:] == ["--", "app"]
+
+
+def test_quote_identifier():
+    assert quote_identifier("we`ird") == "`we``ird`"
+    with pytest.raises(Exception, match="NUL or line break"):
+        quote_identifier("a\nb")
+
+
+def _touch(dest, name, manifest=True):
+    (dest / name).write_bytes(b"x")
+    if manifest:
+        (dest / (name + _retention.MANIFEST_SUFFIX)).write_text("{}")
+
+
+def test_local_retention_keeps_newest_and_ignores_foreign_files(tmp_path):
+    base = dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc)
+    names = [_retention.backup_file_name("app", base + dt.timedelta(days=i), None, "zstd") for i in range(6)]
+    for name in names:
+        _touch(tmp_path, name)
+    _touch(tmp_path, "app-old-manual-dump.sql.zst")
+    _touch(tmp_path, _retention.backup_file_name("app2", base, None, "zstd"))
+    _touch(tmp_path, _retention.backup_file_name("app", base - dt.timedelta(days=30), None, "zstd"), manifest=False)
+    deleted = _backup.apply_retention(str(tmp_path), "app", {"keep_last": 2})
+    assert sorted(deleted) == sorted(names[:4])
+    left = set(os.listdir(tmp_path))
+    assert names[5] in left and names[4] in left
+    assert "app-old-manual-dump.sql.zst" in left
+    assert any(n.startswith("app2-") for n in left)
+    # incomplete backup (no manifest) is not ours to delete
+    assert _retention.backup_file_name("app", base - dt.timedelta(days=30), None, "zstd") in left
+    # keep_last=0 still keeps the newest
+    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 0}) == [names[4]]
+    assert names[5] in set(os.listdir(tmp_path))
+
+
+def test_no_retention_rule_deletes_nothing(tmp_path):
+    _touch(tmp_path, _retention.backup_file_name("app", dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)))
+    assert _backup.apply_retention(str(tmp_path), "app", dict.fromkeys(_retention.RETENTION_OPTIONS)) == []
+
+
+def test_backup_lock_times_out(tmp_path):
+    with (
+        _backup.backup_lock(str(tmp_path), "app", 0),
+        pytest.raises(_backup.BackupError, match="another backup"),
+        _backup.backup_lock(str(tmp_path), "app", 0.3),
+    ):
+        pass
+    with _backup.backup_lock(str(tmp_path), "app", 0):  # released
+        pass

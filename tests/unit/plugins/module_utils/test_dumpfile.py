@@ -1,0 +1,239 @@
+"""The framed file format: both dump dialects, exact row counts, frames that tile the file."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _age, _dumpfile
+
+FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
+
+MARIADB_DUMP = b"""/*M!999999\\- enable the sandbox mode */
+-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB, for debian-linux-gnu (x86_64)
+--
+-- Host: localhost    Database: t1
+-- ------------------------------------------------------
+-- Server version\t10.11.19-MariaDB
+
+/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;
+/*!40103 SET @OLD_TIME_ZONE=@@TIME_ZONE */;
+
+--
+-- Table structure for table `a``b`
+--
+
+DROP TABLE IF EXISTS `a``b`;
+CREATE TABLE `a``b` (
+  `id` int(11) NOT NULL,
+  `s` text DEFAULT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+--
+-- Dumping data for table `a``b`
+--
+
+LOCK TABLES `a``b` WRITE;
+/*!40000 ALTER TABLE `a``b` DISABLE KEYS */;
+INSERT INTO `a``b` VALUES
+(1,'x\\ny\\'),(z\\\\'),
+(2,NULL),
+(3,'\xf0\x9f\x98\x80 INSERT INTO `a` VALUES (9);');
+INSERT INTO `a``b` VALUES
+(4,'-- Table structure for table `x`'),
+(5,'\\0');
+/*!40000 ALTER TABLE `a``b` ENABLE KEYS */;
+UNLOCK TABLES;
+/*!50003 SET @saved_cs_client      = @@character_set_client */ ;
+DELIMITER ;;
+/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 trigger tr before insert on `a``b` for each row set new.s='x' */;;
+DELIMITER ;
+
+--
+-- Table structure for table `np`
+--
+
+DROP TABLE IF EXISTS `np`;
+CREATE TABLE `np` (
+  `x` int(11) DEFAULT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+--
+-- Dumping data for table `np`
+--
+
+LOCK TABLES `np` WRITE;
+/*!40000 ALTER TABLE `np` DISABLE KEYS */;
+/*!40000 ALTER TABLE `np` ENABLE KEYS */;
+UNLOCK TABLES;
+
+--
+-- Dumping routines for database 't1'
+--
+DELIMITER ;;
+CREATE DEFINER=`root`@`localhost` PROCEDURE `p`()
+select 1
+;;
+DELIMITER ;
+/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;
+
+/*!40101 SET CHARACTER_SET_CLIENT=@OLD_CHARACTER_SET_CLIENT */;
+
+-- Dump completed
+"""
+
+
+def frame(data: bytes, compression: str = "zstd", chunk: int = 1 << 20, block: int = 1 << 20, recipients=None):
+    out = io.BytesIO()
+    writer = _dumpfile.FrameWriter(out, compression, None, threads=0, encrypt_to=recipients)
+    parser = _dumpfile.DumpParser(writer, chunk)
+    for i in range(0, len(data), block):
+        parser.feed(data[i : i + block])
+    parser.finish()
+    sha, size = writer.close()
+    manifest = {
+        "format": _dumpfile.FORMAT_NAME,
+        "format_version": 1,
+        "compression": compression,
+        "sections": parser.sections,
+        "tables": parser.manifest_objects(),
+        "sha256": sha,
+        "size": size,
+    }
+    return out.getvalue(), parser, manifest
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1 << 20])
+def test_mariadb_dialect_rows_names_and_roundtrip(block):
+    blob, parser, _ = frame(MARIADB_DUMP, block=block)
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(blob)  # first frame is valid
+    assert subprocess.run(["zstdcat"], input=blob, capture_output=True, check=True).stdout == MARIADB_DUMP
+    tables = parser.tables()
+    assert {n: t.rows for n, t in tables.items()} == {"a`b": 5, "np": 0}
+    assert parser.completed and parser.dialect == "mariadb"
+    assert tables["a`b"].triggers == ["tr"]
+    assert tables["a`b"].primary_key and not tables["np"].primary_key
+    assert parser.routines == ["procedure p"]
+
+
+def test_digest_independent_of_feeding_and_chunking():
+    digests = set()
+    for chunk in (1, 50, 1 << 20):
+        for block in (3, 1 << 20):
+            _, parser, _ = frame(MARIADB_DUMP, chunk=chunk, block=block)
+            digests.add(parser.tables()["a`b"].digest.hexdigest())
+    assert len(digests) == 1
+
+
+def test_digest_changes_with_one_byte_of_data():
+    _, p1, _ = frame(MARIADB_DUMP)
+    _, p2, _ = frame(MARIADB_DUMP.replace(b"(2,NULL)", b"(2,'')"))
+    assert p1.tables()["a`b"].digest.hexdigest() != p2.tables()["a`b"].digest.hexdigest()
+    assert p1.tables()["np"].digest.hexdigest() == p2.tables()["np"].digest.hexdigest()
+
+
+def test_small_chunks_cut_at_insert_boundaries():
+    _, _, manifest = frame(MARIADB_DUMP, chunk=10)
+    data_frames = [f for f in manifest["tables"]["a`b"]["frames"] if f["part"] == "data"]
+    assert len(data_frames) == 2
+    assert [f["rows"] for f in data_frames] == [3, 2]
+    parts = [f["part"] for f in manifest["tables"]["a`b"]["frames"]]
+    assert parts == ["schema", "data_head", "data", "data", "data_tail", "triggers"]
+
+
+def test_mysql8_dialect_many_rows_per_line():
+    data = (FIXTURES / "mysql80_dump.sql").read_bytes()
+    for block in (5, 1 << 20):
+        _, parser, _ = frame(data, chunk=200, block=block)
+        assert parser.dialect == "mysql"
+        assert {n: t.rows for n, t in parser.tables().items()} == {"audit_logs": 60, "transactions": 120, "users": 40}
+        assert parser.objects["user_balances"].kind == "view"
+        assert parser.objects["transactions"].triggers == ["transactions_before_insert"]
+        assert not parser.objects["audit_logs"].primary_key
+        assert parser.completed
+
+
+@pytest.mark.parametrize(
+    ("line", "rows"),
+    [
+        (b"INSERT INTO `t` VALUES (1,'a'),(2,'b');", 2),
+        (b"INSERT INTO `t` VALUES (1,'),('),(2,'\\'),(');", 2),
+        (b"INSERT INTO `t` VALUES (1,'it''s),(');", 1),
+        (b"INSERT INTO `t` VALUES (1,0x2C28),(2,NULL),(3,'\\\\'),(4,'x');", 4),
+        (b"INSERT INTO `t` VALUES", 0),
+    ],
+)
+def test_count_inline_rows_is_string_aware(line, rows):
+    assert _dumpfile.count_inline_rows(line) == rows
+
+
+def test_missing_trailer_is_reported():
+    _, parser, _ = frame(MARIADB_DUMP.replace(b"-- Dump completed\n", b""))
+    assert not parser.completed
+
+
+def test_gzip_members_concatenate(tmp_path):
+    blob, _, manifest = frame(MARIADB_DUMP, "gzip")
+    assert gzip.decompress(blob) == MARIADB_DUMP
+    path = tmp_path / "x.sql.gz"
+    path.write_bytes(blob)
+    assert b"".join(p for _, p in _dumpfile.iter_frames(str(path), manifest)) == MARIADB_DUMP
+
+
+def test_iter_frames_detects_bit_flip_and_truncation(tmp_path):
+    blob, _, manifest = frame(MARIADB_DUMP, chunk=10)
+    path = tmp_path / "x.sql.zst"
+    frames = _dumpfile.all_frames(manifest)
+    middle = frames[len(frames) // 2]
+    flipped = bytearray(blob)
+    flipped[middle["offset"] + middle["length"] // 2] ^= 0x40
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(_dumpfile.DumpFileError, match="corrupt|wrong size"):
+        list(_dumpfile.iter_frames(str(path), manifest))
+    path.write_bytes(blob[: len(blob) - 5])
+    with pytest.raises(_dumpfile.DumpFileError, match="truncated|corrupt"):
+        list(_dumpfile.iter_frames(str(path), manifest))
+    path.write_bytes(blob + b"junk")
+    with pytest.raises(_dumpfile.DumpFileError, match="after the last frame"):
+        list(_dumpfile.iter_frames(str(path), manifest))
+
+
+def test_encrypted_frames_decrypt_with_identity(tmp_path):
+    identity, recipient = _age.generate_identity()
+    blob, _, manifest = frame(MARIADB_DUMP, recipients=[recipient])
+    path = tmp_path / "x.sql.zst.age"
+    path.write_bytes(blob)
+    plain = b"".join(p for _, p in _dumpfile.iter_frames(str(path), manifest, _age.parse_identities(identity)))
+    assert plain == MARIADB_DUMP
+    other_identity, _ = _age.generate_identity()
+    with pytest.raises(_dumpfile.DumpFileError, match="no identity matches"):
+        list(_dumpfile.iter_frames(str(path), manifest, _age.parse_identities(other_identity)))
+    with pytest.raises(_dumpfile.DumpFileError, match="age identity is required"):
+        list(_dumpfile.iter_frames(str(path), manifest))
+
+
+def test_manifest_loader_rejects_foreign_json(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(_dumpfile.DumpFileError, match="not a mutuapix.ops backup manifest"):
+        _dumpfile.load_manifest(str(path))
+    path.write_text("{not json")
+    with pytest.raises(_dumpfile.DumpFileError, match="not readable JSON"):
+        _dumpfile.load_manifest(str(path))
+    with pytest.raises(_dumpfile.DumpFileError, match="does not exist"):
+        _dumpfile.load_manifest(str(tmp_path / "absent.json"))
+
+
+def test_write_json_atomic_mode(tmp_path):
+    path = tmp_path / "a.json"
+    _dumpfile.write_json_atomic(str(path), {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
