@@ -869,7 +869,9 @@ def pull(
         "deleted": [],
         "retained_locked": [],
     }
-    present = os.path.exists(target) and os.path.getsize(target) == expected_size and file_sha256(target) == expected_sha
+    present = (
+        os.path.exists(target) and os.path.getsize(target) == expected_size and file_sha256(target) == expected_sha
+    )
     manifest_same = os.path.exists(target_manifest) and _read_bytes(target_manifest) == raw
     if present:
         result["skipped"].append(name)
@@ -950,5 +952,4 @@ def check_bucket(client: Any, bucket: str) -> None:
         code = error_code(exc)
         if code in ("403", "AccessDenied"):
             return  # keys restricted to a bucket may not HEAD it; the listing will tell
-        raise SyncError(f"opening bucket {bucket}", exc) from exc
-
+        raise SyncError("opening the bucket", exc) from exc

@@ -337,8 +337,8 @@ from typing import Any
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
     DEFAULT_INCLUDE,
-    MiB,
     HashCache,
+    MiB,
     SyncConfig,
     SyncError,
     check_bucket,
@@ -393,6 +393,10 @@ def validate(module: B2Module) -> None:
         module.fail_json(msg="mode=pull needs either name or latest=true (not both)")
     if p["mode"] == "pull" and p["latest"] and len(p["database"] or []) != 1:
         module.fail_json(msg="mode=pull with latest=true needs exactly one database")
+    if p["mode"] == "push" and not os.path.isdir(p["src"]):
+        module.fail_json(msg=f"src {p['src']} is not a directory; it should be where mysql_backup writes backups")
+    if p["mode"] == "pull" and not os.path.isdir(p["dest"]):
+        module.fail_json(msg=f"dest {p['dest']} is not a directory; create it first (mode 0700)")
     if p["mode"] != "push" and any(v is not None for v in retention_params(p).values()):
         module.fail_json(msg="keep_* options apply to mode=push only")
 

@@ -123,8 +123,9 @@ class _Handler(BaseHTTPRequestHandler):
         rejection = self._b2_rejection(seen)
         if rejection:
             seen.status = rejection[0]
-            with state.lock:
-                state.rejected.append(seen)
+            if rejection[1] != "InvalidAccessKeyId":  # a dialect error, not a test of bad keys
+                with state.lock:
+                    state.rejected.append(seen)
             self._answer(rejection[0], _error_xml(rejection[1], rejection[2]), head)
             return
         fault = state.take_fault(seen.operation)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
+import logging
 import os
 import socket
 import uuid
@@ -17,12 +15,8 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from tests.integration.b2.b2helpers import APP_KEY, KEY_ID, REGION
 from tests.integration.b2.b2proxy import B2Proxy
-from tests.support.runner import ModuleResult, run_module
-
-KEY_ID = "0041a2b3c4d5e6f0000000001"
-APP_KEY = "K004secret+application/key0123456789abcd"
-REGION = "us-west-004"
 
 
 def free_port() -> int:
@@ -56,6 +50,7 @@ class MotoHandle:
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoHandle]:
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     handle = MotoHandle()
     handle.start()
     try:
@@ -76,26 +71,14 @@ def b2(moto_server: MotoHandle) -> Iterator[B2Proxy]:
 @pytest.fixture
 def proxy(b2: B2Proxy, moto_server: MotoHandle) -> Iterator[B2Proxy]:
     """The proxy with a clean record and no pending faults, pointing at the running moto."""
+    if moto_server.server is None:  # a fault-injection test stopped it and failed early
+        moto_server.start()
     b2.state.clear()
     b2.state.hook = None
     b2.state.upstream = moto_server.address
     yield b2
     b2.state.hook = None
     b2.state.faults.clear()
-
-
-@pytest.fixture(scope="session")
-def admin(moto_server: MotoHandle) -> Any:
-    """A plain boto3 client straight to moto, for test setup and inspection."""
-    host, port = moto_server.address
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://{host}:{port}",
-        aws_access_key_id="admin",
-        aws_secret_access_key="admin",
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
 
 
 class Admin:
@@ -159,57 +142,3 @@ def args_for(proxy: B2Proxy, tmp_path: Path) -> Any:
         return args
 
     return make
-
-
-def clean_env() -> dict[str, str]:
-    """No stray AWS settings from the developer's shell."""
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "B2_")):
-            os.environ.pop(name)
-    return {}
-
-
-def b2_run(args: dict[str, Any], check: bool = False, env: dict[str, str] | None = None, **kw: Any) -> ModuleResult:
-    clean_env()
-    return run_module("b2_sync", args, check=check, env=env, **kw)
-
-
-def write_backup(
-    directory: Path, database: str, when: dt.datetime, size: int, label: str | None = None, seed: int = 0
-) -> Path:
-    """A fake backup of ``size`` bytes plus the manifest mysql_backup would write beside it."""
-    stem = database if not label else f"{database}-{label}"
-    name = f"{stem}-{when.strftime('%Y%m%dT%H%M%SZ')}.sql.zst"
-    path = directory / name
-    block = hashlib.sha256(f"{name}-{seed}".encode()).digest() * 2048  # 64 KiB, distinct per file
-    with open(path, "wb") as handle:
-        remaining = size
-        while remaining > 0:
-            chunk = block[: min(len(block), remaining)]
-            handle.write(chunk)
-            remaining -= len(chunk)
-    write_manifest(path, database)
-    return path
-
-
-def write_manifest(path: Path, database: str) -> Path:
-    data = path.read_bytes()
-    manifest = {
-        "format_version": 1,
-        "database": database,
-        "file": path.name,
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-    }
-    target = path.parent / (path.name + ".manifest.json")
-    target.write_text(json.dumps(manifest, indent=2))
-    return target
-
-
-def remote_keys(s3: Any, bucket: str, prefix: str = "") -> dict[str, int]:
-    found = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            found[item["Key"]] = int(item["Size"])
-    return found

@@ -1,0 +1,398 @@
+"""b2_sync against a real S3 HTTP server (moto on 127.0.0.1) behind a proxy that answers like B2."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.b2.b2helpers import APP_KEY, MiB, b2_run, remote_keys, write_backup, write_manifest
+from tests.integration.b2.b2proxy import B2Proxy, Fault
+from tests.integration.b2.conftest import MotoHandle, free_port
+
+NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+PUT_OPS = ("PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload")
+
+
+def puts(proxy: B2Proxy) -> int:
+    return sum(proxy.state.count(op) for op in PUT_OPS)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    path = tmp_path / "src"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    path = tmp_path / "dest"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_b2_rejections(proxy: B2Proxy) -> Any:
+    """Every request the module sends must be one B2 accepts (checked on the wire)."""
+    yield
+    rejected = [(r.operation, r.status, sorted(r.headers)) for r in proxy.state.rejected]
+    assert not rejected, f"requests B2 would reject: {rejected}"
+
+
+# ----------------------------------------------------------------------------- round trip
+
+
+def test_push_then_pull_round_trip_is_verified_and_idempotent(bucket, args_for, proxy, src, dest, s3):
+    backup = write_backup(src, "app", NOW - dt.timedelta(hours=1), 7 * MiB + 3)
+    first = b2_run(args_for(bucket, src=str(src), prefix="prod/db1", part_size_mb=5))
+    assert first["changed"] and not first.failed, first
+    assert sorted(first["uploaded"]) == sorted([backup.name, backup.name + ".manifest.json"])
+    assert first["bytes_transferred"] >= backup.stat().st_size
+    head = s3.head_object(Bucket=bucket, Key="prod/db1/" + backup.name)
+    assert head["Metadata"]["sha256"] == sha256_of(backup)
+    assert proxy.state.count("UploadPart") == 2
+
+    pulled = b2_run(args_for(bucket, mode="pull", dest=str(dest), prefix="prod/db1/", latest=True, database="app"))
+    assert pulled["changed"] and not pulled.failed, pulled
+    target = dest / backup.name
+    assert pulled["path"] == str(target)
+    assert target.read_bytes() == backup.read_bytes()
+    assert pulled["sha256"] == sha256_of(backup)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert json.loads((dest / (backup.name + ".manifest.json")).read_text())["sha256"] == sha256_of(backup)
+    assert not [p for p in dest.iterdir() if p.name.startswith(".")], "temporary files left in dest"
+
+    again = b2_run(args_for(bucket, mode="pull", dest=str(dest), prefix="prod/db1/", name=backup.name))
+    assert not again["changed"] and again["downloaded"] == [], again
+
+
+def test_second_push_transfers_nothing(bucket, args_for, proxy, src):
+    for day in range(3):
+        write_backup(src, "app", NOW - dt.timedelta(days=day), 64 * 1024 + day)
+    args = args_for(bucket, src=str(src), prefix="db")
+    assert b2_run(args)["changed"]
+    proxy.state.clear()
+    second = b2_run(args)
+    assert not second.failed and second["changed"] is False, second
+    assert second["uploaded"] == [] and len(second["skipped"]) == 6
+    assert puts(proxy) == 0
+    assert proxy.state.count("HeadObject") == 0, "the cache should spare a HEAD per object"
+
+    # Without the cache the answer is the same, from the sha256 metadata of each object.
+    proxy.state.clear()
+    uncached = b2_run({**args, "use_cache": False})
+    assert uncached["changed"] is False and puts(proxy) == 0
+    assert proxy.state.count("HeadObject") == 6
+
+
+def test_same_size_change_is_uploaded_and_mtime_only_change_is_not(bucket, args_for, proxy, src):
+    backup = write_backup(src, "app", NOW, 256 * 1024)
+    args = args_for(bucket, src=str(src), prefix="db/")
+    assert b2_run(args)["changed"]
+
+    original = backup.stat()
+    os.utime(backup, ns=(original.st_atime_ns, original.st_mtime_ns + 10**12))
+    proxy.state.clear()
+    touched = b2_run(args)
+    assert touched["changed"] is False and puts(proxy) == 0, touched
+
+    data = bytearray(backup.read_bytes())
+    data[1000] ^= 0xFF
+    backup.write_bytes(bytes(data))
+    os.utime(backup, ns=(original.st_atime_ns, original.st_mtime_ns))  # same size, same mtime
+    proxy.state.clear()
+    changed = b2_run(args)
+    assert changed["changed"] and changed["uploaded"] == [backup.name], changed
+    assert changed["upload_reasons"][backup.name] == "content"
+
+
+@pytest.mark.parametrize(
+    ("size", "parts"),
+    [(0, 0), (5 * MiB - 1, 0), (5 * MiB, 0), (5 * MiB + 1, 2), (15 * MiB + 1, 4)],
+    ids=["empty", "part-1", "one-part", "part+1", "several-parts"],
+)
+def test_sizes_round_trip(bucket, args_for, proxy, src, dest, s3, size, parts):
+    backup = write_backup(src, "app", NOW, size)
+    result = b2_run(args_for(bucket, src=str(src), part_size_mb=5, concurrency=3))
+    assert not result.failed, result
+    assert proxy.state.count("UploadPart") == parts
+    assert s3.head_object(Bucket=bucket, Key=backup.name)["ContentLength"] == size
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    pulled = b2_run(args_for(bucket, mode="pull", dest=str(dest), name=backup.name, part_size_mb=5))
+    assert not pulled.failed, pulled
+    assert sha256_of(dest / backup.name) == sha256_of(backup)
+
+
+def test_data_file_goes_up_before_its_manifest(bucket, args_for, proxy, src):
+    for hour in range(3):
+        write_backup(src, "app", NOW - dt.timedelta(hours=hour), 6 * MiB if hour == 0 else 1000)
+    assert not b2_run(args_for(bucket, src=str(src), part_size_mb=5)).failed
+    order = [s.path.split("?")[0].rsplit("/", 1)[-1] for s in proxy.state.seen if s.operation in PUT_OPS]
+    last_write = {name: i for i, name in enumerate(order)}
+    first_write = {}
+    for i, name in enumerate(order):
+        first_write.setdefault(name, i)
+    manifests = [n for n in last_write if n.endswith(".manifest.json")]
+    assert len(manifests) == 3
+    for manifest in manifests:
+        assert first_write[manifest] > last_write[manifest[: -len(".manifest.json")]]
+
+
+def test_check_mode_lists_and_transfers_nothing(bucket, args_for, proxy, src, s3):
+    backup = write_backup(src, "app", NOW, 1000)
+    result = b2_run(args_for(bucket, src=str(src)), check=True)
+    assert result["changed"] and sorted(result["uploaded"]) == sorted([backup.name, backup.name + ".manifest.json"])
+    assert puts(proxy) == 0 and remote_keys(s3, bucket) == {}
+
+
+def test_include_exclude_and_hidden_files(bucket, args_for, src, s3):
+    write_backup(src, "app", NOW, 100)
+    write_backup(src, "audit", NOW, 100)
+    (src / ".app-20260101T000000Z.sql.zst.tmp").write_bytes(b"partial")
+    (src / "notes.txt").write_text("not a backup")
+    result = b2_run(args_for(bucket, src=str(src), exclude=["audit-*"]))
+    assert not result.failed, result
+    assert sorted(remote_keys(s3, bucket)) == sorted(
+        n for n in os.listdir(src) if n.startswith("app-") and not n.startswith(".")
+    )
+
+
+# ----------------------------------------------------------------------------- retention
+
+
+def test_retention_deletes_every_version_only_of_managed_keys(bucket, args_for, proxy, src, s3):
+    days = [NOW - dt.timedelta(days=d) for d in range(5)]
+    for when in days:
+        write_backup(src, "app", when, 100)
+    write_backup(src, "app", days[4], 50, label="predeploy")  # its own group: never pushed out
+    # An older version of the oldest backup, and things retention must never touch.
+    oldest = f"app-{days[4].strftime('%Y%m%dT%H%M%SZ')}.sql.zst"
+    s3.put_object(Bucket=bucket, Key="db/" + oldest, Body=b"older version")
+    untouchable = {
+        f"db-old/{oldest}": b"other prefix",
+        f"db/sub/{oldest}": b"deeper folder",
+        "db/README.txt": b"not a backup",
+    }
+    for key, body in untouchable.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    args = args_for(bucket, src=str(src), prefix="db")
+    assert not b2_run(args).failed
+
+    planned = b2_run({**args, "keep_last": 2}, check=True)
+    assert planned["changed"] and {d["key"] for d in planned["deleted"]}
+    assert proxy.state.count("DeleteObjects") == 0
+    assert len(remote_keys(s3, bucket, "db/")) == 14  # 12 pushed, README.txt, sub/...
+
+    proxy.state.clear()
+    result = b2_run({**args, "keep_last": 2})
+    assert result["changed"] and not result.failed, result
+    remaining = set(remote_keys(s3, bucket))
+    kept = {f"app-{w.strftime('%Y%m%dT%H%M%SZ')}.sql.zst" for w in days[:2]}
+    expected = {f"db/{n}" for n in kept} | {f"db/{n}.manifest.json" for n in kept}
+    predeploy = f"app-predeploy-{days[4].strftime('%Y%m%dT%H%M%SZ')}.sql.zst"
+    expected |= {f"db/{predeploy}", f"db/{predeploy}.manifest.json"} | set(untouchable)
+    assert remaining == expected
+    versions = s3.list_object_versions(Bucket=bucket, Prefix="db/" + oldest)
+    assert not versions.get("Versions") and not versions.get("DeleteMarkers"), "deleted by version, not hidden"
+    assert s3.get_object(Bucket=bucket, Key=f"db-old/{oldest}")["Body"].read() == b"other prefix"
+    assert len(list(src.iterdir())) == 12, "nothing local is ever deleted"
+
+    proxy.state.clear()
+    again = b2_run({**args, "keep_last": 2})
+    assert again["changed"] is False and puts(proxy) == 0, again
+    assert len(again["not_uploaded_retention"]) == 6
+
+
+def test_object_lock_upload_and_locked_versions_retained(locked_bucket, args_for, proxy, src, s3):
+    for day in range(3):
+        write_backup(src, "app", NOW - dt.timedelta(days=day), 6 * MiB if day == 0 else 1000)
+    args = args_for(
+        locked_bucket, src=str(src), prefix="p/", part_size_mb=5, object_lock_mode="governance", object_lock_days=1
+    )
+    first = b2_run(args)
+    assert first["changed"] and not first.failed, first
+    head = s3.head_object(Bucket=locked_bucket, Key="p/" + first["uploaded"][0])
+    assert head["ObjectLockMode"] == "GOVERNANCE" and head["ObjectLockRetainUntilDate"] > NOW
+    for seen in proxy.state.seen:
+        if seen.operation in ("PutObject", "UploadPart"):
+            assert "content-md5" in seen.headers
+
+    result = b2_run({**args, "keep_last": 1})
+    assert not result.failed, result
+    assert result["retained_locked"] and result["deleted"] == []
+    assert {e["mode"] for e in result["retained_locked"]} == {"GOVERNANCE"}
+    assert len(remote_keys(s3, locked_bucket)) == 6
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def test_status_reports_freshness_per_database(bucket, args_for, src, s3):
+    write_backup(src, "app", NOW - dt.timedelta(hours=30), 100)
+    write_backup(src, "app", NOW - dt.timedelta(hours=2), 200)
+    write_backup(src, "billing", NOW - dt.timedelta(hours=50), 300)
+    assert not b2_run(args_for(bucket, src=str(src), prefix="h1")).failed
+    incomplete = f"app-{(NOW - dt.timedelta(hours=1)).strftime('%Y%m%dT%H%M%SZ')}.sql.zst"
+    s3.put_object(Bucket=bucket, Key="h1/" + incomplete, Body=b"no manifest yet")
+
+    report = b2_run(args_for(bucket, mode="status", prefix="h1", database=["app", "billing", "crm"]))
+    assert not report.failed and report["changed"] is False, report
+    app = report["backups"]["app"]
+    assert app["count"] == 2 and app["bytes"] == 300 and app["healthy"]
+    assert app["newest"].startswith(f"app-{(NOW - dt.timedelta(hours=2)).strftime('%Y%m%dT%H%M%SZ')}")
+    assert 1.9 < app["age_hours"] < 2.5 and app["incomplete"] == [incomplete]
+    assert report["backups"]["billing"]["healthy"] is False
+    assert report["backups"]["crm"] == {**report["backups"]["crm"], "count": 0, "healthy": False, "newest": None}
+    assert report["healthy"] is False
+
+    only_app = b2_run(args_for(bucket, mode="status", prefix="h1", database="app", max_age_hours=3))
+    assert only_app["healthy"] is True
+    stale = b2_run(args_for(bucket, mode="status", prefix="h1", database="app", max_age_hours=1))
+    assert stale["healthy"] is False
+    empty = b2_run(args_for(bucket, mode="status", prefix="nothing-here"))
+    assert empty["healthy"] is False and empty["backups"] == {}
+
+
+# ----------------------------------------------------------------------------- pull safety
+
+
+def test_pull_refuses_a_damaged_remote_copy(bucket, args_for, src, dest, s3):
+    backup = write_backup(src, "app", NOW, 4096)
+    assert not b2_run(args_for(bucket, src=str(src))).failed
+    s3.put_object(Bucket=bucket, Key=backup.name, Body=b"x" * 4096)  # same size, other bytes
+    result = b2_run(args_for(bucket, mode="pull", dest=str(dest), name=backup.name))
+    assert result.failed and "sha256" in result["msg"] and "damaged" in result["msg"], result
+    assert list(dest.iterdir()) == []
+
+
+def test_pull_of_an_incomplete_backup_fails_clearly(bucket, args_for, src, dest, s3):
+    s3.put_object(Bucket=bucket, Key="app-20260101T000000Z.sql.zst", Body=b"data without manifest")
+    result = b2_run(args_for(bucket, mode="pull", dest=str(dest), name="app-20260101T000000Z.sql.zst"))
+    assert result.failed and "incomplete" in result["msg"], result
+    missing = b2_run(args_for(bucket, mode="pull", dest=str(dest), latest=True, database="nope"))
+    assert missing.failed and "no complete backup of database 'nope'" in missing["msg"]
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def assert_clean_failure(result: Any, *words: str) -> None:
+    assert result.failed, result
+    assert "Traceback" not in result["msg"] and "Traceback" not in result.stderr
+    for word in words:
+        assert word in result["msg"], result["msg"]
+    assert APP_KEY not in json.dumps(result) and APP_KEY not in result.stderr
+
+
+def test_wrong_credentials(bucket, args_for, src):
+    write_backup(src, "app", NOW, 10)
+    result = b2_run(args_for(bucket, src=str(src), key_id="0049999999999990000000009"))
+    assert_clean_failure(result, "InvalidAccessKeyId", "key ID or application key")
+
+
+def test_missing_credentials(bucket, args_for, src):
+    args = args_for(bucket, src=str(src))
+    del args["key_id"], args["application_key"]
+    assert_clean_failure(b2_run(args), "no B2 credentials", "B2_APPLICATION_KEY_ID")
+
+
+def test_credentials_from_the_environment(bucket, args_for, src, s3):
+    write_backup(src, "app", NOW, 10)
+    args = args_for(bucket, src=str(src))
+    key_id, app_key = args.pop("key_id"), args.pop("application_key")
+    result = b2_run(args, env={"B2_APPLICATION_KEY_ID": key_id, "B2_APPLICATION_KEY": app_key})
+    assert result["changed"] and not result.failed, result
+    assert len(remote_keys(s3, bucket)) == 2
+
+
+def test_missing_bucket(args_for, src):
+    assert_clean_failure(b2_run(args_for("no-such-bucket-here", src=str(src))), "no-such-bucket-here", "does not exist")
+
+
+def test_unreachable_endpoint(args_for, src):
+    args = args_for("any", src=str(src), endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=2)
+    assert_clean_failure(b2_run(args, timeout=120), "cannot reach", "endpoint_url")
+
+
+def test_bad_options_fail_clearly(args_for, src, dest):
+    assert_clean_failure(b2_run(args_for("b", src=str(src), part_size_mb=4)), "part_size_mb must be at least 5")
+    assert_clean_failure(b2_run(args_for("b", mode="pull", dest=str(dest))), "needs either name or latest")
+    assert_clean_failure(b2_run(args_for("b", src=str(src / "nope"))), "is not a directory")
+    assert_clean_failure(b2_run(args_for("b", mode="status", keep_last=3)), "keep_* options apply to mode=push")
+
+
+def test_slowdown_is_retried(bucket, args_for, proxy, src, dest):
+    backup = write_backup(src, "app", NOW, 11 * MiB)
+    proxy.state.faults += [Fault("UploadPart", 2), Fault("PutObject", 1), Fault("ListObjects", 1, status=500)]
+    result = b2_run(args_for(bucket, src=str(src), part_size_mb=5, max_attempts=4))
+    assert result["changed"] and not result.failed, result
+    assert sum(1 for s in proxy.state.seen if s.status in (500, 503)) == 4
+    pulled = b2_run(args_for(bucket, mode="pull", dest=str(dest), name=backup.name, part_size_mb=5))
+    assert sha256_of(dest / backup.name) == pulled["sha256"] == sha256_of(backup)
+
+
+def test_slowdown_beyond_max_attempts_fails_clearly(bucket, args_for, proxy, src, s3):
+    write_backup(src, "app", NOW, 6 * MiB)
+    proxy.state.faults.append(Fault("UploadPart", 100))
+    result = b2_run(args_for(bucket, src=str(src), part_size_mb=5, max_attempts=2))
+    assert_clean_failure(result, "SlowDown", "max_attempts")
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "the failed upload was aborted"
+    assert set(remote_keys(s3, bucket)) == set(), "no manifest without its data"
+
+
+def test_server_stopped_mid_upload_then_rerun_completes(bucket, args_for, proxy, src, dest, s3, moto_server):
+    backup = write_backup(src, "app", NOW, 26 * MiB)
+    stopped = threading.Event()
+
+    def stop_after_two_parts(seen: Any) -> None:
+        if seen.operation == "UploadPart" and proxy.state.count("UploadPart") >= 3 and not stopped.is_set():
+            stopped.set()
+            moto_server.stop()
+
+    proxy.state.hook = stop_after_two_parts
+    args = args_for(bucket, src=str(src), part_size_mb=5, concurrency=2, max_attempts=2, connect_timeout=2)
+    failed = b2_run(args, timeout=300)
+    assert stopped.is_set()
+    assert_clean_failure(failed)
+    proxy.state.hook = None
+
+    _restart(moto_server, proxy)
+    assert s3_now(moto_server).list_multipart_uploads(Bucket=bucket).get("Uploads"), "the dead run left an upload"
+    rerun = b2_run(args)
+    assert rerun["changed"] and not rerun.failed, rerun
+    assert rerun["aborted_uploads"] == [backup.name]
+    assert not s3_now(moto_server).list_multipart_uploads(Bucket=bucket).get("Uploads")
+    pulled = b2_run(args_for(bucket, mode="pull", dest=str(dest), name=backup.name))
+    assert sha256_of(dest / backup.name) == pulled["sha256"] == sha256_of(backup)
+
+
+def _restart(moto_server: MotoHandle, proxy: B2Proxy) -> None:
+    proxy.state.upstream = moto_server.start()
+
+
+def s3_now(moto_server: MotoHandle) -> Any:
+    from tests.integration.b2.conftest import Admin
+
+    return Admin(moto_server).client
+
+
+def test_manifest_rewritten_by_a_new_backup_run_is_reuploaded(bucket, args_for, src, s3):
+    backup = write_backup(src, "app", NOW, 100)
+    assert b2_run(args_for(bucket, src=str(src)))["changed"]
+    backup.write_bytes(b"y" * 120)
+    write_manifest(backup, "app")
+    result = b2_run(args_for(bucket, src=str(src)))
+    assert sorted(result["uploaded"]) == sorted([backup.name, backup.name + ".manifest.json"])
+    assert result["upload_reasons"][backup.name] == "size"
