@@ -1,0 +1,300 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Password policy and client-side password hashing for database accounts (private API).
+
+Hashes are computed here, on the managed host, so the plaintext never travels to the
+server in a statement (MariaDB writes statements verbatim to its general log).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+
+DEFAULT_MIN_LENGTH = 16
+# Below this length a password needs three character classes; long passphrases do not.
+CLASSES_EXEMPT_LENGTH = 24
+
+# Placeholders seen in scripts and .env examples, and the commonest passwords. Compared
+# case-insensitively against the whole password with separators removed.
+KNOWN_WEAK_PASSWORDS = frozenset(
+    {
+        "changethissecurepassword",
+        "changeme",
+        "changemenow",
+        "changethis",
+        "changethispassword",
+        "password",
+        "passw0rd",
+        "password1",
+        "password123",
+        "secret",
+        "secretpassword",
+        "supersecret",
+        "mysecretpassword",
+        "default",
+        "defaultpassword",
+        "admin",
+        "adminadmin",
+        "administrator",
+        "root",
+        "rootpassword",
+        "toor",
+        "mysql",
+        "mariadb",
+        "laravel",
+        "homestead",
+        "letmein",
+        "welcome",
+        "qwerty",
+        "qwertyuiop",
+        "qwerty123",
+        "123456",
+        "12345678",
+        "123456789",
+        "1234567890",
+        "abc123",
+        "iloveyou",
+        "test",
+        "testpassword",
+        "yourpassword",
+        "yourstrongpassword",
+        "yoursecurepassword",
+        "securepassword",
+        "strongpassword",
+        "placeholder",
+        "replaceme",
+        "todo",
+        "fixme",
+        "xxxxxxxx",
+    }
+)
+# Substrings that mark a template value however it is dressed up.
+PLACEHOLDER_MARKERS = ("changethis", "changeme", "replaceme", "placeholder", "yourpassword", "securepassword")
+
+
+class PasswordPolicyError(ValueError):
+    """A password was refused; the message names the rule, never the password."""
+
+
+def _squash(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def character_classes(password: str) -> int:
+    """How many of lower case, upper case, digits and other characters the password uses."""
+    return sum(
+        (
+            any(ch.islower() for ch in password),
+            any(ch.isupper() for ch in password),
+            any(ch.isdigit() for ch in password),
+            any(not ch.isalnum() for ch in password),
+        )
+    )
+
+
+def password_problems(
+    password: str, min_length: int = DEFAULT_MIN_LENGTH, forbidden_words: tuple[str, ...] = ()
+) -> list[str]:
+    """Every rule the password breaks, as messages that never contain the password."""
+    problems: list[str] = []
+    if not password:
+        return ["the password is empty"]
+    if len(password) < min_length:
+        problems.append(f"it is {len(password)} characters long; at least {min_length} are required")
+    squashed = _squash(password)
+    if squashed in KNOWN_WEAK_PASSWORDS or any(marker in squashed for marker in PLACEHOLDER_MARKERS):
+        problems.append("it is a known placeholder or common password")
+    for word in forbidden_words:
+        word_squashed = _squash(word)
+        if len(word_squashed) >= 3 and word_squashed in squashed:
+            problems.append(f"it contains the account or database name {word!r}")
+    if len(set(password)) == 1:
+        problems.append("it is a single repeated character")
+    if len(password) < CLASSES_EXEMPT_LENGTH and character_classes(password) < 3:
+        problems.append(
+            f"it uses fewer than three character classes (lower case, upper case, digits, symbols); "
+            f"use three or a passphrase of at least {CLASSES_EXEMPT_LENGTH} characters"
+        )
+    return problems
+
+
+def check_password(
+    password: str, min_length: int, forbidden_words: tuple[str, ...], what: str = "password"
+) -> list[str]:
+    """Raise PasswordPolicyError naming the broken rules; return them when only weak-allowed."""
+    problems = password_problems(password, min_length, forbidden_words)
+    if problems:
+        raise PasswordPolicyError(f"{what} refused by the password policy: " + "; ".join(problems))
+    return problems
+
+
+# --- mysql_native_password -------------------------------------------------------------
+
+
+def native_password_hash(password: str) -> str:
+    """The ``*``-prefixed double SHA1 that PASSWORD() computes on MariaDB and MySQL 5.7."""
+    stage1 = hashlib.sha1(password.encode("utf-8")).digest()  # noqa: S324 - the protocol's hash
+    return "*" + hashlib.sha1(stage1).hexdigest().upper()  # noqa: S324
+
+
+# --- ed25519 (MariaDB auth_ed25519) ----------------------------------------------------
+# MariaDB's plugin takes SHA-512 of the password of any length as the Ed25519 secret
+# expansion (RFC 8032 with the password as "seed") and stores the public key in base64
+# without padding. cryptography only accepts 32-byte seeds, hence this small curve code.
+
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _recover_x(y: int, sign: int) -> int:
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * _SQRT_M1 % _P
+    if (x & 1) != sign:
+        x = _P - x
+    return x
+
+
+_GY = 4 * pow(5, _P - 2, _P) % _P
+_GX = _recover_x(_GY, 0)
+_G = (_GX, _GY, 1, _GX * _GY % _P)
+
+
+def _point_add(p1: tuple[int, int, int, int], p2: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    a = (p1[1] - p1[0]) * (p2[1] - p2[0]) % _P
+    b = (p1[1] + p1[0]) * (p2[1] + p2[0]) % _P
+    c = 2 * p1[3] * p2[3] * _D % _P
+    d = 2 * p1[2] * p2[2] % _P
+    e, f, g, h = b - a, d - c, d + c, b + a
+    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
+
+
+def _scalar_mult_base(scalar: int) -> tuple[int, int, int, int]:
+    result = (0, 1, 1, 0)
+    point = _G
+    while scalar:
+        if scalar & 1:
+            result = _point_add(result, point)
+        point = _point_add(point, point)
+        scalar >>= 1
+    return result
+
+
+def ed25519_password_hash(password: str) -> str:
+    """What MariaDB's ``ed25519_password()``/``PASSWORD()`` stores for the ed25519 plugin."""
+    digest = bytearray(hashlib.sha512(password.encode("utf-8")).digest()[:32])
+    digest[0] &= 248
+    digest[31] &= 63
+    digest[31] |= 64
+    x, y, z, _t = _scalar_mult_base(int.from_bytes(digest, "little"))
+    zinv = pow(z, _P - 2, _P)
+    x, y = x * zinv % _P, y * zinv % _P
+    public = (y | ((x & 1) << 255)).to_bytes(32, "little")
+    return base64.b64encode(public).decode("ascii").rstrip("=")
+
+
+# --- caching_sha2_password (MySQL 8) ---------------------------------------------------
+# MySQL stores "$A$" + 3 hex digits (rounds / 1000) + "$" + 20 salt characters + the
+# 43-character SHA-256 crypt (Drepper's algorithm, its own salt length of 20).
+
+CACHING_SHA2_SALT_LENGTH = 20
+CACHING_SHA2_DIGEST_LENGTH = 43
+_CRYPT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_SHA256_CRYPT_ORDER = (
+    (0, 10, 20),
+    (21, 1, 11),
+    (12, 22, 2),
+    (3, 13, 23),
+    (24, 4, 14),
+    (15, 25, 5),
+    (6, 16, 26),
+    (27, 7, 17),
+    (18, 28, 8),
+    (9, 19, 29),
+)
+
+
+def _crypt_b64(b2: int, b1: int, b0: int, count: int) -> str:
+    value = (b2 << 16) | (b1 << 8) | b0
+    out = []
+    for _ in range(count):
+        out.append(_CRYPT_ALPHABET[value & 0x3F])
+        value >>= 6
+    return "".join(out)
+
+
+def sha256_crypt_digest(password: bytes, salt: bytes, rounds: int = 5000) -> str:
+    """The 43-character digest of Drepper's SHA-256 crypt (no salt length cap)."""
+    alt = hashlib.sha256(password + salt + password).digest()
+    ctx = hashlib.sha256(password + salt)
+    length = len(password)
+    ctx.update(alt * (length // 32) + alt[: length % 32])
+    bits = length
+    while bits:
+        ctx.update(alt if bits & 1 else password)
+        bits >>= 1
+    digest_a = ctx.digest()
+    dp = hashlib.sha256(password * length).digest()
+    p_bytes = dp * (length // 32) + dp[: length % 32]
+    ds = hashlib.sha256(salt * (16 + digest_a[0])).digest()
+    s_bytes = ds * (len(salt) // 32) + ds[: len(salt) % 32]
+    current = digest_a
+    for i in range(rounds):
+        ctx = hashlib.sha256()
+        ctx.update(p_bytes if i & 1 else current)
+        if i % 3:
+            ctx.update(s_bytes)
+        if i % 7:
+            ctx.update(p_bytes)
+        ctx.update(current if i & 1 else p_bytes)
+        current = ctx.digest()
+    out = "".join(_crypt_b64(current[a], current[b], current[c], 4) for a, b, c in _SHA256_CRYPT_ORDER)
+    return out + _crypt_b64(0, current[31], current[30], 3)
+
+
+def caching_sha2_hash(password: str, salt: str | None = None, rounds: int = 5000) -> str:
+    """A caching_sha2_password authentication string, with a fresh printable salt by default."""
+    if salt is None:
+        salt = "".join(secrets.choice(_CRYPT_ALPHABET) for _ in range(CACHING_SHA2_SALT_LENGTH))
+    digest = sha256_crypt_digest(password.encode("utf-8"), salt.encode("latin-1"), rounds)
+    return "$A$%03X$%s%s" % (rounds // 1000, salt, digest)
+
+
+def caching_sha2_matches(password: str, stored: bytes) -> bool:
+    """Whether ``password`` produces the stored caching_sha2_password string (salt reused)."""
+    head = b"$A$"
+    if not stored.startswith(head) or len(stored) < 7 + CACHING_SHA2_SALT_LENGTH + CACHING_SHA2_DIGEST_LENGTH:
+        return False
+    try:
+        rounds = int(stored[3:6].decode("ascii"), 16) * 1000
+    except ValueError:
+        return False
+    salt = stored[7 : 7 + CACHING_SHA2_SALT_LENGTH]
+    digest = stored[7 + CACHING_SHA2_SALT_LENGTH :].decode("ascii", "replace")
+    return secrets.compare_digest(sha256_crypt_digest(password.encode("utf-8"), salt, rounds), digest)
+
+
+def password_matches(plugin: str, password: str, stored: bytes) -> bool | None:
+    """True/False when the stored credential of ``plugin`` can be checked, None otherwise."""
+    if plugin == "mysql_native_password":
+        return secrets.compare_digest(native_password_hash(password), stored.decode("ascii", "replace"))
+    if plugin == "ed25519":
+        return secrets.compare_digest(ed25519_password_hash(password), stored.decode("ascii", "replace"))
+    if plugin == "caching_sha2_password":
+        return caching_sha2_matches(password, stored)
+    return None
+
+
+def password_hash(plugin: str, password: str) -> str:
+    """The authentication string to send for ``plugin`` (never the plaintext)."""
+    if plugin == "mysql_native_password":
+        return native_password_hash(password)
+    if plugin == "ed25519":
+        return ed25519_password_hash(password)
+    if plugin == "caching_sha2_password":
+        return caching_sha2_hash(password)
+    raise ValueError(f"no client-side hash for authentication plugin {plugin}")

@@ -1,0 +1,810 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Least-privilege database accounts for mutuapix.ops (private API).
+
+Everything ``app_db_user`` and ``mysql_secure_installation`` decide lives here: name and
+host validation, privilege presets, SHOW GRANTS parsing for MariaDB and MySQL 8.0/8.4,
+the plan (a list of statements, computed before anything runs so check mode can return
+it), and redaction. Statements carry their secrets as bound parameters or as hashes that
+are redacted in everything we report.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, ServerInfo
+from ansible_collections.mutuapix.ops.plugins.module_utils._password_policy import (
+    password_hash,
+    password_matches,
+)
+
+try:
+    from pymysql.err import MySQLError as DriverError
+except ImportError:  # pragma: no cover - MySQLModule fails with missing_required_lib first
+    DriverError = OSError
+
+REDACTED = "<redacted>"
+MAX_USER_LENGTH_MARIADB = 80
+MAX_USER_LENGTH_MYSQL = 32
+MAX_HOST_LENGTH = 255
+# Conservative on purpose: application account names never need more.
+USER_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+# Host names, IPv4/IPv6 addresses, netmasks and the % and _ wildcards.
+HOST_RE = re.compile(r"^[A-Za-z0-9.%_:\-/]+$")
+BARE_NAME_RE = re.compile(r"^[A-Za-z0-9_$%\\-]+$")
+PRIVILEGE_RE = re.compile(r"^[A-Z][A-Z_ ]*[A-Z]$")
+COLUMN_PRIVILEGE_RE = re.compile(r"^([A-Z][A-Z_ ]*[A-Z])\s*\((.*)\)$", re.S)
+
+PLUGINS = ("mysql_native_password", "caching_sha2_password", "ed25519")
+
+PRESET_APP = ("SELECT", "INSERT", "UPDATE", "DELETE")
+PRESET_READONLY = ("SELECT", "SHOW VIEW")
+PRESET_MIGRATE = (
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE",
+    "ALTER",
+    "DROP",
+    "INDEX",
+    "REFERENCES",
+    "CREATE VIEW",
+    "SHOW VIEW",
+    "TRIGGER",
+    "CREATE ROUTINE",
+    "ALTER ROUTINE",
+    "EXECUTE",
+    "EVENT",
+    "CREATE TEMPORARY TABLES",
+    "LOCK TABLES",
+)
+PRESET_BACKUP_DB = ("SELECT", "SHOW VIEW", "TRIGGER", "EVENT", "LOCK TABLES")
+PRESETS = ("app", "migrate", "readonly", "backup")
+
+# Privileges meaningful only at the global level (*.*): granting them needs
+# allow_global_privileges unless a preset asks for them.
+GLOBAL_ONLY_PRIVILEGES = frozenset(
+    {
+        "BINLOG MONITOR",
+        "REPLICATION CLIENT",
+        "REPLICATION SLAVE",
+        "REPLICA MONITOR",
+        "SLAVE MONITOR",
+        "BINLOG ADMIN",
+        "BINLOG REPLAY",
+        "CONNECTION ADMIN",
+        "FEDERATED ADMIN",
+        "READ_ONLY ADMIN",
+        "REPLICATION MASTER ADMIN",
+        "REPLICATION SLAVE ADMIN",
+        "SET USER",
+        "CREATE USER",
+        "CREATE TABLESPACE",
+        "FILE",
+        "PROCESS",
+        "RELOAD",
+        "SHUTDOWN",
+        "SUPER",
+        "SHOW DATABASES",
+    }
+)
+# MariaDB 10.5 renamed these; SHOW GRANTS reports the new names.
+MARIADB_SYNONYMS = {"REPLICATION CLIENT": "BINLOG MONITOR", "SLAVE MONITOR": "REPLICA MONITOR"}
+SYNONYMS = {"ALL": "ALL PRIVILEGES"}
+
+
+class AccountError(MySQLError):
+    """Invalid input for an account; the message says which option and why."""
+
+
+# --- names, hosts, levels ----------------------------------------------------------------
+
+
+def validate_user_name(name: str, server: ServerInfo | None = None) -> str:
+    limit = MAX_USER_LENGTH_MYSQL if server is not None and not server.is_mariadb else MAX_USER_LENGTH_MARIADB
+    if not isinstance(name, str) or not name:
+        raise AccountError("name must be a non-empty account name")
+    if len(name) > limit:
+        raise AccountError(f"name {name!r} is longer than {limit} characters, the server's limit")
+    if not USER_NAME_RE.match(name):
+        raise AccountError(
+            f"name {name!r} contains characters other than letters, digits, '_', '.' and '-'; "
+            "refused to keep account names unambiguous in grants and logs"
+        )
+    return name
+
+
+def validate_host(host: str) -> str:
+    if not isinstance(host, str) or not host:
+        raise AccountError("host must be a non-empty host name, address or pattern")
+    if len(host) > MAX_HOST_LENGTH:
+        raise AccountError(f"host {host!r} is longer than {MAX_HOST_LENGTH} characters")
+    if not HOST_RE.match(host):
+        raise AccountError(
+            f"host {host!r} is not a host name, IP address, netmask or %/_ pattern "
+            "(allowed: letters, digits, '.', '-', ':', '/', '%', '_')"
+        )
+    return host
+
+
+def quote_name(text: str) -> str:
+    """Backtick quoting: only the backtick needs doubling, whatever the sql_mode."""
+    if "\x00" in text:
+        raise AccountError("names cannot contain NUL bytes")
+    return "`" + text.replace("`", "``") + "`"
+
+
+def account_sql(user: str, host: str) -> str:
+    return f"{quote_name(user)}@{quote_name(host)}"
+
+
+def escape_db_pattern(database: str) -> str:
+    """A database name as a GRANT pattern matching only itself (``_`` and ``%`` escaped)."""
+    return database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+
+
+@dataclass(frozen=True, order=True)
+class Level:
+    """A grant level: database pattern (as written in GRANT, escapes kept) and table."""
+
+    db: str
+    table: str
+
+    def sql(self) -> str:
+        db = "*" if self.db == "*" else quote_name(self.db)
+        table = "*" if self.table == "*" else quote_name(self.table)
+        return f"{db}.{table}"
+
+    def key(self) -> str:
+        return f"{self.db}.{self.table}"
+
+    @property
+    def is_global(self) -> bool:
+        return self.db == "*"
+
+
+def _split_quoted(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside backticks and parentheses."""
+    parts: list[str] = []
+    buf: list[str] = []
+    in_tick = False
+    depth = 0
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "`":
+            if in_tick and i + 1 < len(text) and text[i + 1] == "`":
+                buf.append("``")
+                i += 2
+                continue
+            in_tick = not in_tick
+        elif not in_tick and ch == "(":
+            depth += 1
+        elif not in_tick and ch == ")":
+            depth -= 1
+        if ch == sep and not in_tick and depth == 0:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    parts.append("".join(buf))
+    return parts
+
+
+def _unquote(part: str) -> str:
+    part = part.strip()
+    if len(part) >= 2 and part[0] == part[-1] == "`":
+        return part[1:-1].replace("``", "`")
+    if len(part) >= 2 and part[0] == part[-1] and part[0] in "'\"":
+        return part[1:-1]
+    return part
+
+
+def parse_level(text: str) -> Level:
+    """``db.*``, ``db.table``, ```db`.`t```, ``*.*`` into a Level, or AccountError."""
+    parts = _split_quoted(text.strip(), ".")
+    if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+        raise AccountError(f"privilege level {text!r} is not of the form db.* or db.table (or *.*)")
+    for part in parts:
+        bare = part.strip()
+        if not (bare.startswith("`") or bare == "*" or BARE_NAME_RE.match(bare)):
+            raise AccountError(
+                f"privilege level {text!r} is not of the form db.* or db.table: quote names with "
+                "characters other than letters, digits, '_', '$', '%' and '\\' in backticks"
+            )
+    db, table = _unquote(parts[0]), _unquote(parts[1])
+    if db == "*" and table != "*":
+        raise AccountError(f"privilege level {text!r}: *.table is not a valid level")
+    for piece in (db, table):
+        if "\x00" in piece or "\n" in piece or len(piece) > 64:
+            raise AccountError(f"privilege level {text!r} has an invalid database or table name")
+    return Level(db, table)
+
+
+def normalise_privilege(priv: str, server: ServerInfo | None = None) -> str:
+    text = " ".join(priv.strip().split())
+    column = COLUMN_PRIVILEGE_RE.match(text)
+    if column:
+        name = " ".join(column.group(1).upper().split())
+        cols = sorted(_unquote(c) for c in _split_quoted(column.group(2), ","))
+        return f"{name} ({', '.join(quote_name(c) for c in cols)})"
+    upper = text.upper()
+    upper = SYNONYMS.get(upper, upper)
+    if server is not None and server.is_mariadb and server.version >= (10, 5, 0):
+        upper = MARIADB_SYNONYMS.get(upper, upper)
+    return upper
+
+
+def validate_privilege(priv: str) -> str:
+    if not PRIVILEGE_RE.match(priv):
+        raise AccountError(
+            f"privilege {priv!r} is not a privilege name (letters, spaces and '_' only; "
+            "column privileges are not managed by this module)"
+        )
+    return priv
+
+
+# --- SHOW GRANTS ---------------------------------------------------------------------------
+
+GRANT_RE = re.compile(r"^GRANT\s+(?P<privs>.+?)\s+ON\s+(?P<rest>.+)$", re.S | re.I)
+_LEVEL_PART = r"(?:`(?:[^`]|``)*`|'[^']*'|\*|[^\s.`']+)"
+TARGET_RE = re.compile(
+    r"^(?P<object>(?:FUNCTION|PROCEDURE|PACKAGE BODY|PACKAGE)\s+)?"
+    r"(?P<level>" + _LEVEL_PART + r"\." + _LEVEL_PART + r")\s+TO\s+(?P<tail>.*)$",
+    re.I | re.S,
+)
+PROXY_RE = re.compile(r"^GRANT\s+PROXY\s+ON\s", re.I)
+ROLE_RE = re.compile(r"^GRANT\s+(?!.*\sON\s)(?P<roles>.+?)\s+TO\s", re.I | re.S)
+
+
+@dataclass
+class Grants:
+    """An account's privileges per level, as SHOW GRANTS reports them."""
+
+    privileges: dict[Level, set[str]] = field(default_factory=dict)
+    grant_option: set[Level] = field(default_factory=set)
+    roles: list[str] = field(default_factory=list)
+    routines: list[str] = field(default_factory=list)
+    proxies: int = 0
+
+    def to_dict(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for level in sorted(set(self.privileges) | self.grant_option):
+            privs = sorted(self.privileges.get(level, set()))
+            if level in self.grant_option:
+                privs.append("GRANT OPTION")
+            if privs:
+                out[level.key()] = privs
+        return out
+
+
+def parse_show_grants(lines: list[str], server: ServerInfo | None = None) -> Grants:
+    """Parse SHOW GRANTS output of MariaDB 10.x/11.x and MySQL 5.7/8.0/8.4.
+
+    ``USAGE`` is dropped (it means "no privileges"); the authentication clause MariaDB
+    prints on that line (``IDENTIFIED BY PASSWORD '*...'``) is never kept.
+    """
+    grants = Grants()
+    for raw in lines:
+        line = raw.strip()
+        if PROXY_RE.match(line):
+            grants.proxies += 1
+            continue
+        match = GRANT_RE.match(line)
+        if not match:
+            role = ROLE_RE.match(line)
+            if role:
+                grants.roles.extend(_unquote(r) for r in _split_quoted(role.group("roles"), ","))
+            continue
+        target = TARGET_RE.match(match.group("rest").strip())
+        if not target:
+            continue
+        tail = target.group("tail")
+        if target.group("object"):
+            grants.routines.append(f"{target.group('object').strip().upper()} {target.group('level')}")
+            continue
+        level = parse_level(target.group("level"))
+        privs = {normalise_privilege(p, server) for p in _split_quoted(match.group("privs"), ",") if p.strip()}
+        privs.discard("USAGE")
+        if privs:
+            grants.privileges.setdefault(level, set()).update(privs)
+        if re.search(r"\bWITH\b.*\bGRANT\s+OPTION\b", tail, re.I | re.S):
+            grants.grant_option.add(level)
+    return grants
+
+
+# --- desired privileges --------------------------------------------------------------------
+
+
+def preset_privileges(
+    preset: str,
+    database: str,
+    server: ServerInfo,
+    binlog_privilege: bool = False,
+) -> tuple[dict[Level, set[str]], list[str]]:
+    """The exact grants of a preset on ``database`` for this server, plus warnings."""
+    db = Level(escape_db_pattern(database), "*")
+    warnings: list[str] = []
+    if preset == "app":
+        return {db: set(PRESET_APP)}, warnings
+    if preset == "readonly":
+        return {db: set(PRESET_READONLY)}, warnings
+    if preset == "migrate":
+        return {db: set(PRESET_MIGRATE)}, warnings
+    if preset != "backup":
+        raise AccountError(f"unknown privileges preset {preset!r}; use one of {', '.join(PRESETS)}")
+    wanted: dict[Level, set[str]] = {db: set(PRESET_BACKUP_DB)}
+    if server.is_mariadb:
+        # mariadb-dump --routines reads mysql.proc directly.
+        wanted[Level("mysql", "proc")] = {"SELECT"}
+        if binlog_privilege:
+            wanted[Level("*", "*")] = {"BINLOG MONITOR" if server.version >= (10, 5, 0) else "REPLICATION CLIENT"}
+        return wanted, warnings
+    global_privs: set[str] = set()
+    if server.version >= (8, 0, 20):
+        global_privs.add("SHOW_ROUTINE")
+    else:
+        global_privs.add("SELECT")
+        warnings.append(
+            "MySQL before 8.0.20 has no SHOW_ROUTINE privilege: the backup preset grants global SELECT "
+            "so mysqldump can read routine definitions"
+        )
+    if binlog_privilege:
+        global_privs.add("REPLICATION CLIENT")
+    wanted[Level("*", "*")] = global_privs
+    return wanted, warnings
+
+
+def explicit_privileges(mapping: dict[str, Any], server: ServerInfo, allow_global: bool) -> dict[Level, set[str]]:
+    """Validate a ``{"db.*": [privs]}`` mapping (lists or comma-separated strings)."""
+    wanted: dict[Level, set[str]] = {}
+    for key, value in mapping.items():
+        level = parse_level(str(key))
+        items = value.split(",") if isinstance(value, str) else list(value or [])
+        privs = {normalise_privilege(str(p), server) for p in items if str(p).strip()}
+        for priv in privs:
+            validate_privilege(priv)
+        if not privs:
+            raise AccountError(f"privileges for {key!r} are empty; remove the level instead")
+        if privs & {"USAGE"}:
+            privs.discard("USAGE")
+        if not allow_global:
+            if "GRANT OPTION" in privs:
+                raise AccountError(
+                    f"GRANT OPTION on {key!r} refused: an application account must not hand out "
+                    "privileges; set allow_global_privileges=true if this is really intended"
+                )
+            if level.is_global:
+                raise AccountError(
+                    f"global privileges on {key!r} refused; set allow_global_privileges=true if this is really intended"
+                )
+            bad = sorted(privs & GLOBAL_ONLY_PRIVILEGES)
+            if bad:
+                raise AccountError(f"{', '.join(bad)} on {key!r} are global privileges; refused")
+        if privs:
+            wanted.setdefault(level, set()).update(privs)
+    return wanted
+
+
+# --- current account state -----------------------------------------------------------------
+
+
+@dataclass
+class Account:
+    user: str
+    host: str
+    exists: bool = False
+    plugin: str = ""
+    auth_string: bytes = b""
+    ssl_type: str = ""
+    max_user_connections: int = 0
+    has_secondary_password: bool = False
+    grants: Grants = field(default_factory=Grants)
+
+
+def read_account(cursor: Any, server: ServerInfo, user: str, host: str) -> Account:
+    """The account's current authentication, limits and grants (read-only)."""
+    account = Account(user, host)
+    cursor.execute(
+        "SELECT plugin, HEX(authentication_string), ssl_type, max_user_connections "
+        "FROM mysql.user WHERE User = %s AND Host = %s",
+        (user, host),
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return account
+    account.exists = True
+    account.plugin = str(row[0] or "")
+    account.auth_string = bytes.fromhex(row[1] or "")
+    account.ssl_type = str(row[2] or "").upper()
+    account.max_user_connections = int(row[3] or 0)
+    if not server.is_mariadb and server.version >= (8, 0, 14):
+        cursor.execute(
+            "SELECT JSON_EXTRACT(User_attributes, '$.additional_password') IS NOT NULL "
+            "FROM mysql.user WHERE User = %s AND Host = %s",
+            (user, host),
+        )
+        extra = cursor.fetchone()
+        account.has_secondary_password = bool(extra and extra[0])
+    cursor.execute(f"SHOW GRANTS FOR {account_sql(user, host)}")
+    account.grants = parse_show_grants([r[0] for r in cursor.fetchall()], server)
+    return account
+
+
+def server_default_plugin(cursor: Any, server: ServerInfo) -> str:
+    """The plugin a new account gets on this server when none is named."""
+    if server.is_mariadb:
+        return "mysql_native_password"
+    for query in ("SELECT @@default_authentication_plugin", "SELECT @@authentication_policy"):
+        try:
+            cursor.execute(query)
+            row = cursor.fetchone()
+        except DriverError:  # the variable does not exist on every version
+            continue
+        value = str(row[0] or "") if row else ""
+        first = value.split(",")[0].strip()
+        if first and first != "*" and first in PLUGINS:
+            return first
+    return "caching_sha2_password" if server.version >= (8, 0, 0) else "mysql_native_password"
+
+
+def plugin_available(cursor: Any, plugin: str) -> bool:
+    cursor.execute(
+        "SELECT COUNT(*) FROM information_schema.PLUGINS WHERE PLUGIN_NAME = %s AND PLUGIN_STATUS = 'ACTIVE'",
+        (plugin,),
+    )
+    row = cursor.fetchone()
+    return bool(row and row[0])
+
+
+def check_plugin_supported(plugin: str, server: ServerInfo, available: bool) -> None:
+    if plugin == "ed25519" and not server.is_mariadb:
+        raise AccountError("plugin ed25519 exists only on MariaDB; use caching_sha2_password on MySQL")
+    if plugin == "caching_sha2_password" and server.is_mariadb:
+        raise AccountError("plugin caching_sha2_password is MySQL's; on MariaDB use ed25519 or mysql_native_password")
+    if not available:
+        if plugin == "mysql_native_password" and not server.is_mariadb and server.version >= (8, 4, 0):
+            raise AccountError(
+                "mysql_native_password is disabled by default on MySQL 8.4 and removed in 9.0; "
+                "use plugin caching_sha2_password (or auto)"
+            )
+        hint = " (INSTALL SONAME 'auth_ed25519' as an administrator)" if plugin == "ed25519" else ""
+        raise AccountError(f"authentication plugin {plugin} is not active on this server{hint}")
+
+
+# --- the plan ------------------------------------------------------------------------------
+
+
+@dataclass
+class Statement:
+    """One statement to run: SQL (with %s for bound secrets), its parameters, redacted text."""
+
+    sql: str
+    params: tuple[str, ...] = ()
+    redacted: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.redacted:
+            self.redacted = self.sql
+
+
+@dataclass
+class Desired:
+    user: str
+    host: str
+    password: str | None
+    plugin: str
+    update_password: str = "on_create"  # noqa: S105 - an option value, not a password
+    privileges: dict[Level, set[str]] | None = None
+    require_ssl: bool | None = None
+    max_user_connections: int | None = None
+    rotate: str = "none"
+
+
+@dataclass
+class Plan:
+    statements: list[Statement] = field(default_factory=list)
+    created: bool = False
+    removed: bool = False
+    password_changed: bool = False
+    granted: dict[str, list[str]] = field(default_factory=dict)
+    revoked: dict[str, list[str]] = field(default_factory=dict)
+    final_privileges: dict[str, list[str]] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.statements)
+
+
+def _auth_clause(server: ServerInfo, plugin: str, auth_hash: str) -> tuple[str, str]:
+    """The IDENTIFIED clause with the hash, and its redacted form."""
+    verb, using = ("VIA", "USING") if server.is_mariadb else ("WITH", "AS")
+    # auth_hash is produced by _password_policy: [*0-9A-Za-z./$+] only, safe inside quotes.
+    if not re.match(r"^[*0-9A-Za-z./$+]+$", auth_hash):
+        raise AccountError("internal error: unexpected characters in a computed password hash")
+    return (
+        f"IDENTIFIED {verb} {plugin} {using} '{auth_hash}'",
+        f"IDENTIFIED {verb} {plugin} {using} '{REDACTED}'",
+    )
+
+
+def _limits_clause(desired: Desired) -> str:
+    parts = []
+    if desired.require_ssl is not None:
+        parts.append("REQUIRE SSL" if desired.require_ssl else "REQUIRE NONE")
+    if desired.max_user_connections is not None:
+        parts.append(f"WITH MAX_USER_CONNECTIONS {int(desired.max_user_connections)}")
+    return " ".join(parts)
+
+
+def _privs_sql(privs: set[str]) -> str:
+    return ", ".join(sorted(privs))
+
+
+def plan_privileges(account: str, current: Grants, wanted: dict[Level, set[str]], plan: Plan) -> None:
+    """GRANT what is missing, REVOKE what is beyond the wanted set, level by level."""
+    for level in sorted(set(current.privileges) | set(wanted) | current.grant_option):
+        have = current.privileges.get(level, set())
+        want = wanted.get(level, set())
+        want_option = "GRANT OPTION" in want
+        want = want - {"GRANT OPTION"}
+        revoke: set[str] = set()
+        grant: set[str] = set()
+        if "ALL PRIVILEGES" in have and "ALL PRIVILEGES" not in want:
+            revoke = {"ALL PRIVILEGES"}
+            grant = set(want)
+        else:
+            revoke = have - want
+            grant = want - have if "ALL PRIVILEGES" not in have else set()
+        if revoke:
+            plan.statements.append(Statement(f"REVOKE {_privs_sql(revoke)} ON {level.sql()} FROM {account}"))
+        # GRANT OPTION cannot share a REVOKE with ALL PRIVILEGES: always on its own.
+        if level in current.grant_option and not want_option:
+            plan.statements.append(Statement(f"REVOKE GRANT OPTION ON {level.sql()} FROM {account}"))
+            revoke.add("GRANT OPTION")
+        if revoke:
+            plan.revoked[level.key()] = sorted(revoke)
+        if grant or (want_option and level not in current.grant_option):
+            option = " WITH GRANT OPTION" if want_option and level not in current.grant_option else ""
+            privs = grant or {"USAGE"}
+            plan.statements.append(Statement(f"GRANT {_privs_sql(privs)} ON {level.sql()} TO {account}{option}"))
+            granted = sorted(grant) + (["GRANT OPTION"] if option else [])
+            plan.granted[level.key()] = granted
+
+
+def plan_account(
+    server: ServerInfo,
+    current: Account,
+    desired: Desired,
+) -> Plan:
+    """Statements that take ``current`` to ``desired`` (state present)."""
+    plan = Plan()
+    account = account_sql(desired.user, desired.host)
+    limits = _limits_clause(desired)
+    if not current.exists:
+        if desired.password is None:
+            raise AccountError(f"password is required to create {desired.user}@{desired.host}")
+        auth_hash = password_hash(desired.plugin, desired.password)
+        plan.secrets.append(auth_hash)
+        clause, redacted = _auth_clause(server, desired.plugin, auth_hash)
+        tail = f" {limits}" if limits else ""
+        plan.statements.append(
+            Statement(f"CREATE USER {account} {clause}{tail}", redacted=f"CREATE USER {account} {redacted}{tail}")
+        )
+        plan.created = True
+        plan.password_changed = True
+    else:
+        _plan_password(server, current, desired, account, plan)
+        changes = []
+        if desired.require_ssl is not None:
+            is_ssl = current.ssl_type not in ("", "NONE")
+            if desired.require_ssl != is_ssl:
+                changes.append("REQUIRE SSL" if desired.require_ssl else "REQUIRE NONE")
+        if desired.max_user_connections is not None and desired.max_user_connections != current.max_user_connections:
+            changes.append(f"WITH MAX_USER_CONNECTIONS {int(desired.max_user_connections)}")
+        if changes:
+            plan.statements.append(Statement(f"ALTER USER {account} {' '.join(changes)}"))
+    if desired.privileges is not None:
+        current_grants = current.grants if current.exists else Grants()
+        plan_privileges(account, current_grants, desired.privileges, plan)
+        plan.final_privileges = Grants(
+            privileges={lvl: {p for p in privs if p != "GRANT OPTION"} for lvl, privs in desired.privileges.items()},
+            grant_option={lvl for lvl, privs in desired.privileges.items() if "GRANT OPTION" in privs},
+        ).to_dict()
+    else:
+        plan.final_privileges = current.grants.to_dict()
+    return plan
+
+
+def _plan_password(server: ServerInfo, current: Account, desired: Desired, account: str, plan: Plan) -> None:
+    if desired.rotate != "none" and (server.is_mariadb or server.version < (8, 0, 14)):
+        raise AccountError(
+            f"rotate={desired.rotate} needs dual password support (MySQL 8.0.14 or later); "
+            f"this server is {server.flavour} {'.'.join(map(str, server.version))}"
+        )
+    if desired.password is not None and desired.update_password == "always":  # noqa: S105
+        same_plugin = current.plugin == desired.plugin
+        matches = password_matches(current.plugin, desired.password, current.auth_string) if same_plugin else False
+        if not matches:
+            if desired.rotate == "retain_current" and same_plugin:
+                # MySQL only accepts RETAIN CURRENT PASSWORD with IDENTIFIED BY (plaintext);
+                # MySQL rewrites the statement in its general, slow and binary logs.
+                bound = account.replace("%", "%%")  # the statement has a bound parameter
+                plan.statements.append(
+                    Statement(
+                        f"ALTER USER {bound} IDENTIFIED BY %s RETAIN CURRENT PASSWORD",
+                        (desired.password,),
+                        f"ALTER USER {account} IDENTIFIED BY '{REDACTED}' RETAIN CURRENT PASSWORD",
+                    )
+                )
+            else:
+                auth_hash = password_hash(desired.plugin, desired.password)
+                plan.secrets.append(auth_hash)
+                clause, redacted = _auth_clause(server, desired.plugin, auth_hash)
+                plan.statements.append(
+                    Statement(f"ALTER USER {account} {clause}", redacted=f"ALTER USER {account} {redacted}")
+                )
+            plan.password_changed = True
+    if desired.rotate == "discard_old" and current.has_secondary_password:
+        plan.statements.append(Statement(f"ALTER USER {account} DISCARD OLD PASSWORD"))
+
+
+def plan_removal(current: Account) -> Plan:
+    plan = Plan()
+    if current.exists:
+        plan.statements.append(Statement(f"DROP USER {account_sql(current.user, current.host)}"))
+        plan.removed = True
+        plan.revoked = current.grants.to_dict()
+    return plan
+
+
+def execute_statement(cursor: Any, stmt: Statement) -> None:
+    """Run one statement; a failure names the statement (redacted) and the server's error."""
+    try:
+        cursor.execute(stmt.sql, stmt.params or None)
+    except DriverError as exc:
+        raise MySQLError(
+            f"statement failed: {stmt.redacted}: {driver_message(exc)}; the statements before it were applied, "
+            "fix the cause and run again"
+        ) from exc
+
+
+def execute_plan(cursor: Any, statements: list[Statement]) -> None:
+    for stmt in statements:
+        execute_statement(cursor, stmt)
+
+
+def driver_message(exc: BaseException) -> str:
+    """``(code) message`` of a PyMySQL error."""
+    args = getattr(exc, "args", ())
+    if len(args) >= 2:
+        return f"({args[0]}) {args[1]}"
+    return str(exc) or type(exc).__name__
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+# --- orchestration for app_db_user -------------------------------------------------------
+
+
+def account_label(user: str, host: str) -> str:
+    return f"{user}@{host}"
+
+
+def desired_privileges(params: dict[str, Any], server: ServerInfo) -> tuple[dict[Level, set[str]] | None, list[str]]:
+    """The exact privileges the options ask for (None: leave grants alone), plus warnings."""
+    privileges = params.get("privileges")
+    if privileges is None:
+        return None, []
+    if isinstance(privileges, str):
+        database = params.get("database")
+        if not database:
+            raise AccountError(f"database is required with privileges={privileges}")
+        if database.strip() != database or "\x00" in database or len(database) > 64:
+            raise AccountError(f"database {database!r} is not a valid database name")
+        return preset_privileges(privileges, database, server, bool(params.get("backup_binlog_privilege")))
+    if isinstance(privileges, dict):
+        return explicit_privileges(privileges, server, bool(params.get("allow_global_privileges"))), []
+    raise AccountError(
+        "privileges must be a preset name (app, migrate, readonly, backup) or a mapping like {'db.*': ['SELECT']}"
+    )
+
+
+def resolve_plugin(requested: str, current: Account, default: str) -> str:
+    if requested != "auto":
+        return requested
+    if current.exists and current.plugin in PLUGINS:
+        return current.plugin
+    return default
+
+
+def snapshot(account: Account) -> dict[str, Any]:
+    """What diff mode shows of an account (never its credential)."""
+    if not account.exists:
+        return {"exists": False}
+    return {
+        "exists": True,
+        "plugin": account.plugin,
+        "require_ssl": account.ssl_type not in ("", "NONE"),
+        "max_user_connections": account.max_user_connections,
+        "privileges": account.grants.to_dict(),
+    }
+
+
+def after_snapshot(before: dict[str, Any], desired: Desired | None, plan: Plan) -> dict[str, Any]:
+    if desired is None:
+        return {"exists": False}
+    after = dict(before) if before.get("exists") else {"exists": True, "require_ssl": False, "max_user_connections": 0}
+    after["plugin"] = desired.plugin
+    if desired.require_ssl is not None:
+        after["require_ssl"] = desired.require_ssl
+    if desired.max_user_connections is not None:
+        after["max_user_connections"] = desired.max_user_connections
+    after["privileges"] = plan.final_privileges
+    return after
+
+
+# --- mysql_secure_installation parity ----------------------------------------------------
+
+LOCAL_ROOT_HOSTS = ("localhost", "127.0.0.1", "::1")
+TEST_DATABASE_PATTERNS = ("test", "test\\_%")
+
+
+@dataclass
+class SecurePlan:
+    statements: list[Statement] = field(default_factory=list)
+    removed_users: list[str] = field(default_factory=list)
+    dropped_databases: list[str] = field(default_factory=list)
+    revoked: dict[str, list[str]] = field(default_factory=dict)
+
+
+def plan_secure_installation(
+    cursor: Any,
+    remove_anonymous_users: bool,
+    remove_test_database: bool,
+    remove_remote_root: bool,
+    root_hosts: list[str],
+) -> SecurePlan:
+    """What mysql_secure_installation would remove on this server, as statements."""
+    plan = SecurePlan()
+    doomed: set[tuple[str, str]] = set()
+    if remove_anonymous_users:
+        cursor.execute("SELECT User, Host FROM mysql.user WHERE User = '' ORDER BY Host")
+        doomed.update((str(u), str(h)) for u, h in cursor.fetchall())
+    if remove_remote_root:
+        for host in root_hosts:
+            validate_host(host)
+        cursor.execute("SELECT User, Host FROM mysql.user WHERE User = 'root' ORDER BY Host")
+        doomed.update((str(u), str(h)) for u, h in cursor.fetchall() if str(h) not in root_hosts)
+    for user, host in sorted(doomed):
+        plan.statements.append(Statement(f"DROP USER {account_sql(user, host)}"))
+        plan.removed_users.append(account_label(user, host))
+    if remove_test_database:
+        cursor.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'test'")
+        if cursor.fetchone():
+            plan.statements.append(Statement("DROP DATABASE `test`"))
+            plan.dropped_databases.append("test")
+        cursor.execute(
+            "SELECT User, Host, Db FROM mysql.db WHERE Db IN (%s, %s) ORDER BY User, Host, Db",
+            TEST_DATABASE_PATTERNS,
+        )
+        for user, host, db in cursor.fetchall():
+            if (str(user), str(host)) in doomed:
+                continue
+            level = Level(str(db), "*")
+            plan.statements.append(
+                Statement(f"REVOKE ALL PRIVILEGES ON {level.sql()} FROM {account_sql(str(user), str(host))}")
+            )
+            plan.revoked.setdefault(account_label(str(user), str(host)), []).append(level.key())
+    return plan

@@ -1,0 +1,416 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: app_db_user
+short_description: Least-privilege MySQL/MariaDB accounts with a password policy and exact grants
+version_added: 0.1.0
+description:
+  - Creates, updates and removes the database accounts of a Laravel application (the web
+    app, migrations, backups, read-only reporting) so that each holds exactly the grants
+    it needs. Privileges beyond the desired set are revoked.
+  - Refuses weak passwords (length, known placeholders such as C(CHANGE_THIS_SECURE_PASSWORD),
+    the account or database name inside the password, a repeated character, fewer than
+    three character classes below 24 characters). The error names the rule, never the password.
+  - The password is hashed on the managed host and only the hash is sent to the server, so
+    the plaintext never reaches the server's general log, slow log or binary log. The
+    only exception is O(rotate=retain_current) on MySQL, see the notes.
+  - Idempotent without a stored password anywhere else - with O(update_password=always) it
+    hashes the given password with the salt of the stored credential and only changes it
+    when it differs.
+author:
+  - MutuaPix ops team
+extends_documentation_fragment:
+  - mutuapix.ops.mysql
+attributes:
+  check_mode:
+    support: full
+    details: Returns in RV(statements) the exact statements that would run (credentials redacted) and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows each account's plugin, TLS requirement, connection limit and privileges before and after.
+options:
+  name:
+    description:
+      - Account name. Letters, digits, C(_), C(.) and C(-) only; at most 80 characters on
+        MariaDB and 32 on MySQL.
+    type: str
+    required: true
+  host:
+    description:
+      - Host part of the account (a host name, address, netmask or C(%)/C(_) pattern).
+      - Mutually exclusive with O(hosts).
+    type: str
+    default: localhost
+  hosts:
+    description:
+      - Manage the same account for several host parts (for example C(localhost) and an
+        application subnet). Every account gets the same password and privileges.
+    type: list
+    elements: str
+  state:
+    description:
+      - V(present) creates or updates the account(s); V(absent) drops them.
+    type: str
+    choices: [present, absent]
+    default: present
+  password:
+    description:
+      - The account's password. Required to create an account.
+      - Checked against the password policy on every run, even when it is not applied.
+      - Never returned, logged or sent to the server in clear (see the description).
+    type: str
+  password_min_length:
+    description:
+      - Minimum length of O(password). Values below 16 need O(allow_weak_password=true).
+    type: int
+    default: 16
+  allow_weak_password:
+    description:
+      - Turn password policy failures into warnings. Meant for throwaway test servers only.
+    type: bool
+    default: false
+  update_password:
+    description:
+      - V(always) sets the password whenever it differs from the stored one (compared by
+        hashing, never by storing it); V(on_create) only sets it on a new account.
+    type: str
+    choices: [always, on_create]
+    default: always
+  plugin:
+    description:
+      - Authentication plugin. V(auto) keeps the plugin of an existing account when it is
+        one of the others, and otherwise uses the server's default (C(mysql_native_password)
+        on MariaDB, C(caching_sha2_password) on MySQL 8).
+      - V(ed25519) is MariaDB's (the C(auth_ed25519) plugin must be installed);
+        V(mysql_native_password) is disabled by default on MySQL 8.4 and removed in 9.0.
+    type: str
+    choices: [auto, mysql_native_password, caching_sha2_password, ed25519]
+    default: auto
+  privileges:
+    description:
+      - Either a preset name applied to O(database), or a mapping of privilege level
+        (C(db.*), C(db.table)) to a list of privileges. The account ends with exactly these
+        privileges; anything else it holds is revoked. Omit it to leave grants alone.
+      - V(app) - C(SELECT, INSERT, UPDATE, DELETE) on the database.
+      - V(migrate) - what Laravel migrations need on the database - C(SELECT, INSERT, UPDATE,
+        DELETE, CREATE, ALTER, DROP, INDEX, REFERENCES, CREATE VIEW, SHOW VIEW, TRIGGER,
+        CREATE ROUTINE, ALTER ROUTINE, EXECUTE, EVENT, CREATE TEMPORARY TABLES, LOCK TABLES).
+      - V(readonly) - C(SELECT, SHOW VIEW) on the database.
+      - V(backup) - what M(mutuapix.ops.mysql_backup) needs - C(SELECT, SHOW VIEW, TRIGGER,
+        EVENT, LOCK TABLES) on the database, plus C(SELECT) on C(mysql.proc) on MariaDB (to
+        dump routines), or the global C(SHOW_ROUTINE) on MySQL 8.0.20+ (global C(SELECT)
+        before 8.0.20, with a warning). See O(backup_binlog_privilege).
+      - Presets match the database name exactly - C(_) and C(%) in it are escaped, so
+        C(app_prod) does not also match C(appXprod). Levels in the result read C(app\_prod.*).
+      - In a mapping, C(GRANT OPTION) and global (C(*.*)) privileges are refused unless
+        O(allow_global_privileges=true). Column privileges are not managed.
+    type: raw
+  database:
+    description:
+      - Database the preset in O(privileges) applies to.
+    type: str
+  backup_binlog_privilege:
+    description:
+      - With the V(backup) preset, also grant the global privilege that lets the backup
+        record the binary log position - C(BINLOG MONITOR) on MariaDB 10.5+, C(REPLICATION
+        CLIENT) on MySQL and older MariaDB. Needed for point-in-time recovery.
+    type: bool
+    default: false
+  allow_global_privileges:
+    description:
+      - Allow C(*.*) levels, global-only privileges and C(GRANT OPTION) in a privileges mapping.
+    type: bool
+    default: false
+  require_ssl:
+    description:
+      - V(true) sets C(REQUIRE SSL), V(false) sets C(REQUIRE NONE); unset leaves it as it is.
+    type: bool
+  max_user_connections:
+    description:
+      - Maximum simultaneous connections of the account (C(0) = no limit); unset leaves it.
+    type: int
+  rotate:
+    description:
+      - Dual passwords, MySQL 8.0.14 and later only (MariaDB has none and fails clearly).
+      - V(retain_current) - when the password changes, keep the old one as a secondary
+        password (C(RETAIN CURRENT PASSWORD)) so running application servers keep working
+        until they are redeployed.
+      - V(discard_old) - drop the secondary password (C(DISCARD OLD PASSWORD)) if there is one.
+      - V(none) - plain password change.
+    type: str
+    choices: [none, retain_current, discard_old]
+    default: none
+notes:
+  - Passwords are compared with the stored credential by hashing (C(mysql_native_password)
+    and C(ed25519) are unsalted, C(caching_sha2_password) reuses the stored salt), so no
+    ALTER USER runs when the password is unchanged.
+  - MySQL accepts C(RETAIN CURRENT PASSWORD) only with a clear-text C(IDENTIFIED BY); with
+    O(rotate=retain_current) that statement is sent (over the module's connection, use TLS
+    or the socket). MySQL rewrites it in its general, slow and binary logs, MariaDB is never
+    sent a clear-text password.
+  - Roles granted to the account and routine-level grants are reported but left alone.
+seealso:
+  - module: mutuapix.ops.mysql_secure_installation
+  - module: mutuapix.ops.mysql_backup
+"""
+
+EXAMPLES = r"""
+- name: The web application's account (DML only)
+  mutuapix.ops.app_db_user:
+    login_unix_socket: /run/mysqld/mysqld.sock
+    name: mutuapix_app
+    hosts: [localhost, 10.0.1.%]
+    password: "{{ vault_db_app_password }}"
+    privileges: app
+    database: mutuapix
+    max_user_connections: 100
+
+- name: The account `php artisan migrate` runs as
+  mutuapix.ops.app_db_user:
+    name: mutuapix_migrate
+    password: "{{ vault_db_migrate_password }}"
+    privileges: migrate
+    database: mutuapix
+
+- name: The backup account, able to record the binlog position
+  mutuapix.ops.app_db_user:
+    name: mutuapix_backup
+    password: "{{ vault_db_backup_password }}"
+    privileges: backup
+    database: mutuapix
+    backup_binlog_privilege: true
+
+- name: An explicit grant mapping, TLS required, ed25519 on MariaDB
+  mutuapix.ops.app_db_user:
+    name: reporting
+    host: 10.0.2.%
+    password: "{{ vault_db_reporting_password }}"
+    plugin: ed25519
+    require_ssl: true
+    privileges:
+      mutuapix.transactions: [SELECT]
+      mutuapix.users: [SELECT]
+
+- name: Rotate a MySQL 8 password without downtime (old one kept until discarded)
+  mutuapix.ops.app_db_user:
+    name: mutuapix_app
+    password: "{{ vault_db_app_password_next }}"
+    rotate: retain_current
+
+- name: Remove an account that is no longer used
+  mutuapix.ops.app_db_user:
+    name: legacy_app
+    hosts: ["%", localhost]
+    state: absent
+"""
+
+RETURN = r"""
+created:
+  description: Whether an account was (or in check mode would be) created.
+  returned: always
+  type: bool
+  sample: true
+removed:
+  description: Whether an account was (or would be) dropped.
+  returned: always
+  type: bool
+  sample: false
+password_changed:
+  description: Whether a password was (or would be) set, including on creation.
+  returned: always
+  type: bool
+  sample: true
+privileges:
+  description:
+    - Final privileges per account (C(user@host)), as level to sorted privilege list.
+  returned: always
+  type: dict
+  sample: {"mutuapix_app@localhost": {"mutuapix.*": ["DELETE", "INSERT", "SELECT", "UPDATE"]}}
+granted:
+  description: Privileges granted per account and level by this run.
+  returned: always
+  type: dict
+  sample: {"mutuapix_app@localhost": {"mutuapix.*": ["DELETE", "INSERT", "SELECT", "UPDATE"]}}
+revoked:
+  description: Privileges revoked per account and level by this run (all of them when dropped).
+  returned: always
+  type: dict
+  sample: {"mutuapix_app@localhost": {"mutuapix.*": ["DROP"]}}
+statements:
+  description:
+    - The statements run, or in check mode that would run, in order. Password hashes and
+      passwords are replaced by C(<redacted>).
+  returned: always
+  type: list
+  elements: str
+  sample: ["CREATE USER `mutuapix_app`@`localhost` IDENTIFIED VIA mysql_native_password USING '<redacted>'"]
+server:
+  description: Flavour and version of the server.
+  returned: success
+  type: dict
+  sample: {"flavour": "mariadb", "version": "10.11.6", "full": "10.11.6-MariaDB-0+deb12u1"}
+"""
+
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, MySQLModule, server_info
+from ansible_collections.mutuapix.ops.plugins.module_utils._password_policy import (
+    DEFAULT_MIN_LENGTH,
+    password_problems,
+)
+from ansible_collections.mutuapix.ops.plugins.module_utils._users import (
+    PLUGINS,
+    Desired,
+    DriverError,
+    account_label,
+    after_snapshot,
+    check_plugin_supported,
+    desired_privileges,
+    driver_message,
+    execute_statement,
+    plan_account,
+    plan_removal,
+    plugin_available,
+    read_account,
+    redact,
+    resolve_plugin,
+    server_default_plugin,
+    snapshot,
+    validate_host,
+    validate_user_name,
+)
+
+
+def argument_spec():
+    return {
+        "name": {"type": "str", "required": True},
+        "host": {"type": "str", "default": "localhost"},
+        "hosts": {"type": "list", "elements": "str"},
+        "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+        "password": {"type": "str", "no_log": True},
+        "password_min_length": {"type": "int", "default": DEFAULT_MIN_LENGTH, "no_log": False},
+        "allow_weak_password": {"type": "bool", "default": False, "no_log": False},
+        "update_password": {"type": "str", "default": "always", "choices": ["always", "on_create"], "no_log": False},
+        "plugin": {"type": "str", "default": "auto", "choices": ["auto", *PLUGINS]},
+        "privileges": {"type": "raw"},
+        "database": {"type": "str"},
+        "backup_binlog_privilege": {"type": "bool", "default": False},
+        "allow_global_privileges": {"type": "bool", "default": False},
+        "require_ssl": {"type": "bool"},
+        "max_user_connections": {"type": "int"},
+        "rotate": {"type": "str", "default": "none", "choices": ["none", "retain_current", "discard_old"]},
+    }
+
+
+def enforce_password_policy(module):
+    """Fail (or warn with allow_weak_password) before anything touches the server."""
+    params = module.params
+    password = params["password"]
+    min_length = params["password_min_length"]
+    weak_ok = params["allow_weak_password"]
+    if min_length < DEFAULT_MIN_LENGTH:
+        text = f"password_min_length={min_length} is below {DEFAULT_MIN_LENGTH}"
+        if not weak_ok:
+            module.fail_json(msg=f"{text}; set allow_weak_password=true to allow it (test servers only)")
+        module.warn(f"{text} (allowed because allow_weak_password=true)")
+    if password is None or params["state"] == "absent":
+        return
+    words = tuple(w for w in (params["name"], params["database"]) if w)
+    problems = password_problems(password, min_length, words)
+    if problems:
+        text = f"password for account {params['name']} refused by the password policy: " + "; ".join(problems)
+        if not weak_ok:
+            module.fail_json(msg=text)
+        module.warn(text + " (allowed because allow_weak_password=true)")
+
+
+def main():
+    module = MySQLModule(
+        argument_spec=argument_spec(),
+        mutually_exclusive=[("host", "hosts")],
+        supports_check_mode=True,
+    )
+    params = module.params
+    enforce_password_policy(module)
+    hosts = params["hosts"] or [params["host"]]
+    result = {
+        "changed": False,
+        "created": False,
+        "removed": False,
+        "password_changed": False,
+        "privileges": {},
+        "granted": {},
+        "revoked": {},
+        "statements": [],
+    }
+    secrets = [params["password"]] if params["password"] else []
+    connection = module.connect()
+    try:
+        with connection.cursor() as cursor:
+            server = server_info(connection)
+            result["server"] = server.to_dict()
+            name = validate_user_name(params["name"], server)
+            for host in hosts:
+                validate_host(host)
+            wanted, warnings = desired_privileges(params, server)
+            for warning in warnings:
+                module.warn(warning)
+            default_plugin = server_default_plugin(cursor, server)
+            plans, before, after = [], {}, {}
+            for host in hosts:
+                current = read_account(cursor, server, name, host)
+                label = account_label(name, host)
+                before[label] = snapshot(current)
+                if params["state"] == "absent":
+                    plan, desired = plan_removal(current), None
+                else:
+                    plugin = resolve_plugin(params["plugin"], current, default_plugin)
+                    check_plugin_supported(plugin, server, plugin_available(cursor, plugin))
+                    desired = Desired(
+                        name,
+                        host,
+                        params["password"],
+                        plugin,
+                        params["update_password"],
+                        wanted,
+                        params["require_ssl"],
+                        params["max_user_connections"],
+                        params["rotate"],
+                    )
+                    plan = plan_account(server, current, desired)
+                after[label] = after_snapshot(before[label], desired, plan)
+                for secret in plan.secrets:
+                    module.no_log_values.add(secret)
+                secrets.extend(plan.secrets)
+                plans.append((label, plan))
+            # Every account is planned (and every input validated) before the first change.
+            for label, plan in plans:
+                for statement in plan.statements:
+                    if not module.check_mode:
+                        execute_statement(cursor, statement)
+                    result["statements"].append(statement.redacted)
+                result["changed"] = result["changed"] or plan.changed
+                result["created"] = result["created"] or plan.created
+                result["removed"] = result["removed"] or plan.removed
+                result["password_changed"] = result["password_changed"] or plan.password_changed
+                if plan.granted:
+                    result["granted"][label] = plan.granted
+                if plan.revoked:
+                    result["revoked"][label] = plan.revoked
+                if params["state"] == "present":
+                    result["privileges"][label] = plan.final_privileges
+    except MySQLError as exc:
+        module.fail_json(msg=redact(str(exc), secrets), **result)
+    except DriverError as exc:
+        module.fail_json(msg=redact(f"MySQL error managing account {params['name']}: {driver_message(exc)}", secrets))
+    finally:
+        connection.close()
+    if module._diff:
+        result["diff"] = {"before": before, "after": after}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+"""app_db_user against the private MariaDB: real logins, real grants, the server's own logs."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pymysql
+import pytest
+
+from tests.integration.users.conftest import Accounts, cli_login, login
+from tests.support.mariadb import MariaDB
+
+STRONG = "Xk7#pQ2v!Lm9@wZr"
+OTHER = "Yz8$Rt4n&Bq6^Hs3"
+
+DENIED = (1044, 1045, 1142, 1143, 1227, 1370, 1410, 1419)
+
+
+def denied(conn: pymysql.connections.Connection, sql: str) -> int:
+    """Run ``sql`` expecting an access-denied error; return its code."""
+    with conn.cursor() as cur, pytest.raises(pymysql.err.MySQLError) as info:
+        cur.execute(sql)
+    code = info.value.args[0]
+    assert code in DENIED, f"{sql!r} failed with {info.value}, not an access error"
+    return int(code)
+
+
+def allowed(conn: pymysql.connections.Connection, *statements: str) -> None:
+    with conn.cursor() as cur:
+        for sql in statements:
+            cur.execute(sql)
+            cur.fetchall()
+
+
+def test_check_mode_then_create_then_idempotent(accounts: Accounts, app_database: str) -> None:
+    args = {"name": "p5_check", "password": STRONG, "privileges": "app", "database": app_database}
+    planned = accounts.run(check=True, diff=True, **args)
+    assert planned["changed"] and planned["created"] and not planned.failed, planned
+    assert not accounts.exists("p5_check"), "check mode created the account"
+    esc = app_database.replace("_", "\\_")
+    assert planned["statements"] == [
+        "CREATE USER `p5_check`@`localhost` IDENTIFIED VIA mysql_native_password USING '<redacted>'",
+        f"GRANT DELETE, INSERT, SELECT, UPDATE ON `{esc}`.* TO `p5_check`@`localhost`",
+    ]
+    assert planned["diff"]["before"] == {"p5_check@localhost": {"exists": False}}
+    assert planned["diff"]["after"]["p5_check@localhost"]["privileges"] == {
+        f"{esc}.*": ["DELETE", "INSERT", "SELECT", "UPDATE"]
+    }
+
+    applied = accounts.run(**args)
+    assert applied["changed"] and applied["statements"] == planned["statements"], applied
+    assert accounts.exists("p5_check")
+    again = accounts.run(check=True, **args)
+    assert not again["changed"] and again["statements"] == [], again
+    again = accounts.run(**args)
+    assert not again["changed"] and not again["password_changed"], again
+    assert again["privileges"] == {"p5_check@localhost": {f"{esc}.*": ["DELETE", "INSERT", "SELECT", "UPDATE"]}}
+
+
+def test_app_preset_can_do_dml_only(accounts: Accounts, mariadb: MariaDB, app_database: str) -> None:
+    assert not accounts.run(name="p5_app", password=STRONG, privileges="app", database=app_database).failed
+    conn = login(mariadb, "p5_app", STRONG, app_database)
+    try:
+        allowed(
+            conn,
+            "SELECT COUNT(*) FROM users",
+            "INSERT INTO cache (`key`, value, expiration) VALUES ('p5', 'v', 1)",
+            "UPDATE cache SET value = 'w' WHERE `key` = 'p5'",
+            "DELETE FROM cache WHERE `key` = 'p5'",
+        )
+        denied(conn, "CREATE TABLE p5_new (id int)")
+        denied(conn, "DROP TABLE cache")
+        denied(conn, "ALTER TABLE cache ADD COLUMN x int")
+        denied(conn, "SELECT User FROM mysql.user")
+        denied(conn, "CREATE DATABASE p5_other")
+        denied(conn, f"GRANT SELECT ON `{app_database}`.* TO `p5_app`@`localhost`")
+    finally:
+        conn.close()
+    # The escaped wildcard: a database whose name differs in the `_` position is not covered.
+    twin = app_database.replace("_", "X", 1)
+    mariadb.execute(f"CREATE DATABASE `{twin}`")
+    try:
+        conn = login(mariadb, "p5_app", STRONG)
+        denied(conn, f"CREATE TABLE `{twin}`.t (id int)")
+        denied(conn, f"USE `{twin}`")
+        conn.close()
+    finally:
+        mariadb.execute(f"DROP DATABASE `{twin}`")
+
+
+def test_migrate_preset_runs_laravel_ddl(accounts: Accounts, mariadb: MariaDB, app_database: str) -> None:
+    assert not accounts.run(name="p5_migrate", password=STRONG, privileges="migrate", database=app_database).failed
+    conn = login(mariadb, "p5_migrate", STRONG, app_database)
+    try:
+        allowed(
+            conn,
+            "CREATE TABLE p5_orders (id bigint unsigned auto_increment primary key, user_id bigint unsigned,"
+            " total decimal(10,2), CONSTRAINT p5_fk FOREIGN KEY (user_id) REFERENCES users (id))",
+            "ALTER TABLE p5_orders ADD COLUMN note varchar(20)",
+            "CREATE INDEX p5_orders_total ON p5_orders (total)",
+            "CREATE VIEW p5_view AS SELECT id FROM p5_orders",
+            "CREATE PROCEDURE p5_proc() SELECT 1",
+            "CALL p5_proc()",
+            "CREATE EVENT p5_event ON SCHEDULE EVERY 1 DAY DO DELETE FROM cache WHERE expiration < 0",
+            "CREATE TEMPORARY TABLE p5_tmp (id int)",
+            "LOCK TABLES p5_orders WRITE",
+            "UNLOCK TABLES",
+            "INSERT INTO p5_orders (user_id, total) SELECT id, 1 FROM users LIMIT 1",
+            "DROP VIEW p5_view",
+            "DROP PROCEDURE p5_proc",
+            "DROP EVENT p5_event",
+            "DROP TABLE p5_orders",
+        )
+        denied(conn, "CREATE DATABASE p5_other")
+        denied(conn, "SELECT User FROM mysql.user")
+        denied(conn, "CREATE USER p5_evil@localhost")
+        denied(conn, "SET GLOBAL max_connections = 10")
+        denied(conn, f"GRANT SELECT ON `{app_database}`.* TO `p5_migrate`@`localhost`")
+    finally:
+        conn.close()
+
+
+def test_readonly_preset(accounts: Accounts, mariadb: MariaDB, app_database: str) -> None:
+    assert not accounts.run(name="p5_ro", password=STRONG, privileges="readonly", database=app_database).failed
+    conn = login(mariadb, "p5_ro", STRONG, app_database)
+    try:
+        allowed(conn, "SELECT COUNT(*) FROM transactions")
+        denied(conn, "INSERT INTO cache (`key`, value, expiration) VALUES ('p5', 'v', 1)")
+        denied(conn, "DELETE FROM cache")
+        denied(conn, "CREATE TABLE p5_new (id int)")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("binlog", [False, True])
+def test_backup_preset_dumps_everything_and_nothing_more(
+    accounts: Accounts, mariadb: MariaDB, app_database: str, tmp_path, binlog: bool
+) -> None:
+    result = accounts.run(
+        name="p5_backup",
+        password=STRONG,
+        privileges="backup",
+        database=app_database,
+        backup_binlog_privilege=binlog,
+    )
+    assert not result.failed, result
+    expected = {
+        f"{app_database.replace('_', chr(92) + '_')}.*": ["EVENT", "LOCK TABLES", "SELECT", "SHOW VIEW", "TRIGGER"]
+    }
+    expected["mysql.proc"] = ["SELECT"]
+    if binlog:
+        expected["*.*"] = ["BINLOG MONITOR"]
+    assert result["privileges"]["p5_backup@localhost"] == expected
+    cnf = tmp_path / "backup.cnf"
+    cnf.write_text(f'[client]\nuser=p5_backup\npassword="{STRONG}"\nsocket={mariadb.socket}\n')
+    cnf.chmod(0o600)
+    dump = subprocess.run(
+        [
+            "mariadb-dump",
+            f"--defaults-file={cnf}",
+            "--single-transaction",
+            "--routines",
+            "--triggers",
+            "--events",
+            "--hex-blob",
+            app_database,
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert dump.returncode == 0, dump.stderr.decode()
+    text = dump.stdout.decode("utf-8", "replace")
+    assert "CREATE TABLE `transactions`" in text
+    assert "PROCEDURE" in text and "TRIGGER" in text and "EVENT" in text and "VIEW" in text
+    conn = login(mariadb, "p5_backup", STRONG, app_database)
+    try:
+        denied(conn, "INSERT INTO cache (`key`, value, expiration) VALUES ('p5', 'v', 1)")
+        denied(conn, "CREATE TABLE p5_new (id int)")
+        denied(conn, "SELECT User FROM mysql.user")
+        if binlog:
+            allowed(conn, "SHOW MASTER STATUS")
+        else:
+            denied(conn, "SHOW MASTER STATUS")
+    finally:
+        conn.close()
+
+
+def test_extra_privileges_are_revoked(accounts: Accounts, mariadb: MariaDB, app_database: str) -> None:
+    assert not accounts.run(name="p5_exact", password=STRONG, privileges="migrate", database=app_database).failed
+    mariadb.execute(f"GRANT ALL PRIVILEGES ON `{app_database}`.* TO `p5_exact`@`localhost` WITH GRANT OPTION")
+    mariadb.execute("GRANT PROCESS, FILE ON *.* TO `p5_exact`@`localhost`")
+    mariadb.execute("GRANT SELECT ON mysql.user TO `p5_exact`@`localhost`")
+    result = accounts.run(diff=True, name="p5_exact", password=STRONG, privileges="app", database=app_database)
+    assert result["changed"] and not result["password_changed"], result
+    revoked = result["revoked"]["p5_exact@localhost"]
+    assert revoked["*.*"] == ["FILE", "PROCESS"]
+    assert revoked["mysql.user"] == ["SELECT"]
+    assert "GRANT OPTION" in revoked[f"{app_database}.*"] and "ALL PRIVILEGES" in revoked[f"{app_database}.*"]
+    grants = accounts.grants("p5_exact")
+    assert grants[0].startswith("GRANT USAGE ON *.* TO")
+    rest = sorted(grants[1:])
+    esc = app_database.replace("_", "\\_")
+    assert rest == [f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{esc}`.* TO `p5_exact`@`localhost`"], grants
+    assert not accounts.run(name="p5_exact", password=STRONG, privileges="app", database=app_database)["changed"]
+
+
+def test_global_privileges_and_grant_option_refused(accounts: Accounts) -> None:
+    for privileges, needle in (
+        ({"*.*": ["PROCESS"]}, "global privileges on '*.*' refused"),
+        ({"p5db.*": ["SELECT", "GRANT OPTION"]}, "GRANT OPTION on 'p5db.*' refused"),
+        ({"p5db.*": ["SUPER"]}, "SUPER on 'p5db.*' are global privileges"),
+    ):
+        result = accounts.run(name="p5_global", password=STRONG, privileges=privileges)
+        assert result.failed and needle in result["msg"], result
+        assert not accounts.exists("p5_global")
+    result = accounts.run(
+        name="p5_global", password=STRONG, privileges={"*.*": ["PROCESS"]}, allow_global_privileges=True
+    )
+    assert result["changed"] and accounts.grants("p5_global")[0].startswith("GRANT PROCESS ON *.*"), result
+
+
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        ("CHANGE_THIS_SECURE_PASSWORD", "known placeholder"),
+        ("Change-This-Secure-Password-2024", "known placeholder"),
+        ("changeme", "at least 16 are required"),
+        ("Short1!", "at least 16 are required"),
+        ("aaaaaaaaaaaaaaaaaaaa", "single repeated character"),
+        ("abcdefghijklmnopqr", "fewer than three character classes"),
+        ("Xx9!p5_policy-Secret", "contains the account or database name"),
+        ("", "the password is empty"),
+    ],
+)
+def test_password_policy_refuses_and_never_echoes(accounts: Accounts, password: str, rule: str) -> None:
+    result = accounts.run(name="p5_policy", password=password, privileges="app", database="p5db")
+    assert result.failed and rule in result["msg"], result
+    assert "p5_policy" in result["msg"] and "password" in result["msg"]
+    if password:
+        assert password not in result["msg"] and password not in result.stderr
+    assert not accounts.exists("p5_policy")
+
+
+def test_weak_password_allowed_with_warning(accounts: Accounts) -> None:
+    refused = accounts.run(name="p5_weak", password="Short1!xyz", password_min_length=8)
+    assert refused.failed and "password_min_length=8 is below 16" in refused["msg"], refused
+    result = accounts.run(name="p5_weak", password="Short1!xyz", password_min_length=8, allow_weak_password=True)
+    assert result["created"], result
+    assert any("password_min_length=8 is below 16" in str(w) for w in result.get("warnings", [])), result
+    weak = accounts.run(name="p5_weak", password="changeme", password_min_length=8, allow_weak_password=True)
+    assert not weak.failed and any("known placeholder" in str(w) for w in weak.get("warnings", [])), weak
+    assert "changeme" not in str(weak.get("warnings")), weak
+
+
+def test_password_change_is_detected_and_applied(accounts: Accounts, mariadb: MariaDB) -> None:
+    assert accounts.run(name="p5_pw", password=STRONG)["created"]
+    changed = accounts.run(name="p5_pw", password=OTHER)
+    assert changed["changed"] and changed["password_changed"] and not changed["created"], changed
+    login(mariadb, "p5_pw", OTHER).close()
+    with pytest.raises(pymysql.err.OperationalError):
+        login(mariadb, "p5_pw", STRONG)
+    same = accounts.run(name="p5_pw", password=OTHER)
+    assert not same["changed"] and not same["password_changed"], same
+    on_create = accounts.run(name="p5_pw", password=STRONG, update_password="on_create")
+    assert not on_create["changed"], on_create
+    login(mariadb, "p5_pw", OTHER).close()
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "Quote'Double\"Mix-2024x",
+        "Back\\slash\\\\End-9Zq",
+        "Percent%_Wild%%card7Q",
+        "Dollar$HOME${x}`id`9Q",
+        "Ünïcødé-Пароль-密码-9Zq",
+        "Semi; DROP USER root; -- 9Zq",
+    ],
+)
+def test_awkward_passwords_work(accounts: Accounts, mariadb: MariaDB, password: str) -> None:
+    result = accounts.run(name="p5_awk", password=password)
+    assert result["created"], result
+    conn = login(mariadb, "p5_awk", password.encode("utf-8"))
+    conn.close()
+    assert cli_login(mariadb, "p5_awk", password).returncode == 0
+    assert not accounts.run(name="p5_awk", password=password)["changed"]
+    assert mariadb.execute("SELECT COUNT(*) FROM mysql.user WHERE User = 'root'")[0][0] >= 2
+
+
+@pytest.mark.usefixtures("ed25519_plugin")
+def test_ed25519_hash_computed_client_side(accounts: Accounts, mariadb: MariaDB) -> None:
+    password = "Ed-25519'Pässword\\9"
+    result = accounts.run(name="p5_ed", password=password, plugin="ed25519")
+    assert result["created"] and "IDENTIFIED VIA ed25519 USING '<redacted>'" in result["statements"][0], result
+    stored = mariadb.execute("SELECT plugin, authentication_string FROM mysql.user WHERE User = 'p5_ed'")[0]
+    expected = mariadb.execute("SELECT PASSWORD(%s)", (password,))  # native, to prove it differs
+    assert stored[0] == "ed25519" and stored[1] != expected[0][0]
+    # The server's own ed25519 hash of the same password equals ours.
+    mariadb.execute("CREATE USER `p5_ed_ref`@`localhost` IDENTIFIED VIA ed25519 USING PASSWORD(%s)", (password,))
+    try:
+        ref = mariadb.execute("SELECT authentication_string FROM mysql.user WHERE User = 'p5_ed_ref'")[0][0]
+    finally:
+        mariadb.execute("DROP USER `p5_ed_ref`@`localhost`")
+    assert stored[1] == ref
+    ok = cli_login(mariadb, "p5_ed", password)
+    assert ok.returncode == 0 and "p5_ed@localhost" in ok.stdout, ok.stderr
+    assert cli_login(mariadb, "p5_ed", password + "x").returncode != 0
+    assert not accounts.run(name="p5_ed", password=password, plugin="ed25519")["changed"]
+    # plugin auto keeps ed25519; switching to native is a password change.
+    assert not accounts.run(name="p5_ed", password=password)["changed"]
+    switched = accounts.run(name="p5_ed", password=password, plugin="mysql_native_password")
+    assert switched["password_changed"], switched
+    login(mariadb, "p5_ed", password.encode("utf-8")).close()
+
+
+def test_plaintext_never_reaches_server_logs(accounts: Accounts, mariadb: MariaDB, general_log) -> None:
+    first, second = "Plain-Text-Canary-7Q!", "Second-Canary-Value-8R!"
+    assert accounts.run(name="p5_log", password=first, privileges="app", database="p5db")["created"]
+    assert accounts.run(name="p5_log", password=first, privileges="app", database="p5db")["changed"] is False
+    assert accounts.run(name="p5_log", password=second, privileges="app", database="p5db")["password_changed"]
+    log = general_log.read_text(encoding="utf-8", errors="replace")
+    assert "CREATE USER `p5_log`@`localhost` IDENTIFIED VIA mysql_native_password USING '*" in log
+    assert first not in log and second not in log
+    binlog = mariadb.execute("SHOW BINLOG EVENTS IN %s", (mariadb.execute("SHOW MASTER STATUS")[0][0],))
+    text = "\n".join(str(row[5]) for row in binlog)
+    assert "p5_log" in text and first not in text and second not in text
+
+
+def test_injection_is_refused_or_harmless(accounts: Accounts, mariadb: MariaDB) -> None:
+    for args, needle in (
+        ({"name": "x'@'%' IDENTIFIED BY 'x"}, "contains characters other than"),
+        ({"name": "p5_inj", "host": "localhost` IDENTIFIED BY `x"}, "is not a host name"),
+        ({"name": "p5_inj", "privileges": {"p5db.*": ["SELECT ON *.* TO root; --"]}}, "is not a privilege name"),
+        ({"name": "p5_inj", "privileges": {"p5db.* TO x; --": ["SELECT"]}}, "is not of the form"),
+    ):
+        result = accounts.run(password=STRONG, **args)
+        assert result.failed and needle in result["msg"], result
+    mariadb.execute("CREATE DATABASE IF NOT EXISTS p5_keep")
+    evil = "p5`.* TO `root`@`%`; DROP DATABASE p5_keep; --"
+    result = accounts.run(name="p5_inj", password=STRONG, privileges="app", database=evil)
+    assert result["created"], result
+    assert mariadb.execute("SHOW DATABASES LIKE 'p5\\_keep'"), "the injected DROP DATABASE ran"
+    assert len(accounts.grants("p5_inj")) == 2
+    assert not accounts.exists("root", "%")
+    mariadb.execute("DROP DATABASE p5_keep")
+
+
+def test_hosts_list_limits_and_removal(accounts: Accounts) -> None:
+    args = {"name": "p5_multi", "hosts": ["localhost", "10.0.%"], "password": STRONG}
+    result = accounts.run(require_ssl=True, max_user_connections=7, privileges="app", database="p5db", **args)
+    assert result["created"] and set(result["privileges"]) == {"p5_multi@localhost", "p5_multi@10.0.%"}, result
+    row = accounts.server.execute("SELECT ssl_type, max_user_connections FROM mysql.user WHERE User = 'p5_multi'")
+    assert row == [("ANY", 7), ("ANY", 7)]
+    same = accounts.run(require_ssl=True, max_user_connections=7, privileges="app", database="p5db", **args)
+    assert not same["changed"], same
+    relaxed = accounts.run(require_ssl=False, **args)
+    assert relaxed["statements"] == [
+        "ALTER USER `p5_multi`@`10.0.%` REQUIRE NONE",
+        "ALTER USER `p5_multi`@`localhost` REQUIRE NONE",
+    ] or relaxed["statements"] == [
+        "ALTER USER `p5_multi`@`localhost` REQUIRE NONE",
+        "ALTER USER `p5_multi`@`10.0.%` REQUIRE NONE",
+    ], relaxed
+    conflict = accounts.run(host="db", **args)
+    assert conflict.failed and "mutually exclusive" in conflict["msg"]
+    gone = accounts.run(state="absent", name="p5_multi", hosts=["localhost", "10.0.%"], check=True)
+    assert gone["changed"] and accounts.exists("p5_multi")
+    gone = accounts.run(state="absent", name="p5_multi", hosts=["localhost", "10.0.%"])
+    assert gone["removed"] and not accounts.exists("p5_multi") and not accounts.exists("p5_multi", "10.0.%")
+    assert not accounts.run(state="absent", name="p5_multi", hosts=["localhost", "10.0.%"])["changed"]
+
+
+def test_mariadb_refuses_rotate_and_mysql_plugins_clearly(accounts: Accounts) -> None:
+    assert accounts.run(name="p5_rot", password=STRONG)["created"]
+    result = accounts.run(name="p5_rot", password=OTHER, rotate="retain_current")
+    assert result.failed and "needs dual password support (MySQL 8.0.14 or later)" in result["msg"], result
+    result = accounts.run(name="p5_rot2", password=STRONG, plugin="caching_sha2_password")
+    assert result.failed and "caching_sha2_password is MySQL's" in result["msg"], result
+
+
+def test_connection_failure_is_clear(accounts: Accounts, mariadb: MariaDB) -> None:
+    result = accounts.run(name="p5_conn", password=STRONG, login_password="wrong-Password-1")
+    assert result.failed and "cannot connect to MySQL as root@socket" in result["msg"], result
+    assert "Traceback" not in result.stderr
