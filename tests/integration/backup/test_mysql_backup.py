@@ -1,0 +1,370 @@
+"""mysql_backup against a real private MariaDB: restorable with standard tools, exact, secure, safe on failure."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _age, _backup, _retention
+from tests.support import datagen
+from tests.support.runner import run_module
+
+BACKUP_GRANTS = [
+    "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON `bk_app`.* TO 'bk_user'@'localhost'",
+    "GRANT SELECT ON `mysql`.`proc` TO 'bk_user'@'localhost'",
+]
+
+
+def backup(mariadb, db, dest, check=False, env=None, **kwargs):
+    return run_module("mysql_backup", dict(mariadb.login, database=db, dest=str(dest), **kwargs), check=check, env=env)
+
+
+def restore_with_cli(mariadb, pipeline: list[list[str]], target: str) -> None:
+    mariadb.execute(f"DROP DATABASE IF EXISTS `{target}`")
+    mariadb.execute(f"CREATE DATABASE `{target}`")
+    procs = []
+    prev = None
+    for cmd in pipeline:
+        proc = subprocess.Popen(cmd, stdin=prev.stdout if prev else None, stdout=subprocess.PIPE)
+        if prev:
+            prev.stdout.close()
+        procs.append(proc)
+        prev = proc
+    load = subprocess.run(mariadb.client_args(target), stdin=prev.stdout, capture_output=True, check=False)
+    for proc in procs:
+        assert proc.wait() == 0
+    assert load.returncode == 0, load.stderr
+
+
+def table_checksums(mariadb, db: str) -> dict[str, tuple[int, int]]:
+    tables = [r[0] for r in mariadb.execute(f"SHOW FULL TABLES FROM `{db}` WHERE Table_type = 'BASE TABLE'")]
+    out = {}
+    for table in tables:
+        count = mariadb.execute(f"SELECT COUNT(*) FROM `{db}`.`{table}`")[0][0]
+        checksum = mariadb.execute(f"CHECKSUM TABLE `{db}`.`{table}`")[0][1]
+        out[table] = (count, checksum)
+    return out
+
+
+def objects(mariadb, db: str) -> dict[str, list[str]]:
+    return {
+        "views": sorted(r[0] for r in mariadb.execute(f"SHOW FULL TABLES FROM `{db}` WHERE Table_type = 'VIEW'")),
+        "triggers": sorted(r[0] for r in mariadb.execute(f"SHOW TRIGGERS FROM `{db}`")),
+        "routines": sorted(r[1] for r in mariadb.execute("SHOW PROCEDURE STATUS WHERE Db = %s", (db,))),
+        "events": sorted(r[1] for r in mariadb.execute(f"SHOW EVENTS FROM `{db}`")),
+    }
+
+
+def test_zstd_backup_restores_with_zstdcat_and_counts_are_exact(mariadb, backup_db, tmp_path):
+    dest = tmp_path / "backups"
+    result = backup(mariadb, backup_db, dest, label="nightly")
+    assert result.rc == 0, result
+    path = Path(result["path"])
+    assert path.name.startswith("bk_app-nightly-") and path.name.endswith(".sql.zst")
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(Path(result["manifest_path"]).stat().st_mode) == 0o600
+    manifest = json.loads(Path(result["manifest_path"]).read_text())
+    assert manifest["sha256"] == result["sha256"] == _sha256(path)
+    assert manifest["size"] == path.stat().st_size
+    # exact counts against the server
+    for table, rows in result["tables"].items():
+        assert rows == mariadb.execute(f"SELECT COUNT(*) FROM bk_app.`{table}`")[0][0], table
+    assert manifest["tables"]["user_balances"]["kind"] == "view"
+    assert manifest["tables"]["transactions"]["triggers"] == ["transactions_before_insert"]
+    restore_with_cli(mariadb, [["zstdcat", str(path)]], "bk_restored")
+    assert table_checksums(mariadb, "bk_restored") == table_checksums(mariadb, backup_db)
+    assert objects(mariadb, "bk_restored") == objects(mariadb, backup_db)
+    mariadb.execute("DROP DATABASE bk_restored")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_gzip_backup_restores_with_zcat(mariadb, backup_db, tmp_path):
+    result = backup(mariadb, backup_db, tmp_path, compression="gzip", compression_level=1)
+    assert result.rc == 0, result
+    assert result["path"].endswith(".sql.gz")
+    restore_with_cli(mariadb, [["zcat", result["path"]]], "bk_restored_gz")
+    assert table_checksums(mariadb, "bk_restored_gz") == table_checksums(mariadb, backup_db)
+    mariadb.execute("DROP DATABASE bk_restored_gz")
+
+
+def test_encrypted_backup_restores_with_age_cli(mariadb, backup_db, tmp_path):
+    identity, recipient = _age.generate_identity()
+    _, second = _age.generate_identity()
+    key = tmp_path / "key.txt"
+    key.write_text(identity + "\n")
+    key.chmod(0o600)
+    result = backup(mariadb, backup_db, tmp_path / "enc", encrypt_recipients=[recipient, second])
+    assert result.rc == 0, result
+    assert result["encrypted"] and result["path"].endswith(".sql.zst.age")
+    manifest = json.loads(Path(result["manifest_path"]).read_text())
+    assert len(manifest["encryption"]["recipients"]) == 2
+    assert recipient not in json.dumps(manifest)
+    assert Path(result["path"]).read_bytes().startswith(b"age-encryption.org/v1\n")
+    restore_with_cli(mariadb, [["age", "-d", "-i", str(key), result["path"]], ["zstdcat"]], "bk_restored_age")
+    assert table_checksums(mariadb, "bk_restored_age") == table_checksums(mariadb, backup_db)
+    mariadb.execute("DROP DATABASE bk_restored_age")
+
+
+def test_exclusions(mariadb, backup_db, tmp_path):
+    result = backup(mariadb, backup_db, tmp_path, exclude_tables=["cache"], exclude_table_data=["sessions", "jobs"])
+    assert result.rc == 0, result
+    assert "cache" not in result["tables"]
+    assert result["tables"]["sessions"] == 0 and result["tables"]["jobs"] == 0
+    assert result["tables"]["users"] > 0
+
+
+def test_least_privilege_backup_account(mariadb, backup_db, tmp_path):
+    mariadb.execute("DROP USER IF EXISTS 'bk_user'@'localhost'")
+    mariadb.execute("CREATE USER 'bk_user'@'localhost' IDENTIFIED BY 'Bk-user-pw-0123456789!'")
+    for grant in BACKUP_GRANTS:
+        mariadb.execute(grant)
+    try:
+        args = dict(mariadb.login, login_user="bk_user", login_password="Bk-user-pw-0123456789!")
+        result = run_module("mysql_backup", dict(args, database=backup_db, dest=str(tmp_path)))
+        assert result.rc == 0, result
+        manifest = json.loads(Path(result["manifest_path"]).read_text())
+        assert manifest["routines"] == ["procedure user_total"]
+        assert manifest["events"] == ["purge_sessions"]
+        # without SHOW VIEW / TRIGGER the module refuses up front and says what to grant
+        mariadb.execute("REVOKE SHOW VIEW, TRIGGER ON `bk_app`.* FROM 'bk_user'@'localhost'")
+        refused = run_module("mysql_backup", dict(args, database=backup_db, dest=str(tmp_path / "x")))
+        assert refused.failed and "lacks SHOW VIEW, TRIGGER" in refused["msg"]
+        assert not (tmp_path / "x").exists()
+    finally:
+        mariadb.execute("DROP USER IF EXISTS 'bk_user'@'localhost'")
+
+
+def test_check_mode_writes_nothing(mariadb, backup_db, tmp_path):
+    dest = tmp_path / "planned"
+    result = backup(mariadb, backup_db, dest, check=True)
+    assert result.rc == 0 and result["changed"], result
+    assert result["path"].startswith(str(dest)) and result["path"].endswith(".sql.zst")
+    assert result["free_bytes"] > result["estimated_bytes"] > 0
+    assert not dest.exists()
+
+
+def test_retention_after_success_only_and_never_newest(mariadb, backup_db, tmp_path):
+    first = backup(mariadb, backup_db, tmp_path)
+    assert first.rc == 0
+    time.sleep(1.1)
+    failed = backup(mariadb, backup_db, tmp_path, keep_last=0, extra_dump_args=["--no-such-option"])
+    assert failed.failed and "--no-such-option" in failed["msg"] and failed["rc"] != 0
+    assert Path(first["path"]).exists()
+    time.sleep(1.1)
+    second = backup(mariadb, backup_db, tmp_path, keep_last=1)
+    assert second.rc == 0
+    assert second["retention_deleted"] == [Path(first["path"]).name]
+    assert not Path(first["path"]).exists() and not Path(first["manifest_path"]).exists()
+    assert Path(second["path"]).exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"database": "no_such_db"}, "does not exist"),
+        ({"login_password": "wrong-password"}, "Access denied"),
+        ({"login_unix_socket": "/nonexistent/mysqld.sock"}, "is the server running"),
+        ({"encrypt_recipients": ["age1notakey"]}, "invalid age recipient"),
+        ({"dest": "relative/dir"}, "absolute path"),
+        ({"label": "../etc"}, "label"),
+        ({"extra_dump_args": ["--skip-comments"]}, "may not contain --skip-comments"),
+        ({"min_size": "1G"}, "below min_size"),
+    ],
+)
+def test_bad_input_fails_clearly_and_writes_nothing(mariadb, backup_db, tmp_path, override, expected):
+    dest = tmp_path / "dest"
+    args = dict(mariadb.login, database=backup_db, dest=str(dest))
+    args.update(override)
+    if override.get("dest"):
+        args["dest"] = override["dest"]
+    result = run_module("mysql_backup", args)
+    assert result.failed, result
+    assert expected in result["msg"]
+    assert "Traceback" not in result["msg"]
+    leftovers = [p.name for p in dest.iterdir() if not p.name.endswith(".lock")] if dest.exists() else []
+    assert leftovers == []
+
+
+def test_unreachable_tcp_port(backup_db, tmp_path, mariadb):
+    args = dict(mariadb.login_tcp, login_port=1, database=backup_db, dest=str(tmp_path), connect_timeout=3)
+    args["config_file"] = mariadb.login["config_file"]
+    result = run_module("mysql_backup", args)
+    assert result.failed and "cannot connect" in result["msg"]
+
+
+def test_missing_trailer_is_a_failure(mariadb, backup_db, tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    fake = fake_bin / "mariadb-dump"
+    fake.write_text(
+        "#!/bin/sh\nprintf -- '-- MariaDB dump 10.19\\n--\\n-- Table structure for table `t`\\n--\\nCREATE TABLE t (a int);\\n'\nexit 0\n"
+    )
+    fake.chmod(0o755)
+    dest = tmp_path / "dest"
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    result = backup(mariadb, backup_db, dest, env=env)
+    assert result.failed and "Dump completed" in result["msg"]
+    assert [p.name for p in dest.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_not_enough_space_is_refused_up_front(mariadb, backup_db, tmpfs):
+    dest = tmpfs("tiny", size="400k")
+    result = backup(mariadb, backup_db, dest, compression="none")
+    assert result.failed and "not enough free space" in result["msg"], result
+    assert list(dest.iterdir()) == []
+
+
+def test_disk_full_mid_write_removes_partial_and_keeps_earlier_backups(mariadb, backup_db, tmpfs, tmp_path):
+    """The preflight estimate passes, then the disk fills up while writing (a dump bigger than estimated)."""
+    dest = tmpfs("small", size="6m")
+    earlier = dest / _retention.backup_file_name("bk_app", datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))
+    earlier.write_bytes(b"earlier backup")
+    (dest / (earlier.name + _retention.MANIFEST_SUFFIX)).write_text("{}")
+    big = tmp_path / "big.sql"
+    row = "(1,'" + "x" * 200 + "'),\n"
+    big.write_text(
+        "-- MariaDB dump 10.19\n--\n-- Table structure for table `t`\n--\n\nCREATE TABLE t (a int, b text);\n"
+        "--\n-- Dumping data for table `t`\n--\n\nLOCK TABLES `t` WRITE;\nINSERT INTO `t` VALUES\n"
+        + row * 60_000
+        + "(2,'y');\nUNLOCK TABLES;\n-- Dump completed\n"
+    )
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "mariadb-dump").write_text(f"#!/bin/sh\nexec cat {big}\n")
+    (fake_bin / "mariadb-dump").chmod(0o755)
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    result = backup(mariadb, backup_db, dest, compression="none", keep_last=1, env=env)
+    assert result.failed, result
+    assert "no space left" in result["msg"]
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == sorted([earlier.name, earlier.name + _retention.MANIFEST_SUFFIX, ".bk_app.backup.lock"])
+
+
+def test_unwritable_dest(mariadb, backup_db, tmpfs):
+    readonly = tmpfs("ro", size="64m", readonly=True)
+    result = backup(mariadb, backup_db, readonly / "sub")
+    assert result.failed and "cannot write" in result["msg"], result
+
+
+def test_two_runs_never_overlap(mariadb, backup_db, tmp_path):
+    tmp_path.chmod(0o700)
+    with _backup.backup_lock(str(tmp_path), backup_db, 0):
+        started = time.monotonic()
+        result = backup(mariadb, backup_db, tmp_path, lock_timeout=2)
+        waited = time.monotonic() - started
+    assert result.failed and "another backup" in result["msg"]
+    assert waited >= 2
+    assert not list(tmp_path.glob("*.sql.zst"))
+    assert backup(mariadb, backup_db, tmp_path).rc == 0  # lock released
+
+
+def test_password_never_in_argv_environ_results_or_files(mariadb, backup_db, tmp_path):
+    """Scan /proc of every process during a run; check results, -vvv output and temp files."""
+    password = mariadb.ROOT_PASSWORD
+    seen: list[str] = []
+    leaks: list[str] = []
+    stop = threading.Event()
+
+    def scan() -> None:
+        me = os.getpid()
+        while not stop.is_set():
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit() or int(pid) == me:
+                    continue
+                for name in ("cmdline", "environ"):
+                    try:
+                        data = Path(f"/proc/{pid}/{name}").read_bytes()
+                    except OSError:
+                        continue
+                    text = data.decode("utf-8", "replace")
+                    if "mariadb-dump" in text and name == "cmdline":
+                        seen.append(text)
+                    if password in text:
+                        leaks.append(f"{pid}/{name}: {text[:200]}")
+            time.sleep(0.005)
+
+    datagen.create_database(mariadb, "bk_big", 12_000_000)
+    thread = threading.Thread(target=scan, daemon=True)
+    thread.start()
+    try:
+        before = set(os.listdir("/tmp"))
+        result = backup(mariadb, "bk_big", tmp_path)
+        after = set(os.listdir("/tmp"))
+    finally:
+        stop.set()
+        thread.join()
+        mariadb.execute("DROP DATABASE IF EXISTS bk_big")
+    assert result.rc == 0, result
+    assert seen, "the scanner never saw mariadb-dump running"
+    assert all("--defaults-extra-file=" in s for s in seen)
+    assert leaks == []
+    assert password not in json.dumps(result)
+    assert not [n for n in after - before if n.startswith(".mutuapix-my-")]
+    assert password.encode() not in Path(result["path"]).read_bytes()
+    assert password not in Path(result["manifest_path"]).read_text()
+
+
+def test_password_not_in_vvv_output(mariadb, backup_db, tmp_path):
+    from tests.support.runner import run_playbook
+
+    playbook = tmp_path / "pb.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - mutuapix.ops.mysql_backup:\n"
+        f"        login_unix_socket: {mariadb.socket}\n        login_user: root\n"
+        f"        login_password: '{mariadb.ROOT_PASSWORD}'\n        config_file: {mariadb.login['config_file']}\n"
+        f"        database: {backup_db}\n        dest: {tmp_path / 'out'}\n"
+    )
+    proc = run_playbook(
+        playbook, "localhost,", args=["-vvv", "-c", "local", "-e", "ansible_python_interpreter=" + os.sys.executable]
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "changed=1" in proc.stdout
+    assert mariadb.ROOT_PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_server_killed_mid_dump_fails_cleanly(second_server, tmp_path):
+    datagen.create_database(second_server, "big", 60_000_000)
+    dest = tmp_path / "dest"
+    dest.mkdir(mode=0o700)
+    earlier = run_module("mysql_backup", dict(second_server.login, database="big", dest=str(dest), label="earlier"))
+    assert earlier.rc == 0
+    killer_done = threading.Event()
+
+    def kill_when_partial() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            partial = [p for p in dest.iterdir() if ".partial-" in p.name]
+            if partial and partial[0].stat().st_size > 50_000:
+                second_server.kill()
+                break
+            time.sleep(0.01)
+        killer_done.set()
+
+    thread = threading.Thread(target=kill_when_partial, daemon=True)
+    thread.start()
+    result = run_module("mysql_backup", dict(second_server.login, database="big", dest=str(dest), compression_level=19))
+    thread.join()
+    assert result.failed, result
+    assert "mariadb-dump failed" in result["msg"] or "Dump completed" in result["msg"]
+    assert "Lost connection" in result["msg"] or "trailer" in result["msg"] or "gone away" in result["msg"]
+    names = sorted(p.name for p in dest.iterdir())
+    assert Path(earlier["path"]).name in names and not [n for n in names if ".partial-" in n]
+    assert len([n for n in names if n.endswith(".sql.zst")]) == 1
+    # the lock is free again
+    with _backup.backup_lock(str(dest), "big", 0):
+        pass
