@@ -205,6 +205,11 @@ def _unquote(part: str) -> str:
     return part
 
 
+def _unquote_account(text: str) -> str:
+    """```role`@`%``` -> ``role@%`` (MariaDB roles have no host part)."""
+    return "@".join(_unquote(part) for part in _split_quoted(text.strip(), "@"))
+
+
 def parse_level(text: str) -> Level:
     """``db.*``, ``db.table``, ```db`.`t```, ``*.*`` into a Level, or AccountError."""
     parts = _split_quoted(text.strip(), ".")
@@ -299,7 +304,7 @@ def parse_show_grants(lines: list[str], server: ServerInfo | None = None) -> Gra
         if not match:
             role = ROLE_RE.match(line)
             if role:
-                grants.roles.extend(_unquote(r) for r in _split_quoted(role.group("roles"), ","))
+                grants.roles.extend(_unquote_account(r) for r in _split_quoted(role.group("roles"), ","))
             continue
         target = TARGET_RE.match(match.group("rest").strip())
         if not target:

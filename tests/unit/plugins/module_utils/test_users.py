@@ -1,0 +1,439 @@
+"""Grant parsing, presets and plans against recorded MariaDB and MySQL 8.0/8.4 answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _users as u
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import ServerInfo
+from ansible_collections.mutuapix.ops.plugins.module_utils._password_policy import caching_sha2_hash
+
+MARIADB = ServerInfo("10.11.19-MariaDB-0+deb12u1-log")
+MARIADB_104 = ServerInfo("10.4.34-MariaDB")
+MYSQL80 = ServerInfo("8.0.39")
+MYSQL8017 = ServerInfo("8.0.17")
+MYSQL84 = ServerInfo("8.4.3")
+
+# SHOW GRANTS recorded on MariaDB 10.11.19 (this repository's test server).
+MARIADB_GRANTS = [
+    "GRANT `r1` TO `b`@`localhost`",
+    "GRANT BINLOG MONITOR ON *.* TO `b`@`localhost` IDENTIFIED BY PASSWORD "
+    "'*14E65567ABDB5135D0CFD9A70B3032C179A49EE7' REQUIRE SSL WITH GRANT OPTION MAX_USER_CONNECTIONS 5",
+    "GRANT SELECT, INSERT ON `my\\_db`.* TO `b`@`localhost`",
+    "GRANT ALL PRIVILEGES ON `x`.* TO `b`@`localhost`",
+    "GRANT SELECT (`User`, `Host`) ON `mysql`.`db` TO `b`@`localhost`",
+    "GRANT SELECT ON `mysql`.`proc` TO `b`@`localhost`",
+    "GRANT EXECUTE ON PROCEDURE `x`.`p` TO `b`@`localhost`",
+]
+MARIADB_ED25519 = [
+    "GRANT USAGE ON *.* TO `e`@`localhost` IDENTIFIED VIA ed25519 USING 'yi26JQzcLYrVvTgU8hzx5TSex2oNMEWp/OCol7IaAHY'",
+]
+# MySQL 8.0: static privileges with ", ", dynamic privileges on their own line joined by ",".
+MYSQL80_BACKUP = [
+    "GRANT PROCESS, REPLICATION CLIENT ON *.* TO `backup`@`localhost`",
+    "GRANT BACKUP_ADMIN,SHOW_ROUTINE ON *.* TO `backup`@`localhost`",
+    "GRANT SELECT, LOCK TABLES, SHOW VIEW, EVENT, TRIGGER ON `mutuapix`.* TO `backup`@`localhost`",
+]
+MYSQL80_ROOT = [
+    "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, SHUTDOWN, PROCESS, FILE, REFERENCES, INDEX, "
+    "ALTER, SHOW DATABASES, SUPER, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, REPLICATION SLAVE, "
+    "REPLICATION CLIENT, CREATE VIEW, SHOW VIEW, CREATE ROUTINE, ALTER ROUTINE, CREATE USER, EVENT, TRIGGER, "
+    "CREATE TABLESPACE, CREATE ROLE, DROP ROLE ON *.* TO `root`@`localhost` WITH GRANT OPTION",
+    "GRANT APPLICATION_PASSWORD_ADMIN,AUDIT_ABORT_EXEMPT,AUDIT_ADMIN,AUTHENTICATION_POLICY_ADMIN,BACKUP_ADMIN,"
+    "BINLOG_ADMIN,BINLOG_ENCRYPTION_ADMIN,CLONE_ADMIN,CONNECTION_ADMIN,SHOW_ROUTINE,SYSTEM_USER,"
+    "XA_RECOVER_ADMIN ON *.* TO `root`@`localhost` WITH GRANT OPTION",
+    "GRANT PROXY ON ``@`` TO `root`@`localhost` WITH GRANT OPTION",
+]
+MYSQL84_APP = [
+    "GRANT USAGE ON *.* TO `app`@`%`",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON `mutuapix`.* TO `app`@`%`",
+    "GRANT `app_role`@`%` TO `app`@`%`",
+    "GRANT EXECUTE, ALTER ROUTINE ON PROCEDURE `mutuapix`.`p` TO `app`@`%`",
+]
+# MySQL 5.7 quoted with single quotes.
+MYSQL57 = ["GRANT USAGE ON *.* TO 'app'@'%'", "GRANT SELECT ON `shop`.* TO 'app'@'%'"]
+
+
+def test_parse_mariadb_recorded() -> None:
+    grants = u.parse_show_grants(MARIADB_GRANTS, MARIADB)
+    assert grants.to_dict() == {
+        "*.*": ["BINLOG MONITOR", "GRANT OPTION"],
+        "my\\_db.*": ["INSERT", "SELECT"],
+        "mysql.db": ["SELECT (`Host`, `User`)"],
+        "mysql.proc": ["SELECT"],
+        "x.*": ["ALL PRIVILEGES"],
+    }
+    assert grants.roles == ["r1"]
+    assert grants.routines == ["PROCEDURE `x`.`p`"]
+    # The password hash MariaDB prints on the USAGE line is never kept anywhere.
+    assert "14E65567" not in repr(grants)
+
+
+def test_parse_mariadb_usage_only() -> None:
+    grants = u.parse_show_grants(MARIADB_ED25519, MARIADB)
+    assert grants.to_dict() == {}
+    assert "yi26" not in repr(grants)
+
+
+def test_parse_mysql80_dynamic_privileges() -> None:
+    grants = u.parse_show_grants(MYSQL80_BACKUP, MYSQL80)
+    assert grants.to_dict() == {
+        "*.*": ["BACKUP_ADMIN", "PROCESS", "REPLICATION CLIENT", "SHOW_ROUTINE"],
+        "mutuapix.*": ["EVENT", "LOCK TABLES", "SELECT", "SHOW VIEW", "TRIGGER"],
+    }
+
+
+def test_parse_mysql80_root_and_proxy() -> None:
+    grants = u.parse_show_grants(MYSQL80_ROOT, MYSQL80)
+    level = u.Level("*", "*")
+    assert level in grants.grant_option
+    assert {"SUPER", "SHOW_ROUTINE", "SYSTEM_USER", "DROP ROLE"} <= grants.privileges[level]
+    assert grants.proxies == 1
+
+
+def test_parse_mysql84_roles_routines_and_57_quotes() -> None:
+    grants = u.parse_show_grants(MYSQL84_APP, MYSQL84)
+    assert grants.to_dict() == {"mutuapix.*": ["DELETE", "INSERT", "SELECT", "UPDATE"]}
+    assert grants.roles == ["app_role@%"]
+    assert grants.routines == ["PROCEDURE `mutuapix`.`p`"]
+    assert u.parse_show_grants(MYSQL57, ServerInfo("5.7.44-log")).to_dict() == {"shop.*": ["SELECT"]}
+
+
+def test_parse_names_with_backticks_and_dots() -> None:
+    line = "GRANT SELECT ON `we``ird.db`.`t TO x` TO `a`@`%`"
+    assert u.parse_show_grants([line]).to_dict() == {"we`ird.db.t TO x": ["SELECT"]}
+
+
+def test_mariadb_synonyms_normalised() -> None:
+    assert u.normalise_privilege("replication client", MARIADB) == "BINLOG MONITOR"
+    assert u.normalise_privilege("replication client", MARIADB_104) == "REPLICATION CLIENT"
+    assert u.normalise_privilege("replication client", MYSQL80) == "REPLICATION CLIENT"
+    assert u.normalise_privilege("all", MYSQL80) == "ALL PRIVILEGES"
+    assert u.normalise_privilege("  lock   tables ") == "LOCK TABLES"
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [
+        ("db.*", u.Level("db", "*")),
+        ("*.*", u.Level("*", "*")),
+        ("`my.db`.`t`", u.Level("my.db", "t")),
+        ("app\\_prod.*", u.Level("app\\_prod", "*")),
+        ("shop-1.orders", u.Level("shop-1", "orders")),
+    ],
+)
+def test_parse_level(text: str, level: u.Level) -> None:
+    assert u.parse_level(text) == level
+
+
+@pytest.mark.parametrize("text", ["db", "a.b.c", "*.t", "db.* TO x; --", "db.t'", ".*", "db."])
+def test_parse_level_refuses(text: str) -> None:
+    with pytest.raises(u.AccountError):
+        u.parse_level(text)
+
+
+def test_level_sql_quotes_everything() -> None:
+    assert u.Level("a`b", "*").sql() == "`a``b`.*"
+    assert u.Level("*", "*").sql() == "*.*"
+    assert u.account_sql("app", "10.0.%") == "`app`@`10.0.%`"
+
+
+@pytest.mark.parametrize("name", ["app", "mutuapix_app", "a.b-c", "x" * 80])
+def test_valid_names(name: str) -> None:
+    assert u.validate_user_name(name, MARIADB) == name
+
+
+@pytest.mark.parametrize("name", ["", "x'@'%", "a b", "a`b", "root;--", "ü", "x" * 81])
+def test_invalid_names(name: str) -> None:
+    with pytest.raises(u.AccountError):
+        u.validate_user_name(name, MARIADB)
+
+
+def test_mysql_name_limit_is_32() -> None:
+    u.validate_user_name("x" * 32, MYSQL80)
+    with pytest.raises(u.AccountError, match="longer than 32"):
+        u.validate_user_name("x" * 33, MYSQL80)
+
+
+@pytest.mark.parametrize("host", ["localhost", "%", "10.0.%", "10.0.0.0/255.255.255.0", "::1", "db-1.example.com"])
+def test_valid_hosts(host: str) -> None:
+    assert u.validate_host(host) == host
+
+
+@pytest.mark.parametrize("host", ["", "a b", "h'ost", "h`ost", "localhost;DROP", "x" * 256])
+def test_invalid_hosts(host: str) -> None:
+    with pytest.raises(u.AccountError):
+        u.validate_host(host)
+
+
+def test_escape_db_pattern() -> None:
+    assert u.escape_db_pattern("app_prod") == "app\\_prod"
+    assert u.escape_db_pattern("50%off") == "50\\%off"
+
+
+def test_presets_mariadb() -> None:
+    db = u.Level("app\\_prod", "*")
+    app, _ = u.preset_privileges("app", "app_prod", MARIADB)
+    assert app == {db: {"SELECT", "INSERT", "UPDATE", "DELETE"}}
+    migrate, _ = u.preset_privileges("migrate", "app_prod", MARIADB)
+    assert migrate[db] >= {"CREATE", "ALTER", "DROP", "INDEX", "TRIGGER", "EVENT", "CREATE TEMPORARY TABLES"}
+    assert "GRANT OPTION" not in migrate[db] and len(migrate) == 1
+    backup, warnings = u.preset_privileges("backup", "app_prod", MARIADB)
+    assert backup == {
+        db: {"SELECT", "SHOW VIEW", "TRIGGER", "EVENT", "LOCK TABLES"},
+        u.Level("mysql", "proc"): {"SELECT"},
+    }
+    assert warnings == []
+    with_binlog, _ = u.preset_privileges("backup", "app_prod", MARIADB, binlog_privilege=True)
+    assert with_binlog[u.Level("*", "*")] == {"BINLOG MONITOR"}
+    old, _ = u.preset_privileges("backup", "app_prod", MARIADB_104, binlog_privilege=True)
+    assert old[u.Level("*", "*")] == {"REPLICATION CLIENT"}
+    with pytest.raises(u.AccountError, match="unknown privileges preset"):
+        u.preset_privileges("admin", "app_prod", MARIADB)
+
+
+def test_backup_preset_mysql_versions() -> None:
+    new, warnings = u.preset_privileges("backup", "shop", MYSQL84, binlog_privilege=True)
+    assert new[u.Level("*", "*")] == {"SHOW_ROUTINE", "REPLICATION CLIENT"} and warnings == []
+    assert u.Level("mysql", "proc") not in new
+    old, warnings = u.preset_privileges("backup", "shop", MYSQL8017)
+    assert old[u.Level("*", "*")] == {"SELECT"} and "8.0.20" in warnings[0]
+
+
+def test_explicit_mapping_rules() -> None:
+    wanted = u.explicit_privileges({"shop.*": "select, insert", "shop.orders": ["UPDATE"]}, MARIADB, False)
+    assert wanted == {u.Level("shop", "*"): {"SELECT", "INSERT"}, u.Level("shop", "orders"): {"UPDATE"}}
+    for mapping, needle in (
+        ({"*.*": ["SELECT"]}, "global privileges"),
+        ({"shop.*": ["SELECT", "GRANT OPTION"]}, "GRANT OPTION"),
+        ({"shop.*": ["FILE"]}, "global privileges; refused"),
+        ({"shop.*": ["SELECT; DROP"]}, "is not a privilege name"),
+        ({"shop.*": ["SELECT (id)"]}, "column privileges are not managed"),
+        ({"shop.*": []}, "are empty"),
+    ):
+        with pytest.raises(u.AccountError, match=needle.replace("(", r"\(")):
+            u.explicit_privileges(mapping, MARIADB, False)
+    allowed = u.explicit_privileges({"*.*": ["PROCESS", "GRANT OPTION"]}, MARIADB, True)
+    assert allowed == {u.Level("*", "*"): {"PROCESS", "GRANT OPTION"}}
+
+
+def _desired(**kw: Any) -> u.Desired:
+    base: dict[str, Any] = {
+        "user": "app",
+        "host": "localhost",
+        "password": "Xk7#pQ2v!Lm9@wZr",
+        "plugin": "mysql_native_password",
+        "update_password": "always",
+        "privileges": {u.Level("shop", "*"): {"SELECT"}},
+    }
+    base.update(kw)
+    return u.Desired(**base)
+
+
+def test_plan_create_mariadb_sends_hash_only() -> None:
+    plan = u.plan_account(MARIADB, u.Account("app", "localhost"), _desired(require_ssl=True, max_user_connections=5))
+    create = plan.statements[0]
+    assert create.sql.startswith("CREATE USER `app`@`localhost` IDENTIFIED VIA mysql_native_password USING '*")
+    assert create.sql.endswith(" REQUIRE SSL WITH MAX_USER_CONNECTIONS 5")
+    assert create.redacted == (
+        "CREATE USER `app`@`localhost` IDENTIFIED VIA mysql_native_password USING '<redacted>' "
+        "REQUIRE SSL WITH MAX_USER_CONNECTIONS 5"
+    )
+    assert "Xk7#" not in create.sql and create.params == ()
+    assert plan.statements[1].sql == "GRANT SELECT ON `shop`.* TO `app`@`localhost`"
+    assert plan.created and plan.password_changed and plan.secrets == [create.sql.split("'")[1]]
+
+
+def test_plan_create_mysql_uses_with_as() -> None:
+    plan = u.plan_account(MYSQL84, u.Account("app", "%"), _desired(host="%", plugin="caching_sha2_password"))
+    sql = plan.statements[0].sql
+    assert sql.startswith("CREATE USER `app`@`%` IDENTIFIED WITH caching_sha2_password AS '$A$005$")
+    assert plan.statements[0].redacted.endswith("AS '<redacted>'")
+
+
+def _existing(server: ServerInfo, plugin: str, auth: bytes, grants: list[str], **kw: Any) -> u.Account:
+    account = u.Account("app", "localhost", exists=True, plugin=plugin, auth_string=auth, **kw)
+    account.grants = u.parse_show_grants(grants, server)
+    return account
+
+
+def test_plan_unchanged_caching_sha2_account_is_empty() -> None:
+    stored = caching_sha2_hash("Xk7#pQ2v!Lm9@wZr").encode()
+    current = _existing(MYSQL80, "caching_sha2_password", stored, ["GRANT SELECT ON `shop`.* TO `app`@`localhost`"])
+    plan = u.plan_account(MYSQL80, current, _desired(plugin="caching_sha2_password"))
+    assert plan.statements == [] and not plan.password_changed
+    changed = u.plan_account(MYSQL80, current, _desired(plugin="caching_sha2_password", password="Other-Pw-99#xyzA"))
+    assert changed.password_changed and changed.statements[0].sql.startswith(
+        "ALTER USER `app`@`localhost` IDENTIFIED WITH"
+    )
+    on_create = u.plan_account(
+        MYSQL80,
+        current,
+        _desired(plugin="caching_sha2_password", password="Other-Pw-99#xyzA", update_password="on_create"),
+    )
+    assert on_create.statements == []
+
+
+def test_plan_plugin_switch_changes_password() -> None:
+    current = _existing(MARIADB, "mysql_native_password", b"*14E65567ABDB5135D0CFD9A70B3032C179A49EE7", [])
+    plan = u.plan_account(MARIADB, current, _desired(password="secret", plugin="ed25519", privileges=None))
+    assert [s.redacted for s in plan.statements] == [
+        "ALTER USER `app`@`localhost` IDENTIFIED VIA ed25519 USING '<redacted>'"
+    ]
+
+
+def test_plan_exact_grants_from_mysql80_backup_to_app() -> None:
+    current = _existing(
+        MYSQL80, "caching_sha2_password", caching_sha2_hash("Xk7#pQ2v!Lm9@wZr").encode(), MYSQL80_BACKUP
+    )
+    wanted = {u.Level("mutuapix", "*"): {"SELECT", "INSERT", "UPDATE", "DELETE"}}
+    plan = u.plan_account(MYSQL80, current, _desired(plugin="caching_sha2_password", privileges=wanted))
+    assert [s.sql for s in plan.statements] == [
+        "REVOKE BACKUP_ADMIN, PROCESS, REPLICATION CLIENT, SHOW_ROUTINE ON *.* FROM `app`@`localhost`",
+        "REVOKE EVENT, LOCK TABLES, SHOW VIEW, TRIGGER ON `mutuapix`.* FROM `app`@`localhost`",
+        "GRANT DELETE, INSERT, UPDATE ON `mutuapix`.* TO `app`@`localhost`",
+    ]
+    assert plan.revoked["*.*"] == ["BACKUP_ADMIN", "PROCESS", "REPLICATION CLIENT", "SHOW_ROUTINE"]
+    assert plan.granted == {"mutuapix.*": ["DELETE", "INSERT", "UPDATE"]}
+    assert plan.final_privileges == {"mutuapix.*": ["DELETE", "INSERT", "SELECT", "UPDATE"]}
+
+
+def test_plan_all_privileges_and_grant_option_revoked_separately() -> None:
+    current = _existing(MARIADB, "mysql_native_password", b"", MARIADB_GRANTS)
+    wanted = {u.Level("x", "*"): {"SELECT"}}
+    plan = u.plan_account(MARIADB, current, _desired(password=None, privileges=wanted))
+    sqls = [s.sql for s in plan.statements]
+    assert "REVOKE BINLOG MONITOR ON *.* FROM `app`@`localhost`" in sqls
+    assert "REVOKE GRANT OPTION ON *.* FROM `app`@`localhost`" in sqls
+    assert "REVOKE SELECT (`Host`, `User`) ON `mysql`.`db` FROM `app`@`localhost`" in sqls
+    assert sqls[-2:] == [
+        "REVOKE ALL PRIVILEGES ON `x`.* FROM `app`@`localhost`",
+        "GRANT SELECT ON `x`.* TO `app`@`localhost`",
+    ]
+    assert not any("GRANT OPTION" in s and "ALL PRIVILEGES" in s for s in sqls)
+
+
+def test_plan_grant_option_when_allowed() -> None:
+    current = _existing(MARIADB, "mysql_native_password", b"", ["GRANT SELECT ON `x`.* TO `app`@`localhost`"])
+    plan = u.plan_account(
+        MARIADB, current, _desired(password=None, privileges={u.Level("x", "*"): {"SELECT", "GRANT OPTION"}})
+    )
+    assert [s.sql for s in plan.statements] == ["GRANT USAGE ON `x`.* TO `app`@`localhost` WITH GRANT OPTION"]
+
+
+def test_plan_limits_only_when_different() -> None:
+    current = _existing(MARIADB, "mysql_native_password", b"", [], ssl_type="ANY", max_user_connections=5)
+    same = u.plan_account(
+        MARIADB, current, _desired(password=None, privileges=None, require_ssl=True, max_user_connections=5)
+    )
+    assert same.statements == []
+    other = u.plan_account(
+        MARIADB, current, _desired(password=None, privileges=None, require_ssl=False, max_user_connections=0)
+    )
+    assert [s.sql for s in other.statements] == [
+        "ALTER USER `app`@`localhost` REQUIRE NONE WITH MAX_USER_CONNECTIONS 0"
+    ]
+
+
+def test_plan_rotate_mysql_retains_and_discards() -> None:
+    stored = caching_sha2_hash("Old-Password-99#x").encode()
+    current = _existing(MYSQL80, "caching_sha2_password", stored, [])
+    current.host = "%"
+    plan = u.plan_account(
+        MYSQL80, current, _desired(host="%", plugin="caching_sha2_password", privileges=None, rotate="retain_current")
+    )
+    (stmt,) = plan.statements
+    # a bound parameter: the host's % is escaped for PyMySQL's formatting
+    assert stmt.sql == "ALTER USER `app`@`%%` IDENTIFIED BY %s RETAIN CURRENT PASSWORD"
+    assert stmt.params == ("Xk7#pQ2v!Lm9@wZr",)
+    assert stmt.redacted == "ALTER USER `app`@`%` IDENTIFIED BY '<redacted>' RETAIN CURRENT PASSWORD"
+    current.has_secondary_password = True
+    current.auth_string = caching_sha2_hash("Xk7#pQ2v!Lm9@wZr").encode()
+    discard = u.plan_account(
+        MYSQL80, current, _desired(host="%", plugin="caching_sha2_password", privileges=None, rotate="discard_old")
+    )
+    assert [s.sql for s in discard.statements] == ["ALTER USER `app`@`%` DISCARD OLD PASSWORD"]
+
+
+@pytest.mark.parametrize("server", [MARIADB, ServerInfo("8.0.13")])
+def test_rotate_refused_without_dual_passwords(server: ServerInfo) -> None:
+    current = _existing(server, "mysql_native_password", b"", [])
+    with pytest.raises(u.AccountError, match="dual password support"):
+        u.plan_account(server, current, _desired(rotate="retain_current", privileges=None))
+
+
+def test_plan_removal() -> None:
+    current = _existing(MARIADB, "mysql_native_password", b"", MARIADB_GRANTS)
+    plan = u.plan_removal(current)
+    assert [s.sql for s in plan.statements] == ["DROP USER `app`@`localhost`"] and plan.removed
+    assert u.plan_removal(u.Account("app", "localhost")).statements == []
+
+
+def test_create_without_password_refused() -> None:
+    with pytest.raises(u.AccountError, match="password is required to create app@localhost"):
+        u.plan_account(MARIADB, u.Account("app", "localhost"), _desired(password=None))
+
+
+@pytest.mark.parametrize(
+    ("plugin", "server", "available", "needle"),
+    [
+        ("ed25519", MYSQL80, True, "only on MariaDB"),
+        ("caching_sha2_password", MARIADB, True, "MySQL's"),
+        ("mysql_native_password", MYSQL84, False, "disabled by default on MySQL 8.4"),
+        ("ed25519", MARIADB, False, "INSTALL SONAME 'auth_ed25519'"),
+    ],
+)
+def test_plugin_support(plugin: str, server: ServerInfo, available: bool, needle: str) -> None:
+    with pytest.raises(u.AccountError, match=needle):
+        u.check_plugin_supported(plugin, server, available)
+
+
+def test_plugin_support_ok() -> None:
+    u.check_plugin_supported("mysql_native_password", MYSQL80, True)
+    u.check_plugin_supported("ed25519", MARIADB, True)
+
+
+class FakeCursor:
+    """Replays recorded answers to the variable queries (no server involved)."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.row: Any = None
+
+    def execute(self, query: str, args: Any = None) -> None:
+        answer = self.answers.get(query)
+        if isinstance(answer, Exception):
+            raise answer
+        self.row = answer
+
+    def fetchone(self) -> Any:
+        return self.row
+
+
+def test_server_default_plugin_recorded_answers() -> None:
+    import pymysql
+
+    assert u.server_default_plugin(FakeCursor({}), MARIADB) == "mysql_native_password"
+    # MySQL 8.0.34: default_authentication_plugin exists (deprecated).
+    cur = FakeCursor({"SELECT @@default_authentication_plugin": ("caching_sha2_password",)})
+    assert u.server_default_plugin(cur, MYSQL80) == "caching_sha2_password"
+    # MySQL 8.4: the variable is gone; authentication_policy is "*,," meaning the built-in default.
+    unknown = pymysql.err.OperationalError(1193, "Unknown system variable 'default_authentication_plugin'")
+    cur = FakeCursor({"SELECT @@default_authentication_plugin": unknown, "SELECT @@authentication_policy": ("*,,",)})
+    assert u.server_default_plugin(cur, MYSQL84) == "caching_sha2_password"
+    cur = FakeCursor({"SELECT @@default_authentication_plugin": ("mysql_native_password",)})
+    assert u.server_default_plugin(cur, MYSQL80) == "mysql_native_password"
+
+
+def test_resolve_plugin() -> None:
+    existing = u.Account("a", "h", exists=True, plugin="ed25519")
+    assert u.resolve_plugin("auto", existing, "mysql_native_password") == "ed25519"
+    socket_auth = u.Account("a", "h", exists=True, plugin="unix_socket")
+    assert u.resolve_plugin("auto", socket_auth, "mysql_native_password") == "mysql_native_password"
+    assert u.resolve_plugin("ed25519", socket_auth, "mysql_native_password") == "ed25519"
+
+
+def test_redact() -> None:
+    assert u.redact("x secret y *HASH", ["secret", "*HASH", ""]) == "x <redacted> y <redacted>"
