@@ -67,5 +67,5 @@ notes:
   - Requests are signed with signature version 4 and never carry C(x-amz-checksum-*),
     C(x-amz-sdk-checksum-algorithm), storage class or ACL headers, which B2 rejects;
     uploads and multi-object deletes carry C(Content-MD5) instead.
-  - Set the options once for a play with C(module_defaults: {group/mutuapix.ops.b2: {...}}).
+  - Set the options once for a play with C(module_defaults) and the action group C(group/mutuapix.ops.b2).
 """

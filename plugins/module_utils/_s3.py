@@ -146,7 +146,7 @@ def client_config(settings: ClientSettings) -> Any:
         s3={"addressing_style": "path"},
         # 'standard' retries 500/502/503/504, SlowDown, throttling and connection errors
         # with exponential backoff and jitter, re-sending seekable bodies from the start.
-        retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+        retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         max_pool_connections=max(10, settings.pool_size),

@@ -17,17 +17,10 @@ REGION = "us-west-004"
 MiB = 1024 * 1024
 
 
-def clean_env() -> dict[str, str]:
-    """No stray AWS settings from the developer's shell."""
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "B2_")):
-            os.environ.pop(name)
-    return {}
-
-
 def b2_run(args: dict[str, Any], check: bool = False, env: dict[str, str] | None = None, **kw: Any) -> ModuleResult:
-    clean_env()
-    return run_module("b2_sync", args, check=check, env=env, **kw)
+    """Run b2_sync; credentials from the developer's shell (AWS_*, B2_*) are blanked out."""
+    blanked = {name: "" for name in os.environ if name.startswith(("AWS_", "B2_"))}
+    return run_module("b2_sync", args, check=check, env={**blanked, **(env or {})}, **kw)
 
 
 def write_backup(

@@ -1,0 +1,165 @@
+"""Pure parts of the sync logic (_b2sync.py): names, prefixes, plans, the hash cache."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
+    DEFAULT_INCLUDE,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    HashCache,
+    RemoteObject,
+    SyncError,
+    backup_stem,
+    effective_part_size,
+    latest_backup,
+    matches,
+    normalize_prefix,
+    retention_split,
+    scan_local,
+    write_file_atomic,
+)
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("", ""), (None, ""), ("db", "db/"), ("db/", "db/"), ("/prod/db1", "prod/db1/"), ("a/b/", "a/b/")],
+)
+def test_normalize_prefix(given, expected):
+    assert normalize_prefix(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [
+        ("app-20260102T030405Z.sql.zst", "app"),
+        ("app-nightly-20260102T030405Z.sql.gz.age", "app-nightly"),
+        ("my-app-20260102T030405Z.sql.zst.manifest.json", "my-app"),
+        ("app-20260102T030405Z.sql", "app"),
+        ("README.txt", None),
+        ("app.sql.zst", None),
+        ("app-2026.sql.zst", None),
+    ],
+)
+def test_backup_stem(name, stem):
+    assert backup_stem(name) == stem
+
+
+def test_default_include_matches_backups_and_manifests_only():
+    wanted = [
+        "app-20260102T030405Z.sql.zst",
+        "app-20260102T030405Z.sql.zst.age",
+        "app-20260102T030405Z.sql.gz",
+        "app-20260102T030405Z.sql.zst.manifest.json",
+    ]
+    unwanted = [".app-20260102T030405Z.sql.zst.tmp", "notes.txt", "app.lock", ".x.manifest.json"]
+    assert all(matches(n, DEFAULT_INCLUDE, []) for n in wanted)
+    assert not any(matches(n, DEFAULT_INCLUDE, []) for n in unwanted)
+    assert not matches(wanted[0], DEFAULT_INCLUDE, ["app-*"])
+
+
+def test_effective_part_size_grows_past_ten_thousand_parts():
+    mib = 1024 * 1024
+    assert effective_part_size(10 * mib, 1) == MIN_PART_SIZE
+    assert effective_part_size(10 * mib, 100 * mib) == 100 * mib
+    huge = 100 * mib * MAX_PARTS + 1
+    size = effective_part_size(huge, 100 * mib)
+    assert size == 200 * mib and huge <= size * MAX_PARTS
+
+
+def test_retention_split_groups_by_stem_and_keeps_newest():
+    names = [f"app-{(NOW - dt.timedelta(days=d)).strftime('%Y%m%dT%H%M%SZ')}.sql.zst" for d in range(4)]
+    names += [n + ".manifest.json" for n in names]
+    names += ["app-predeploy-20200101T000000Z.sql.zst", "README.txt"]
+    doomed = retention_split(names, {"keep_last": 2}, NOW)
+    assert doomed == set(sorted(n for n in names if n.startswith("app-2") and not n.endswith(".json"))[:2])
+    assert retention_split(names, {"keep_last": None}, NOW) == set()
+
+
+def remote(name: str, size: int = 1) -> RemoteObject:
+    return RemoteObject(name, "p/" + name, size, '"e"', NOW)
+
+
+def test_latest_backup_needs_a_manifest_and_honours_label():
+    objects = {
+        n: remote(n)
+        for n in (
+            "app-20260101T000000Z.sql.zst",
+            "app-20260101T000000Z.sql.zst.manifest.json",
+            "app-20260102T000000Z.sql.zst",  # newest but incomplete
+            "app-predeploy-20260101T120000Z.sql.zst",
+            "app-predeploy-20260101T120000Z.sql.zst.manifest.json",
+        )
+    }
+    assert latest_backup(objects, "app") == "app-predeploy-20260101T120000Z.sql.zst"
+    assert latest_backup(objects, "app", label=None) == "app-predeploy-20260101T120000Z.sql.zst"
+    assert latest_backup(objects, "app", label="predeploy") == "app-predeploy-20260101T120000Z.sql.zst"
+    assert latest_backup(objects, "crm") is None
+
+
+def test_hash_cache_round_trip_and_invalidation(tmp_path: Path):
+    path = tmp_path / "c" / "cache.json"
+    data = tmp_path / "f"
+    data.write_bytes(b"x")
+    st = data.stat()
+    cache = HashCache(str(path), "http://e/b")
+    assert cache.local_sha256(str(data), st) is None
+    cache.set_local(str(data), st, "aa")
+    cache.set_remote("p/k", '"e"', 1, 100, "bb")
+    cache.save()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    again = HashCache(str(path), "http://e/b")
+    assert again.local_sha256(str(data), data.stat()) == "aa"
+    assert again.remote_sha256("p/k", '"e"', 1, 100) == "bb"
+    assert again.remote_sha256("p/k", '"other"', 1, 100) is None
+    assert again.remote_sha256("p/k", '"e"', 1, 101) is None
+    assert HashCache(str(path), "http://e/other-bucket").remote_sha256("p/k", '"e"', 1, 100) is None
+
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert again.local_sha256(str(data), data.stat()) is None
+
+
+def test_hash_cache_survives_a_damaged_file(tmp_path: Path):
+    path = tmp_path / "cache.json"
+    path.write_text("{not json")
+    cache = HashCache(str(path), "s")
+    assert cache.local == {} and cache.remote == {}
+    path.write_text(json.dumps({"version": 999, "local": {"x": 1}}))
+    assert HashCache(str(path), "s").local == {}
+
+
+def test_hash_cache_without_a_path_never_writes(tmp_path: Path):
+    cache = HashCache(None, "s")
+    cache.set_remote("k", "e", 1, 1, "x")
+    cache.save()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scan_local_is_flat_and_sorted(tmp_path: Path):
+    (tmp_path / "b-20260101T000000Z.sql.zst").write_bytes(b"1")
+    (tmp_path / "a-20260101T000000Z.sql.zst").write_bytes(b"22")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c-20260101T000000Z.sql.zst").write_bytes(b"3")
+    found = scan_local(str(tmp_path), DEFAULT_INCLUDE, [])
+    assert [(f.name, f.size) for f in found] == [("a-20260101T000000Z.sql.zst", 2), ("b-20260101T000000Z.sql.zst", 1)]
+    with pytest.raises(SyncError, match="not a directory"):
+        scan_local(str(tmp_path / "missing"), DEFAULT_INCLUDE, [])
+
+
+def test_write_file_atomic(tmp_path: Path):
+    target = tmp_path / "m.json"
+    write_file_atomic(str(target), b"{}")
+    assert target.read_bytes() == b"{}"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
