@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Hard memory limit for supervisor programs: a supervisor event listener (private API).
+
+PHP's ``queue:work --memory`` is a soft limit: the worker checks it between jobs, so a job
+that leaks keeps growing until the OOM killer picks a victim - often MySQL. This listener
+enforces a hard limit from outside the process: on every ``TICK_5`` event it reads the
+resident memory of each process of one group (the process plus its descendants, from
+``/proc``) and restarts, through supervisor's XML-RPC API, any process above the limit. The
+restart is supervisor's own ``stopProcess`` (``stopsignal`` then ``stopwaitsecs``) followed by
+``startProcess``, so the worker gets its graceful shutdown.
+
+The file is both a module_utils file (``supervisor_worker_limits`` imports the XML-RPC
+transport and copies this file to the managed host) and a standalone script run by
+supervisord. It must only use the standard library.
+
+Usage (as supervisord's ``[eventlistener:x]`` command, with ``events=TICK_5``)::
+
+    python3 memlimit.py --group queue-default --limit-mb 768
+
+It talks to supervisord at ``SUPERVISOR_SERVER_URL`` (set by supervisord for its children),
+authenticating with ``SUPERVISOR_USERNAME``/``SUPERVISOR_PASSWORD`` when set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import socket
+import sys
+import time
+import urllib.parse
+import xmlrpc.client
+from typing import Any, TextIO
+
+PAGE_KB = 1024
+
+
+class UnixStreamHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection over a Unix socket (supervisord's ``[unix_http_server]``)."""
+
+    def __init__(self, socket_path: str, timeout: float | None = None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.timeout is not None:
+            sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class UnixStreamTransport(xmlrpc.client.Transport):
+    """xmlrpc transport for ``unix://`` URLs, with optional basic auth."""
+
+    def __init__(self, socket_path: str, timeout: float | None = None) -> None:
+        super().__init__()
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        # get_host_info turns "user:password@" into the Authorization header.
+        _host, self._extra_headers, _x509 = self.get_host_info(host)
+        return UnixStreamHTTPConnection(self.socket_path, self.timeout)
+
+
+class TimeoutTransport(xmlrpc.client.Transport):
+    """xmlrpc transport for ``http://`` URLs with a socket timeout."""
+
+    def __init__(self, timeout: float | None = None) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        connection = super().make_connection(host)
+        connection.timeout = self.timeout
+        return connection
+
+
+def server_proxy(
+    url: str, username: str | None = None, password: str | None = None, timeout: float | None = None
+) -> xmlrpc.client.ServerProxy:
+    """A ServerProxy for ``unix:///path/to.sock``, a bare socket path, or ``http://host:port``."""
+    if url.startswith("unix://") or url.startswith("/"):
+        path = url[len("unix://") :] if url.startswith("unix://") else url
+        transport: xmlrpc.client.Transport = UnixStreamTransport(path, timeout)
+        netloc = "localhost"
+        scheme = "http"
+        base_path = "/RPC2"
+    else:
+        parts = urllib.parse.urlsplit(url)
+        transport = TimeoutTransport(timeout)
+        scheme = parts.scheme or "http"
+        netloc = parts.netloc
+        base_path = parts.path if parts.path not in ("", "/") else "/RPC2"
+    if username:
+        credentials = urllib.parse.quote(username, safe="") + ":" + urllib.parse.quote(password or "", safe="")
+        netloc = f"{credentials}@{netloc.rsplit('@', 1)[-1]}"
+    return xmlrpc.client.ServerProxy(f"{scheme}://{netloc}{base_path}", transport=transport, allow_none=True)
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # the command name is in parentheses and may contain spaces: split after the last ')'
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return 0
+
+
+def rss_mb(pid: int, include_children: bool = True) -> float | None:
+    """Resident memory of ``pid`` (plus its descendants), in MiB; None when it cannot be read."""
+    if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+        return None
+    pids = [pid]
+    if include_children:
+        tree = _children_map()
+        stack = [pid]
+        while stack:
+            for child in tree.get(stack.pop(), []):
+                pids.append(child)
+                stack.append(child)
+    return round(sum(_rss_kb(p) for p in pids) / PAGE_KB, 1)
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
+    sys.stderr.flush()
+
+
+def check_group(rpc: Any, group: str, limit_mb: float) -> list[str]:
+    """Restart every running process of ``group`` above ``limit_mb``; return their names."""
+    restarted = []
+    for info in rpc.supervisor.getAllProcessInfo():
+        if info.get("group") != group or info.get("statename") != "RUNNING":
+            continue
+        used = rss_mb(int(info.get("pid") or 0))
+        if used is None or used <= limit_mb:
+            continue
+        name = f"{group}:{info['name']}"
+        _log(f"{name} (pid {info['pid']}) uses {used:.0f} MB, above the hard limit of {limit_mb:.0f} MB: restarting")
+        try:
+            rpc.supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as exc:
+            _log(f"stopping {name} failed: {exc.faultString}")
+        try:
+            rpc.supervisor.startProcess(name, False)
+        except xmlrpc.client.Fault as exc:
+            _log(f"starting {name} failed: {exc.faultString}")
+            continue
+        restarted.append(name)
+    return restarted
+
+
+def _read_event(stdin: TextIO) -> tuple[dict[str, str], str]:
+    header_line = stdin.readline()
+    if not header_line:
+        raise EOFError
+    headers = dict(token.split(":", 1) for token in header_line.split())
+    payload = stdin.read(int(headers.get("len", "0")))
+    return headers, payload
+
+
+def listen(group: str, limit_mb: float, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+    """supervisor's event listener protocol: READY, read one event, RESULT, repeat."""
+    url = os.environ.get("SUPERVISOR_SERVER_URL", "unix:///var/run/supervisor.sock")
+    rpc = server_proxy(url, os.environ.get("SUPERVISOR_USERNAME"), os.environ.get("SUPERVISOR_PASSWORD"), timeout=None)
+    _log(f"watching group {group}: hard memory limit {limit_mb:.0f} MB")
+    while True:
+        stdout.write("READY\n")
+        stdout.flush()
+        try:
+            headers, _payload = _read_event(stdin)
+        except EOFError:
+            return
+        if headers.get("eventname", "").startswith("TICK"):
+            try:
+                check_group(rpc, group, limit_mb)
+            except (OSError, xmlrpc.client.Error, http.client.HTTPException) as exc:
+                _log(f"cannot check {group}: {exc}")
+        stdout.write("RESULT 2\nOK")
+        stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Restart supervisor processes above a hard memory limit.")
+    parser.add_argument("--group", required=True, help="supervisor process group to watch")
+    parser.add_argument("--limit-mb", type=float, required=True, help="resident memory limit per process, MiB")
+    args = parser.parse_args(argv)
+    listen(args.group, args.limit_mb)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,502 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Supervisor programs for Laravel queue workers (private API).
+
+Renders one config file per worker program (plus its hard-memory event listener), checks
+the rendering by parsing it back, writes it atomically, and applies it through supervisord's
+XML-RPC API the way ``supervisorctl reread`` + ``update`` would - limited to the groups this
+file defines: new groups are added, deleted ones removed, changed ones stopped gracefully
+(``stopsignal`` then ``stopwaitsecs``) and started again; untouched groups keep running.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import errno
+import http.client
+import os
+import re
+import shlex
+import socket
+import tempfile
+import time
+import xmlrpc.client
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _memmon
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LISTENER_SUFFIX = "_memlimit"
+DEFAULT_URL = "unix:///var/run/supervisor.sock"
+HEADER = "; Managed by mutuapix.ops.supervisor_worker_limits - local changes will be overwritten.\n"
+# Seconds the hard-memory listener waits between checks (supervisor's TICK_5 event).
+LISTENER_EVENT = "TICK_5"
+
+
+class WorkerConfigError(Exception):
+    """The requested worker configuration is inconsistent or cannot be rendered safely."""
+
+
+class SupervisorError(Exception):
+    """supervisord cannot be reached or refused a request."""
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_name(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise WorkerConfigError(
+            f"name {name!r} is not a valid supervisor program name: use 1-63 letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
+    if name.endswith(LISTENER_SUFFIX):
+        raise WorkerConfigError(f"name {name!r} must not end with {LISTENER_SUFFIX}: that suffix names the listener")
+    return name
+
+
+def validate_limits(
+    *,
+    timeout_s: int,
+    retry_after_s: int,
+    stopwaitsecs: int,
+    memory_mb: int | None,
+    hard_memory_mb: int | None,
+    numprocs: int,
+) -> None:
+    """Refuse timeouts and limits that contradict each other, saying why."""
+    if timeout_s <= 0:
+        raise WorkerConfigError(f"timeout_s must be positive, got {timeout_s}")
+    if timeout_s >= retry_after_s:
+        raise WorkerConfigError(
+            f"timeout_s ({timeout_s}) must be below retry_after_s ({retry_after_s}): otherwise a job still running "
+            "is handed to a second worker when its reservation expires, and runs twice. Lower timeout_s or raise "
+            "the queue connection's retry_after (config/queue.php) and pass it as retry_after_s"
+        )
+    if stopwaitsecs <= timeout_s:
+        raise WorkerConfigError(
+            f"stopwaitsecs ({stopwaitsecs}) must be above timeout_s ({timeout_s}): supervisor would SIGKILL a worker "
+            "in the middle of a job it is allowed to finish on a graceful stop"
+        )
+    if memory_mb is not None and memory_mb <= 0:
+        raise WorkerConfigError(f"memory_mb must be positive, got {memory_mb}")
+    if hard_memory_mb is not None:
+        if hard_memory_mb <= 0:
+            raise WorkerConfigError(f"hard_memory_mb must be positive, got {hard_memory_mb}")
+        if memory_mb is not None and hard_memory_mb <= memory_mb:
+            raise WorkerConfigError(
+                f"hard_memory_mb ({hard_memory_mb}) must be above memory_mb ({memory_mb}): the soft limit lets the "
+                "worker exit cleanly between jobs; the hard limit is the safety net above it"
+            )
+    if numprocs < 1:
+        raise WorkerConfigError(f"numprocs must be at least 1, got {numprocs}")
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@dataclass
+class WorkerSpec:
+    """Everything the config file says about one worker program."""
+
+    name: str
+    command: list[str]
+    numprocs: int = 1
+    directory: str | None = None
+    user: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    stopwaitsecs: int = 90
+    log_file: str | None = None
+    log_max_mb: int = 50
+    log_backups: int = 5
+    hard_memory_mb: int | None = None
+    listener_command: list[str] | None = None
+    listener_environment: dict[str, str] = field(default_factory=dict)
+    autostart: bool = True
+
+    @property
+    def listener_group(self) -> str:
+        return self.name + LISTENER_SUFFIX
+
+    @property
+    def groups(self) -> list[str]:
+        """Supervisor process groups this spec defines (the program, and its listener if any)."""
+        return [self.name] + ([self.listener_group] if self.hard_memory_mb else [])
+
+
+def laravel_command(
+    *,
+    php: str,
+    app_path: str,
+    connection: str | None,
+    queues: list[str],
+    sleep: int,
+    tries: int,
+    max_time_s: int,
+    max_jobs: int,
+    timeout_s: int,
+    memory_mb: int,
+) -> list[str]:
+    """``php artisan queue:work`` with the limits as options."""
+    args = [php, os.path.join(app_path, "artisan"), "queue:work"]
+    if connection:
+        args.append(connection)
+    if queues:
+        args.append("--queue=" + ",".join(queues))
+    args += [f"--sleep={sleep}", f"--tries={tries}", f"--timeout={timeout_s}", f"--memory={memory_mb}"]
+    if max_time_s:
+        args.append(f"--max-time={max_time_s}")
+    if max_jobs:
+        args.append(f"--max-jobs={max_jobs}")
+    return args
+
+
+def _escape(value: str, what: str) -> str:
+    """A value safe in supervisor's INI: one line, and '%' doubled (supervisor expands %(name)s)."""
+    if "\n" in value or "\r" in value or "\x00" in value:
+        raise WorkerConfigError(f"{what} must not contain line breaks or NUL bytes")
+    return value.replace("%", "%%")
+
+
+def _command_line(args: list[str], what: str) -> str:
+    if not args or not args[0]:
+        raise WorkerConfigError(f"{what} is empty")
+    return _escape(shlex.join(args), what)
+
+
+def _environment_line(env: dict[str, str]) -> str:
+    items = []
+    for key, value in sorted(env.items()):
+        if not ENV_KEY_RE.match(key):
+            raise WorkerConfigError(f"environment variable name {key!r} is not valid")
+        if '"' in value:
+            raise WorkerConfigError(
+                f"environment value of {key} contains a double quote, which supervisor cannot represent"
+            )
+        items.append(f'{key}="{_escape(value, f"environment value of {key}")}"')
+    return ",".join(items)
+
+
+def render_sections(spec: WorkerSpec) -> dict[str, dict[str, str]]:
+    """The INI sections and values (already escaped for supervisor) of the spec."""
+    program: dict[str, str] = {
+        "command": _command_line(spec.command, "command"),
+        "process_name": "%(program_name)s_%(process_num)02d",
+        "numprocs": str(spec.numprocs),
+        "autostart": "true" if spec.autostart else "false",
+        "autorestart": "true",
+        "startsecs": "1",
+        "startretries": "10",
+        "stopsignal": "TERM",
+        "stopwaitsecs": str(spec.stopwaitsecs),
+        "stopasgroup": "true",
+        "killasgroup": "true",
+        "redirect_stderr": "true",
+        "stdout_logfile": _escape(spec.log_file or "AUTO", "log_file"),
+        "stdout_logfile_maxbytes": f"{spec.log_max_mb}MB",
+        "stdout_logfile_backups": str(spec.log_backups),
+    }
+    if spec.directory:
+        program["directory"] = _escape(spec.directory, "directory")
+    if spec.user:
+        program["user"] = _escape(spec.user, "user")
+    if spec.environment:
+        program["environment"] = _environment_line(spec.environment)
+    sections = {f"program:{spec.name}": program}
+    if spec.hard_memory_mb:
+        if not spec.listener_command:
+            raise WorkerConfigError("hard_memory_mb needs the listener command")
+        listener = {
+            "command": _command_line(spec.listener_command, "listener command"),
+            "events": LISTENER_EVENT,
+            "autostart": "true",
+            "autorestart": "true",
+            "startsecs": "1",
+            "stopwaitsecs": "10",
+            "stderr_logfile": _escape(
+                (spec.log_file + ".memlimit.log") if spec.log_file else "AUTO", "listener log file"
+            ),
+            "stderr_logfile_maxbytes": "10MB",
+            "stderr_logfile_backups": "2",
+        }
+        if spec.listener_environment:
+            listener["environment"] = _environment_line(spec.listener_environment)
+        sections[f"eventlistener:{spec.listener_group}"] = listener
+    return sections
+
+
+def render_config(spec: WorkerSpec) -> str:
+    lines = [HEADER.rstrip("\n")]
+    for section, values in render_sections(spec).items():
+        lines.append("")
+        lines.append(f"[{section}]")
+        lines.extend(f"{key}={value}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
+
+
+def parse_config(text: str) -> dict[str, dict[str, str]]:
+    """Read a rendered file back the way supervisor's parser does (INI, no interpolation)."""
+    # supervisor's UnhosedConfigParser: RawConfigParser with inline comments after ';' or '#'.
+    parser = configparser.RawConfigParser(strict=True, inline_comment_prefixes=(";", "#"))
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        raise WorkerConfigError(f"the rendered configuration does not parse: {exc}") from exc
+    return {section: dict(parser.items(section)) for section in parser.sections()}
+
+
+def _split_environment(value: str) -> dict[str, str]:
+    """supervisor's own ``KEY="v",KEY2="v2"`` parser (datatypes.dict_of_key_value_pairs)."""
+    lexer = shlex.shlex(value)
+    lexer.wordchars += "/.+-():"
+    tokens = list(lexer)
+    result = {}
+    for i in range(0, len(tokens), 4):
+        key, eq, val = [*tokens[i : i + 3], "", "", ""][:3]
+        if eq != "=":
+            raise WorkerConfigError(f"environment line {value!r} does not parse back")
+        result[key] = val.strip("'\"")
+    return result
+
+
+def check_round_trip(spec: WorkerSpec, text: str) -> None:
+    """Parse the rendered text back and compare it with the intent before it replaces anything."""
+    parsed = parse_config(text)
+    expected = render_sections(spec)
+    if parsed != expected:
+        raise WorkerConfigError("the rendered configuration does not read back as written (a value is not escaped?)")
+    program = parsed[f"program:{spec.name}"]
+    if shlex.split(program["command"].replace("%%", "%")) != spec.command:
+        raise WorkerConfigError("the command line does not read back as the same arguments")
+    if spec.environment:
+        back = _split_environment(program["environment"])
+        if {k: v.replace("%%", "%") for k, v in back.items()} != spec.environment:
+            raise WorkerConfigError(
+                "environment values do not read back unchanged (avoid commas, quotes and spaces mixed with '=')"
+            )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_file(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise WorkerConfigError(f"cannot read {path}: {exc}") from exc
+
+
+def write_atomic(path: str, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to a temporary file beside ``path`` (not matching ``*.conf``), fsync, rename."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise WorkerConfigError(f"config_dir {directory} does not exist: is supervisor installed?")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".mutuapix-", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise WorkerConfigError(f"cannot write in {directory}: {exc}") from exc
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise WorkerConfigError(f"cannot write {path}: {exc}") from exc
+
+
+def remove_file(path: str) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise WorkerConfigError(f"cannot remove {path}: {exc}") from exc
+    return True
+
+
+def file_mode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- XML-RPC
+
+
+class Supervisor:
+    """supervisord's XML-RPC API with errors turned into messages a person can act on."""
+
+    def __init__(self, url: str, username: str | None = None, password: str | None = None, timeout: float = 30) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._username = username
+        self._password = password
+        self._proxy = _memmon.server_proxy(url, username, password, timeout)
+
+    def _socket_path(self) -> str | None:
+        if self.url.startswith("unix://"):
+            return self.url[len("unix://") :]
+        return self.url if self.url.startswith("/") else None
+
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        proxy = self._proxy
+        if timeout is not None:
+            proxy = _memmon.server_proxy(self.url, self._username, self._password, timeout)
+        try:
+            return getattr(proxy.supervisor, method)(*args)
+        except xmlrpc.client.Fault as exc:
+            raise SupervisorError(
+                f"supervisord refused {method}({', '.join(map(repr, args))}): {exc.faultString}"
+            ) from exc
+        except xmlrpc.client.ProtocolError as exc:
+            if exc.errcode == 401:
+                raise SupervisorError(
+                    f"supervisord at {self.url} refused the credentials: set supervisor_username and "
+                    "supervisor_password to the [unix_http_server]/[inet_http_server] username and password"
+                ) from exc
+            raise SupervisorError(f"supervisord at {self.url} answered HTTP {exc.errcode} {exc.errmsg}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise SupervisorError(self._explain(exc)) from exc
+
+    def _explain(self, exc: BaseException) -> str:
+        path = self._socket_path()
+        err = getattr(exc, "errno", None)
+        if path and err == errno.ENOENT:
+            return (
+                f"supervisord is not running: its socket {path} does not exist. Start it (systemctl start "
+                "supervisor) or set supervisor_url to the socket in [unix_http_server]"
+            )
+        if err == errno.ECONNREFUSED:
+            return (
+                f"supervisord is not running: nothing accepts connections at {self.url} (a stale socket after a "
+                "crash?). Start it (systemctl start supervisor)"
+            )
+        if err in (errno.EACCES, errno.EPERM):
+            return (
+                f"permission denied on supervisord's socket {path or self.url}: run the task with become: true, "
+                "or give this user access with chown/chmod in [unix_http_server]"
+            )
+        if isinstance(exc, (TimeoutError, socket.timeout)):
+            return f"supervisord at {self.url} did not answer within {self.timeout} s"
+        return f"cannot talk to supervisord at {self.url}: {exc}"
+
+    def reread(self) -> tuple[list[str], list[str], list[str]]:
+        """``supervisorctl reread``: (added, changed, removed) group names."""
+        added, changed, removed = self.call("reloadConfig")[0]
+        return list(added), list(changed), list(removed)
+
+    def processes(self) -> list[dict[str, Any]]:
+        return list(self.call("getAllProcessInfo"))
+
+    def loaded_groups(self) -> set[str]:
+        return {info["group"] for info in self.processes()}
+
+    def stop_group(self, group: str, stop_timeout: float) -> None:
+        """Stop gracefully: stopsignal, then supervisor waits up to stopwaitsecs before SIGKILL."""
+        self.call("stopProcessGroup", group, True, timeout=stop_timeout)
+
+    def remove_group(self, group: str) -> None:
+        self.call("removeProcessGroup", group)
+
+    def add_group(self, group: str) -> None:
+        self.call("addProcessGroup", group)
+
+
+# --------------------------------------------------------------------------- apply
+
+
+@dataclass
+class Plan:
+    """Which groups are added, removed and restarted."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"added": self.added, "removed": self.removed, "restarted": self.restarted}
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.restarted)
+
+
+def predict(loaded: set[str], groups: list[str], stale_groups: list[str], file_changed: bool) -> Plan:
+    """Check mode: what apply would do, from the loaded groups and whether the file changes."""
+    plan = Plan()
+    for group in groups:
+        if group not in loaded:
+            plan.added.append(group)
+        elif file_changed:
+            plan.restarted.append(group)
+    plan.removed = [g for g in stale_groups if g in loaded]
+    return plan
+
+
+def apply(client: Supervisor, ours: set[str], present: list[str], stop_timeout: float) -> Plan:
+    """``reread`` then ``update``, limited to our groups; changes elsewhere are left for their owners."""
+    added, changed, removed = client.reread()
+    plan = Plan(
+        added=sorted(g for g in added if g in ours),
+        removed=sorted(g for g in removed if g in ours),
+        restarted=sorted(g for g in changed if g in ours),
+    )
+    for group in plan.removed:
+        client.stop_group(group, stop_timeout)
+        client.remove_group(group)
+    for group in plan.restarted:
+        client.stop_group(group, stop_timeout)
+        client.remove_group(group)
+        client.add_group(group)
+    for group in plan.added:
+        client.add_group(group)
+    missing = [g for g in present if g not in plan.added and g not in client.loaded_groups()]
+    if missing:
+        raise SupervisorError(
+            f"supervisord does not load {', '.join(missing)} after rereading its configuration: does its [include] "
+            "files= cover config_dir? (Debian: files = /etc/supervisor/conf.d/*.conf)"
+        )
+    return plan
+
+
+def process_report(client: Supervisor, group: str) -> list[dict[str, Any]]:
+    """name, state, pid, rss_mb and uptime_s of each process of the group."""
+    report = []
+    for info in client.processes():
+        if info.get("group") != group:
+            continue
+        running = info.get("statename") == "RUNNING"
+        pid = int(info.get("pid") or 0)
+        report.append(
+            {
+                "name": f"{group}:{info['name']}",
+                "state": info.get("statename"),
+                "pid": pid or None,
+                "rss_mb": _memmon.rss_mb(pid) if running and pid else None,
+                "uptime_s": int(info["now"] - info["start"]) if running and info.get("start") else None,
+            }
+        )
+    return sorted(report, key=lambda p: p["name"])
+
+
+def wait_until_running(client: Supervisor, group: str, numprocs: int, timeout: float = 15) -> list[dict[str, Any]]:
+    """The group's processes once they have left STARTING (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    report = process_report(client, group)
+    while time.monotonic() < deadline:
+        if len(report) >= numprocs and all(p["state"] != "STARTING" for p in report):
+            break
+        time.sleep(0.3)
+        report = process_report(client, group)
+    return report

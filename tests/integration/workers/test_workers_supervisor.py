@@ -1,0 +1,269 @@
+"""supervisor_worker_limits against a real supervisord with queue:work-like workers."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.workers.conftest import Supervisord, Workers, read_rss_mb, wait_for
+from tests.support.runner import module_env, run_module
+
+
+def test_add_then_second_run_is_unchanged(workers: Workers, supervisord: Supervisord):
+    first = workers.run("alpha", numprocs=2, environment={"WORKER_TAG": "v1"})
+    assert not first.failed, first
+    assert first["changed"] is True
+    assert first["applied"] == {"added": ["alpha"], "removed": [], "restarted": []}
+    assert [p["name"] for p in first["processes"]] == ["alpha:alpha_00", "alpha:alpha_01"]
+    for proc in first["processes"]:
+        assert proc["state"] == "RUNNING" and proc["pid"] > 0
+        assert proc["rss_mb"] > 1 and proc["uptime_s"] >= 0
+    config = Path(first["config_path"])
+    assert config == supervisord.conf_d / "alpha.conf"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    parser = configparser.RawConfigParser()
+    parser.read_string(config.read_text())
+    program = parser["program:alpha"]
+    assert program["stopwaitsecs"] == "35"  # timeout_s + 30
+    assert program["stopsignal"] == "TERM" and program["numprocs"] == "2"
+    assert program["environment"] == 'WORKER_TAG="v1"'
+    assert not list(supervisord.conf_d.glob(".*"))  # no temporary file left behind
+    pids = supervisord.pids("alpha")
+
+    second = workers.run("alpha", numprocs=2, environment={"WORKER_TAG": "v1"})
+    assert second["changed"] is False, second
+    assert second["applied"] == {"added": [], "removed": [], "restarted": []}
+    assert supervisord.pids("alpha") == pids
+    assert all(e[0] == "start" for e in workers.events("alpha"))  # nobody was stopped
+
+
+def test_change_restarts_only_the_changed_group_gracefully(workers: Workers, supervisord: Supervisord):
+    assert workers.run("alpha")["changed"]
+    assert workers.run("beta")["changed"]
+    alpha_pids, beta_pids = supervisord.pids("alpha"), supervisord.pids("beta")
+
+    changed = workers.run("alpha", diff=True, environment={"WORKER_TAG": "v2"})
+    assert changed["changed"] is True
+    assert changed["applied"] == {"added": [], "removed": [], "restarted": ["alpha"]}
+    assert 'WORKER_TAG="v2"' in changed["diff"]["after"] and "WORKER_TAG" not in changed["diff"]["before"]
+    assert supervisord.pids("beta") == beta_pids  # untouched
+    new_alpha = supervisord.pids("alpha")
+    assert new_alpha and set(new_alpha.values()).isdisjoint(alpha_pids.values())
+    old_pid = str(next(iter(alpha_pids.values())))
+    events = workers.events("alpha")
+    assert ["graceful-stop", old_pid] == events[1][:2]  # SIGTERM, the job finished, then exit
+    assert events[-1][0] == "start" and events[-1][3] == "v2"
+    assert [e[0] for e in workers.events("beta")] == ["start"]
+
+
+def test_remove_program(workers: Workers, supervisord: Supervisord):
+    workers.run("alpha")
+    workers.run("beta")
+    removed = workers.run("alpha", state="absent")
+    assert removed["changed"] is True
+    assert removed["applied"] == {"added": [], "removed": ["alpha"], "restarted": []}
+    assert not (supervisord.conf_d / "alpha.conf").exists()
+    assert supervisord.groups() == {"beta"}
+    assert workers.events("alpha")[-1][0] == "graceful-stop"
+    again = workers.run("alpha", state="absent")
+    assert again["changed"] is False and again["applied"]["removed"] == []
+
+
+def test_inconsistent_timeouts_are_refused_with_the_reason(workers: Workers, supervisord: Supervisord):
+    cases = [
+        ({"timeout_s": 90, "retry_after_s": 90}, "timeout_s (90) must be below retry_after_s (90)"),
+        ({"timeout_s": 60, "retry_after_s": 90, "stopwaitsecs": 60}, "stopwaitsecs (60) must be above timeout_s (60)"),
+        ({"memory_mb": 256, "hard_memory_mb": 256}, "hard_memory_mb (256) must be above memory_mb (256)"),
+        ({"name": "bad name"}, "is not a valid supervisor program name"),
+        ({"environment": {"A": 'say "hi"'}}, "contains a double quote"),
+        ({"command": ["/bin/echo", "a\nb"]}, "must not contain line breaks"),
+    ]
+    for overrides, message in cases:
+        name = overrides.pop("name", "gamma")
+        result = workers.run(name, **overrides)
+        assert result.failed, (overrides, result)
+        assert message in result["msg"], result["msg"]
+        assert "Traceback" not in result.stderr
+    assert list(supervisord.conf_d.iterdir()) == []
+    assert supervisord.groups() == set()
+
+
+def test_check_and_diff_mode_change_nothing(workers: Workers, supervisord: Supervisord):
+    planned = workers.run("alpha", check=True, diff=True, hard_memory_mb=500)
+    assert not planned.failed, planned
+    assert planned["changed"] is True
+    assert planned["applied"]["added"] == ["alpha", "alpha_memlimit"]
+    assert planned["diff"]["before"] == "" and "[eventlistener:alpha_memlimit]" in planned["diff"]["after"]
+    assert list(supervisord.conf_d.iterdir()) == []
+    assert not Path(workers.args("alpha")["listener_path"]).exists()
+    assert supervisord.groups() == set()
+
+    workers.run("alpha")
+    change = workers.run("alpha", check=True, numprocs=3)
+    assert change["applied"] == {"added": [], "removed": [], "restarted": ["alpha"]}
+    assert "numprocs=1" in (supervisord.conf_d / "alpha.conf").read_text()
+    removal = workers.run("alpha", check=True, state="absent")
+    assert removal["changed"] is True and removal["applied"]["removed"] == ["alpha"]
+    assert (supervisord.conf_d / "alpha.conf").exists() and supervisord.groups() == {"alpha"}
+    assert workers.run("alpha", check=True)["changed"] is False
+
+
+def test_laravel_form_runs_queue_work_with_the_limits(supervisord: Supervisord, fake_laravel: Path, tmp_path: Path):
+    php = shutil.which("php")
+    if php is None:
+        pytest.skip("php-cli is not installed")
+    artisan_log = tmp_path / "artisan.log"
+    args = {
+        "name": "queue-default",
+        "app_path": str(fake_laravel),
+        "php": php,
+        "connection": "database",
+        "queues": ["payments", "default"],
+        "timeout_s": 60,
+        "retry_after_s": 90,
+        "memory_mb": 128,
+        "max_jobs": 500,
+        "environment": {"ARTISAN_LOG": str(artisan_log)},
+        "config_dir": str(supervisord.conf_d),
+        "supervisor_url": supervisord.url,
+        "log_file": str(supervisord.logs / "queue-default.log"),
+    }
+    result = run_module("supervisor_worker_limits", args)
+    assert not result.failed, result
+    expected = [
+        php,
+        f"{fake_laravel}/artisan",
+        "queue:work",
+        "database",
+        "--queue=payments,default",
+        "--sleep=3",
+        "--tries=3",
+        "--timeout=60",
+        "--memory=128",
+        "--max-time=3600",
+        "--max-jobs=500",
+    ]
+    assert result["command"] == expected
+    line = wait_for(lambda: artisan_log.exists() and artisan_log.read_text().strip())
+    assert line == " ".join(expected[1:])
+    assert result["processes"][0]["state"] == "RUNNING"
+    assert "stopwaitsecs=90" in Path(result["config_path"]).read_text()
+    missing_form = run_module("supervisor_worker_limits", {"name": "x", "config_dir": str(supervisord.conf_d)})
+    assert missing_form.failed and "command, app_path" in missing_form["msg"]
+
+
+def test_hard_memory_limit_restarts_a_leaking_worker_within_a_minute(workers: Workers, supervisord: Supervisord):
+    limit_mb = 80
+    result = workers.run("leaky", leak=25, hard_memory_mb=limit_mb)
+    assert not result.failed, result
+    assert result["applied"]["added"] == ["leaky", "leaky_memlimit"]
+    listener = Path(result["listener_path"])
+    assert stat.S_IMODE(listener.stat().st_mode) == 0o755
+    assert "def check_group" in listener.read_text()
+    first_pid = next(iter(supervisord.pids("leaky").values()))
+
+    crossed_at = wait_for(lambda: time.monotonic() if read_rss_mb(first_pid) > limit_mb else None, timeout=30)
+    assert crossed_at, "the worker never grew past the limit"
+
+    def restarted() -> float | None:
+        pids = supervisord.pids("leaky")
+        return time.monotonic() if pids and first_pid not in pids.values() else None
+
+    restarted_at = wait_for(restarted, timeout=60, interval=0.2)
+    assert restarted_at, "the worker was not restarted within 60 s of passing hard_memory_mb"
+    elapsed = restarted_at - crossed_at
+    print(f"\nhard memory limit: restarted {elapsed:.1f} s after RSS passed {limit_mb} MB")
+    assert elapsed < 60
+    events = workers.events("leaky")
+    assert ["graceful-stop", str(first_pid)] in [e[:2] for e in events]  # a graceful SIGTERM, not SIGKILL
+    listener_log = (supervisord.logs / "leaky.log.memlimit.log").read_text()
+    assert "above the hard limit of 80 MB: restarting" in listener_log
+
+    assert workers.run("leaky", leak=25, hard_memory_mb=limit_mb)["changed"] is False
+    dropped = workers.run("leaky", leak=25)  # no hard limit any more: the listener goes away
+    assert dropped["applied"]["removed"] == ["leaky_memlimit"]
+    assert dropped["applied"]["restarted"] == []  # the program section did not change
+    assert supervisord.groups() == {"leaky"}
+
+
+def test_supervisor_not_running_is_a_clear_error(workers: Workers, supervisord: Supervisord, tmp_path: Path):
+    missing = workers.run("alpha", supervisor_url=f"unix://{tmp_path}/nope.sock")
+    assert missing.failed
+    assert "supervisord is not running: its socket" in missing["msg"] and "does not exist" in missing["msg"]
+
+    stale = Path(tempfile.mkdtemp(prefix="mpx-st-")) / "stale.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(stale))
+    sock.close()  # the file stays, nobody listens: what a crashed supervisord leaves behind
+    try:
+        refused = workers.run("alpha", supervisor_url=f"unix://{stale}")
+        assert refused.failed and "nothing accepts connections" in refused["msg"]
+    finally:
+        shutil.rmtree(stale.parent, ignore_errors=True)
+    http_down = workers.run("alpha", supervisor_url="http://127.0.0.1:9")
+    assert http_down.failed and "supervisord is not running" in http_down["msg"]
+    for result in (missing, refused, http_down):
+        assert "Traceback" not in result.stderr
+
+
+def test_socket_not_permitted_is_a_clear_error(workers: Workers, supervisord: Supervisord):
+    """The socket is root's, mode 0700: an unprivileged user gets an actionable message."""
+    work = Path(tempfile.mkdtemp(prefix="mpx-np-"))  # pytest's own tmp dirs are private to root
+    try:
+        (work / "confd").mkdir()
+        args = workers.args("alpha", config_dir=str(work / "confd"))
+        args_file = work / "args.json"
+        args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_tmpdir": str(work)}}))
+        os.chmod(work, 0o755)  # noqa: S103 - the unprivileged user must reach the arguments file
+        args_file.chmod(0o644)
+        module = "ansible_collections.mutuapix.ops.plugins.modules.supervisor_worker_limits"
+        as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+        proc = subprocess.run(
+            [*as_nobody, sys.executable, "-m", module, str(args_file)],
+            capture_output=True,
+            text=True,
+            env=module_env({"HOME": str(work)}),
+            cwd=str(work),
+            timeout=60,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert "{" in proc.stdout, proc.stderr
+    result = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert result.get("failed"), result
+    assert "permission denied on supervisord's socket" in result["msg"], result["msg"]
+    assert "become: true" in result["msg"]
+    assert supervisord.groups() == set()
+
+
+def test_wrong_credentials_and_uncovered_config_dir(tmp_path: Path, worker_script: Path):
+    base = Path(tempfile.mkdtemp(prefix="mpx-sa-"))
+    server = Supervisord(base, username="ops", password="s3cret-sv-pass").start()
+    try:
+        good = Workers(server, worker_script, tmp_path)
+        assert not good.run("alpha", hard_memory_mb=400).failed
+        listener = (server.conf_d / "alpha.conf").read_text()
+        assert 'SUPERVISOR_PASSWORD="s3cret-sv-pass"' in listener  # the listener must authenticate too
+        assert wait_for(lambda: server.pids("alpha_memlimit"))  # ...and it runs
+        wrong = good.run("alpha", supervisor_password="wrong-pass")
+        assert wrong.failed and "refused the credentials" in wrong["msg"]
+        assert "wrong-pass" not in json.dumps(wrong)
+        elsewhere = tmp_path / "not-included"
+        elsewhere.mkdir()
+        uncovered = good.run("delta", config_dir=str(elsewhere))
+        assert uncovered.failed and "does its [include]" in uncovered["msg"]
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
