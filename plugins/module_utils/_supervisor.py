@@ -500,3 +500,90 @@ def wait_until_running(client: Supervisor, group: str, numprocs: int, timeout: f
         time.sleep(0.3)
         report = process_report(client, group)
     return report
+
+
+# --------------------------------------------------------------------------- converge
+
+CONFIG_MODE = 0o600
+LISTENER_MODE = 0o755
+
+
+@dataclass
+class Target:
+    """Where the program's files live and how to reach supervisord."""
+
+    name: str
+    config_path: str
+    listener_path: str
+    listener_source: str | None
+    apply: bool
+    stop_timeout: float
+    call_timeout: float
+
+
+def converge(client: Supervisor, spec: WorkerSpec | None, target: Target, check_mode: bool) -> dict[str, Any]:
+    """Bring the config file, the listener script and supervisord to ``spec`` (None: absent).
+
+    supervisord is queried before anything is written, so an unreachable one leaves no
+    half-applied change. Check mode only reads and predicts.
+    """
+    after = render_config(spec) if spec else None
+    if spec is not None and after is not None:
+        check_round_trip(spec, after)
+    before = read_file(target.config_path)
+    file_changed = before != after or (after is not None and file_mode(target.config_path) != CONFIG_MODE)
+    listener_changed = bool(
+        spec
+        and spec.hard_memory_mb
+        and (
+            read_file(target.listener_path) != target.listener_source
+            or file_mode(target.listener_path) != LISTENER_MODE
+        )
+    )
+    listener_group = target.name + LISTENER_SUFFIX
+    ours = {target.name, listener_group}
+    present = spec.groups if spec else []
+    loaded = client.loaded_groups() if target.apply else set()
+    plan = Plan()
+    if check_mode:
+        if target.apply:
+            plan = predict(loaded, present, sorted(ours - set(present)), file_changed)
+            if listener_changed and listener_group in loaded and listener_group not in plan.restarted:
+                plan.restarted.append(listener_group)
+    else:
+        _write_files(target, after, file_changed, listener_changed)
+        if target.apply:
+            plan = apply(client, ours, present, target.stop_timeout)
+            if listener_changed and listener_group not in plan.added + plan.restarted:
+                # the listener script changed under a running listener: restart it to load the new code
+                client.stop_group(listener_group, target.call_timeout)
+                client.remove_group(listener_group)
+                client.add_group(listener_group)
+                plan.restarted.append(listener_group)
+    processes: list[dict[str, Any]] = []
+    if spec is not None and target.apply and not check_mode:
+        processes = wait_until_running(client, spec.name, spec.numprocs, timeout=0 if plan.empty else 15)
+    return {
+        "changed": file_changed or listener_changed or not plan.empty,
+        "diff": {
+            "before": before or "",
+            "after": after or "",
+            "before_header": target.config_path,
+            "after_header": target.config_path,
+        },
+        "applied": plan.to_dict(),
+        "processes": processes,
+    }
+
+
+def _write_files(target: Target, after: str | None, file_changed: bool, listener_changed: bool) -> None:
+    if listener_changed and target.listener_source is not None:
+        try:
+            os.makedirs(os.path.dirname(target.listener_path), mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise WorkerConfigError(f"cannot create the directory of {target.listener_path}: {exc}") from exc
+        write_atomic(target.listener_path, target.listener_source, LISTENER_MODE)
+    if after is not None and file_changed:
+        write_atomic(target.config_path, after, CONFIG_MODE)
+    elif after is None:
+        remove_file(target.config_path)

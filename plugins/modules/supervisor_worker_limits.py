@@ -298,29 +298,19 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _memmon
 from ansible_collections.mutuapix.ops.plugins.module_utils._supervisor import (
-    LISTENER_SUFFIX,
-    Plan,
     Supervisor,
     SupervisorError,
+    Target,
     WorkerConfigError,
     WorkerSpec,
-    apply,
-    check_round_trip,
-    file_mode,
+    converge,
     laravel_command,
     parse_config,
-    predict,
     read_file,
-    remove_file,
-    render_config,
     validate_limits,
     validate_name,
-    wait_until_running,
-    write_atomic,
 )
 
-CONFIG_MODE = 0o600
-LISTENER_MODE = 0o755
 DEFAULT_MEMORY_MB = 512
 
 
@@ -448,63 +438,25 @@ def main() -> None:
     p = module.params
     path = os.path.join(p["config_dir"], f"{p['name']}.conf")
     try:
-        name = validate_name(p["name"])
         spec = build_spec(p) if p["state"] == "present" else None
-        after = render_config(spec) if spec else None
-        if spec:
-            check_round_trip(spec, after)
-        before = read_file(path)
-        file_changed = before != after or (after is not None and file_mode(path) != CONFIG_MODE)
-        listener_changed = False
-        if spec and spec.hard_memory_mb:
-            wanted = listener_source()
-            listener_changed = read_file(p["listener_path"]) != wanted or file_mode(p["listener_path"]) != LISTENER_MODE
-        ours = {name, name + LISTENER_SUFFIX}
-        present = spec.groups if spec else []
+        name = validate_name(p["name"])
+        target = Target(
+            name=name,
+            config_path=path,
+            listener_path=p["listener_path"],
+            listener_source=listener_source() if spec and spec.hard_memory_mb else None,
+            apply=p["apply"],
+            stop_timeout=stop_timeout(p, read_file(path), name),
+            call_timeout=p["supervisor_timeout"],
+        )
         client = Supervisor(
             p["supervisor_url"], p["supervisor_username"], p["supervisor_password"], p["supervisor_timeout"]
         )
-        plan = Plan()
-        processes: list = []
-        # Reach supervisord before writing anything, so an unreachable one leaves no half-applied change.
-        loaded = client.loaded_groups() if p["apply"] else set()
-        if module.check_mode:
-            if p["apply"]:
-                plan = predict(loaded, present, sorted(ours - set(present)), file_changed)
-                if (
-                    listener_changed
-                    and name + LISTENER_SUFFIX in loaded
-                    and name + LISTENER_SUFFIX not in plan.restarted
-                ):
-                    plan.restarted.append(name + LISTENER_SUFFIX)
-        else:
-            if listener_changed:
-                os.makedirs(os.path.dirname(p["listener_path"]), mode=0o755, exist_ok=True)
-                write_atomic(p["listener_path"], wanted, LISTENER_MODE)
-            if after is not None and file_changed:
-                write_atomic(path, after, CONFIG_MODE)
-            elif after is None:
-                remove_file(path)
-            if p["apply"]:
-                plan = apply(client, ours, present, stop_timeout(p, before, name))
-                if listener_changed and spec.listener_group not in plan.added + plan.restarted:
-                    client.stop_group(spec.listener_group, p["supervisor_timeout"])
-                    client.remove_group(spec.listener_group)
-                    client.add_group(spec.listener_group)
-                    plan.restarted.append(spec.listener_group)
-                if spec:
-                    processes = wait_until_running(client, name, spec.numprocs) if not plan.empty else []
-                    processes = processes or wait_until_running(client, name, spec.numprocs, timeout=0)
-    except (WorkerConfigError, SupervisorError, OSError) as exc:
+        result = converge(client, spec, target, module.check_mode)
+    except (WorkerConfigError, SupervisorError) as exc:
         module.fail_json(msg=str(exc), config_path=path)
-    result = {
-        "changed": file_changed or listener_changed or not plan.empty,
-        "config_path": path,
-        "diff": {"before": before or "", "after": after or "", "before_header": path, "after_header": path},
-        "applied": plan.to_dict(),
-        "processes": processes,
-        "listener_path": p["listener_path"] if spec and spec.hard_memory_mb else None,
-    }
+    result["config_path"] = path
+    result["listener_path"] = p["listener_path"] if spec and spec.hard_memory_mb else None
     if spec:
         result["command"] = spec.command
     module.exit_json(**result)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.mutuapix.ops.plugins.module_utils import _memmon
 from tests.integration.workers.conftest import Supervisord, Workers, read_rss_mb, wait_for
-from tests.support.runner import module_env, run_module
+from tests.support.runner import module_env, run_module, run_playbook
 
 
 def test_add_then_second_run_is_unchanged(workers: Workers, supervisord: Supervisord):
@@ -267,3 +268,30 @@ def test_wrong_credentials_and_uncovered_config_dir(tmp_path: Path, worker_scrip
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_through_ansible_playbook_installs_the_listener(workers: Workers, supervisord: Supervisord, tmp_path: Path):
+    """AnsiballZ ships module_utils in a zip: the listener source must still be found and installed."""
+    args = workers.args("viaplay", hard_memory_mb=300)
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        json.dumps(
+            [
+                {
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "tasks": [
+                        {"mutuapix.ops.supervisor_worker_limits": args, "register": "out"},
+                        {"ansible.builtin.assert": {"that": ["out.applied.added | length == 2"]}},
+                    ],
+                }
+            ]
+        )
+    )
+    proc = run_playbook(
+        playbook, inventory="localhost,", args=["-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"]
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    listener = Path(args["listener_path"])
+    assert listener.read_text() == Path(_memmon.__file__).read_text()
+    assert wait_for(lambda: supervisord.pids("viaplay_memlimit"))
