@@ -1,0 +1,1462 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restore engine of mysql_restore_verify: prove a backup restores, or restore it safely.
+
+The steps, each a function or class a reader finds by name:
+
+``find_backup`` / ``check_backup``
+    pick the file and prove it is intact (sha256, every frame, the trailer, the manifest
+    belongs to it, the age identity opens it) *before any database is touched*.
+``cleanup_leftovers``
+    drop scratch/shadow databases of killed runs and undo a cutover killed half-way.
+``Restorer``
+    parallel load into a scratch (verify) or shadow (restore) database: tables created
+    without their secondary indexes, data frames spread over ``workers`` sessions of the
+    ``mariadb`` client (tables without a primary key in one ordered stream), indexes added
+    afterwards, then triggers, views, routines and events.
+``verify_*``
+    re-dump each restored table with the backup's dump options, digest it exactly like
+    mysql_backup did and compare rows and digests with the manifest.
+``cutover``
+    one ``RENAME TABLE`` statement swaps all tables of the target with the verified shadow
+    tables and moves the previous ones into ``<db>_old_<timestamp>``.
+
+A scratch/shadow database carries a marker table and is guarded by a server named lock
+held for the whole run, so a later run can tell a leftover of a killed run (lock free)
+from a run still in progress (lock held).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _dumpfile, _retention
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
+    MAX_IDENTIFIER_LENGTH,
+    ConnectionParams,
+    client_option_file,
+    quote_identifier,
+    validate_identifier,
+)
+
+try:
+    import zstandard
+
+    HAS_ZSTANDARD = True
+except ImportError:  # pragma: no cover - exercised by ansible-test's import sanity test
+    HAS_ZSTANDARD = False
+
+MARKER_TABLE = "__mutuapix_restore"
+JOURNAL_TABLE = "__mutuapix_cutover"
+TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_TS = r"\d{8}T\d{6}Z"
+READ_BLOCK = 1024 * 1024
+# Options of the verification re-dump on top of the backup's own: only the data regions.
+VERIFY_DUMP_EXTRA = ["--no-create-info", "--skip-triggers", "--skip-routines", "--skip-events"]
+# Backup dump options that do not change the data region but need privileges or a binlog.
+_SKIP_REDUMP_OPTIONS = ("--master-data", "--dump-slave", "--gtid", "--apply-slave-statements", "--include-master")
+_DEFINER = re.compile(
+    rb"DEFINER\s*=\s*(?:`(?:[^`]|``)*`|'(?:[^'\\]|\\.)*'|[^\s@*]+)@(?:`(?:[^`]|``)*`|'(?:[^'\\]|\\.)*'|[^\s*]+)"
+)
+_KEY_LINE = re.compile(rb"^  (?:UNIQUE )?KEY `(?:[^`]|``)+` \(.*\)(?: USING \w+)?(?: COMMENT '.*')?,?$")
+_AUTO_INC_COLUMN = re.compile(rb"^  (`(?:[^`]|``)+`) [^\n]* AUTO_INCREMENT[ ,]", re.M)
+
+
+class RestoreError(Exception):
+    """A restore step failed; the message says what, where and what to do."""
+
+    def __init__(self, msg: str, **details: Any) -> None:
+        super().__init__(msg)
+        self.details = details
+
+
+def utc_stamp(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).strftime(TIMESTAMP_FORMAT)
+
+
+def derived_name(prefix: str, database: str, suffix: str) -> str:
+    """``<prefix><database><suffix>`` cut to MySQL's identifier limit (the database part shrinks)."""
+    room = MAX_IDENTIFIER_LENGTH - len(prefix) - len(suffix)
+    return f"{prefix}{database[:room]}{suffix}"
+
+
+def scratch_name(database: str, stamp: str) -> str:
+    return derived_name("_verify_", database, f"_{stamp}")
+
+
+def shadow_name(database: str, stamp: str) -> str:
+    return derived_name("_restore_", database, f"_{stamp}")
+
+
+def old_name(database: str, stamp: str) -> str:
+    return derived_name("", database, f"_old_{stamp}")
+
+
+def lock_name(schema: str) -> str:
+    """Server named lock guarding a scratch/shadow schema (names are limited to 64 characters)."""
+    return "mutuapix.restore." + hashlib.sha1(schema.encode("utf-8")).hexdigest()[:40]  # noqa: S324 - a name
+
+
+# --- choosing and checking the backup file ------------------------------------------------------
+
+
+def find_backup(backup_dir: str, database: str) -> str:
+    """Newest backup of ``database`` in ``backup_dir`` whose manifest loads and names it."""
+    try:
+        names = set(os.listdir(backup_dir))
+    except FileNotFoundError as exc:
+        raise RestoreError(f"backup_dir {backup_dir} does not exist") from exc
+    except OSError as exc:
+        raise RestoreError(f"cannot list backup_dir {backup_dir}: {exc.strerror}") from exc
+    candidates = []
+    for name in names:
+        parsed = _retention.parse_backup_name(name, database)
+        if parsed and parsed.manifest_name in names:
+            candidates.append(parsed)
+    candidates.sort(key=lambda b: (b.timestamp, b.name), reverse=True)
+    skipped = []
+    for backup in candidates:
+        path = os.path.join(backup_dir, backup.name)
+        try:
+            manifest = _dumpfile.load_manifest(path + _retention.MANIFEST_SUFFIX)
+        except _dumpfile.DumpFileError as exc:
+            skipped.append(str(exc))
+            continue
+        if manifest.get("file") == backup.name and manifest.get("database") == database:
+            return path
+        skipped.append(f"{backup.name}: its manifest describes another file or database")
+    hint = f" (skipped: {'; '.join(skipped)})" if skipped else ""
+    raise RestoreError(
+        f"no backup of database {database!r} with a valid manifest in {backup_dir}{hint}; "
+        f"expected files named {database}-YYYYMMDDTHHMMSSZ.sql.zst with a .manifest.json beside them"
+    )
+
+
+def load_identities(identity: str | None) -> list[bytes]:
+    """age identities from a key (``AGE-SECRET-KEY-1…``) or the path of an identity file."""
+    if not identity:
+        return []
+    from ansible_collections.mutuapix.ops.plugins.module_utils._age import AgeError, parse_identities  # noqa: PLC0415
+
+    text = identity
+    if not identity.strip().upper().startswith("AGE-SECRET-KEY-"):
+        try:
+            with open(os.path.expanduser(identity), encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise RestoreError(f"cannot read the age identity file {identity}: {exc.strerror}") from exc
+    try:
+        return parse_identities(text)
+    except AgeError as exc:
+        raise RestoreError(f"identity: {exc}") from exc
+
+
+@dataclass
+class CheckedBackup:
+    """A backup file proven intact; ``stream_path`` is the compressed stream to read frames from."""
+
+    path: str
+    manifest: dict[str, Any]
+    stream_path: str
+    frames: int
+    uncompressed: int
+    workdir: str | None = None
+
+    def close(self) -> None:
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+def check_backup(path: str, identities: list[bytes], tmp_dir: str | None = None) -> CheckedBackup:
+    """Prove the file intact before anything is touched; raises RestoreError saying what is wrong."""
+    if not os.path.isfile(path):
+        raise RestoreError(f"backup file {path} does not exist (or is not a regular file)")
+    manifest_path = path + _retention.MANIFEST_SUFFIX
+    try:
+        manifest = _dumpfile.load_manifest(manifest_path)
+    except _dumpfile.DumpFileError as exc:
+        raise RestoreError(
+            f"{exc}; a backup is only restorable with the manifest mysql_backup wrote beside it"
+        ) from exc
+    name = os.path.basename(path)
+    if manifest.get("file") != name:
+        raise RestoreError(
+            f"manifest {manifest_path} belongs to {manifest.get('file')!r}, not to {name}: "
+            "it was copied or renamed from another backup; use the manifest written with this file"
+        )
+    size = os.path.getsize(path)
+    if size != manifest.get("size"):
+        raise RestoreError(
+            f"{path} is {size} bytes but its manifest says {manifest.get('size')}: the file is truncated or "
+            "was replaced; fetch the backup again (e.g. b2_sync pull) or use an older one"
+        )
+    digest = _dumpfile.file_sha256(path)
+    if digest != manifest.get("sha256"):
+        raise RestoreError(
+            f"{path} does not match its manifest (sha256 {digest} != {manifest.get('sha256')}): the file is "
+            "corrupt or was modified; fetch the backup again or use an older one"
+        )
+    encrypted = bool(manifest.get("encryption"))
+    if encrypted != path.endswith(".age"):
+        raise RestoreError(f"{path}: the file name and the manifest disagree on whether it is encrypted")
+    stream_path = path
+    workdir = None
+    if encrypted:
+        if not identities:
+            raise RestoreError(f"{path} is age-encrypted: give the age identity (identity option) that decrypts it")
+        workdir = _private_workdir(tmp_dir or os.path.dirname(path))
+        stream_path = os.path.join(workdir, "stream")
+        _decrypt_to(path, stream_path, identities)
+    checked = CheckedBackup(path, manifest, stream_path, 0, 0, workdir)
+    try:
+        _check_frames(checked)
+    except BaseException:
+        checked.close()
+        raise
+    return checked
+
+
+def _private_workdir(preferred: str) -> str:
+    for base in (preferred, None):
+        with contextlib.suppress(OSError):
+            return tempfile.mkdtemp(prefix=".mutuapix-restore-", dir=base)
+    raise RestoreError("cannot create a private temporary directory for the decrypted stream")
+
+
+def _decrypt_to(path: str, dest: str, identities: list[bytes]) -> None:
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        try:
+            for block in _dumpfile.open_compressed_stream(path, identities):
+                out.write(block)
+        except _dumpfile.DumpFileError as exc:
+            raise RestoreError(f"cannot decrypt: {exc}") from exc
+        except OSError as exc:
+            raise RestoreError(f"cannot write the decrypted stream to {dest}: {exc.strerror}") from exc
+
+
+def _check_frames(checked: CheckedBackup) -> None:
+    manifest = checked.manifest
+    sections = manifest.get("sections") or {}
+    if "header" not in sections or "footer" not in sections:
+        raise RestoreError(f"{checked.path}: the manifest has no header/footer section; it is not a complete backup")
+    try:
+        for frame, plain in _dumpfile.iter_frames(checked.stream_path, manifest):
+            checked.frames += 1
+            checked.uncompressed += len(plain)
+            if frame.get("object") is None and frame["part"] == "footer" and _dumpfile._COMPLETED not in plain:
+                raise RestoreError(f"{checked.path}: the dump trailer '-- Dump completed' is missing: the dump was cut")
+    except _dumpfile.DumpFileError as exc:
+        raise RestoreError(f"{exc}; the backup is damaged: fetch it again or use an older one") from exc
+    expected = manifest.get("uncompressed_size")
+    if expected is not None and expected != checked.uncompressed:
+        raise RestoreError(f"{checked.path}: decompresses to {checked.uncompressed} bytes, manifest says {expected}")
+
+
+# --- reading frames ----------------------------------------------------------------------------
+
+
+def read_frame(stream_path: str, frame: dict[str, Any], compression: str) -> Iterator[bytes]:
+    """Decompressed bytes of one frame, streamed (memory stays at a block or two)."""
+    if compression == "zstd":
+        if not HAS_ZSTANDARD:
+            raise RestoreError("the zstandard Python library is required to read zstd backups")
+        dobj: Any = zstandard.ZstdDecompressor().decompressobj()
+    elif compression == "gzip":
+        dobj = zlib.decompressobj(31)
+    else:
+        dobj = None
+    with open(stream_path, "rb") as handle:
+        handle.seek(frame["offset"])
+        left = frame["length"]
+        while left > 0:
+            raw = handle.read(min(READ_BLOCK, left))
+            if not raw:
+                raise RestoreError(f"{stream_path}: unexpected end of file in frame at offset {frame['offset']}")
+            left -= len(raw)
+            out = dobj.decompress(raw) if dobj is not None else raw
+            if out:
+                yield out
+        if dobj is not None and compression == "gzip":
+            tail = dobj.flush()
+            if tail:
+                yield tail
+
+
+def strip_definers(sql: bytes) -> bytes:
+    """Remove ``DEFINER=user@host`` clauses so objects are created as the restoring account."""
+    return _DEFINER.sub(b"", sql)
+
+
+def split_secondary_keys(schema_sql: bytes) -> tuple[bytes, bytes | None]:
+    """Split a CREATE TABLE into (CREATE without secondary KEY/UNIQUE KEY lines, ALTER … ADD them).
+
+    Tables with foreign keys, FULLTEXT/SPATIAL indexes or partitions are left alone, and so is
+    any key holding the AUTO_INCREMENT column (MySQL requires that column to be indexed).
+    """
+    start = schema_sql.find(b"CREATE TABLE ")
+    end = schema_sql.find(b"\n) ", start)
+    if start < 0 or end < 0:
+        return schema_sql, None
+    body = schema_sql[start:end]
+    if b"\n  CONSTRAINT " in body or b"FULLTEXT " in body or b"SPATIAL " in body or b"PARTITION " in schema_sql[end:]:
+        return schema_sql, None
+    name_end = body.find(b" (\n")
+    if name_end < 0:
+        return schema_sql, None
+    table = body[len(b"CREATE TABLE ") : name_end]
+    auto = _AUTO_INC_COLUMN.search(body)
+    lines = body[name_end + 3 :].split(b"\n")
+    kept: list[bytes] = []
+    moved: list[bytes] = []
+    for line in lines:
+        if _KEY_LINE.match(line) and not (auto and auto.group(1) in line[line.find(b"(") :]):
+            moved.append(line.strip().rstrip(b","))
+        else:
+            kept.append(line)
+    if not moved or not kept:
+        return schema_sql, None
+    kept[-1] = kept[-1].rstrip(b",")
+    create = schema_sql[:start] + body[: name_end + 3] + b"\n".join(kept) + schema_sql[end:]
+    alter = b"ALTER TABLE " + table + b" " + b", ".join(b"ADD " + m for m in moved) + b";\n"
+    return create, alter
+
+
+# --- client sessions ---------------------------------------------------------------------------
+
+
+class ClientRunner:
+    """Runs SQL through the ``mariadb``/``mysql`` client, one process per task, credentials in a file."""
+
+    def __init__(self, program: str, option_file: str, prelude: bytes) -> None:
+        self.program = program
+        self.option_file = option_file
+        self.prelude = prelude
+        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+        self.cancelled = False
+
+    def run(self, database: str, chunks: Iterable[bytes], what: str) -> int:
+        """Feed ``chunks`` to a client session on ``database``; returns bytes sent."""
+        cmd = [
+            self.program,
+            f"--defaults-extra-file={self.option_file}",
+            "--max-allowed-packet=1073741824",
+            f"--database={database}",
+        ]
+        sent = 0
+        with tempfile.TemporaryFile() as errfile:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errfile)
+            with self._lock:
+                if self.cancelled:
+                    proc.kill()
+                self._procs.add(proc)
+            assert proc.stdin is not None
+            try:
+                try:
+                    proc.stdin.write(self.prelude)
+                    for chunk in chunks:
+                        proc.stdin.write(chunk)
+                        sent += len(chunk)
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass  # the client stopped reading: its exit code and stderr say why
+                rc = proc.wait()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                with self._lock:
+                    self._procs.discard(proc)
+            if rc != 0:
+                errfile.seek(0)
+                stderr = errfile.read().decode("utf-8", "replace").strip()
+                raise RestoreError(
+                    f"{os.path.basename(self.program)} failed (exit code {rc}) while restoring {what} into "
+                    f"{database!r}: {stderr or 'no error output'}",
+                    rc=rc,
+                    stderr=stderr,
+                )
+        return sent
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            for proc in self._procs:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+
+
+def session_prelude(header: bytes, write_binlog: bool) -> bytes:
+    """What every client session runs first: binlog off (unless asked), then the dump's header."""
+    prefix = b"" if write_binlog else b"SET SESSION sql_log_bin=0;\n"
+    return prefix + header
+
+
+# --- the task scheduler --------------------------------------------------------------------------
+
+
+@dataclass
+class Task:
+    key: str
+    run: Callable[[], None]
+    deps: set[str] = field(default_factory=set)
+    weight: int = 0
+
+
+class TaskPool:
+    """Runs tasks on ``workers`` threads as their dependencies complete, heaviest first.
+
+    The first failure stops scheduling, cancels running client sessions and is re-raised.
+    """
+
+    def __init__(self, workers: int, on_cancel: Callable[[], None]) -> None:
+        self.workers = max(1, workers)
+        self.on_cancel = on_cancel
+
+    def run(self, tasks: list[Task]) -> None:
+        pending = {t.key: t for t in tasks}
+        done: set[str] = set()
+        running: set[str] = set()
+        errors: list[BaseException] = []
+        cond = threading.Condition()
+        for task in tasks:
+            unknown = task.deps - pending.keys()
+            if unknown:
+                raise ValueError(f"task {task.key} depends on unknown tasks {sorted(unknown)}")
+
+        def next_task() -> Task | None:
+            ready = [t for t in pending.values() if t.deps <= done]
+            if not ready:
+                return None
+            task = max(ready, key=lambda t: t.weight)
+            del pending[task.key]
+            running.add(task.key)
+            return task
+
+        def worker() -> None:
+            while True:
+                with cond:
+                    task = None
+                    while not errors and pending:
+                        task = next_task()
+                        if task is not None or not running:
+                            break
+                        cond.wait()
+                    if task is None:
+                        if pending and not errors and not running:
+                            errors.append(RuntimeError("task dependencies form a cycle"))
+                        cond.notify_all()
+                        return
+                try:
+                    task.run()
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    with cond:
+                        errors.append(exc)
+                        running.discard(task.key)
+                        cond.notify_all()
+                    self.on_cancel()
+                    return
+                with cond:
+                    running.discard(task.key)
+                    done.add(task.key)
+                    cond.notify_all()
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(self.workers, len(tasks)) or 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+
+# --- server-side helpers ----------------------------------------------------------------------
+
+
+def query(connection: Any, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cur:
+        cur.execute(sql, args)
+        return list(cur.fetchall())
+
+
+def schema_exists(connection: Any, name: str) -> bool:
+    return bool(query(connection, "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,)))
+
+
+def schema_objects(connection: Any, name: str) -> dict[str, str]:
+    """Tables and views of a schema: name -> 'table' | 'view' (our marker/journal tables excluded)."""
+    rows = query(
+        connection,
+        "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+        (name,),
+    )
+    return {r[0]: "view" if r[1] == "VIEW" else "table" for r in rows if r[0] not in (MARKER_TABLE, JOURNAL_TABLE)}
+
+
+def disable_binlog(connection: Any, write_binlog: bool) -> None:
+    """``SET SESSION sql_log_bin=0`` or a clear message when the account may not."""
+    if write_binlog:
+        return
+    try:
+        query(connection, "SET SESSION sql_log_bin=0")
+    except Exception as exc:
+        raise RestoreError(
+            f"the account may not SET sql_log_bin=0 ({exc}); a verification restore must not replicate to replicas. "
+            "Grant it BINLOG ADMIN (MariaDB 10.5+) or SUPER / SYSTEM_VARIABLES_ADMIN (MySQL), or set "
+            "write_binlog: true if replicating the restore is what you want"
+        ) from exc
+
+
+@contextlib.contextmanager
+def schema_guard(connection: Any, schema: str) -> Iterator[None]:
+    """Hold the named lock that marks ``schema`` as in use by this run."""
+    got = query(connection, "SELECT GET_LOCK(%s, 0)", (lock_name(schema),))[0][0]
+    if got != 1:
+        raise RestoreError(f"another run is using database {schema!r} (its lock is held); wait for it to finish")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            query(connection, "SELECT RELEASE_LOCK(%s)", (lock_name(schema),))
+
+
+def create_work_schema(connection: Any, schema: str, source: str, role: str) -> None:
+    """Create the scratch/shadow database with its marker table (what a later cleanup looks for)."""
+    quoted = quote_identifier(schema)
+    try:
+        query(connection, f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    except Exception as exc:
+        code = exc.args[0] if getattr(exc, "args", None) else None
+        if code == 1007:
+            raise RestoreError(f"database {schema!r} already exists; choose another scratch_database") from exc
+        if code in (1044, 1045, 1227):
+            raise RestoreError(
+                f"the account may not create database {schema!r} ({exc}); it needs CREATE, DROP, INSERT, "
+                "ALTER, INDEX, CREATE VIEW, TRIGGER, CREATE ROUTINE, EVENT on the scratch databases (see the docs)"
+            ) from exc
+        raise RestoreError(f"cannot create database {schema!r}: {exc}") from exc
+    query(
+        connection,
+        f"CREATE TABLE {quoted}.{quote_identifier(MARKER_TABLE)} (source varchar(64) NOT NULL, role varchar(16) "
+        "NOT NULL, created_at datetime NOT NULL) ENGINE=InnoDB",
+    )
+    query(
+        connection,
+        f"INSERT INTO {quoted}.{quote_identifier(MARKER_TABLE)} VALUES (%s, %s, UTC_TIMESTAMP())",
+        (source, role),
+    )
+
+
+def drop_schema(connection: Any, schema: str) -> None:
+    query(connection, f"DROP DATABASE IF EXISTS {quote_identifier(schema)}")
+
+
+# --- leftovers of killed runs -----------------------------------------------------------------
+
+
+def _leftover_candidates(connection: Any, database: str) -> list[tuple[str, str]]:
+    """(schema, role) of work schemas for ``database``: marker table, or a default name."""
+    rows = query(
+        connection,
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_NAME IN (%s, %s)",
+        (MARKER_TABLE, JOURNAL_TABLE),
+    )
+    found: dict[str, str] = {}
+    for schema, table in rows:
+        if table == MARKER_TABLE:
+            marker = query(
+                connection,
+                f"SELECT source, role FROM {quote_identifier(schema)}.{quote_identifier(MARKER_TABLE)} LIMIT 1",
+            )
+            if marker and marker[0][0] == database:
+                found[schema] = marker[0][1]
+        elif re.fullmatch(re.escape(old_name(database, "X")).replace("X", _TS), schema):
+            found.setdefault(schema, "old")
+    pattern = "|".join(re.escape(f(database, "X")).replace("X", _TS) for f in (scratch_name, shadow_name))
+    for (schema,) in query(connection, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"):
+        if schema not in found and re.fullmatch(pattern, schema):
+            found[schema] = "verify" if schema.startswith("_verify_") else "restore"
+    return sorted(found.items())
+
+
+def cleanup_leftovers(
+    connection: Any, client: Callable[[str, list[bytes], str], Any], database: str, warnings: list[str]
+) -> list[str]:
+    """Drop work schemas of killed runs (lock free) and undo a cutover killed before its RENAME."""
+    cleaned: list[str] = []
+    for schema, role in _leftover_candidates(connection, database):
+        if query(connection, "SELECT IS_FREE_LOCK(%s)", (lock_name(schema),))[0][0] != 1:
+            continue  # a run in progress
+        if role == "old":
+            if _finish_interrupted_cutover(connection, client, schema, warnings):
+                cleaned.append(schema)
+            continue
+        drop_schema(connection, schema)
+        cleaned.append(schema)
+    return cleaned
+
+
+def _finish_interrupted_cutover(
+    connection: Any, client: Callable[[str, list[bytes], str], Any], schema: str, warnings: list[str]
+) -> bool:
+    """An old schema whose journal has no 'done' row belongs to a cutover that was killed."""
+    journal = query(
+        connection, f"SELECT phase, target, body FROM {quote_identifier(schema)}.{JOURNAL_TABLE} ORDER BY id"
+    )
+    phases = {row[0] for row in journal}
+    if "done" in phases or not journal:
+        return False
+    target = journal[0][1]
+    if "renamed" not in phases:
+        # The RENAME never happened: the target still has its tables; put back what we dropped.
+        for phase, _target, body in journal:
+            if phase.startswith("undo:"):
+                text = body.encode("utf-8") if isinstance(body, str) else body
+                try:
+                    client(target, [text], f"the dropped {phase[5:].lower()} (undoing an interrupted cutover)")
+                except RestoreError as exc:
+                    if "already exists" not in str(exc):
+                        raise
+        if not schema_objects(connection, schema):
+            drop_schema(connection, schema)
+        return True
+    warnings.append(
+        f"a restore of {target!r} was interrupted after its cutover (journal in {schema!r}): the target has the "
+        "restored tables but some of their triggers, views, routines or events may be missing; restore again "
+        f"to recreate them. The previous tables stay in {schema!r} (now under keep_old)"
+    )
+    query(
+        connection,
+        f"INSERT INTO {quote_identifier(schema)}.{JOURNAL_TABLE} (phase, target, body) VALUES ('done', %s, '')",
+        (target,),
+    )
+    return True
+
+
+def old_schemas(connection: Any, database: str) -> list[str]:
+    """Completed ``<db>_old_<ts>`` schemas, oldest first."""
+    pattern = re.escape(old_name(database, "X")).replace("X", _TS)
+    names = sorted(
+        r[0]
+        for r in query(connection, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+        if re.fullmatch(pattern, r[0])
+    )
+    done = []
+    for name in names:
+        with contextlib.suppress(Exception):
+            if query(connection, f"SELECT 1 FROM {quote_identifier(name)}.{JOURNAL_TABLE} WHERE phase = 'done'"):
+                done.append(name)
+    return done
+
+
+# --- restore into a scratch / shadow database ------------------------------------------------
+
+
+@dataclass
+class RestoreOptions:
+    workers: int = 2
+    strip_definers: bool = False
+    write_binlog: bool = False
+    verify: str = "content"  # rows | content
+    tables: list[str] | None = None
+    with_events: bool = True
+    with_routines: bool = True
+
+
+@dataclass
+class TableResult:
+    rows_expected: int
+    rows_restored: int | None = None
+    digest_ok: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows_expected": self.rows_expected, "rows_restored": self.rows_restored, "digest_ok": self.digest_ok}
+
+
+def selected_objects(manifest: dict[str, Any], tables: list[str] | None) -> dict[str, dict[str, Any]]:
+    objects = manifest.get("tables") or {}
+    if not tables:
+        return dict(objects)
+    unknown = [t for t in tables if t not in objects]
+    if unknown:
+        raise RestoreError(
+            f"tables not in this backup: {', '.join(unknown)}; it has {', '.join(sorted(objects)) or 'no tables'}"
+        )
+    return {name: objects[name] for name in objects if name in tables}
+
+
+class Restorer:
+    """Loads a checked backup into ``schema`` and verifies it against the manifest."""
+
+    def __init__(
+        self,
+        conn_params: ConnectionParams,
+        client_program: str,
+        dump_program: str,
+        backup: CheckedBackup,
+        options: RestoreOptions,
+    ) -> None:
+        self.conn_params = conn_params
+        self.client_program = client_program
+        self.dump_program = dump_program
+        self.backup = backup
+        self.manifest = backup.manifest
+        self.options = options
+        self.compression = self.manifest["compression"]
+        self.objects = selected_objects(self.manifest, options.tables)
+        self.bytes = 0
+        self.results: dict[str, TableResult] = {}
+        self.mismatches: list[str] = []
+        self.warnings: list[str] = []
+        self.restore_s = 0.0
+        self.verify_s = 0.0
+        self._lock = threading.Lock()
+        self._header = b"".join(read_frame(backup.stream_path, self.manifest["sections"]["header"], self.compression))
+        self.runner: ClientRunner | None = None
+
+    # pieces of SQL
+
+    def _frames(self, name: str, parts: tuple[str, ...]) -> list[dict[str, Any]]:
+        return [f for f in self.objects[name].get("frames", []) if f["part"] in parts]
+
+    def _ddl(self, frames: list[dict[str, Any]]) -> bytes:
+        text = b"".join(b"".join(read_frame(self.backup.stream_path, f, self.compression)) for f in frames)
+        source = str(self.manifest.get("database") or "")
+        if source and b"ALTER DATABASE" in text:
+            # mariadb-dump names the source database here; unnamed, it applies to the session's one.
+            text = text.replace(
+                b"ALTER DATABASE " + quote_identifier(source).encode("utf-8") + b" ", b"ALTER DATABASE "
+            )
+        return strip_definers(text) if self.options.strip_definers else text
+
+    def _section(self, key: str) -> bytes:
+        section = (self.manifest.get("sections") or {}).get(key)
+        return self._ddl([section]) if section else b""
+
+    def _stream(self, frames: list[dict[str, Any]]) -> Iterator[bytes]:
+        for frame in frames:
+            for block in read_frame(self.backup.stream_path, frame, self.compression):
+                with self._lock:
+                    self.bytes += len(block)
+                yield block
+
+    def trigger_sql(self, name: str) -> bytes:
+        return self._ddl(self._frames(name, ("triggers",)))
+
+    def view_sql(self) -> bytes:
+        views = [n for n, o in self.objects.items() if o.get("kind") == "view"]
+        stubs = [f for n in views for f in self._frames(n, ("view_stub",))]
+        finals = [f for n in views for f in self._frames(n, ("view_final",))]
+        return self._ddl(stubs) + self._ddl(finals)
+
+    def routines_sql(self) -> bytes:
+        return self._section("routines") if self.options.with_routines else b""
+
+    def events_sql(self) -> bytes:
+        return self._section("events")
+
+    # the plan
+
+    def _tasks(self, schema: str, with_triggers: bool, with_views: bool) -> list[Task]:
+        runner = self.runner
+        assert runner is not None
+        tasks: list[Task] = []
+        schema_keys: list[str] = []
+        for name, obj in self.objects.items():
+            if obj.get("kind") != "table":
+                continue
+            create, alter = split_secondary_keys(self._ddl(self._frames(name, ("schema",))))
+            label = f"table {name!r}"
+            schema_keys.append(f"schema:{name}")
+            tasks.append(
+                Task(f"schema:{name}", _bind(runner.run, schema, [create], f"the structure of {label}"), weight=1 << 40)
+            )
+            data = self._frames(name, ("data",))
+            size = sum(f["size"] for f in data)
+            data_keys = []
+            if obj.get("primary_key"):
+                groups = [[f] for f in data]
+            else:
+                groups = [data] if data else []
+            for i, group in enumerate(groups):
+                key = f"data:{name}:{i}"
+                data_keys.append(key)
+                tasks.append(
+                    Task(
+                        key,
+                        _bind_stream(runner.run, schema, self._stream, group, f"the data of {label}"),
+                        {f"schema:{name}"},
+                        sum(f["size"] for f in group),
+                    )
+                )
+            after_data = {f"schema:{name}", *data_keys}
+            if alter:
+                tasks.append(
+                    Task(
+                        f"keys:{name}",
+                        _bind(runner.run, schema, [alter], f"the indexes of {label}"),
+                        after_data,
+                        size // 4,
+                    )
+                )
+                after_data = after_data | {f"keys:{name}"}
+            if with_triggers and self._frames(name, ("triggers",)):
+                tasks.append(
+                    Task(
+                        f"triggers:{name}",
+                        _bind(runner.run, schema, [self.trigger_sql(name)], f"the triggers of {label}"),
+                        after_data,
+                    )
+                )
+            tasks.append(
+                Task(f"verify:{name}", _bind_call(self._verify_table, schema, name, obj), after_data, size // 2)
+            )
+        if with_views:
+            views = self.view_sql()
+            if views:
+                tasks.append(Task("views", _bind(runner.run, schema, [views], "the views"), set(schema_keys)))
+        routines = self.routines_sql()
+        if routines.strip():
+            tasks.append(Task("routines", _bind(runner.run, schema, [routines], "the routines")))
+        return tasks
+
+    def __enter__(self) -> Restorer:
+        self._stack = contextlib.ExitStack()
+        option_file = self._stack.enter_context(client_option_file(self.conn_params))
+        self.runner = ClientRunner(
+            self.client_program, option_file, session_prelude(self._header, self.options.write_binlog)
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.runner is not None:
+            self.runner.cancel()
+        self._stack.close()
+
+    def restore(self, schema: str, with_triggers: bool = True, with_views: bool = True) -> None:
+        """Load and verify; fills ``results`` and ``mismatches``. Raises RestoreError on load errors."""
+        assert self.runner is not None, "use the Restorer as a context manager"
+        started = time.monotonic()
+        self._prepare_verify()
+        tasks = self._tasks(schema, with_triggers, with_views)
+        TaskPool(self.options.workers, self.runner.cancel).run(tasks)
+        events = self.events_sql() if self.options.with_events else b""
+        if events.strip():
+            # After the data is verified, so an enabled event cannot change what we compare.
+            self.runner.run(schema, [events], "the events")
+        self.restore_s = time.monotonic() - started - self.verify_s
+
+    # verification
+
+    def _prepare_verify(self) -> None:
+        dialect = (self.manifest.get("dump") or {}).get("dialect")
+        self._digest = self.options.verify == "content" and dialect == "mariadb"
+        if self.options.verify == "content" and not self._digest:
+            self.warnings.append(
+                f"the backup was written by {self.manifest.get('dump', {}).get('program', 'an unknown program')} "
+                f"({dialect or 'unknown'} dialect), whose line layout {os.path.basename(self.dump_program)} cannot "
+                "reproduce: tables were verified by exact row counts only, not by content digest"
+            )
+        options = [o for o in (self.manifest.get("dump") or {}).get("options") or _dumpfile.DUMP_OPTIONS]
+        self._dump_options = [o for o in options if not o.startswith(_SKIP_REDUMP_OPTIONS)]
+
+    def _verify_table(self, schema: str, name: str, obj: dict[str, Any]) -> None:
+        started = time.monotonic()
+        expected = int(obj.get("rows", 0))
+        result = TableResult(expected)
+        has_data = any(f["part"] == "data_head" for f in obj.get("frames", []))
+        if self._digest and has_data:
+            parsed = self._redump(schema, name)
+            table = parsed.tables().get(name)
+            result.rows_restored = table.rows if table else 0
+            got = "sha256:" + (table.digest.hexdigest() if table and table.digest else "")
+            result.digest_ok = got == obj.get("data_digest")
+        else:
+            result.rows_restored = self._count(schema, name)
+        problems = []
+        if result.rows_restored != expected:
+            problems.append(f"{result.rows_restored} rows restored, {expected} in the backup")
+        if result.digest_ok is False:
+            problems.append("content digest differs from the backup's")
+        with self._lock:
+            self.results[name] = result
+            if problems:
+                self.mismatches.append(f"table {name}: {'; '.join(problems)}")
+            self.verify_s += time.monotonic() - started
+
+    def _count(self, schema: str, name: str) -> int:
+        from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import connect  # noqa: PLC0415
+
+        connection = connect(self.conn_params)
+        try:
+            return int(
+                query(connection, f"SELECT COUNT(*) FROM {quote_identifier(schema)}.{quote_identifier(name)}")[0][0]
+            )
+        finally:
+            connection.close()
+
+    def _redump(self, schema: str, name: str) -> _dumpfile.DumpParser:
+        assert self.runner is not None
+        cmd = [
+            self.dump_program,
+            f"--defaults-extra-file={self.runner.option_file}",
+            *self._dump_options,
+            *VERIFY_DUMP_EXTRA,
+            "--",
+            schema,
+            name,
+        ]
+        parser = _dumpfile.DumpParser(_dumpfile.NullFrameWriter())
+        with tempfile.TemporaryFile() as errfile:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
+            assert proc.stdout is not None
+            try:
+                while True:
+                    block = proc.stdout.read(_dumpfile.READ_BLOCK)
+                    if not block:
+                        break
+                    parser.feed(block)
+            finally:
+                proc.stdout.close()
+                if proc.poll() is None and self.runner.cancelled:
+                    proc.kill()
+            rc = proc.wait()
+            if rc != 0:
+                errfile.seek(0)
+                stderr = errfile.read().decode("utf-8", "replace").strip()
+                raise RestoreError(
+                    f"{os.path.basename(self.dump_program)} failed (exit code {rc}) re-dumping {schema}.{name} "
+                    f"for verification: {stderr or 'no error output'}",
+                    rc=rc,
+                    stderr=stderr,
+                )
+        parser.finish()
+        return parser
+
+    def verify_objects(self, connection: Any, schema: str, with_views: bool, with_routines: bool) -> None:
+        """Views, triggers, routines and events in ``schema`` against the manifest."""
+        have = schema_objects(connection, schema)
+        for name, obj in self.objects.items():
+            kind = obj.get("kind")
+            if kind == "view" and not with_views:
+                continue
+            if have.get(name) != kind:
+                self.mismatches.append(f"{kind} {name}: missing after the restore")
+        triggers = query(
+            connection,
+            "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s",
+            (schema,),
+        )
+        by_table: dict[str, set[str]] = {}
+        for table, trigger in triggers:
+            by_table.setdefault(table, set()).add(trigger)
+        for name, obj in self.objects.items():
+            if obj.get("kind") == "table" and set(obj.get("triggers") or []) != by_table.get(name, set()):
+                self.mismatches.append(
+                    f"table {name}: triggers {sorted(by_table.get(name, set()))} restored, "
+                    f"{sorted(obj.get('triggers') or [])} in the backup"
+                )
+        if not with_routines:
+            return
+        routines = {
+            f"{r[0].lower()} {r[1]}"
+            for r in query(
+                connection,
+                "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s",
+                (schema,),
+            )
+        }
+        if routines != set(self.manifest.get("routines") or []):
+            self.mismatches.append(
+                f"routines {sorted(routines)} restored, {sorted(self.manifest.get('routines') or [])} in the backup"
+            )
+        events = {
+            r[0]
+            for r in query(
+                connection, "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", (schema,)
+            )
+        }
+        if self.options.with_events and events != set(self.manifest.get("events") or []):
+            self.mismatches.append(
+                f"events {sorted(events)} restored, {sorted(self.manifest.get('events') or [])} in the backup"
+            )
+
+
+def _bind(
+    run: Callable[[str, Iterable[bytes], str], int], schema: str, chunks: list[bytes], what: str
+) -> Callable[[], None]:
+    def task() -> None:
+        run(schema, chunks, what)
+
+    return task
+
+
+def _bind_stream(
+    run: Callable[[str, Iterable[bytes], str], int],
+    schema: str,
+    stream: Callable[[list[dict[str, Any]]], Iterator[bytes]],
+    frames: list[dict[str, Any]],
+    what: str,
+) -> Callable[[], None]:
+    def task() -> None:
+        run(schema, stream(frames), what)
+
+    return task
+
+
+def _bind_call(func: Callable[..., None], *args: Any) -> Callable[[], None]:
+    def task() -> None:
+        func(*args)
+
+    return task
+
+
+# --- the cutover ------------------------------------------------------------------------------
+
+
+def table_triggers(connection: Any, schema: str, table: str) -> list[str]:
+    rows = query(
+        connection,
+        "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s AND EVENT_OBJECT_TABLE = %s",
+        (schema, table),
+    )
+    return [r[0] for r in rows]
+
+
+def _show_create(connection: Any, kind: str, schema: str, name: str) -> str:
+    row = query(connection, f"SHOW CREATE {kind} {quote_identifier(schema)}.{quote_identifier(name)}")[0]
+    index = {"TRIGGER": 2, "VIEW": 1, "PROCEDURE": 2, "FUNCTION": 2, "EVENT": 3}[kind]
+    return str(row[index])
+
+
+def _undo_sql(create: str) -> str:
+    """Client input recreating an object from its SHOW CREATE text (bodies may contain ';')."""
+    return f"DELIMITER ;;\n{create} ;;\nDELIMITER ;\n"
+
+
+@dataclass
+class CutoverResult:
+    old_schema: str
+    moved: list[str]
+    cutover_ms: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def cutover(
+    connection: Any,
+    restorer: Restorer,
+    shadow: str,
+    target: str,
+    old: str,
+    full: bool,
+) -> CutoverResult:
+    """Swap the shadow tables into ``target`` with one RENAME TABLE; previous ones go to ``old``.
+
+    Triggers cannot cross schemas in a RENAME (error 1435), so they are dropped first and
+    recreated after; what is dropped from the target is journaled in ``old`` first, so a run
+    killed before the RENAME is undone by the next run.
+    """
+    runner = restorer.runner
+    assert runner is not None
+    q_target, q_shadow, q_old = quote_identifier(target), quote_identifier(shadow), quote_identifier(old)
+    tables = [n for n, o in restorer.objects.items() if o.get("kind") == "table"]
+    current = schema_objects(connection, target)
+    old_tables = [n for n, k in current.items() if k == "table" and (full or n in tables)]
+    old_views = [n for n, k in current.items() if k == "view" and (full or n in restorer.objects)]
+    journal: list[tuple[str, str]] = []
+    for name in old_tables:
+        for trigger in table_triggers(connection, target, name):
+            journal.append(("undo:TRIGGER", _undo_sql(_show_create(connection, "TRIGGER", target, trigger))))
+    for name in old_views:
+        journal.append(("undo:VIEW", _undo_sql(_show_create(connection, "VIEW", target, name))))
+    if full:
+        for rtype, rname in query(
+            connection,
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s",
+            (target,),
+        ):
+            journal.append((f"undo:{rtype}", _undo_sql(_show_create(connection, rtype, target, rname))))
+        for (ename,) in query(
+            connection, "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", (target,)
+        ):
+            journal.append(("undo:EVENT", _undo_sql(_show_create(connection, "EVENT", target, ename))))
+
+    query(connection, f"CREATE DATABASE {q_old} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    query(
+        connection,
+        f"CREATE TABLE {q_old}.{JOURNAL_TABLE} (id int NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+        "phase varchar(16) NOT NULL, target varchar(64) NOT NULL, body longtext NOT NULL) ENGINE=InnoDB",
+    )
+    query(connection, f"INSERT INTO {q_old}.{JOURNAL_TABLE} (phase, target, body) VALUES ('begin', %s, '')", (target,))
+    for phase, body in journal:
+        query(
+            connection,
+            f"INSERT INTO {q_old}.{JOURNAL_TABLE} (phase, target, body) VALUES (%s, %s, %s)",
+            (phase, target, body),
+        )
+
+    # Everything the target gets after the RENAME, prepared beforehand and sent in one client session.
+    recreate = b"".join(restorer.trigger_sql(n) for n in tables) + restorer.view_sql()
+    if full:
+        recreate += restorer.routines_sql() + restorer.events_sql()
+    started = time.monotonic()
+    # Everything from here to the end changes the target; the window is what cutover_ms reports.
+    for name in tables:
+        for trigger in table_triggers(connection, shadow, name):
+            query(connection, f"DROP TRIGGER {q_shadow}.{quote_identifier(trigger)}")
+    for name in old_tables:
+        for trigger in table_triggers(connection, target, name):
+            query(connection, f"DROP TRIGGER {q_target}.{quote_identifier(trigger)}")
+    pairs = [f"{q_target}.{quote_identifier(n)} TO {q_old}.{quote_identifier(n)}" for n in old_tables]
+    pairs += [f"{q_shadow}.{quote_identifier(n)} TO {q_target}.{quote_identifier(n)}" for n in tables]
+    if pairs:
+        query(connection, "RENAME TABLE " + ", ".join(pairs))
+    query(
+        connection, f"INSERT INTO {q_old}.{JOURNAL_TABLE} (phase, target, body) VALUES ('renamed', %s, '')", (target,)
+    )
+    try:
+        for name in old_views:
+            query(connection, f"DROP VIEW IF EXISTS {q_target}.{quote_identifier(name)}")
+        if full:
+            for rtype, rname in query(
+                connection,
+                "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s",
+                (target,),
+            ):
+                query(connection, f"DROP {rtype} {q_target}.{quote_identifier(rname)}")
+            for (ename,) in query(
+                connection, "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", (target,)
+            ):
+                query(connection, f"DROP EVENT {q_target}.{quote_identifier(ename)}")
+        if recreate.strip():
+            runner.run(target, [recreate], "the triggers, views, routines and events")
+    except Exception as exc:
+        raise RestoreError(
+            f"the restored tables are in {target!r} (previous ones in {old!r}), but recreating its triggers, views, "
+            f"routines or events failed: {exc}. Fix the cause and restore again (the next run finishes this one)"
+        ) from exc
+    cutover_ms = (time.monotonic() - started) * 1000
+    warnings = []
+    # The previous tables' triggers, recreated beside them so the old schema is complete.
+    for phase, body in journal:
+        if phase == "undo:TRIGGER":
+            try:
+                runner.run(old, [body.encode("utf-8")], "a previous trigger")
+            except RestoreError as exc:
+                warnings.append(f"could not recreate a previous trigger in {old}: {exc}")
+    query(connection, f"INSERT INTO {q_old}.{JOURNAL_TABLE} (phase, target, body) VALUES ('done', %s, '')", (target,))
+    return CutoverResult(old, old_tables, cutover_ms, warnings)
+
+
+def apply_keep_old(connection: Any, database: str, keep_old: int) -> list[str]:
+    """Drop completed ``<db>_old_<ts>`` schemas beyond the ``keep_old`` newest."""
+    schemas = old_schemas(connection, database)
+    drop = schemas[: max(0, len(schemas) - keep_old)]
+    for name in drop:
+        drop_schema(connection, name)
+    return drop
+
+
+def validate_names(*names: str | None) -> None:
+    for name in names:
+        if name:
+            validate_identifier(name, "database name")
+
+
+# --- the whole run ------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """What the module was asked to do (already validated for types)."""
+
+    src: str | None
+    backup_dir: str | None
+    database: str | None
+    mode: str = "verify"
+    target_database: str | None = None
+    force: bool = False
+    scratch_database: str | None = None
+    keep_scratch: bool = False
+    keep_old: int = 1
+    verify: str = "content"
+    tables: list[str] | None = None
+    workers: int = 2
+    identity: str | None = None
+    strip_definers: bool = False
+    write_binlog: bool = False
+
+
+def resolve_source(request: Request) -> str:
+    if request.src:
+        return request.src
+    if not request.backup_dir or not request.database:
+        raise RestoreError("give src (a backup file), or backup_dir and database (the newest backup is used)")
+    return find_backup(request.backup_dir, request.database)
+
+
+def run(
+    request: Request,
+    conn_params: ConnectionParams,
+    client_program: str,
+    dump_program: str,
+    check_mode: bool,
+    warn: Callable[[str], None],
+) -> dict[str, Any]:
+    """The whole module run; returns the result dict or raises RestoreError."""
+    from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, connect  # noqa: PLC0415
+
+    started = time.monotonic()
+    validate_names(request.database, request.target_database, request.scratch_database)
+    src = resolve_source(request)
+    identities = load_identities(request.identity)
+    backup = check_backup(src, identities)
+    try:
+        manifest = backup.manifest
+        source_db = str(manifest.get("database") or request.database or "")
+        objects = selected_objects(manifest, request.tables)
+        result: dict[str, Any] = {
+            "changed": False,
+            "mode": request.mode,
+            "src": src,
+            "backup_database": source_db,
+            "verified": False,
+            "tables": {},
+            "mismatches": [],
+            "cleaned_up": [],
+            "bytes": 0,
+            "restore_s": 0.0,
+            "verify_s": 0.0,
+        }
+        try:
+            connection = connect(conn_params)
+        except MySQLError as exc:
+            raise RestoreError(str(exc)) from exc
+        try:
+            disable_binlog(connection, request.write_binlog)
+            stamp = utc_stamp()
+            if request.database and request.src and request.database != source_db:
+                raise RestoreError(
+                    f"{src} is a backup of database {source_db!r}, not of {request.database!r}; "
+                    "check src or leave database unset"
+                )
+            if request.mode == "verify":
+                _run_verify(
+                    request, result, connection, conn_params, client_program, dump_program, backup, stamp, check_mode
+                )
+            else:
+                _run_restore(
+                    request,
+                    result,
+                    connection,
+                    conn_params,
+                    client_program,
+                    dump_program,
+                    backup,
+                    stamp,
+                    check_mode,
+                    warn,
+                )
+        except RestoreError:
+            raise
+        except Exception as exc:
+            # The server went away or refused a statement mid-run: say where, never a traceback.
+            raise RestoreError(
+                f"{request.mode} of {src} failed on the server ({conn_params.describe()}): {exc}; nothing was "
+                "swapped into the target. Check the server, then run again (leftovers are cleaned up then)",
+                **{k: result[k] for k in ("tables", "mismatches", "cleaned_up") if k in result},
+            ) from exc
+        finally:
+            connection.close()
+        if check_mode:
+            result["tables"] = {
+                n: {"rows_expected": o.get("rows", 0)} for n, o in objects.items() if o.get("kind") == "table"
+            }
+        result["duration_s"] = round(time.monotonic() - started, 3)
+        return result
+    finally:
+        backup.close()
+
+
+def _restorer(
+    request: Request,
+    conn_params: ConnectionParams,
+    client_program: str,
+    dump_program: str,
+    backup: CheckedBackup,
+    with_events: bool,
+) -> Restorer:
+    options = RestoreOptions(
+        workers=request.workers,
+        strip_definers=request.strip_definers,
+        write_binlog=request.write_binlog,
+        verify=request.verify,
+        tables=request.tables,
+        with_events=with_events and not request.tables,
+        with_routines=not request.tables,
+    )
+    return Restorer(conn_params, client_program, dump_program, backup, options)
+
+
+def _load_and_verify(restorer: Restorer, connection: Any, schema: str, result: dict[str, Any]) -> None:
+    try:
+        restorer.restore(schema)
+        restorer.verify_objects(connection, schema, True, restorer.options.with_routines)
+    finally:
+        result["tables"] = {n: r.to_dict() for n, r in sorted(restorer.results.items())}
+        result["bytes"] = restorer.bytes
+        result["restore_s"] = round(restorer.restore_s, 3)
+        result["verify_s"] = round(restorer.verify_s, 3)
+        result["mismatches"] = sorted(restorer.mismatches)
+        result.setdefault("warnings_", []).extend(restorer.warnings)
+
+
+def _client_for_cleanup(conn_params: ConnectionParams, client_program: str, write_binlog: bool) -> Callable[..., Any]:
+    def client(database: str, chunks: list[bytes], what: str) -> int:
+        with client_option_file(conn_params) as option_file:
+            return ClientRunner(client_program, option_file, session_prelude(b"", write_binlog)).run(
+                database, chunks, what
+            )
+
+    return client
+
+
+def _drop_work_schema(connection: Any, schema: str, result: dict[str, Any]) -> None:
+    try:
+        drop_schema(connection, schema)
+    except Exception as exc:  # noqa: BLE001 - reported, and the next run cleans it up
+        result.setdefault("warnings_", []).append(
+            f"could not drop {schema!r} ({exc}); the next run of this module for the same database drops it"
+        )
+
+
+def _run_verify(
+    request: Request,
+    result: dict[str, Any],
+    connection: Any,
+    conn_params: ConnectionParams,
+    client_program: str,
+    dump_program: str,
+    backup: CheckedBackup,
+    stamp: str,
+    check_mode: bool,
+) -> None:
+    source_db = result["backup_database"]
+    scratch = request.scratch_database or scratch_name(source_db, stamp)
+    result["database"] = scratch
+    if schema_exists(connection, scratch):
+        raise RestoreError(
+            f"scratch database {scratch!r} already exists; give another scratch_database (it must not exist: "
+            "this module drops it afterwards)"
+        )
+    if check_mode:
+        return
+    result["cleaned_up"] = cleanup_leftovers(
+        connection,
+        _client_for_cleanup(conn_params, client_program, request.write_binlog),
+        source_db,
+        result.setdefault("warnings_", []),
+    )
+    restorer = _restorer(request, conn_params, client_program, dump_program, backup, with_events=True)
+    with schema_guard(connection, scratch), restorer:
+        create_work_schema(connection, scratch, source_db, "verify")
+        try:
+            _load_and_verify(restorer, connection, scratch, result)
+        except BaseException:
+            if not request.keep_scratch:
+                _drop_work_schema(connection, scratch, result)
+            raise
+        if request.keep_scratch:
+            result["changed"] = True
+            query(connection, f"DROP TABLE IF EXISTS {quote_identifier(scratch)}.{quote_identifier(MARKER_TABLE)}")
+        else:
+            _drop_work_schema(connection, scratch, result)
+    result["verified"] = not result["mismatches"]
+
+
+def _run_restore(
+    request: Request,
+    result: dict[str, Any],
+    connection: Any,
+    conn_params: ConnectionParams,
+    client_program: str,
+    dump_program: str,
+    backup: CheckedBackup,
+    stamp: str,
+    check_mode: bool,
+    warn: Callable[[str], None],
+) -> None:
+    source_db = result["backup_database"]
+    target = request.target_database or source_db
+    full = not request.tables
+    result["database"] = target
+    existing = schema_objects(connection, target) if schema_exists(connection, target) else {}
+    replaced = sorted(existing if full else [n for n in existing if n in (request.tables or [])])
+    if replaced and not request.force:
+        raise RestoreError(
+            f"target database {target!r} is not empty ({len(replaced)} of its tables/views would be replaced: "
+            f"{', '.join(replaced[:10])}{' …' if len(replaced) > 10 else ''}); set force: true to replace them "
+            f"(the previous ones are kept in {old_name(target, '<timestamp>')})"
+        )
+    shadow = shadow_name(target, stamp)
+    old = old_name(target, stamp)
+    result.update(
+        {"changed": True, "replaced": replaced, "old_database": old if replaced else None, "shadow_database": shadow}
+    )
+    if check_mode:
+        return
+    if not request.write_binlog:
+        with contextlib.suppress(Exception):
+            if query(connection, "SELECT @@GLOBAL.log_bin")[0][0]:
+                warn(
+                    "write_binlog is false: this restore is not written to the binary log, so replicas do not "
+                    "receive it; re-seed them from this server or restore with write_binlog: true"
+                )
+    result["cleaned_up"] = cleanup_leftovers(
+        connection,
+        _client_for_cleanup(conn_params, client_program, request.write_binlog),
+        target,
+        result.setdefault("warnings_", []),
+    )
+    restorer = _restorer(request, conn_params, client_program, dump_program, backup, with_events=False)
+    with schema_guard(connection, shadow), restorer:
+        create_work_schema(connection, shadow, target, "restore")
+        try:
+            _load_and_verify(restorer, connection, shadow, result)
+            if result["mismatches"]:
+                raise RestoreError(
+                    f"the restored copy of {target!r} does not match the backup, the target was not touched: "
+                    + "; ".join(result["mismatches"]),
+                    **{k: v for k, v in result.items() if k in ("tables", "mismatches")},
+                )
+            if not schema_exists(connection, target):
+                query(
+                    connection,
+                    f"CREATE DATABASE {quote_identifier(target)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+                )
+            with schema_guard(connection, old):
+                outcome = cutover(connection, restorer, shadow, target, old, full)
+            result["cutover_ms"] = round(outcome.cutover_ms, 1)
+            result.setdefault("warnings_", []).extend(outcome.warnings)
+        finally:
+            _drop_work_schema(connection, shadow, result)
+    if not replaced:
+        drop_schema(connection, old)
+    result["old_dropped"] = apply_keep_old(connection, target, request.keep_old)
+    result["verified"] = True

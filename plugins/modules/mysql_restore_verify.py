@@ -1,0 +1,348 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: mysql_restore_verify
+short_description: Prove a mysql_backup file restores, or restore it without ever leaving the database half-done
+version_added: 0.1.0
+description:
+  - Reads a backup written by M(mutuapix.ops.mysql_backup) (the framed file and its C(.manifest.json)).
+  - "Before any database is touched, the file is proven intact: its size and SHA-256 equal the manifest's,
+    the manifest names this file, every frame decompresses to the size the manifest records, the dump
+    trailer is present and, for an C(.age) file, the identity decrypts it. Otherwise the task fails and
+    nothing is created or dropped."
+  - "C(mode=verify) restores into a scratch database, in parallel: tables are created without their
+    secondary indexes, their data frames are loaded over O(workers) sessions of the C(mariadb)/C(mysql)
+    client (tables without a primary key in one ordered stream) and the indexes are added afterwards.
+    Each table is then compared with the manifest: exact row count and, with O(verify=content), the
+    digest of its data re-dumped with the backup's own dump options. Views, triggers, routines and events
+    are restored and checked by name. The scratch database is dropped afterwards, also on failure,
+    unless O(keep_scratch)."
+  - "C(mode=restore) does the same into a shadow database, and only when it matches the backup swaps it
+    into O(target_database) with one C(RENAME TABLE) statement over all tables (atomic), then recreates
+    triggers, views, routines and events there. The previous tables are moved into
+    C(<target>_old_<timestamp>) and kept per O(keep_old). Killing the module or the server before the
+    swap leaves the target exactly as it was; the next run drops the leftovers."
+  - Every session runs C(SET SESSION sql_log_bin=0) unless O(write_binlog), so a verification restore never
+    replicates to replicas.
+  - The password is handed to the client programs in a 0600 temporary option file, never in argv.
+author:
+  - MutuaPix ops team
+extends_documentation_fragment:
+  - mutuapix.ops.mysql
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Checks the file completely (SHA-256, every frame, trailer, identity), connects, checks that the scratch
+        database does not exist, that the target may be replaced and that the account may disable the binary
+        log. Creates, drops and loads nothing.
+  diff_mode:
+    support: none
+options:
+  src:
+    description:
+      - Path of the backup file (C(.sql.zst), C(.sql.gz), C(.sql), optionally C(.age)); its manifest must be
+        beside it as C(<src>.manifest.json).
+      - Mutually exclusive with O(backup_dir).
+    type: path
+  backup_dir:
+    description:
+      - Directory of backups; the newest backup of O(database) that has a valid manifest is used.
+      - Requires O(database).
+    type: path
+  database:
+    description:
+      - Database whose newest backup is taken from O(backup_dir).
+      - With O(src) it is optional; when given it must equal the manifest's database.
+    type: str
+  mode:
+    description:
+      - C(verify) restores into a scratch database, compares, and drops it.
+      - C(restore) replaces the tables of O(target_database) with the backup's (a rollback).
+    type: str
+    choices: [verify, restore]
+    default: verify
+  target_database:
+    description:
+      - Database to restore into with O(mode=restore). Created when missing. Default is the manifest's database.
+    type: str
+  force:
+    description:
+      - Required to replace a target that has tables or views (for a selective restore, when any of O(tables)
+        exists in the target). Without it the task fails before touching anything.
+    type: bool
+    default: false
+  scratch_database:
+    description:
+      - Name of the scratch database of O(mode=verify). It must not exist.
+      - Default C(_verify_<database>_<UTC timestamp>).
+    type: str
+  keep_scratch:
+    description: Keep the scratch database after verification (for inspection). It is never kept in restore mode.
+    type: bool
+    default: false
+  keep_old:
+    description:
+      - With O(mode=restore), how many C(<target>_old_<timestamp>) databases holding previous tables to keep
+        (newest first). C(0) drops the one this run created once the restore has succeeded.
+    type: int
+    default: 1
+  verify:
+    description:
+      - C(rows) compares exact row counts; C(content) also compares each table's data digest, recomputed by
+        re-dumping the restored table exactly as the backup was dumped.
+      - Backups written by MySQL's C(mysqldump) (MySQL dialect) cannot be digested by C(mariadb-dump) the same
+        way; they are verified by row counts, with a warning.
+    type: str
+    choices: [rows, content]
+    default: content
+  tables:
+    description:
+      - Restore (or verify) only these tables or views of the backup, with their triggers. Routines and events
+        are left alone. Other tables of the target are untouched.
+    type: list
+    elements: str
+  workers:
+    description:
+      - Parallel client sessions. Default is the number of CPUs of the managed host.
+    type: int
+  identity:
+    description:
+      - age identity for an encrypted backup, either the path of an identity file (as written by
+        C(age-keygen)) or the C(AGE-SECRET-KEY-1...) key itself.
+      - The decrypted (still compressed) stream is written to a private 0600 temporary file beside the backup
+        while the module runs, so the directory needs free space of about the file's size.
+    type: str
+  strip_definers:
+    description:
+      - Remove C(DEFINER=user@host) from triggers, views, routines and events, so an account without SUPER /
+        SET USER can restore them; they are then owned by the restoring account.
+    type: bool
+    default: false
+  write_binlog:
+    description:
+      - Write the restore to the binary log (replicas receive it). Off by default, which needs the privilege to
+        C(SET sql_log_bin) (BINLOG ADMIN on MariaDB, SUPER or SYSTEM_VARIABLES_ADMIN on MySQL); without it the
+        task fails with a message saying so.
+    type: bool
+    default: false
+notes:
+  - "The restoring account needs on the scratch/shadow databases, the target and C(<target>_old_*):
+    CREATE, DROP, SELECT, INSERT, ALTER, INDEX, CREATE VIEW, SHOW VIEW, TRIGGER, CREATE ROUTINE,
+    ALTER ROUTINE, EVENT, LOCK TABLES; plus BINLOG ADMIN (see O(write_binlog))."
+  - A scratch/shadow database carries a C(__mutuapix_restore) marker table and a server lock while in use;
+    the next run for the same database drops leftovers whose lock is free.
+  - The cutover drops the triggers of the swapped tables just before the C(RENAME TABLE) (MySQL cannot rename a
+    table with triggers into another database) and recreates them right after; C(cutover_ms) measures that
+    window. What it drops is journaled first, so a run killed in between is undone by the next run.
+seealso:
+  - module: mutuapix.ops.mysql_backup
+  - module: mutuapix.ops.b2_sync
+requirements:
+  - PyMySQL and zstandard (for zstd backups) on the managed host; cryptography for C(.age) backups.
+  - The C(mariadb) or C(mysql) client and C(mariadb-dump) or C(mysqldump) on the managed host.
+"""
+
+EXAMPLES = r"""
+- name: Prove last night's backup restores (scratch database, dropped afterwards)
+  mutuapix.ops.mysql_restore_verify:
+    login_unix_socket: /run/mysqld/mysqld.sock
+    login_user: restore
+    login_password: "{{ vault_mysql_restore_password }}"
+    backup_dir: /var/backups/mysql
+    database: mutuapix
+  register: proof
+
+- name: Verify an encrypted backup pulled from B2, rows only
+  mutuapix.ops.mysql_restore_verify:
+    src: /var/backups/mysql/mutuapix-20261128T031500Z.sql.zst.age
+    identity: /root/.config/age/mutuapix.txt
+    verify: rows
+
+- name: Roll the database back to a backup (previous tables kept in mutuapix_old_<timestamp>)
+  mutuapix.ops.mysql_restore_verify:
+    src: /var/backups/mysql/mutuapix-pre-deploy-2026.11.28-20261128T140000Z.sql.zst
+    mode: restore
+    force: true
+    keep_old: 2
+    write_binlog: true
+
+- name: Restore only the tables a failed migration touched
+  mutuapix.ops.mysql_restore_verify:
+    backup_dir: /var/backups/mysql
+    database: mutuapix
+    mode: restore
+    tables: [transactions, audit_logs]
+    force: true
+"""
+
+RETURN = r"""
+verified:
+  description: Whether every restored table and object matched the manifest (false in check mode).
+  returned: always
+  type: bool
+  sample: true
+mode:
+  description: The mode that ran.
+  returned: always
+  type: str
+  sample: verify
+src:
+  description: The backup file used (the newest one when O(backup_dir) was given).
+  returned: always
+  type: str
+  sample: /var/backups/mysql/mutuapix-20261128T031500Z.sql.zst
+backup_database:
+  description: The database the backup was taken from (from the manifest).
+  returned: always
+  type: str
+  sample: mutuapix
+database:
+  description: The scratch database (verify) or the target database (restore).
+  returned: always
+  type: str
+  sample: _verify_mutuapix_20261128T040000Z
+tables:
+  description:
+    - Per table, C(rows_expected) from the manifest, C(rows_restored) counted in the restored copy and
+      C(digest_ok) (null when not compared, i.e. O(verify=rows) or a MySQL-dialect backup).
+    - In check mode only C(rows_expected).
+  returned: always
+  type: dict
+  sample: {"users": {"rows_expected": 1200, "rows_restored": 1200, "digest_ok": true}}
+mismatches:
+  description: Every difference found, naming the table or object. The task fails when it is not empty.
+  returned: always
+  type: list
+  elements: str
+  sample: ["table transactions: content digest differs from the backup's"]
+duration_s:
+  description: Seconds the whole task took (file check included).
+  returned: success
+  type: float
+  sample: 31.2
+restore_s:
+  description: Seconds spent loading (work of the parallel sessions minus verification).
+  returned: always
+  type: float
+  sample: 24.8
+verify_s:
+  description: Seconds spent re-dumping and comparing tables, summed over the sessions (they overlap the load).
+  returned: always
+  type: float
+  sample: 9.1
+cutover_ms:
+  description: Milliseconds the target was being changed (trigger drop, RENAME TABLE, objects recreated).
+  returned: mode=restore, success, not check mode
+  type: float
+  sample: 84.5
+bytes:
+  description: Uncompressed bytes of table data loaded.
+  returned: always
+  type: int
+  sample: 1030000000
+replaced:
+  description: Tables and views of the target that are (or in check mode would be) replaced.
+  returned: mode=restore
+  type: list
+  elements: str
+  sample: [transactions, users]
+old_database:
+  description: Database holding the previous tables (null when the target was empty).
+  returned: mode=restore
+  type: str
+  sample: mutuapix_old_20261128T150000Z
+old_dropped:
+  description: Older C(<target>_old_*) databases dropped under O(keep_old).
+  returned: mode=restore, success, not check mode
+  type: list
+  elements: str
+  sample: [mutuapix_old_20261101T150000Z]
+cleaned_up:
+  description: Leftovers of killed runs that this run dropped or undid.
+  returned: always
+  type: list
+  elements: str
+  sample: [_verify_mutuapix_20261127T040000Z]
+"""
+
+import os
+
+from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _dumpfile, _restore
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLModule
+
+
+def argument_spec():
+    return {
+        "src": {"type": "path"},
+        "backup_dir": {"type": "path"},
+        "database": {"type": "str"},
+        "mode": {"type": "str", "choices": ["verify", "restore"], "default": "verify"},
+        "target_database": {"type": "str"},
+        "force": {"type": "bool", "default": False},
+        "scratch_database": {"type": "str"},
+        "keep_scratch": {"type": "bool", "default": False},
+        "keep_old": {"type": "int", "default": 1},
+        "verify": {"type": "str", "choices": ["rows", "content"], "default": "content"},
+        "tables": {"type": "list", "elements": "str"},
+        "workers": {"type": "int"},
+        "identity": {"type": "str", "no_log": True},
+        "strip_definers": {"type": "bool", "default": False},
+        "write_binlog": {"type": "bool", "default": False},
+    }
+
+
+def main():
+    module = MySQLModule(
+        argument_spec=argument_spec(),
+        mutually_exclusive=[("src", "backup_dir")],
+        required_one_of=[("src", "backup_dir")],
+        required_by={"backup_dir": "database"},
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params["keep_old"] < 0 or (params["workers"] is not None and params["workers"] < 1):
+        module.fail_json(msg="keep_old must be 0 or more and workers 1 or more")
+    if not _dumpfile.HAS_ZSTANDARD:
+        module.warn("the zstandard Python library is missing: only gzip or uncompressed backups can be read")
+    request = _restore.Request(
+        src=params["src"],
+        backup_dir=params["backup_dir"],
+        database=params["database"],
+        mode=params["mode"],
+        target_database=params["target_database"],
+        force=params["force"],
+        scratch_database=params["scratch_database"],
+        keep_scratch=params["keep_scratch"],
+        keep_old=params["keep_old"],
+        verify=params["verify"],
+        tables=params["tables"] or None,
+        workers=params["workers"] or os.cpu_count() or 2,
+        identity=params["identity"],
+        strip_definers=params["strip_definers"],
+        write_binlog=params["write_binlog"],
+    )
+    client, dump = module.program("client"), module.program("dump")
+    try:
+        result = _restore.run(request, module.conn_params, client, dump, module.check_mode, module.warn)
+    except _restore.RestoreError as exc:
+        module.fail_json(msg=to_native(exc), **exc.details)
+    for warning in result.pop("warnings_", []):
+        module.warn(warning)
+    if result["mismatches"]:
+        module.fail_json(
+            msg=f"the backup {result['src']} does not restore to what it contains: " + "; ".join(result["mismatches"]),
+            **result,
+        )
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
