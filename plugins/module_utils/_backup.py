@@ -14,10 +14,12 @@ import datetime as dt
 import errno
 import fcntl
 import os
+import queue
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -228,6 +230,50 @@ def check_extra_args(extra: list[str]) -> None:
             )
 
 
+PIPE_SIZE = 1024 * 1024
+READ_AHEAD_BLOCKS = 8
+
+
+def read_ahead(pipe: Any, block: int = _dumpfile.READ_BLOCK, depth: int = READ_AHEAD_BLOCKS) -> Iterator[bytes]:
+    """Blocks of the dump program's output, read by a separate thread.
+
+    The dump program must never wait for us: while this thread drains the pipe (a
+    blocking read releases the GIL) the caller parses, digests and compresses the previous
+    block. At most ``depth`` blocks are buffered, so memory stays bounded.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                data = pipe.read(block)
+                if not data:
+                    break
+                blocks.put(data)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            blocks.put(exc)
+        blocks.put(None)
+
+    thread = threading.Thread(target=reader, name="dump-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = blocks.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                blocks.get(timeout=0.05)
+
+
 @dataclass
 class DumpResult:
     parser: _dumpfile.DumpParser
@@ -269,10 +315,7 @@ def run_dump(
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
             assert proc.stdout is not None
             try:
-                while True:
-                    block = proc.stdout.read(_dumpfile.READ_BLOCK)
-                    if not block:
-                        break
+                for block in read_ahead(proc.stdout):
                     parser.feed(block)
             except BaseException:
                 proc.kill()

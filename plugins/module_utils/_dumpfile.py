@@ -125,8 +125,8 @@ def _unquote(name: bytes) -> str:
     return text
 
 
-def _next_insert(segment: bytes, pos: int) -> int:
-    idx = segment.find(b"\nINSERT INTO ", pos)
+def _next_insert(segment: bytes, pos: int, end: int | None = None) -> int:
+    idx = segment.find(b"\nINSERT INTO ", pos, end)
     return idx + 1 if idx >= 0 else -1
 
 
@@ -360,7 +360,7 @@ class DumpParser:
         if gtid:
             self.binlog["gtid"] = gtid.group(1).decode()
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         frame = self._frame
         assert frame is not None
         frame.size += len(data)
@@ -376,7 +376,7 @@ class DumpParser:
             self.order.append(name)
         return obj
 
-    def _data_write(self, data: bytes) -> None:
+    def _data_write(self, data: bytes | memoryview) -> None:
         """Bytes of a table's data region: written and digested."""
         self._write(data)
         cur = self._current
@@ -386,13 +386,23 @@ class DumpParser:
     # the state machine
 
     def feed(self, block: bytes) -> None:
+        """Parse a block of the stream; a line split across blocks waits for its end."""
         if not block:
             return
-        data = self._pending + block if self._pending else block
-        cut = data.rfind(b"\n") + 1
-        self._pending = data[cut:]
-        if cut:
-            self._process(data, cut)
+        start = 0
+        if self._pending:
+            nl = block.find(b"\n")
+            if nl < 0:
+                self._pending += block
+                return
+            head = self._pending + block[: nl + 1]
+            self._pending = b""
+            self._process(head, 0, len(head))
+            start = nl + 1
+        cut = block.rfind(b"\n") + 1
+        if cut > start:
+            self._process(block, start, cut)
+        self._pending = block[max(cut, start) :]
 
     def _start_section(self, kind: str, name: str) -> None:
         if kind == "table":
@@ -421,8 +431,7 @@ class DumpParser:
                 return kind, _unquote(b"`" + match.group(1) + b"`") if kind not in ("events", "routines") else ""
         return None
 
-    def _process(self, data: bytes, end: int) -> None:
-        pos = 0
+    def _process(self, data: bytes, pos: int, end: int) -> None:
         while pos < end:
             if self._state == "rows":
                 pos = self._rows(data, pos, end)
@@ -494,7 +503,7 @@ class DumpParser:
             if data.startswith(b"INSERT INTO ", pos):
                 inserts += 1
                 nl = data.index(b"\n", pos, end)
-                if not data[pos:nl].endswith(b" VALUES"):
+                if not data.endswith(b" VALUES", pos, nl):
                     inline_rows += count_inline_rows(data[pos:nl])
                 scan = nl
             else:
@@ -510,56 +519,52 @@ class DumpParser:
                 if data.startswith(b"INSERT INTO ", start):
                     inserts += 1
                     nl = data.index(b"\n", start, end)
-                    if not data[start:nl].endswith(b" VALUES"):
+                    if not data.endswith(b" VALUES", start, nl):
                         inline_rows += count_inline_rows(data[start:nl])
                     scan = nl
                     continue
                 stop = start
                 break
         if stop > pos:
-            segment = data[pos:stop] if (pos or stop != len(data)) else data
-            lines = segment.count(b"\n")
-            rows = lines - inserts + inline_rows
+            rows = data.count(b"\n", pos, stop) - inserts + inline_rows
             cur.rows += rows
-            self._rows_out(segment, rows)
+            self._rows_out(data, pos, stop, rows)
         if stop < end:
             self._state = "data_tail"
             self._begin_frame("data_tail", cur)
         return stop
 
-    def _rows_out(self, segment: bytes, rows: int) -> None:
+    def _rows_out(self, data: bytes, pos: int, stop: int, rows: int) -> None:
         """Write row lines, cutting a new data frame at an INSERT boundary every chunk_bytes."""
-        frame = self._frame
-        assert frame is not None
-        room = self.chunk_bytes - frame.size
-        if len(segment) <= room:
-            frame.rows += rows
-            self._data_write(segment)
-            return
-        cut = segment.find(b"\nINSERT INTO ", max(0, room - 1)) + 1
-        if cut <= 0:
-            frame.rows += rows
-            self._data_write(segment)
-            return
-        head = segment[:cut]
-        head_rows = self._count_rows(head)
-        frame.rows += head_rows
-        self._data_write(head)
-        self._begin_frame("data", self._current)
-        self._rows_out(segment[cut:], rows - head_rows)
+        view = memoryview(data)
+        while True:
+            frame = self._frame
+            assert frame is not None
+            room = self.chunk_bytes - frame.size
+            cut = -1
+            if stop - pos > room:
+                cut = data.find(b"\nINSERT INTO ", pos + max(0, room - 1), stop) + 1
+            if cut <= 0:
+                frame.rows += rows
+                self._data_write(view[pos:stop])
+                return
+            head_rows = self._count_rows(data, pos, cut)
+            frame.rows += head_rows
+            self._data_write(view[pos:cut])
+            self._begin_frame("data", self._current)
+            pos, rows = cut, rows - head_rows
 
     @staticmethod
-    def _count_rows(segment: bytes) -> int:
+    def _count_rows(data: bytes, pos: int, end: int) -> int:
         """Rows in a run of row and INSERT lines (row lines minus INSERT lines plus inline rows)."""
-        rows = segment.count(b"\n")
-        start = 0 if segment.startswith(b"INSERT INTO ") else _next_insert(segment, 0)
+        rows = data.count(b"\n", pos, end)
+        start = pos if data.startswith(b"INSERT INTO ", pos) else _next_insert(data, pos, end)
         while start >= 0:
-            nl = segment.index(b"\n", start)
+            nl = data.index(b"\n", start, end)
             rows -= 1
-            line = segment[start:nl]
-            if not line.endswith(b" VALUES"):
-                rows += count_inline_rows(line)
-            start = _next_insert(segment, nl)
+            if not data.endswith(b" VALUES", start, nl):
+                rows += count_inline_rows(data[start:nl])
+            start = _next_insert(data, nl, end)
         return rows
 
     def finish(self) -> None:

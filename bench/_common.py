@@ -1,0 +1,76 @@
+"""Shared bench plumbing: a private MariaDB with a ≥ 1 GB-dump database, timing, peak RSS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / ".build" / "collections"))
+
+from tests.support import datagen  # noqa: E402
+from tests.support.mariadb import MariaDB  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+BENCH_DB_DIR = ROOT / ".build" / "bench-mariadb"
+
+
+def bench_server(size_mb: int, database: str = "bench") -> MariaDB:
+    """Start (or reuse) the bench server; (re)generate ``database`` when its size differs."""
+    server = MariaDB(BENCH_DB_DIR, buffer_pool="4G")
+    server.start(timeout=300)
+    marker = BENCH_DB_DIR / f".{database}.size_mb"
+    if not marker.exists() or marker.read_text().strip() != str(size_mb):
+        print(f"bench: generating database {database!r} for a plain dump of about {size_mb} MB ...", flush=True)
+        started = time.monotonic()
+        datagen.create_database(server, database, size_mb * 1_000_000)
+        marker.write_text(str(size_mb))
+        print(f"bench: generated in {time.monotonic() - started:.0f}s", flush=True)
+    return server
+
+
+def option_file(server: MariaDB) -> Path:
+    path = BENCH_DB_DIR / "client.cnf"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f'[client]\nuser=root\npassword="{server.ROOT_PASSWORD}"\nsocket={server.socket}\n')
+    return path
+
+
+def timed(cmd: list[str] | str, shell: bool = False, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a command; wall time and the peak RSS (VmHWM) of the top process, sampled."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, shell=shell, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak_kb = 0
+    while proc.poll() is None:
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd!r} failed ({proc.returncode}): {err.decode()[-2000:]} {out.decode()[-2000:]}")
+    return {"seconds": round(elapsed, 2), "peak_rss_mb": round(peak_kb / 1024, 1), "stdout": out.decode()[-4000:]}
+
+
+def save(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def size_of(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""mysql_backup side by side with the tools users would pick instead, in one run.
+
+Peers, on the same database (plain dump ≥ 1 GB by default):
+  floor           mariadb-dump > /dev/null           (dumping alone)
+  gzip            mariadb-dump | gzip > f.sql.gz      (the classic cron job)
+  community.mysql mysql_db state=dump target=f.sql.gz (what the `ansible` package ships)
+  zstd -T2 -3     mariadb-dump | zstd -T2 -3 > f.zst  (reference)
+  mydumper        mydumper -t 2 -c                    (reference)
+  mysql_backup    this collection (zstd level 3, two compression threads)
+
+Targets (issue 2): mysql_backup <= 1.3 x floor; >= 2 x faster than gzip and community.mysql;
+file no larger than gzip -6's; peak RSS of the module process <= 150 MB.
+
+Usage: bench/bench_backup.py [--size-mb 1100] [--rounds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, bench_server, option_file, save, size_of, timed
+
+PY = str(ROOT / ".venv" / "bin" / "python")
+BENCH_VENV = ROOT / ".venv-bench" / "bin"
+
+
+def module_cmd(args: dict, workdir: Path) -> tuple[list[str], dict[str, str]]:
+    path = workdir / "args.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": args}, handle)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / ".build" / "collections"))
+    return [PY, "-m", "ansible_collections.mutuapix.ops.plugins.modules.mysql_backup", str(path)], env
+
+
+def community_mysql_cmd(server, cnf: Path, db: str, target: Path, workdir: Path) -> list[str]:
+    playbook = workdir / "cm.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - community.mysql.mysql_db:\n"
+        f"        name: {db}\n        state: dump\n        target: {target}\n"
+        f"        login_unix_socket: {server.socket}\n        config_file: {cnf}\n"
+        "        single_transaction: true\n"
+    )
+    return [
+        str(BENCH_VENV / "ansible-playbook"),
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-e",
+        f"ansible_python_interpreter={BENCH_VENV / 'python'}",
+        str(playbook),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=1100, help="approximate plain dump size of the database")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--skip", nargs="*", default=[], help="peers to skip (e.g. community.mysql mydumper)")
+    args = parser.parse_args()
+    server = bench_server(args.size_mb)
+    cnf = option_file(server)
+    db = "bench"
+    work = Path(tempfile.mkdtemp(prefix="bench-backup-", dir=str(ROOT / ".build")))
+    dump = [
+        "mariadb-dump",
+        f"--defaults-extra-file={cnf}",
+        "--single-transaction",
+        "--quick",
+        "--routines",
+        "--triggers",
+        "--events",
+        "--hex-blob",
+        "--skip-dump-date",
+        "--default-character-set=utf8mb4",
+        db,
+    ]
+    results: dict[str, list[dict]] = {}
+    try:
+        for rnd in range(args.rounds):
+            print(f"bench: round {rnd + 1}/{args.rounds}", flush=True)
+            runs = {
+                "floor (dump > /dev/null)": (" ".join(dump) + " > /dev/null", True, None, None),
+                "mysql_backup (zstd -3, 2 threads)": (None, False, None, work / "mb"),
+                "dump | gzip -6": (" ".join(dump) + f" | gzip -6 > {work}/g.sql.gz", True, None, work / "g.sql.gz"),
+                "dump | zstd -T2 -3": (
+                    " ".join(dump) + f" | zstd -q -T2 -3 > {work}/z.sql.zst",
+                    True,
+                    None,
+                    work / "z.sql.zst",
+                ),
+                "community.mysql mysql_db dump .gz": (None, False, None, work / "cm.sql.gz"),
+                "mydumper -t 2 -c": (None, False, None, work / "mydumper"),
+            }
+            for name, (cmd, shell, env, output) in runs.items():
+                if any(s in name for s in args.skip):
+                    continue
+                if name.startswith("mysql_backup"):
+                    shutil.rmtree(output, ignore_errors=True)
+                    cmd, env = module_cmd(
+                        {
+                            "login_unix_socket": server.socket,
+                            "config_file": str(cnf),
+                            "database": db,
+                            "dest": str(output),
+                        },
+                        work,
+                    )
+                elif name.startswith("community.mysql"):
+                    if not (BENCH_VENV / "ansible-playbook").exists():
+                        print("bench: .venv-bench missing (run `make bench`), skipping community.mysql", flush=True)
+                        continue
+                    cmd = community_mysql_cmd(server, cnf, db, output, work)
+                elif name.startswith("mydumper"):
+                    shutil.rmtree(output, ignore_errors=True)
+                    cmd = [
+                        "mydumper",
+                        f"--defaults-file={cnf}",
+                        "-B",
+                        db,
+                        "-t",
+                        "2",
+                        "-c",
+                        "-o",
+                        str(output),
+                        "--routines",
+                        "--triggers",
+                        "--events",
+                    ]
+                print(f"bench:   {name} ...", end="", flush=True)
+                res = timed(cmd, shell=shell, env=env)
+                res.pop("stdout", None)
+                if output is not None and output.exists():
+                    res["bytes"] = size_of(output)
+                print(f" {res['seconds']} s" + (f", {res['bytes'] / 1e6:.1f} MB" if "bytes" in res else ""), flush=True)
+                results.setdefault(name, []).append(res)
+        plain = int(
+            server.execute("SELECT SUM(DATA_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (db,))[0][
+                0
+            ]
+        )
+        manifest = next((work / "mb").glob("*.manifest.json"), None)
+        uncompressed = json.loads(manifest.read_text())["uncompressed_size"] if manifest else None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        server.stop()
+
+    best = {name: min(r["seconds"] for r in runs) for name, runs in results.items()}
+    mb = best["mysql_backup (zstd -3, 2 threads)"]
+    mb_run = min(results["mysql_backup (zstd -3, 2 threads)"], key=lambda r: r["seconds"])
+    print()
+    print(f"database: InnoDB data {plain / 1e6:.0f} MB, plain dump {uncompressed / 1e6 if uncompressed else 0:.0f} MB")
+    print(f"{'peer':40} {'seconds':>8} {'x mysql_backup':>15} {'MB':>8}")
+    for name, runs in results.items():
+        run = min(runs, key=lambda r: r["seconds"])
+        size = f"{run['bytes'] / 1e6:8.1f}" if "bytes" in run else " " * 8
+        print(f"{name:40} {run['seconds']:8.2f} {run['seconds'] / mb:15.2f} {size}")
+    floor = best.get("floor (dump > /dev/null)")
+    summary = {
+        "plain_dump_bytes": uncompressed,
+        "mysql_backup_vs_floor": round(mb / floor, 3) if floor else None,
+        "gzip_vs_mysql_backup": round(best["dump | gzip -6"] / mb, 2) if "dump | gzip -6" in best else None,
+        "community_mysql_vs_mysql_backup": (
+            round(best["community.mysql mysql_db dump .gz"] / mb, 2)
+            if "community.mysql mysql_db dump .gz" in best
+            else None
+        ),
+        "mysql_backup_peak_rss_mb": mb_run["peak_rss_mb"],
+        "mysql_backup_bytes": mb_run.get("bytes"),
+        "gzip_bytes": min(results["dump | gzip -6"], key=lambda r: r["seconds"]).get("bytes")
+        if "dump | gzip -6" in results
+        else None,
+    }
+    print()
+    print(json.dumps(summary, indent=1))
+    path = save("backup", {"size_mb": args.size_mb, "results": results, "summary": summary})
+    print(f"bench: results written to {path}")
+
+
+if __name__ == "__main__":
+    main()
