@@ -1,0 +1,143 @@
+"""playbooks/harden.yml with ansible-playbook against the private MariaDB."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from tests.integration.users.conftest import login
+from tests.support.mariadb import MariaDB
+from tests.support.runner import ROOT, run_playbook
+
+PLAYBOOK = ROOT / "playbooks" / "harden.yml"
+SECRETS = {
+    "hardening_app_password": "App-Vaulted-Secret-7Qz!",
+    "hardening_migrate_password": "Migrate-Vaulted-Secret-8Rx!",
+    "hardening_backup_password": "Backup-Vaulted-Secret-9Sy!",
+}
+USERS = ("p5h_app", "p5h_migrate", "p5h_backup")
+
+
+def recap(output: str) -> dict[str, int]:
+    match = re.search(r"testdb\s*:\s*(.*)", output.split("PLAY RECAP", 1)[-1])
+    assert match, output[-3000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+@pytest.fixture
+def harden(mariadb: MariaDB, tmp_path: Path) -> Iterator[Any]:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  children:\n    db:\n      hosts:\n        testdb:\n"
+        f"          ansible_connection: local\n          ansible_python_interpreter: {sys.executable}\n"
+    )
+    env_file = tmp_path / "app" / ".env"
+    env_file.parent.mkdir()
+    env_file.write_text("DB_PASSWORD=whatever\n")
+    env_file.chmod(0o666)
+    backups = tmp_path / "backups"
+    backups.mkdir(mode=0o777)
+    backups.chmod(0o777)
+    mariadb.execute("CREATE DATABASE IF NOT EXISTS p5h_db")
+    base = {
+        "hardening_login_unix_socket": mariadb.socket,
+        "hardening_login_user": "root",
+        "hardening_login_password": mariadb.ROOT_PASSWORD,
+        "hardening_config_file": str(mariadb.login["config_file"]),
+        "hardening_database": "p5h_db",
+        "hardening_app_user": "p5h_app",
+        "hardening_migrate_user": "p5h_migrate",
+        "hardening_backup_user": "p5h_backup",
+        "hardening_backup_dir": str(backups),
+        "hardening_app_env_file": str(env_file),
+    }
+
+    def run(extra: dict[str, Any] | None = None, args: list[str] | None = None, secrets: dict[str, str] | None = None):
+        variables = {**base, **(SECRETS if secrets is None else secrets), **(extra or {})}
+        return run_playbook(PLAYBOOK, inventory, variables, args)
+
+    run.env_file = env_file  # type: ignore[attr-defined]
+    run.backups = backups  # type: ignore[attr-defined]
+    yield run
+    for user in USERS:
+        with contextlib.suppress(pymysql.err.MySQLError):
+            mariadb.execute(f"DROP USER IF EXISTS `{user}`@`localhost`")
+    mariadb.execute("DROP DATABASE IF EXISTS p5h_db")
+
+
+def existing(mariadb: MariaDB) -> set[str]:
+    rows = mariadb.execute("SELECT User FROM mysql.user WHERE User LIKE 'p5h\\_%'")
+    return {str(r[0]) for r in rows}
+
+
+def test_check_apply_idempotent_and_no_secret_in_output(harden: Any, mariadb: MariaDB) -> None:
+    mariadb.execute("CREATE USER IF NOT EXISTS ''@'localhost'")
+    try:
+        planned = harden(args=["--check", "--diff"])
+        assert planned.returncode == 0, planned.stdout[-3000:] + planned.stderr[-2000:]
+        assert recap(planned.stdout)["changed"] >= 3
+        assert existing(mariadb) == set(), "check mode created accounts"
+        assert mariadb.execute("SELECT 1 FROM mysql.user WHERE User = ''"), "check mode removed the anonymous account"
+        assert stat.S_IMODE(harden.env_file.stat().st_mode) == 0o666
+
+        first = harden(args=["-vvv"])
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+        assert recap(first.stdout)["changed"] == 4  # accounts, secure installation, two file modes
+        for secret in [*SECRETS.values(), mariadb.ROOT_PASSWORD]:
+            assert secret not in first.stdout and secret not in first.stderr
+        assert existing(mariadb) == set(USERS)
+        assert not mariadb.execute("SELECT 1 FROM mysql.user WHERE User = ''")
+        assert stat.S_IMODE(harden.env_file.stat().st_mode) == 0o640
+        assert stat.S_IMODE(harden.backups.stat().st_mode) == 0o700
+        login(mariadb, "p5h_app", SECRETS["hardening_app_password"], "p5h_db").close()
+        login(mariadb, "p5h_backup", SECRETS["hardening_backup_password"], "p5h_db").close()
+
+        second = harden()
+        assert second.returncode == 0, second.stdout[-3000:]
+        assert recap(second.stdout)["changed"] == 0, second.stdout[-4000:]
+    finally:
+        mariadb.execute("DROP USER IF EXISTS ''@'localhost'")
+
+
+@pytest.mark.parametrize(
+    ("secrets", "variable", "needle"),
+    [
+        (
+            {**SECRETS, "hardening_migrate_password": "CHANGE_THIS_SECURE_PASSWORD"},
+            "hardening_migrate_password",
+            "placeholder",
+        ),
+        ({**SECRETS, "hardening_backup_password": "short-1A"}, "hardening_backup_password", "at least 16"),
+        (
+            {k: v for k, v in SECRETS.items() if k != "hardening_app_password"},
+            "hardening_app_password",
+            "missing required",
+        ),
+    ],
+)
+def test_weak_or_missing_secret_fails_before_any_change(
+    harden: Any, mariadb: MariaDB, secrets: dict[str, str], variable: str, needle: str
+) -> None:
+    result = harden(secrets=secrets)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert variable in output and needle in output, output[-3000:]
+    assert existing(mariadb) == set(), "an account was created before the secret check failed"
+    assert stat.S_IMODE(harden.env_file.stat().st_mode) == 0o666
+    if "CHANGE_THIS" in str(secrets.values()):
+        assert "CHANGE_THIS_SECURE_PASSWORD" not in output
+
+
+def test_readonly_needs_its_password(harden: Any, mariadb: MariaDB) -> None:
+    result = harden(extra={"hardening_readonly_enabled": True})
+    assert result.returncode != 0
+    assert "hardening_readonly_password is required" in result.stdout, result.stdout[-3000:]
+    assert existing(mariadb) == set()
