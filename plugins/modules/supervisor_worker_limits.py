@@ -23,7 +23,7 @@ description:
     (otherwise a slow job is handed to a second worker and runs twice), and O(stopwaitsecs) above O(timeout_s)
     (otherwise supervisor kills a worker in the middle of a job it was allowed to finish).
   - The file is rendered, parsed back and compared with the intent, then written to a temporary file, fsynced and
-    renamed into place (mode 0600: it may hold environment values).
+    renamed into place with mode 0600 (it may hold environment values).
 options:
   name:
     description:

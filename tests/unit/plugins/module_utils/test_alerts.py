@@ -1,0 +1,165 @@
+"""Transition logic, state file handling and webhook delivery of _alerts."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _alerts
+
+NOW = 1_800_000_000.0
+
+
+def run(previous, problems, now=NOW, realert=3600):
+    return _alerts.evaluate(previous, problems, now=now, realert_after_s=realert, probe="p", target="t")
+
+
+def test_ok_to_ok_is_silent():
+    first = run(None, {})
+    assert (first.alerts, first.recoveries, first.previous_known) == ([], [], False)
+    second = run(first.state, {})
+    assert (second.alerts, second.recoveries, second.previous_known) == ([], [], True)
+
+
+def test_ok_to_failing_alerts_once_then_silent_until_realert():
+    ok = run(None, {}).state
+    failing = run(ok, {"db": "down"}, now=NOW + 10)
+    assert [(a["check"], a["repeat"]) for a in failing.alerts] == [("db", False)]
+    assert failing.state["failing"]["db"]["since"] == NOW + 10
+    still = run(failing.state, {"db": "still down"}, now=NOW + 3600)
+    assert still.alerts == [] and still.recoveries == []
+    assert still.state["failing"]["db"]["message"] == "still down"
+    reminder = run(still.state, {"db": "still down"}, now=NOW + 10 + 3600)
+    assert [a["repeat"] for a in reminder.alerts] == [True]
+    assert reminder.alerts[0]["since"] == _alerts._iso(NOW + 10)  # the original start, not the reminder time
+    assert run(reminder.state, {"db": "x"}, now=NOW + 20 + 3600).alerts == []
+
+
+def test_realert_zero_never_reminds():
+    state = run(None, {"db": "down"}).state
+    assert run(state, {"db": "down"}, now=NOW + 10**7, realert=0).alerts == []
+
+
+def test_failing_to_ok_recovers_once_with_duration():
+    state = run(None, {"db": "down", "disk": "full"}).state
+    partial = run(state, {"disk": "full"}, now=NOW + 120)
+    assert [(r["check"], r["duration_s"]) for r in partial.recoveries] == [("db", 120)]
+    assert partial.alerts == []
+    assert "recovered: down" in partial.recoveries[0]["message"]
+    done = run(partial.state, {}, now=NOW + 180)
+    assert [r["check"] for r in done.recoveries] == ["disk"]
+    assert run(done.state, {}, now=NOW + 240).recoveries == []
+
+
+def test_unknown_state_alerts_on_failure_and_never_recovers():
+    assert [a["check"] for a in run(None, {"db": "down"}).alerts] == ["db"]
+    assert run(None, {}).recoveries == []
+
+
+def test_load_state_missing_corrupt_and_wrong_shape(tmp_path: Path):
+    path = tmp_path / "s.json"
+    state, warning = _alerts.load_state(str(path))
+    assert state is None and "does not exist yet" in warning
+    for text, expected in [
+        ("{oops", "corrupt"),
+        (b"\xff\xfe", "corrupt"),
+        ("[]", "unexpected format"),
+        ('{"version": 99, "failing": {}}', "unexpected format"),
+        ('{"version": 1, "failing": {"a": 3}}', "unexpected format"),
+    ]:
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
+        state, warning = _alerts.load_state(str(path))
+        assert state is None and expected in warning, text
+
+
+def test_save_state_is_atomic_0600_and_creates_the_directory(tmp_path: Path):
+    path = tmp_path / "deep" / "dir" / "s.json"
+    state = run(None, {"db": "down"}).state
+    _alerts.save_state(str(path), state)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    loaded, warning = _alerts.load_state(str(path))
+    assert warning is None and loaded == json.loads(json.dumps(state))
+    assert [p.name for p in path.parent.iterdir()] == ["s.json"]  # no temporary file left
+    with pytest.raises(_alerts.StateError, match="cannot write state file"):
+        _alerts.save_state(str(path / "below-a-file.json"), state)
+
+
+def test_payload_is_slack_compatible():
+    failing = run(None, {"queue:default:wait": "waited 900 s"})
+    payload = _alerts.build_payload("queue_health", "app", failing.alerts, [], healthy=False)
+    assert payload["text"].startswith("[queue_health] app on ")
+    assert "FAILING queue:default:wait: waited 900 s" in payload["text"]
+    assert payload["attachments"][0]["color"] == "danger"
+    assert payload["mutuapix"]["alerts"] == failing.alerts
+    json.dumps(payload)  # serialisable as is
+    recovered = run(failing.state, {}, now=NOW + 60)
+    ok = _alerts.build_payload("queue_health", "app", [], recovered.recoveries, healthy=True)
+    assert "RECOVERED queue:default:wait after 60 s" in ok["text"]
+    assert ok["attachments"][0]["color"] == "good"
+
+
+def _refused_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook?token=secret-token"
+
+
+def test_notify_failure_keeps_payload_for_next_run_without_leaking_the_url():
+    evaluation = run(None, {"db": "down"})
+    outcome = _alerts.notify(_refused_url(), evaluation, probe="p", target="t", healthy=False, timeout=2)
+    assert outcome["notified"] is False
+    assert "webhook POST failed" in outcome["notify_error"] and "secret-token" not in outcome["notify_error"]
+    assert len(evaluation.state["undelivered"]) == 1
+    # next run, still failing, nothing new: the old payload is still pending
+    later = run(evaluation.state, {"db": "down"}, now=NOW + 5)
+    assert len(later.state["undelivered"]) == 1
+
+
+def test_notify_without_url_sends_nothing_and_keeps_nothing():
+    evaluation = run(None, {"db": "down"})
+    assert _alerts.notify(None, evaluation, probe="p", target="t", healthy=False) == {
+        "notified": False,
+        "notify_error": None,
+    }
+    assert evaluation.state["undelivered"] == []
+
+
+def test_undelivered_queue_is_capped():
+    state = run(None, {}).state
+    state["undelivered"] = [{"text": str(i)} for i in range(_alerts.MAX_UNDELIVERED + 5)]
+    assert len(run(state, {}).state["undelivered"]) == _alerts.MAX_UNDELIVERED
+
+
+def test_run_transitions_check_mode_writes_nothing(tmp_path: Path):
+    path = tmp_path / "s.json"
+    out = _alerts.run_transitions(
+        probe="p",
+        target="t",
+        problems={"a": "b"},
+        state_file=str(path),
+        realert_after_s=60,
+        notify_url=_refused_url(),
+        check_mode=True,
+    )
+    assert [a["check"] for a in out["alerts"]] == ["a"] and not path.exists() and out["notified"] is False
+    real = _alerts.run_transitions(
+        probe="p", target="t", problems={"a": "b"}, state_file=str(path), realert_after_s=60, notify_url=None
+    )
+    assert real["alerts"] and path.exists() and os.stat(path).st_size > 0
+
+
+def test_default_state_file_is_a_safe_name():
+    path = _alerts.default_state_file("endpoint_check", "api.example.com:8443/health?x=../../etc")
+    assert path.startswith("/var/lib/mutuapix-ops/endpoint_check-")
+    assert "/" not in os.path.basename(path)[:-5] and ".." in path  # dots are kept, slashes are not
+    assert os.path.dirname(path) == "/var/lib/mutuapix-ops"

@@ -1,0 +1,64 @@
+"""Judging queue counts and parsing endpoint URLs in _probes (the measuring runs in integration tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _probes
+
+
+def stats(queues: dict, failed: int = 0) -> dict:
+    full = {name: {**_probes.empty_queue(), **counts} for name, counts in queues.items()}
+    return {"now": 0, "queues": full, "failed_recent": failed}
+
+
+def judge(data: dict, limits: list[_probes.QueueLimits], max_failed: int = 10):
+    return _probes.queue_problems(data, limits, retry_after_s=90, failed_window_s=3600, max_failed=max_failed)
+
+
+def test_default_limits_cover_found_queues_and_default():
+    limits = _probes.queue_limits(None, ["mail", "payments"])
+    assert [(q.name, q.max_wait_s, q.max_pending) for q in limits] == [
+        ("default", 300, None),
+        ("mail", 300, None),
+        ("payments", 300, None),
+    ]
+    configured = _probes.queue_limits([{"name": "x", "max_wait_s": 5, "max_pending": 2}], ["y"])
+    assert [(q.name, q.max_wait_s, q.max_pending) for q in configured] == [("x", 5, 2)]
+
+
+def test_each_problem_kind():
+    data = stats(
+        {"default": {"pending": 9, "oldest_wait_s": 301, "expired_reservations": 2}, "mail": {"pending": 1}},
+        failed=11,
+    )
+    judged, problems = judge(data, [_probes.QueueLimits("default", 300, 5), _probes.QueueLimits("mail")])
+    assert set(problems) == {
+        "queue:default:wait",
+        "queue:default:pending",
+        "queue:default:expired_reservations",
+        "failed_jobs",
+    }
+    assert judged["mail"]["pending"] == 1
+    assert "2 job(s) reserved more than 90 s ago" in problems["queue:default:expired_reservations"]
+
+
+def test_limits_are_exclusive_thresholds():
+    data = stats({"default": {"pending": 5, "oldest_wait_s": 300}}, failed=10)
+    assert judge(data, [_probes.QueueLimits("default", 300, 5)])[1] == {}
+
+
+def test_unknown_queue_is_empty_and_healthy():
+    judged, problems = judge(stats({}), [_probes.QueueLimits("idle")])
+    assert judged == {"idle": _probes.empty_queue()} and problems == {}
+
+
+@pytest.mark.parametrize("url", ["ftp://x/", "example.com/health", "http:///nohost"])
+def test_bad_urls(url: str):
+    with pytest.raises(_probes.ProbeError, match="absolute http"):
+        _probes.check_endpoint(url)
+
+
+def test_safe_url_drops_credentials_and_query():
+    parts = _probes.urllib.parse.urlsplit("https://user:pw@example.com:8443/up?token=abc")
+    assert _probes._safe_url(parts) == "https://example.com:8443/up"

@@ -1,0 +1,68 @@
+"""queue_health: documentation matches the argument spec (shared MySQL options included)."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from ansible_collections.mutuapix.ops.plugins.doc_fragments.mysql import ModuleDocFragment
+from ansible_collections.mutuapix.ops.plugins.modules import queue_health
+from tests.support.runner import run_module
+
+
+def accepted_options(name: str, required: dict) -> set[str]:
+    result = run_module(name, {**required, "zzz_not_an_option": 1})
+    return set(re.search(r"Supported parameters include: (.*)\.$", result["msg"]).group(1).split(", "))
+
+
+def test_documented_options_are_the_accepted_ones():
+    doc = yaml.safe_load(queue_health.DOCUMENTATION)
+    # only the options: the fragment's notes are the fragment owner's business
+    fragment = yaml.safe_load(ModuleDocFragment.DOCUMENTATION.split("\nrequirements:")[0])
+    assert "mutuapix.ops.mysql" in doc["extends_documentation_fragment"]
+    documented = set(doc["options"]) | set(fragment["options"])
+    assert documented == accepted_options("queue_health", {"database": "app"})
+    assert set(doc["options"]["queues"]["suboptions"]) == {"name", "max_wait_s", "max_pending"}
+
+
+def test_return_and_examples():
+    returned = yaml.safe_load(queue_health.RETURN)
+    for key in ("healthy", "queues", "failed_recent", "alerts", "recoveries"):
+        assert "description" in returned[key] and "returned" in returned[key], key
+    assert set(returned["queues"]["contains"]) >= {"pending", "reserved", "expired_reservations", "oldest_wait_s"}
+    for task in yaml.safe_load(queue_health.EXAMPLES):
+        assert "mutuapix.ops.queue_health" in task
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path):
+    result = run_module(
+        "queue_health",
+        {
+            "database": "app",
+            "login_unix_socket": str(tmp_path / "no.sock"),
+            "login_password": "pw-never-shown",
+            "config_file": str(tmp_path / "none.cnf"),
+        },
+    )
+    assert result.failed
+    assert "config_file" in result["msg"] and "does not exist" in result["msg"]
+    empty_cnf = tmp_path / "empty.cnf"
+    empty_cnf.write_text("[client]\n")
+    no_config = run_module(
+        "queue_health",
+        {
+            "database": "app",
+            "login_unix_socket": str(tmp_path / "no.sock"),
+            "login_password": "pw-never-shown",
+            "config_file": str(empty_cnf),
+        },
+    )
+    assert no_config.failed and "cannot connect to MySQL" in no_config["msg"]
+    assert "is the server running" in no_config["msg"]
+    assert "pw-never-shown" not in str(no_config)
+
+
+def test_queue_entries_need_a_name():
+    result = run_module("queue_health", {"database": "app", "queues": [{"max_wait_s": 5}]})
+    assert result.failed and "name" in result["msg"]

@@ -1,0 +1,123 @@
+"""supervisor_worker_limits: documentation, option validation and spec building (no supervisord needed)."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _memmon
+from ansible_collections.mutuapix.ops.plugins.modules import supervisor_worker_limits as swl
+from tests.support.runner import run_module
+
+
+def accepted_options(name: str, required: dict) -> set[str]:
+    result = run_module(name, {**required, "zzz_not_an_option": 1})
+    return set(re.search(r"Supported parameters include: (.*)\.$", result["msg"]).group(1).split(", "))
+
+
+def params(**overrides):
+    base = {
+        "name": "w",
+        "state": "present",
+        "command": None,
+        "app_path": "/srv/app",
+        "php": "php",
+        "connection": None,
+        "queues": ["default"],
+        "sleep": 3,
+        "tries": 3,
+        "max_time_s": 3600,
+        "max_jobs": 0,
+        "timeout_s": 60,
+        "memory_mb": None,
+        "retry_after_s": 90,
+        "stopwaitsecs": None,
+        "numprocs": 1,
+        "user": None,
+        "directory": None,
+        "environment": {},
+        "log_file": None,
+        "log_max_mb": 50,
+        "log_backups": 5,
+        "hard_memory_mb": None,
+        "listener_path": "/usr/local/lib/mutuapix-ops/memlimit.py",
+        "listener_python": "/usr/bin/python3",
+        "supervisor_username": None,
+        "supervisor_password": None,
+    }
+    base.update(overrides)
+    return base
+
+
+def test_documented_options_are_the_accepted_ones():
+    doc = yaml.safe_load(swl.DOCUMENTATION)
+    assert set(doc["options"]) == accepted_options("supervisor_worker_limits", {"name": "w", "command": ["x"]})
+    assert doc["attributes"]["diff_mode"]["support"] == "full"
+
+
+def test_return_and_examples():
+    returned = yaml.safe_load(swl.RETURN)
+    assert set(returned["applied"]["contains"]) == {"added", "removed", "restarted"}
+    assert set(returned["processes"]["contains"]) == {"name", "state", "pid", "rss_mb", "uptime_s"}
+    for task in yaml.safe_load(swl.EXAMPLES):
+        assert "mutuapix.ops.supervisor_worker_limits" in task
+
+
+def test_laravel_defaults():
+    spec = swl.build_spec(params())
+    assert spec.stopwaitsecs == 90  # timeout_s + 30
+    assert "--memory=512" in spec.command
+    assert spec.directory == "/srv/app"
+    assert spec.log_file == "/var/log/supervisor/w.log"
+    assert spec.groups == ["w"]
+
+
+def test_hard_limit_adds_the_listener_with_credentials():
+    spec = swl.build_spec(params(hard_memory_mb=768, supervisor_username="ops", supervisor_password="pw"))
+    assert spec.groups == ["w", "w_memlimit"]
+    assert spec.listener_command == [
+        "/usr/bin/python3",
+        "/usr/local/lib/mutuapix-ops/memlimit.py",
+        "--group",
+        "w",
+        "--limit-mb",
+        "768",
+    ]
+    assert spec.listener_environment == {"SUPERVISOR_USERNAME": "ops", "SUPERVISOR_PASSWORD": "pw"}
+
+
+def test_command_form_has_no_soft_limit_to_compare():
+    spec = swl.build_spec(params(app_path=None, command=["/usr/bin/node", "w.js"], hard_memory_mb=100))
+    assert spec.command == ["/usr/bin/node", "w.js"] and spec.directory is None
+
+
+def test_listener_source_is_the_shipped_file():
+    with open(_memmon.__file__, encoding="utf-8") as handle:
+        assert swl.listener_source() == handle.read()
+
+
+def test_option_errors_need_no_supervisord(tmp_path):
+    both = run_module("supervisor_worker_limits", {"name": "w", "command": ["x"], "app_path": "/srv"})
+    assert both.failed and "mutually exclusive" in both["msg"]
+    neither = run_module("supervisor_worker_limits", {"name": "w"})
+    assert neither.failed and "command, app_path" in neither["msg"]
+    timeouts = run_module(
+        "supervisor_worker_limits",
+        {"name": "w", "app_path": "/srv", "timeout_s": 100, "config_dir": str(tmp_path)},
+    )
+    assert timeouts.failed and "must be below retry_after_s" in timeouts["msg"]
+    assert list(tmp_path.iterdir()) == []
+    secret = run_module(
+        "supervisor_worker_limits",
+        {
+            "name": "w",
+            "command": ["x"],
+            "config_dir": str(tmp_path),
+            "supervisor_url": f"unix://{tmp_path}/none.sock",
+            "supervisor_username": "u",
+            "supervisor_password": "never-printed",
+        },
+    )
+    assert secret.failed and "supervisord is not running" in secret["msg"]
+    assert "never-printed" not in str(secret)
