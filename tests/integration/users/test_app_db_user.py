@@ -9,6 +9,7 @@ import pytest
 
 from tests.integration.users.conftest import Accounts, cli_login, login
 from tests.support.mariadb import MariaDB
+from tests.support.runner import run_module
 
 STRONG = "Xk7#pQ2v!Lm9@wZr"
 OTHER = "Yz8$Rt4n&Bq6^Hs3"
@@ -111,6 +112,17 @@ def test_migrate_preset_runs_laravel_ddl(accounts: Accounts, mariadb: MariaDB, a
             "DROP EVENT p5_event",
             "DROP TABLE p5_orders",
         )
+        # With binary logging on, triggers need SUPER or log_bin_trust_function_creators=1
+        # (documented in roles/hardening/README.md and docs/security.md).
+        trigger = "CREATE TRIGGER p5_trg BEFORE INSERT ON cache FOR EACH ROW SET NEW.expiration = NEW.expiration"
+        trust = mariadb.execute("SELECT @@log_bin_trust_function_creators")[0][0]
+        if not trust:
+            assert denied(conn, trigger) == 1419
+        mariadb.execute("SET GLOBAL log_bin_trust_function_creators = 1")
+        try:
+            allowed(conn, trigger, "DROP TRIGGER p5_trg")
+        finally:
+            mariadb.execute("SET GLOBAL log_bin_trust_function_creators = %s", (trust,))
         denied(conn, "CREATE DATABASE p5_other")
         denied(conn, "SELECT User FROM mysql.user")
         denied(conn, "CREATE USER p5_evil@localhost")
@@ -172,6 +184,19 @@ def test_backup_preset_dumps_everything_and_nothing_more(
     text = dump.stdout.decode("utf-8", "replace")
     assert "CREATE TABLE `transactions`" in text
     assert "PROCEDURE" in text and "TRIGGER" in text and "EVENT" in text and "VIEW" in text
+    # ... and the collection's own backup module, run as this account, succeeds.
+    backup = run_module(
+        "mysql_backup",
+        {
+            "login_unix_socket": mariadb.socket,
+            "login_user": "p5_backup",
+            "login_password": STRONG,
+            "config_file": str(cnf),
+            "database": app_database,
+            "dest": str(tmp_path / "backups"),
+        },
+    )
+    assert not backup.failed and backup["changed"], {k: v for k, v in backup.items() if k != "invocation"}
     conn = login(mariadb, "p5_backup", STRONG, app_database)
     try:
         denied(conn, "INSERT INTO cache (`key`, value, expiration) VALUES ('p5', 'v', 1)")
