@@ -3,73 +3,12 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.integration.monitoring.conftest import Server, posts
-from tests.support import datagen
+from tests.integration.monitoring.conftest import Queues, Server, posts
 from tests.support.mariadb import MariaDB
 from tests.support.runner import ModuleResult, run_module
-
-JOBS_DDL = next(s for s in datagen.SCHEMA if s.startswith("CREATE TABLE jobs"))
-FAILED_DDL = next(s for s in datagen.SCHEMA if s.startswith("CREATE TABLE failed_jobs"))
-
-
-class Queues:
-    """Puts jobs in the state a test needs, relative to the server's clock."""
-
-    def __init__(self, server: MariaDB, database: str) -> None:
-        self.server = server
-        self.database = database
-
-    def now(self) -> int:
-        return int(self.server.execute("SELECT UNIX_TIMESTAMP()")[0][0])
-
-    def job(self, queue: str = "default", age_s: int = 0, reserved_age_s: int | None = None, count: int = 1) -> None:
-        now = self.now()
-        reserved = None if reserved_age_s is None else now - reserved_age_s
-        for _ in range(count):
-            self.server.execute(
-                "INSERT INTO jobs (queue, payload, attempts, reserved_at, available_at, created_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                (
-                    queue,
-                    '{"job":"App\\\\Jobs\\\\Settle"}',
-                    0 if reserved is None else 1,
-                    reserved,
-                    now - age_s,
-                    now - age_s,
-                ),
-                database=self.database,
-            )
-
-    def failed(self, count: int, age_s: int = 0) -> None:
-        for _ in range(count):
-            self.server.execute(
-                "INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at)"
-                " VALUES (%s, 'database', 'default', '{}', 'RuntimeException: boom', NOW() - INTERVAL %s SECOND)",
-                (str(uuid.uuid4()), age_s),
-                database=self.database,
-            )
-
-    def clear(self) -> None:
-        self.server.execute("DELETE FROM jobs", database=self.database)
-        self.server.execute("DELETE FROM failed_jobs", database=self.database)
-
-
-@pytest.fixture
-def queues(mariadb: MariaDB, request: pytest.FixtureRequest) -> Iterator[Queues]:
-    name = "q_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
-    mariadb.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    mariadb.execute(f"CREATE DATABASE `{name}`")
-    mariadb.execute(JOBS_DDL, database=name)
-    mariadb.execute(FAILED_DDL, database=name)
-    yield Queues(mariadb, name)
-    mariadb.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 def health(mariadb: MariaDB, db: Queues, state: Path, check: bool = False, **kwargs: Any) -> ModuleResult:
