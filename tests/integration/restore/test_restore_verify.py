@@ -1,0 +1,497 @@
+"""mysql_restore_verify against the real test MariaDB, with real backups made by mysql_backup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.restore.helpers import (
+    copy_backup,
+    frame_sql_file,
+    make_backup,
+    mariadb_client,
+    read_manifest,
+    schemas,
+    table_checksums,
+    write_manifest,
+)
+from tests.support import datagen
+from tests.support.mariadb import MariaDB
+from tests.support.runner import ROOT, run_module
+
+MODULE = "mysql_restore_verify"
+
+
+def verify(login: dict[str, Any], **args: Any) -> Any:
+    return run_module(MODULE, dict(login, **args))
+
+
+def data_frames(manifest: dict[str, Any], table: str) -> list[dict[str, Any]]:
+    return [f for f in manifest["tables"][table]["frames"] if f["part"] == "data"]
+
+
+# --- verify mode: the good path ------------------------------------------------------------------
+
+
+def test_verify_proves_every_table_and_drops_the_scratch(mariadb: MariaDB, login: dict[str, Any], backup: str) -> None:
+    before = schemas(mariadb)
+    result = verify(login, src=backup, workers=2)
+    assert not result.failed, result.get("msg")
+    assert result["verified"] is True and result["changed"] is False
+    manifest = read_manifest(backup)
+    expected = {n: t["rows"] for n, t in manifest["tables"].items() if t["kind"] == "table"}
+    assert {n: t["rows_restored"] for n, t in result["tables"].items()} == expected
+    assert all(t["digest_ok"] is True for t in result["tables"].values())
+    assert len(data_frames(manifest, "transactions")) > 2  # several frames loaded in parallel
+    assert result["database"].startswith("_verify_rsrc_")
+    assert result["bytes"] > 0 and result["mismatches"] == []
+    assert schemas(mariadb) == before
+
+
+def test_backup_dir_takes_the_newest_backup_with_a_valid_manifest(
+    login: dict[str, Any], backup: str, tmp_path: Path
+) -> None:
+    older = copy_backup(backup, tmp_path)
+    newer_name = os.path.basename(backup).replace("rsrc-", "rsrc-").replace("2026", "2099", 1)
+    os.rename(older, tmp_path / newer_name)  # a newer name, but its manifest names the old file
+    os.rename(older + ".manifest.json", str(tmp_path / newer_name) + ".manifest.json")
+    copy_backup(backup, tmp_path)
+    result = verify(login, backup_dir=str(tmp_path), database="rsrc", verify="rows")
+    assert not result.failed, result.get("msg")
+    assert result["src"] == str(tmp_path / os.path.basename(backup))
+
+
+def test_check_mode_checks_the_file_and_creates_nothing(mariadb: MariaDB, login: dict[str, Any], backup: str) -> None:
+    before = schemas(mariadb)
+    result = run_module(MODULE, dict(login, src=backup), check=True)
+    assert not result.failed, result.get("msg")
+    assert result["verified"] is False and result["changed"] is False
+    assert result["tables"]["users"]["rows_expected"] == read_manifest(backup)["tables"]["users"]["rows"]
+    assert schemas(mariadb) == before
+
+
+def test_keep_scratch_keeps_a_clean_copy(mariadb: MariaDB, login: dict[str, Any], backup: str) -> None:
+    result = verify(login, src=backup, scratch_database="kept_copy", keep_scratch=True, verify="rows")
+    try:
+        assert not result.failed, result.get("msg")
+        assert result["changed"] is True
+        tables = {r[0] for r in mariadb.execute("SHOW FULL TABLES FROM kept_copy")}
+        assert "users" in tables and "user_balances" in tables and "__mutuapix_restore" not in tables
+        assert (
+            mariadb.execute("SELECT COUNT(*) FROM kept_copy.users")[0][0] == result["tables"]["users"]["rows_expected"]
+        )
+    finally:
+        mariadb.execute("DROP DATABASE IF EXISTS kept_copy")
+
+
+def test_gzip_and_age_encrypted_backup(mariadb: MariaDB, login: dict[str, Any], source_db: str, tmp_path: Path) -> None:
+    from ansible_collections.mutuapix.ops.plugins.module_utils._age import generate_identity
+
+    identity, recipient = generate_identity()
+    path = make_backup(mariadb, source_db, tmp_path, compression="gzip", encrypt_recipients=[recipient])
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(f"# test key\n{identity}\n")
+    result = verify(login, src=path, identity=str(key_file))
+    assert not result.failed, result.get("msg")
+    assert result["verified"] and all(t["digest_ok"] for t in result["tables"].values())
+    assert identity not in json.dumps(result)
+    result = verify(login, src=path, identity=identity, verify="rows")  # the key itself works too
+    assert not result.failed, result.get("msg")
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".mutuapix-restore-")]  # decrypted stream removed
+
+    before = schemas(mariadb)
+    other, _ = generate_identity()
+    wrong = verify(login, src=path, identity=other)
+    assert wrong.failed and "wrong or missing age identity" in wrong["msg"]
+    assert other not in json.dumps(wrong)
+    missing = verify(login, src=path)
+    assert missing.failed and "age-encrypted" in missing["msg"] and "identity" in missing["msg"]
+    assert schemas(mariadb) == before
+
+
+# --- the file is checked before anything is touched -----------------------------------------------
+
+
+def _assert_untouched_failure(mariadb: MariaDB, result: Any, before: set[str], *words: str) -> None:
+    assert result.failed, result
+    assert "Traceback" not in result.get("msg", "") and "Traceback" not in result.stderr
+    for word in words:
+        assert word in result["msg"], result["msg"]
+    assert schemas(mariadb) == before
+
+
+def test_bit_flip_in_a_middle_frame(mariadb: MariaDB, login: dict[str, Any], backup: str, tmp_path: Path) -> None:
+    path = copy_backup(backup, tmp_path)
+    manifest = read_manifest(path)
+    frames = data_frames(manifest, "transactions")
+    middle = frames[len(frames) // 2]
+    data = bytearray(Path(path).read_bytes())
+    data[middle["offset"] + middle["length"] // 2] ^= 0x10
+    Path(path).write_bytes(bytes(data))
+    before = schemas(mariadb)
+    _assert_untouched_failure(mariadb, verify(login, src=path, mode="restore", force=True), before, "sha256")
+    # Even with the manifest re-signed to the damaged file, the frame check (or, when the flipped bit
+    # still decompresses, the content verification) finds it and names the table.
+    write_manifest(path, manifest, resign=True)
+    _assert_untouched_failure(mariadb, verify(login, src=path), before, "transactions")
+
+
+def test_truncated_file(mariadb: MariaDB, login: dict[str, Any], backup: str, tmp_path: Path) -> None:
+    path = copy_backup(backup, tmp_path)
+    manifest = read_manifest(path)
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: len(data) * 2 // 3])
+    before = schemas(mariadb)
+    _assert_untouched_failure(mariadb, verify(login, src=path), before, "truncated")
+    write_manifest(path, manifest, resign=True)
+    _assert_untouched_failure(mariadb, verify(login, src=path), before, "truncated")
+
+
+def test_foreign_manifest(mariadb: MariaDB, login: dict[str, Any], backup: str, tmp_path: Path) -> None:
+    path = copy_backup(backup, tmp_path)
+    other = str(tmp_path / "rsrc-20200101T000000Z.sql.zst")
+    os.rename(path, other)
+    os.rename(path + ".manifest.json", other + ".manifest.json")
+    before = schemas(mariadb)
+    _assert_untouched_failure(mariadb, verify(login, src=other), before, "belongs to")
+
+
+def test_missing_file_and_empty_backup_dir(mariadb: MariaDB, login: dict[str, Any], tmp_path: Path) -> None:
+    before = schemas(mariadb)
+    _assert_untouched_failure(mariadb, verify(login, src=str(tmp_path / "nope.sql.zst")), before, "does not exist")
+    _assert_untouched_failure(mariadb, verify(login, backup_dir=str(tmp_path), database="rsrc"), before, "no backup")
+    both = verify(login, src="/x.sql.zst", backup_dir=str(tmp_path), database="rsrc")
+    assert both.failed and "mutually exclusive" in both["msg"]
+
+
+def test_manifest_without_its_file_content(
+    mariadb: MariaDB, login: dict[str, Any], backup: str, tmp_path: Path
+) -> None:
+    path = copy_backup(backup, tmp_path)
+    Path(path + ".manifest.json").write_text("{not json")
+    before = schemas(mariadb)
+    _assert_untouched_failure(mariadb, verify(login, src=path), before, "not readable JSON")
+
+
+# --- verification finds differences ----------------------------------------------------------------
+
+
+def test_content_difference_is_found_and_named(
+    mariadb: MariaDB, login: dict[str, Any], source_db: str, backup: str, tmp_path: Path
+) -> None:
+    """The manifest carries the digest of *other* content (a row changed, same row count): found by content."""
+    mariadb.execute("CREATE DATABASE tamper_src")
+    try:
+        for table in ("users", "migrations"):
+            mariadb.execute(f"CREATE TABLE tamper_src.{table} LIKE {source_db}.{table}")
+            mariadb.execute(f"INSERT INTO tamper_src.{table} SELECT * FROM {source_db}.{table}")
+        mariadb.execute("UPDATE tamper_src.users SET name = 'Mallory' WHERE id = 2")
+        changed = make_backup(mariadb, "tamper_src", tmp_path / "changed")
+    finally:
+        mariadb.execute("DROP DATABASE IF EXISTS tamper_src")
+    path = copy_backup(backup, tmp_path / "copy")
+    manifest = read_manifest(path)
+    other = read_manifest(changed)
+    assert other["tables"]["users"]["rows"] == manifest["tables"]["users"]["rows"]
+    manifest["tables"]["users"]["data_digest"] = other["tables"]["users"]["data_digest"]
+    manifest["tables"]["migrations"]["rows"] += 1
+    write_manifest(path, manifest)
+    before = schemas(mariadb)
+    result = verify(login, src=path)
+    assert result.failed
+    assert "table users: content digest differs" in result["msg"]
+    assert "table migrations: 3 rows restored, 4 in the backup" in result["msg"]
+    assert result["tables"]["users"]["digest_ok"] is False and result["verified"] is False
+    assert schemas(mariadb) == before  # the scratch database is dropped on failure too
+    rows_only = verify(login, src=path, verify="rows")
+    assert rows_only.failed and "migrations" in rows_only["msg"] and "users" not in rows_only["msg"]
+
+
+def test_mysql8_dump_fixture(mariadb: MariaDB, login: dict[str, Any], tmp_path: Path) -> None:
+    path = frame_sql_file(str(ROOT / "tests" / "fixtures" / "mysql80_dump.sql"), tmp_path, "app")
+    manifest = read_manifest(path)
+    assert manifest["dump"]["dialect"] == "mysql"
+    result = verify(login, src=path, strip_definers=True)
+    assert not result.failed, result.get("msg")
+    assert result["verified"] is True
+    assert all(t["digest_ok"] is None for t in result["tables"].values())
+    assert {n: t["rows_restored"] for n, t in result["tables"].items()} == {
+        n: t["rows"] for n, t in manifest["tables"].items() if t["kind"] == "table"
+    }
+    assert result["tables"]["users"]["rows_restored"] > 10
+    assert any("row counts only" in w for w in result.get("warnings", [])) or "row counts only" in json.dumps(result)
+
+
+# --- restore mode ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def live_db(mariadb: MariaDB, tmp_path: Path) -> Any:
+    """A database, its backup, then changes made after the backup (what a rollback must undo)."""
+    name = "live_app"
+    datagen.create_database(mariadb, name, 200_000)
+    path = make_backup(mariadb, name, tmp_path / "b")
+    reference = table_checksums(mariadb, name)
+    mariadb.execute(f"DELETE FROM {name}.transactions WHERE id % 2 = 0")
+    mariadb.execute(f"UPDATE {name}.users SET name = 'changed'")
+    mariadb.execute(f"CREATE TABLE {name}.migration_leftover (id int PRIMARY KEY)")
+    changed = table_checksums(mariadb, name)
+    yield name, path, reference, changed
+    for schema in schemas(mariadb):
+        if schema.startswith(name):
+            mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
+def test_restore_needs_force_on_a_non_empty_target(mariadb: MariaDB, login: dict[str, Any], live_db: Any) -> None:
+    name, path, _reference, changed = live_db
+    before = schemas(mariadb)
+    result = verify(login, src=path, mode="restore")
+    assert result.failed and "not empty" in result["msg"] and "force" in result["msg"]
+    assert schemas(mariadb) == before and table_checksums(mariadb, name) == changed
+
+
+def test_restore_cuts_over_atomically_and_keeps_the_old_tables(
+    mariadb: MariaDB, login: dict[str, Any], live_db: Any
+) -> None:
+    name, path, reference, changed = live_db
+    result = verify(login, src=path, mode="restore", force=True, workers=2)
+    assert not result.failed, result.get("msg")
+    assert result["changed"] and result["verified"] and result["cutover_ms"] > 0
+    assert table_checksums(mariadb, name) == reference  # leftover table gone, data back, trigger + view back
+    old = result["old_database"]
+    assert old.startswith(f"{name}_old_")
+    old_state = table_checksums(mariadb, old)
+    old_state.pop("__mutuapix_cutover")
+    assert old_state == changed | {"__views": []}
+    routines = mariadb.execute(
+        "SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s", (name,)
+    )
+    events = mariadb.execute("SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", (name,))
+    assert routines == [("user_total",)] and events == [("purge_sessions",)]
+    assert not [s for s in schemas(mariadb) if s.startswith("_restore_")]
+    # The restored structure is the original one, secondary indexes included.
+    create = mariadb.execute(f"SHOW CREATE TABLE {name}.transactions")[0][1]
+    assert "KEY `transactions_status_created_at_index` (`status`,`created_at`)" in create
+    # A second restore with keep_old=0 drops every previous copy.
+    time.sleep(1.1)  # a new timestamp for the old schema
+    again = verify(login, src=path, mode="restore", force=True, keep_old=0)
+    assert not again.failed, again.get("msg")
+    assert old in again["old_dropped"]
+    assert not [s for s in schemas(mariadb) if s.startswith(f"{name}_old_")]
+
+
+def test_restore_into_a_new_database_and_check_mode(mariadb: MariaDB, login: dict[str, Any], live_db: Any) -> None:
+    name, path, reference, _changed = live_db
+    target = f"{name}_copy"
+    planned = run_module(MODULE, dict(login, src=path, mode="restore", target_database=target), check=True)
+    assert not planned.failed and planned["changed"] and planned["replaced"] == []
+    assert target not in schemas(mariadb)
+    result = verify(login, src=path, mode="restore", target_database=target)
+    assert not result.failed, result.get("msg")
+    assert result["old_database"] is None
+    assert table_checksums(mariadb, target) == reference
+    assert not [s for s in schemas(mariadb) if s.startswith(f"{target}_old_")]
+
+
+def test_selective_restore(mariadb: MariaDB, login: dict[str, Any], live_db: Any) -> None:
+    name, path, reference, changed = live_db
+    result = verify(login, src=path, mode="restore", tables=["transactions"], force=True)
+    assert not result.failed, result.get("msg")
+    assert list(result["tables"]) == ["transactions"] and result["replaced"] == ["transactions"]
+    now = table_checksums(mariadb, name)
+    assert now["transactions"] == reference["transactions"]
+    assert now["users"] == changed["users"] and "migration_leftover" in now  # others untouched
+    assert now["__triggers"] == ["transactions_before_insert"]
+    unknown = verify(login, src=path, mode="restore", tables=["nope"], force=True)
+    assert unknown.failed and "tables not in this backup: nope" in unknown["msg"]
+
+
+# --- killed mid-restore -----------------------------------------------------------------------------
+
+
+def _kill_when_shadow_appears(server: MariaDB, action: Any, prefix: str = "_restore_") -> Any:
+    def hook(proc: Any) -> None:
+        def watch() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    found = [r for r in server.execute("SHOW DATABASES") if r[0].startswith(prefix)]
+                    rows = server.execute(
+                        "SELECT COALESCE(SUM(TABLE_ROWS), 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA LIKE %s",
+                        (prefix.replace("_", "\\_") + "%",),
+                    )
+                except Exception:  # noqa: BLE001 - the server may be going away
+                    found, rows = [], [(0,)]
+                if found and rows[0][0] > 0:
+                    action(proc)
+                    return
+                time.sleep(0.01)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    return hook
+
+
+def test_module_killed_mid_restore_leaves_the_target_and_next_run_cleans_up(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
+) -> None:
+    name = "kill_app"
+    datagen.create_database(mariadb, name, 6_000_000)
+    try:
+        path = make_backup(mariadb, name, tmp_path, chunk_size="256K")
+        mariadb.execute(f"UPDATE {name}.users SET name = 'after backup' WHERE id < 10")
+        before = table_checksums(mariadb, name)
+        hook = _kill_when_shadow_appears(mariadb, lambda proc: os.kill(proc.pid, signal.SIGKILL))
+        killed = run_module(MODULE, dict(login, src=path, mode="restore", force=True), popen_hook=hook)
+        assert killed.rc == -signal.SIGKILL, killed
+        time.sleep(0.5)  # the orphaned client sessions notice their closed stdin
+        leftovers = [s for s in schemas(mariadb) if s.startswith("_restore_kill_app_")]
+        assert leftovers
+        assert table_checksums(mariadb, name) == before
+        again = verify(login, src=path, verify="rows")
+        assert not again.failed, again.get("msg")
+        assert set(leftovers) <= set(again["cleaned_up"])
+        assert not [s for s in schemas(mariadb) if s.startswith("_restore_kill_app_")]
+    finally:
+        for schema in schemas(mariadb):
+            if schema.startswith((name, "_restore_kill_app_")):
+                mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
+def test_server_killed_mid_restore(private_server: MariaDB, tmp_path: Path) -> None:
+    server = private_server
+    name = "crash_app"
+    datagen.create_database(server, name, 6_000_000)
+    path = make_backup(server, name, tmp_path, chunk_size="256K")
+    server.execute(f"UPDATE {name}.users SET name = 'after backup' WHERE id < 10")
+    before = table_checksums(server, name)
+    hook = _kill_when_shadow_appears(server, lambda proc: server.kill())
+    result = run_module(MODULE, dict(server.login, src=path, mode="restore", force=True), popen_hook=hook)
+    assert result.failed and "Traceback" not in result["msg"]
+    assert "crash_app" in result["msg"] or "restor" in result["msg"]
+    server.start()
+    assert table_checksums(server, name) == before
+    assert [s for s in schemas(server) if s.startswith("_restore_crash_app_")]
+    again = run_module(MODULE, dict(server.login, src=path, mode="restore", force=True, keep_old=0))
+    assert not again.failed, again.get("msg")
+    assert again["cleaned_up"] and not [s for s in schemas(server) if s.startswith("_restore_")]
+    after = table_checksums(server, name)
+    assert after != before and server.execute(f"SELECT name FROM {name}.users WHERE id = 1")[0][0] != "after backup"
+
+
+def test_interrupted_cutover_is_undone_by_the_next_run(mariadb: MariaDB, login: dict[str, Any], live_db: Any) -> None:
+    """A run killed after dropping the target's triggers but before its RENAME: the next run puts them back."""
+    name, path, _reference, changed = live_db
+    create = mariadb.execute(f"SHOW CREATE TRIGGER {name}.transactions_before_insert")[0][2]
+    old = f"{name}_old_20261128T000000Z"
+    mariadb.execute(f"CREATE DATABASE {old}")
+    mariadb.execute(
+        f"CREATE TABLE {old}.__mutuapix_cutover (id int NOT NULL AUTO_INCREMENT PRIMARY KEY, phase varchar(16) NOT NULL,"
+        " target varchar(64) NOT NULL, body longtext NOT NULL)"
+    )
+    mariadb.execute(f"INSERT INTO {old}.__mutuapix_cutover (phase, target, body) VALUES ('begin', %s, '')", (name,))
+    mariadb.execute(
+        f"INSERT INTO {old}.__mutuapix_cutover (phase, target, body) VALUES ('undo:TRIGGER', %s, %s)",
+        (name, f"DELIMITER ;;\n{create} ;;\nDELIMITER ;\n"),
+    )
+    mariadb.execute(f"DROP TRIGGER {name}.transactions_before_insert")
+    result = verify(login, src=path, verify="rows")
+    assert not result.failed, result.get("msg")
+    assert old in result["cleaned_up"]
+    assert old not in schemas(mariadb)
+    assert table_checksums(mariadb, name) == changed
+
+
+def test_a_run_in_progress_is_not_cleaned_up(mariadb: MariaDB, login: dict[str, Any], backup: str) -> None:
+    from ansible_collections.mutuapix.ops.plugins.module_utils._restore import lock_name
+
+    busy = "_verify_rsrc_20261128T000000Z"
+    mariadb.execute(f"CREATE DATABASE {busy}")
+    holder = mariadb.connect()
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT GET_LOCK(%s, 0)", (lock_name(busy),))
+        result = verify(login, src=backup, verify="rows")
+        assert not result.failed and busy not in result["cleaned_up"] and busy in schemas(mariadb)
+        holder.close()
+        result = verify(login, src=backup, verify="rows")
+        assert busy in result["cleaned_up"] and busy not in schemas(mariadb)
+    finally:
+        holder.close()
+        mariadb.execute(f"DROP DATABASE IF EXISTS {busy}")
+
+
+# --- bad inputs and privileges --------------------------------------------------------------------------
+
+
+def test_scratch_database_that_exists(mariadb: MariaDB, login: dict[str, Any], backup: str) -> None:
+    mariadb.execute("CREATE DATABASE IF NOT EXISTS taken_scratch")
+    try:
+        result = verify(login, src=backup, scratch_database="taken_scratch")
+        assert result.failed and "already exists" in result["msg"]
+        assert mariadb.execute("SHOW DATABASES LIKE 'taken\\_scratch'")
+    finally:
+        mariadb.execute("DROP DATABASE IF EXISTS taken_scratch")
+
+
+def test_account_lacking_privileges(mariadb: MariaDB, backup: str) -> None:
+    mariadb.execute("CREATE USER IF NOT EXISTS 'weak'@'localhost' IDENTIFIED BY 'weak-Pass-123'")
+    mariadb.execute("GRANT SELECT ON rsrc.* TO 'weak'@'localhost'")
+    try:
+        weak = dict(mariadb.login, login_user="weak", login_password="weak-Pass-123")
+        before = schemas(mariadb)
+        result = verify(weak, src=backup)
+        assert result.failed and "sql_log_bin" in result["msg"] and "BINLOG ADMIN" in result["msg"]
+        result = verify(weak, src=backup, write_binlog=True)
+        assert result.failed and "may not create database" in result["msg"]
+        assert schemas(mariadb) == before
+    finally:
+        mariadb.execute("DROP USER IF EXISTS 'weak'@'localhost'")
+
+
+def test_database_must_match_the_backup(login: dict[str, Any], backup: str) -> None:
+    result = verify(login, src=backup, database="other")
+    assert result.failed and "not of 'other'" in result["msg"]
+
+
+def test_restore_account_with_definer_stripping(mariadb: MariaDB, backup: str) -> None:
+    """A non-SUPER account restores views/triggers/routines once definers are stripped."""
+    mariadb.execute("CREATE USER IF NOT EXISTS 'restorer'@'localhost' IDENTIFIED BY 'restorer-Pass-1'")
+    mariadb.execute(
+        "GRANT CREATE, DROP, SELECT, INSERT, ALTER, INDEX, CREATE VIEW, SHOW VIEW, TRIGGER, CREATE ROUTINE,"
+        " ALTER ROUTINE, EVENT, LOCK TABLES ON `\\_verify\\_%`.* TO 'restorer'@'localhost'"
+    )
+    mariadb.execute("GRANT BINLOG ADMIN ON *.* TO 'restorer'@'localhost'")
+    try:
+        account = dict(mariadb.login, login_user="restorer", login_password="restorer-Pass-1")
+        denied = verify(account, src=backup, verify="rows")
+        assert (denied.failed and "DEFINER" in denied["msg"].upper()) or "SUPER" in denied["msg"].upper()
+        result = verify(account, src=backup, verify="rows", strip_definers=True)
+        assert not result.failed, result.get("msg")
+    finally:
+        mariadb.execute("DROP USER IF EXISTS 'restorer'@'localhost'")
+        for schema in schemas(mariadb):
+            if schema.startswith("_verify_rsrc_"):
+                mariadb.execute(f"DROP DATABASE `{schema}`")
+
+
+def test_bad_sql_fails_clearly_and_drops_the_scratch(
+    mariadb: MariaDB, login: dict[str, Any], source_db: str, tmp_path: Path
+) -> None:
+    """A frame the server rejects (valid file, bad SQL) names the table and the server's message."""
+    sql = tmp_path / "bad.sql"
+    text = (ROOT / "tests" / "fixtures" / "mysql80_dump.sql").read_text()
+    sql.write_text(text.replace("INSERT INTO `users` VALUES", "INSERT INTO `users` VALUE_S", 1))
+    path = frame_sql_file(str(sql), tmp_path / "b", "app")
+    before = schemas(mariadb)
+    result = verify(login, src=path, strip_definers=True)
+    assert result.failed and "users" in result["msg"] and "syntax" in result["msg"]
+    assert schemas(mariadb) == before
+    mariadb_client(mariadb, "SELECT 1")

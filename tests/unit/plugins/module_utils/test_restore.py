@@ -1,0 +1,260 @@
+"""Unit tests of the restore engine's pure parts (no server): names, SQL rewriting, scheduler, file checks."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.mutuapix.ops.plugins.module_utils import _dumpfile, _restore
+
+CREATE = b"""DROP TABLE IF EXISTS `t`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+CREATE TABLE `t` (
+  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
+  `user_id` bigint(20) unsigned NOT NULL,
+  `email` varchar(255) NOT NULL,
+  `status` varchar(20) NOT NULL,
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `t_email_unique` (`email`),
+  KEY `t_user_id_index` (`user_id`),
+  KEY `t_status_id` (`status`,`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+/*!40101 SET character_set_client = @saved_cs_client */;
+"""
+
+
+def test_split_secondary_keys_moves_keys_to_one_alter() -> None:
+    create, alter = _restore.split_secondary_keys(CREATE)
+    assert b"KEY `t_user_id_index`" not in create and b"UNIQUE KEY" not in create
+    assert b"  KEY `t_status_id` (`status`,`id`)\n) ENGINE=InnoDB" in create  # trailing comma removed
+    assert b"DROP TABLE IF EXISTS `t`;" in create and b"saved_cs_client */;\n" in create
+    # The key holding the AUTO_INCREMENT column stays inline (MySQL requires it indexed).
+    assert b"KEY `t_status_id`" in create
+    assert alter == (
+        b"ALTER TABLE `t` ADD UNIQUE KEY `t_email_unique` (`email`), ADD KEY `t_user_id_index` (`user_id`);\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"  CONSTRAINT `fk` FOREIGN KEY (`user_id`) REFERENCES `users` (`id`),\n",
+        b"  FULLTEXT KEY `ft` (`email`),\n",
+    ],
+)
+def test_split_secondary_keys_leaves_foreign_keys_and_fulltext_alone(extra: bytes) -> None:
+    sql = CREATE.replace(b"  PRIMARY KEY (`id`),\n", b"  PRIMARY KEY (`id`),\n" + extra)
+    assert _restore.split_secondary_keys(sql) == (sql, None)
+
+
+def test_split_secondary_keys_without_keys_or_create() -> None:
+    plain = b"CREATE TABLE `m` (\n  `id` int NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB;\n"
+    assert _restore.split_secondary_keys(plain) == (plain, None)
+    assert _restore.split_secondary_keys(b"-- nothing\n") == (b"-- nothing\n", None)
+
+
+def test_strip_definers_all_forms() -> None:
+    sql = (
+        b"/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 TRIGGER x */;;\n"
+        b"/*!50013 DEFINER=`app`@`%` SQL SECURITY DEFINER */\n"
+        b"CREATE DEFINER='o''k'@'10.0.0.%' PROCEDURE p() SELECT 1;\n"
+        b"CREATE DEFINER=admin@localhost EVENT e ON SCHEDULE EVERY 1 DAY DO SELECT 1;\n"
+    )
+    out = _restore.strip_definers(sql)
+    assert b"DEFINER=" not in out
+    assert b"SQL SECURITY DEFINER" in out and b"TRIGGER x" in out and b"PROCEDURE p()" in out
+
+
+def test_derived_names_fit_mysql_identifier_limit() -> None:
+    stamp = "20261128T150000Z"
+    long_db = "d" * 64
+    for func in (_restore.scratch_name, _restore.shadow_name, _restore.old_name):
+        name = func(long_db, stamp)
+        assert len(name) <= 64 and name.endswith(stamp)
+    assert _restore.scratch_name("app", stamp) == "_verify_app_20261128T150000Z"
+    assert _restore.old_name("app", stamp) == "app_old_20261128T150000Z"
+    assert len(_restore.lock_name("x" * 64)) <= 64
+    assert _restore.lock_name("a") != _restore.lock_name("b")
+
+
+def test_session_prelude_disables_binlog_unless_asked() -> None:
+    assert _restore.session_prelude(b"HEADER;\n", False) == b"SET SESSION sql_log_bin=0;\nHEADER;\n"
+    assert _restore.session_prelude(b"HEADER;\n", True) == b"HEADER;\n"
+
+
+# --- the scheduler ------------------------------------------------------------------------------
+
+
+def test_task_pool_respects_dependencies_and_runs_in_parallel() -> None:
+    order: list[str] = []
+    lock = threading.Lock()
+    active = {"now": 0, "max": 0}
+
+    def work(key: str) -> None:
+        with lock:
+            active["now"] += 1
+            active["max"] = max(active["max"], active["now"])
+        time.sleep(0.05)
+        with lock:
+            order.append(key)
+            active["now"] -= 1
+
+    tasks = [
+        _restore.Task("schema", lambda: work("schema"), weight=100),
+        _restore.Task("a", lambda: work("a"), {"schema"}, 5),
+        _restore.Task("b", lambda: work("b"), {"schema"}, 9),
+        _restore.Task("keys", lambda: work("keys"), {"a", "b"}),
+    ]
+    _restore.TaskPool(2, lambda: None).run(tasks)
+    assert order[0] == "schema" and order[-1] == "keys" and set(order[1:3]) == {"a", "b"}
+    assert active["max"] == 2
+
+
+def test_task_pool_stops_on_the_first_error_and_cancels() -> None:
+    ran: list[str] = []
+    cancelled: list[bool] = []
+
+    def boom() -> None:
+        raise _restore.RestoreError("load failed")
+
+    tasks = [
+        _restore.Task("bad", boom, weight=10),
+        _restore.Task("after", lambda: ran.append("after"), {"bad"}),
+    ]
+    with pytest.raises(_restore.RestoreError, match="load failed"):
+        _restore.TaskPool(2, lambda: cancelled.append(True)).run(tasks)
+    assert ran == [] and cancelled == [True]
+
+
+def test_task_pool_rejects_unknown_dependencies_and_cycles() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        _restore.TaskPool(1, lambda: None).run([_restore.Task("a", lambda: None, {"zzz"})])
+    cycle = [_restore.Task("a", lambda: None, {"b"}), _restore.Task("b", lambda: None, {"a"})]
+    with pytest.raises(RuntimeError, match="cycle"):
+        _restore.TaskPool(2, lambda: None).run(cycle)
+
+
+# --- choosing and checking files (no server needed) ----------------------------------------------
+
+
+def _framed_backup(directory: Path, name: str = "app-20261128T031500Z.sql.zst") -> str:
+    sql = (
+        b"-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB\n--\n/*!40101 SET NAMES utf8mb4 */;\n\n"
+        b"--\n-- Table structure for table `t`\n--\n\nDROP TABLE IF EXISTS `t`;\nCREATE TABLE `t` (\n"
+        b"  `id` int NOT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB;\n\n"
+        b"--\n-- Dumping data for table `t`\n--\n\nLOCK TABLES `t` WRITE;\n"
+        b"/*!40000 ALTER TABLE `t` DISABLE KEYS */;\nINSERT INTO `t` VALUES\n(1),\n(2);\n"
+        b"/*!40000 ALTER TABLE `t` ENABLE KEYS */;\nUNLOCK TABLES;\n"
+        b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n\n-- Dump completed on 2026-11-28  3:15:01\n"
+    )
+    path = directory / name
+    raw = io.BytesIO()
+    writer = _dumpfile.FrameWriter(raw, "zstd")
+    parser = _dumpfile.DumpParser(writer, 16)
+    parser.feed(sql)
+    parser.finish()
+    sha, size = writer.close()
+    path.write_bytes(raw.getvalue())
+    manifest = {
+        "format": _dumpfile.FORMAT_NAME,
+        "format_version": 1,
+        "database": "app",
+        "compression": "zstd",
+        "encryption": None,
+        "file": name,
+        "size": size,
+        "sha256": sha,
+        "uncompressed_size": writer.uncompressed,
+        "dump": {"dialect": parser.dialect, "options": _dumpfile.DUMP_OPTIONS},
+        "sections": parser.sections,
+        "tables": parser.manifest_objects(),
+    }
+    Path(str(path) + ".manifest.json").write_text(json.dumps(manifest))
+    return str(path)
+
+
+def test_check_backup_accepts_a_good_file(tmp_path: Path) -> None:
+    checked = _restore.check_backup(_framed_backup(tmp_path), [])
+    assert checked.frames >= 5 and checked.manifest["tables"]["t"]["rows"] == 2
+    assert checked.uncompressed == checked.manifest["uncompressed_size"]
+    frame = checked.manifest["tables"]["t"]["frames"][0]
+    assert b"CREATE TABLE" in b"".join(_restore.read_frame(checked.stream_path, frame, "zstd"))
+
+
+def test_check_backup_without_trailer(tmp_path: Path) -> None:
+    path = _framed_backup(tmp_path)
+    manifest = json.loads(Path(path + ".manifest.json").read_text())
+    del manifest["sections"]["footer"]
+    Path(path + ".manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(_restore.RestoreError, match="header/footer"):
+        _restore.check_backup(path, [])
+
+
+def test_check_backup_wrong_size_and_sha(tmp_path: Path) -> None:
+    path = _framed_backup(tmp_path)
+    with open(path, "ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(_restore.RestoreError, match="truncated or was replaced"):
+        _restore.check_backup(path, [])
+    data = Path(path).read_bytes()[:-1]
+    Path(path).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(_restore.RestoreError, match="does not match its manifest"):
+        _restore.check_backup(path, [])
+
+
+def test_check_backup_resigned_corruption_is_found_in_the_frames(tmp_path: Path) -> None:
+    path = _framed_backup(tmp_path)
+    manifest = json.loads(Path(path + ".manifest.json").read_text())
+    frame = next(f for f in manifest["tables"]["t"]["frames"] if f["part"] == "data")
+    data = bytearray(Path(path).read_bytes())
+    data[frame["offset"]] ^= 0x40  # the frame's magic number: zstd frames carry no checksum of their own
+    Path(path).write_bytes(bytes(data))
+    manifest["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    Path(path + ".manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(_restore.RestoreError, match="corrupt|wrong size"):
+        _restore.check_backup(path, [])
+
+
+def test_find_backup_picks_the_newest_valid_one(tmp_path: Path) -> None:
+    old = _framed_backup(tmp_path, "app-20261101T031500Z.sql.zst")
+    new = _framed_backup(tmp_path, "app-20261128T031500Z.sql.zst")
+    (tmp_path / "app-20261130T031500Z.sql.zst").write_bytes(b"no manifest: an interrupted copy")
+    (tmp_path / "other-20261130T031500Z.sql.zst").write_bytes(b"")
+    assert _restore.find_backup(str(tmp_path), "app") == new
+    Path(new + ".manifest.json").write_text("{}")
+    assert _restore.find_backup(str(tmp_path), "app") == old
+    with pytest.raises(_restore.RestoreError, match="no backup of database 'nope'"):
+        _restore.find_backup(str(tmp_path), "nope")
+    with pytest.raises(_restore.RestoreError, match="does not exist"):
+        _restore.find_backup(str(tmp_path / "missing"), "app")
+
+
+def test_load_identities(tmp_path: Path) -> None:
+    from ansible_collections.mutuapix.ops.plugins.module_utils._age import generate_identity
+
+    identity, _recipient = generate_identity()
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(f"# created: now\n{identity}\n")
+    os.chmod(key_file, 0o600)
+    assert _restore.load_identities(identity) == _restore.load_identities(str(key_file))
+    assert _restore.load_identities(None) == []
+    with pytest.raises(_restore.RestoreError, match="cannot read the age identity file"):
+        _restore.load_identities(str(tmp_path / "missing.txt"))
+    (tmp_path / "bad.txt").write_text("not a key\n")
+    with pytest.raises(_restore.RestoreError, match="identity"):
+        _restore.load_identities(str(tmp_path / "bad.txt"))
+
+
+def test_selected_objects() -> None:
+    manifest = {"tables": {"a": {"kind": "table"}, "b": {"kind": "table"}, "v": {"kind": "view"}}}
+    assert list(_restore.selected_objects(manifest, None)) == ["a", "b", "v"]
+    assert list(_restore.selected_objects(manifest, ["v", "a"])) == ["a", "v"]
+    with pytest.raises(_restore.RestoreError, match="tables not in this backup: x"):
+        _restore.selected_objects(manifest, ["x"])
