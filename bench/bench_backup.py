@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """mysql_backup side by side with the tools users would pick instead, in one run.
 
 Peers, on the same database (plain dump ≥ 1 GB by default):

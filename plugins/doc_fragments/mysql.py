@@ -58,6 +58,6 @@ options:
 requirements:
   - PyMySQL >= 1.0.2 on the managed host.
 notes:
-  - Set the connection options once for a play with
-    C(module_defaults: {group/mutuapix.ops.mysql: {...}}).
+  - "Set the connection options once for a play with C(module_defaults) and the group
+    C(group/mutuapix.ops.mysql)."
 """

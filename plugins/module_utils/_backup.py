@@ -313,7 +313,6 @@ def run_dump(
         with client_option_file(conn) as option_file:
             cmd = dump_command(program, option_file, plan.database, exclude_tables, exclude_data, extra)
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
-            assert proc.stdout is not None
             try:
                 for block in read_ahead(proc.stdout):
                     parser.feed(block)

@@ -362,7 +362,8 @@ class DumpParser:
 
     def _write(self, data: bytes | memoryview) -> None:
         frame = self._frame
-        assert frame is not None
+        if frame is None:
+            raise DumpFileError("internal error: data outside a frame")
         frame.size += len(data)
         self.writer.write(data)
         if self._section_text is not None:
@@ -380,7 +381,8 @@ class DumpParser:
         """Bytes of a table's data region: written and digested."""
         self._write(data)
         cur = self._current
-        assert cur is not None
+        if cur is None:
+            raise DumpFileError("internal error: table data outside a table section")
         cur.digest.update(data)
 
     # the state machine
@@ -493,8 +495,8 @@ class DumpParser:
     def _rows(self, data: bytes, pos: int, end: int) -> int:
         """Consume row lines (and INSERT lines) from ``pos``; returns where they stop."""
         cur = self._current
-        frame = self._frame
-        assert cur is not None and frame is not None
+        if cur is None or self._frame is None:
+            raise DumpFileError("internal error: rows outside a table's data section")
         stop = end
         inline_rows = 0
         inserts = 0
@@ -539,7 +541,8 @@ class DumpParser:
         view = memoryview(data)
         while True:
             frame = self._frame
-            assert frame is not None
+            if frame is None:
+                raise DumpFileError("internal error: rows outside a frame")
             room = self.chunk_bytes - frame.size
             cut = -1
             if stop - pos > room:

@@ -26,16 +26,18 @@ description:
     Optional: C(BINLOG MONITOR) (MariaDB) or C(REPLICATION CLIENT) (MySQL) to record the binlog position.
     The app_db_user module's C(backup) preset grants exactly this."
 author:
-  - MutuaPix ops team
+  - MutuaPix ops team (@mutuapix)
 extends_documentation_fragment:
   - mutuapix.ops.mysql
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Connects, checks the database, the account's privileges and free disk space, and returns the planned
         file name. Writes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   database:
@@ -100,8 +102,8 @@ options:
     default: 32M
   min_size:
     description:
-      - Fail when the uncompressed dump is smaller than this (C(10M), C(1G) or bytes): catches an empty
-        or wrong database. The file is not kept.
+      - Fail when the uncompressed dump is smaller than this (C(10M), C(1G) or bytes). This catches an
+        empty or wrong database. The file is not kept.
     type: str
   keep_last:
     description: Retention. Keep the N newest backups.
@@ -234,12 +236,12 @@ server_version:
 binlog:
   description:
     - Binlog file/position and GTID at the time of the dump, when readable.
-    - C(exact) is true only when the dump itself recorded them (C(--master-data) in O(extra_dump_args)).
+    - C(exact) is true only when the dump itself recorded them, with C(--master-data) in O(extra_dump_args).
   returned: success and not check mode
   type: dict
   sample: {"file": "mariadb-bin.000003", "position": 1234, "gtid": "0-1-42", "exact": false}
 retention_deleted:
-  description: Backups deleted by retention (check mode: would be deleted).
+  description: Backups deleted by retention; in check mode, those that would be deleted.
   returned: always
   type: list
   elements: str

@@ -139,7 +139,7 @@ class MariaDB:
             if pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
-                for _ in range(300):
+                for _attempt in range(300):
                     try:
                         os.kill(pid, 0)
                     except ProcessLookupError:

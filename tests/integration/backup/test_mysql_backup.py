@@ -103,7 +103,7 @@ def test_gzip_backup_restores_with_zcat(mariadb, backup_db, tmp_path):
 
 def test_encrypted_backup_restores_with_age_cli(mariadb, backup_db, tmp_path):
     identity, recipient = _age.generate_identity()
-    _, second = _age.generate_identity()
+    second = _age.generate_identity()[1]
     key = tmp_path / "key.txt"
     key.write_text(identity + "\n")
     key.chmod(0o600)
@@ -283,7 +283,7 @@ def test_password_never_in_argv_environ_results_or_files(mariadb, backup_db, tmp
 
     def descends_from_module(pid: str) -> bool:
         """Only the module and its children are ours: other tests may run clients of their own."""
-        for _ in range(5):
+        for _hop in range(5):
             if module_pid and int(pid) == module_pid[0]:
                 return True
             try:

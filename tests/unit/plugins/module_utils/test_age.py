@@ -47,9 +47,9 @@ def test_we_decrypt_cli_output(tmp_path):
 
 
 def test_multiple_recipients_each_decrypt():
-    keys = [_age.generate_identity() for _ in range(3)]
-    blob = encrypt(b"secret dump", [r for _, r in keys])
-    for identity, _ in keys:
+    keys = [_age.generate_identity() for _n in range(3)]
+    blob = encrypt(b"secret dump", [pair[1] for pair in keys])
+    for identity, _recipient in keys:
         assert b"".join(_age.decrypt_stream(io.BytesIO(blob), _age.parse_identities(identity))) == b"secret dump"
 
 
@@ -84,14 +84,14 @@ def test_invalid_recipients_are_refused(bad):
 
 
 def test_recipient_typo_is_caught():
-    _, recipient = _age.generate_identity()
+    recipient = _age.generate_identity()[1]
     typo = recipient[:-1] + ("q" if recipient[-1] != "q" else "p")
     with pytest.raises(_age.AgeError, match="checksum"):
         _age.parse_recipient(typo)
 
 
 def test_identity_file_parsing():
-    identity, _ = _age.generate_identity()
+    identity = _age.generate_identity()[0]
     assert len(_age.parse_identities(f"# created: now\n# public key: x\n{identity}\n")) == 1
     with pytest.raises(_age.AgeError, match="no age identity"):
         _age.parse_identities("# only comments\n")

@@ -112,7 +112,7 @@ def frame(data: bytes, compression: str = "zstd", chunk: int = 1 << 20, block: i
 
 @pytest.mark.parametrize("block", [1, 7, 64, 1 << 20])
 def test_mariadb_dialect_rows_names_and_roundtrip(block):
-    blob, parser, _ = frame(MARIADB_DUMP, block=block)
+    blob, parser, _manifest = frame(MARIADB_DUMP, block=block)
     assert zstandard.ZstdDecompressor().decompressobj().decompress(blob)  # first frame is valid
     assert subprocess.run(["zstdcat"], input=blob, capture_output=True, check=True).stdout == MARIADB_DUMP
     tables = parser.tables()
@@ -127,20 +127,20 @@ def test_digest_independent_of_feeding_and_chunking():
     digests = set()
     for chunk in (1, 50, 1 << 20):
         for block in (3, 1 << 20):
-            _, parser, _ = frame(MARIADB_DUMP, chunk=chunk, block=block)
+            _blob, parser, _manifest = frame(MARIADB_DUMP, chunk=chunk, block=block)
             digests.add(parser.tables()["a`b"].digest.hexdigest())
     assert len(digests) == 1
 
 
 def test_digest_changes_with_one_byte_of_data():
-    _, p1, _ = frame(MARIADB_DUMP)
-    _, p2, _ = frame(MARIADB_DUMP.replace(b"(2,NULL)", b"(2,'')"))
+    p1 = frame(MARIADB_DUMP)[1]
+    p2 = frame(MARIADB_DUMP.replace(b"(2,NULL)", b"(2,'')"))[1]
     assert p1.tables()["a`b"].digest.hexdigest() != p2.tables()["a`b"].digest.hexdigest()
     assert p1.tables()["np"].digest.hexdigest() == p2.tables()["np"].digest.hexdigest()
 
 
 def test_small_chunks_cut_at_insert_boundaries():
-    _, _, manifest = frame(MARIADB_DUMP, chunk=10)
+    manifest = frame(MARIADB_DUMP, chunk=10)[2]
     data_frames = [f for f in manifest["tables"]["a`b"]["frames"] if f["part"] == "data"]
     assert len(data_frames) == 2
     assert [f["rows"] for f in data_frames] == [3, 2]
@@ -151,7 +151,7 @@ def test_small_chunks_cut_at_insert_boundaries():
 def test_mysql8_dialect_many_rows_per_line():
     data = (FIXTURES / "mysql80_dump.sql").read_bytes()
     for block in (5, 1 << 20):
-        _, parser, _ = frame(data, chunk=200, block=block)
+        parser = frame(data, chunk=200, block=block)[1]
         assert parser.dialect == "mysql"
         assert {n: t.rows for n, t in parser.tables().items()} == {"audit_logs": 60, "transactions": 120, "users": 40}
         assert parser.objects["user_balances"].kind == "view"
@@ -175,20 +175,20 @@ def test_count_inline_rows_is_string_aware(line, rows):
 
 
 def test_missing_trailer_is_reported():
-    _, parser, _ = frame(MARIADB_DUMP.replace(b"-- Dump completed\n", b""))
+    parser = frame(MARIADB_DUMP.replace(b"-- Dump completed\n", b""))[1]
     assert not parser.completed
 
 
 def test_gzip_members_concatenate(tmp_path):
-    blob, _, manifest = frame(MARIADB_DUMP, "gzip")
+    blob, _parser, manifest = frame(MARIADB_DUMP, "gzip")
     assert gzip.decompress(blob) == MARIADB_DUMP
     path = tmp_path / "x.sql.gz"
     path.write_bytes(blob)
-    assert b"".join(p for _, p in _dumpfile.iter_frames(str(path), manifest)) == MARIADB_DUMP
+    assert b"".join(p for _frame, p in _dumpfile.iter_frames(str(path), manifest)) == MARIADB_DUMP
 
 
 def test_iter_frames_detects_bit_flip_and_truncation(tmp_path):
-    blob, _, manifest = frame(MARIADB_DUMP, chunk=10)
+    blob, _parser, manifest = frame(MARIADB_DUMP, chunk=10)
     path = tmp_path / "x.sql.zst"
     frames = _dumpfile.all_frames(manifest)
     middle = frames[len(frames) // 2]
@@ -207,12 +207,12 @@ def test_iter_frames_detects_bit_flip_and_truncation(tmp_path):
 
 def test_encrypted_frames_decrypt_with_identity(tmp_path):
     identity, recipient = _age.generate_identity()
-    blob, _, manifest = frame(MARIADB_DUMP, recipients=[recipient])
+    blob, _parser, manifest = frame(MARIADB_DUMP, recipients=[recipient])
     path = tmp_path / "x.sql.zst.age"
     path.write_bytes(blob)
-    plain = b"".join(p for _, p in _dumpfile.iter_frames(str(path), manifest, _age.parse_identities(identity)))
+    plain = b"".join(p for _frame, p in _dumpfile.iter_frames(str(path), manifest, _age.parse_identities(identity)))
     assert plain == MARIADB_DUMP
-    other_identity, _ = _age.generate_identity()
+    other_identity = _age.generate_identity()[0]
     with pytest.raises(_dumpfile.DumpFileError, match="no identity matches"):
         list(_dumpfile.iter_frames(str(path), manifest, _age.parse_identities(other_identity)))
     with pytest.raises(_dumpfile.DumpFileError, match="age identity is required"):
