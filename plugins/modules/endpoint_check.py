@@ -99,8 +99,9 @@ attributes:
     description: The request is made and the verdict returned, but the state file is not written and nothing is sent.
   diff_mode:
     support: none
+    description: The only file written is the probe's own state file; there is no configuration to show a diff of.
 author:
-  - MutuaPix ops team
+  - MutuaPix ops team (@mutuapix)
 """
 
 EXAMPLES = r"""
@@ -196,6 +197,7 @@ notify_error:
 import urllib.parse
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
     StateError,
     default_state_file,

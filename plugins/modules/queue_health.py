@@ -109,8 +109,9 @@ attributes:
     description: The queues are read and the verdict returned, but the state file is not written and nothing is sent.
   diff_mode:
     support: none
+    description: The only file written is the probe's own state file; there is no configuration to show a diff of.
 author:
-  - MutuaPix ops team
+  - MutuaPix ops team (@mutuapix)
 """
 
 EXAMPLES = r"""

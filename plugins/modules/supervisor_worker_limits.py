@@ -190,7 +190,7 @@ notes:
   - In check mode a group whose file is unchanged but whose running config is stale (an earlier run with
     O(apply=false)) is not detected; the real run applies it.
 author:
-  - MutuaPix ops team
+  - MutuaPix ops team (@mutuapix)
 """
 
 EXAMPLES = r"""
