@@ -190,7 +190,7 @@ def ed25519_password_hash(password: str) -> str:
     digest[0] &= 248
     digest[31] &= 63
     digest[31] |= 64
-    x, y, z, _t = _scalar_mult_base(int.from_bytes(digest, "little"))
+    x, y, z, _unused = _scalar_mult_base(int.from_bytes(digest, "little"))
     zinv = pow(z, _P - 2, _P)
     x, y = x * zinv % _P, y * zinv % _P
     public = (y | ((x & 1) << 255)).to_bytes(32, "little")
@@ -221,7 +221,7 @@ _SHA256_CRYPT_ORDER = (
 def _crypt_b64(b2: int, b1: int, b0: int, count: int) -> str:
     value = (b2 << 16) | (b1 << 8) | b0
     out = []
-    for _ in range(count):
+    for _index in range(count):
         out.append(_CRYPT_ALPHABET[value & 0x3F])
         value >>= 6
     return "".join(out)
@@ -259,7 +259,7 @@ def sha256_crypt_digest(password: bytes, salt: bytes, rounds: int = 5000) -> str
 def caching_sha2_hash(password: str, salt: str | None = None, rounds: int = 5000) -> str:
     """A caching_sha2_password authentication string, with a fresh printable salt by default."""
     if salt is None:
-        salt = "".join(secrets.choice(_CRYPT_ALPHABET) for _ in range(CACHING_SHA2_SALT_LENGTH))
+        salt = "".join(secrets.choice(_CRYPT_ALPHABET) for _index in range(CACHING_SHA2_SALT_LENGTH))
     digest = sha256_crypt_digest(password.encode("utf-8"), salt.encode("latin-1"), rounds)
     return "$A$%03X$%s%s" % (rounds // 1000, salt, digest)
 

@@ -452,7 +452,7 @@ def server_default_plugin(cursor: Any, server: ServerInfo) -> str:
         except DriverError:  # the variable does not exist on every version
             continue
         value = str(row[0] or "") if row else ""
-        first = value.split(",")[0].strip()
+        first = value.split(",", maxsplit=1)[0].strip()
         if first and first != "*" and first in PLUGINS:
             return first
     return "caching_sha2_password" if server.version >= (8, 0, 0) else "mysql_native_password"

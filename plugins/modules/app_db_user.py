@@ -18,18 +18,20 @@ description:
   - The password is hashed on the managed host and only the hash is sent to the server, so
     the plaintext never reaches the server's general log, slow log or binary log. The
     only exception is O(rotate=retain_current) on MySQL, see the notes.
-  - Idempotent without a stored password anywhere else - with O(update_password=always) it
+  - Idempotent, with no copy of the password kept anywhere - with O(update_password=always) it
     hashes the given password with the salt of the stored credential and only changes it
     when it differs.
 author:
-  - MutuaPix ops team
+  - MutuaPix ops team (@mutuapix)
 extends_documentation_fragment:
   - mutuapix.ops.mysql
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Returns in RV(statements) the exact statements that would run (credentials redacted) and changes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows each account's plugin, TLS requirement, connection limit and privileges before and after.
 options:

@@ -15,14 +15,16 @@ description:
     grants on C(test) and C(test\_%) that let any account create databases named like it.
   - Does not touch the root password; manage root with your own vaulted option file.
 author:
-  - MutuaPix ops team
+  - MutuaPix ops team (@mutuapix)
 extends_documentation_fragment:
   - mutuapix.ops.mysql
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Returns the statements that would run and changes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the accounts, databases and test grants before and after.
 options:

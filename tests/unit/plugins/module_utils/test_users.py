@@ -175,9 +175,9 @@ def test_escape_db_pattern() -> None:
 
 def test_presets_mariadb() -> None:
     db = u.Level("app\\_prod", "*")
-    app, _ = u.preset_privileges("app", "app_prod", MARIADB)
+    app, _warnings = u.preset_privileges("app", "app_prod", MARIADB)
     assert app == {db: {"SELECT", "INSERT", "UPDATE", "DELETE"}}
-    migrate, _ = u.preset_privileges("migrate", "app_prod", MARIADB)
+    migrate, _warnings = u.preset_privileges("migrate", "app_prod", MARIADB)
     assert migrate[db] >= {"CREATE", "ALTER", "DROP", "INDEX", "TRIGGER", "EVENT", "CREATE TEMPORARY TABLES"}
     assert "GRANT OPTION" not in migrate[db] and len(migrate) == 1
     backup, warnings = u.preset_privileges("backup", "app_prod", MARIADB)
@@ -186,9 +186,9 @@ def test_presets_mariadb() -> None:
         u.Level("mysql", "proc"): {"SELECT"},
     }
     assert warnings == []
-    with_binlog, _ = u.preset_privileges("backup", "app_prod", MARIADB, binlog_privilege=True)
+    with_binlog, _warnings = u.preset_privileges("backup", "app_prod", MARIADB, binlog_privilege=True)
     assert with_binlog[u.Level("*", "*")] == {"BINLOG MONITOR"}
-    old, _ = u.preset_privileges("backup", "app_prod", MARIADB_104, binlog_privilege=True)
+    old, _warnings = u.preset_privileges("backup", "app_prod", MARIADB_104, binlog_privilege=True)
     assert old[u.Level("*", "*")] == {"REPLICATION CLIENT"}
     with pytest.raises(u.AccountError, match="unknown privileges preset"):
         u.preset_privileges("admin", "app_prod", MARIADB)
