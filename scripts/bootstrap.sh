@@ -8,7 +8,7 @@ cd "$ROOT"
 PY="${PYTHON:-python3}"
 WHAT="${1:-test}"
 
-APT_PACKAGES=(mariadb-server mariadb-client zstd age supervisor php-cli git make rsync)
+APT_PACKAGES=(mariadb-server mariadb-client zstd age supervisor php-cli git make rsync python3-venv)
 if [ "$WHAT" = bench ]; then
   APT_PACKAGES+=(mydumper rclone)
 fi
