@@ -1,0 +1,130 @@
+"""deploy.yml and rollback.yml with the stand-in Laravel app against the private MariaDB."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.integration.roles.conftest import App, table_digests
+from tests.support import fake_laravel
+
+GOOD = {"2026_11_28_000001_add_phone": fake_laravel.GOOD_MIGRATION}
+BROKEN = {**GOOD, "2026_11_28_000002_add_fees": fake_laravel.FAILING_MIGRATION}
+
+
+def recovery_seconds(output: str) -> float:
+    match = re.search(r"recovery took ([\d.]+) s", output)
+    assert match, output[-3000:]
+    return float(match.group(1))
+
+
+def test_deploy_goes_live_restarts_workers_and_rerun_is_safe(app: App) -> None:
+    app.release("r1", GOOD)
+    proc = app.deploy("r1")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert app.current == "r1"
+    assert not app.in_maintenance
+    assert "phone" in app.schema()["users"]
+    assert "payment_methods" in app.schema()
+    calls = app.artisan_log()
+    commands = [command for _, command in calls]
+    # the order the runbook promises: build, check, down, migrate, restart workers on the new release, up
+    assert commands == [
+        "config:cache",
+        "route:cache",
+        "migrate:status --pending",
+        "down --retry=60",
+        "migrate --force",
+        "queue:restart",
+        "up",
+    ], calls
+    assert ("r1", "queue:restart") in calls
+    assert len(list(app.predeploy.glob("*pre-deploy-r1-*.sql.zst"))) == 1
+    record = (app.root / "releases" / "r1" / ".release.json").read_text()
+    assert '"migrated": true' in record
+
+    # the same release again: nothing pending, no maintenance window, no new backup
+    before = len(calls)
+    again = app.deploy("r1")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "it already was" in again.stdout
+    assert app.current == "r1"
+    assert [command for _, command in app.artisan_log()[before:]] == ["migrate:status --pending"]
+    assert len(list(app.predeploy.glob("*pre-deploy-r1-*.sql.zst"))) == 1
+
+
+def test_failed_migration_restores_database_and_previous_release(app: App, tmp_path: Path) -> None:
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    schema_before = app.schema()
+    app.release("r2", BROKEN)
+
+    proc = app.deploy("r2")
+
+    assert proc.returncode != 0
+    assert "failed at step 'Run the migrations'" in proc.stdout
+    assert "transactions_typo" in proc.stdout  # the migration's own error is in the message
+    assert recovery_seconds(proc.stdout) < 30
+    assert app.current == "r1"
+    assert not app.in_maintenance
+    bad = app.root / "releases" / "r2" / ".release-bad.json"
+    assert bad.exists() and "Run the migrations" in bad.read_text()
+    # the half-applied migration is gone: same tables, same definitions, same rows and digests
+    assert app.schema() == schema_before
+    expected = table_digests(app.predeploy_manifest("r2"))
+    assert table_digests(app.snapshot_manifest(tmp_path / "after")) == expected
+    # the failure came before the switch: the workers were never pointed at r2
+    assert ("r2", "queue:restart") not in app.artisan_log()
+
+    # a release marked bad is refused, with a clear message
+    again = app.deploy("r2")
+    assert again.returncode != 0
+    assert "marked bad" in again.stdout
+    assert app.current == "r1"
+
+
+def test_failure_after_switch_puts_previous_release_back(app: App) -> None:
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r3", {**GOOD, "2026_11_28_000003_add_index": "CREATE INDEX users_phone_index ON users (phone);\n"})
+    schema_before = app.schema()
+
+    # workers only restart on release r1 here, so the restart after the switch to r3 fails
+    proc = app.deploy("r3", rollback_queue_restart_command="grep -q r1 VERSION")
+
+    assert proc.returncode != 0
+    assert "failed at step 'Restart the queue workers gracefully'" in proc.stdout
+    assert app.current == "r1"
+    assert not app.in_maintenance
+    assert app.schema() == schema_before  # the index the migration created is gone again
+
+
+def test_rollback_on_demand_with_and_without_restore(app: App, tmp_path: Path) -> None:
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r4", {**GOOD, "2026_11_28_000004_wallets": "CREATE TABLE wallets (id int PRIMARY KEY);\n"})
+    assert app.deploy("r4").returncode == 0
+    assert "wallets" in app.schema()
+    expected = table_digests(app.predeploy_manifest("r4"))
+
+    # back with the database, explicitly asked for: r4's migration is undone
+    proc = app.rollback(rollback_restore_database=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert app.current == "r1"
+    assert not app.in_maintenance
+    assert "wallets" not in app.schema()
+    assert table_digests(app.snapshot_manifest(tmp_path / "after")) == expected
+    assert "rolled back on request" in (app.root / "releases" / "r4" / ".release-bad.json").read_text()
+
+    # forward again (explicitly allowed, r4 is marked bad now), then back without the database
+    assert app.deploy("r4", rollback_allow_bad_release=True).returncode == 0
+    proc = app.rollback(rollback_restore_database=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert app.current == "r1"
+    assert "wallets" in app.schema()  # only the code went back
+
+    # nothing before r1: a clear refusal, nothing changed
+    proc = app.rollback(rollback_restore_database=False)
+    assert proc.returncode != 0
+    assert "names no previous release" in proc.stdout
+    assert app.current == "r1"
