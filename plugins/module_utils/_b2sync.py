@@ -33,7 +33,6 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
 from ansible_collections.mutuapix.ops.plugins.module_utils._s3 import (
     CLIENT_ERRORS,
     FileRange,
-    error_code,
     file_sha256,
     is_not_found,
 )
@@ -943,13 +942,3 @@ def status(
     healthy = bool(report) and all(entry["healthy"] for entry in report.values())
     return {"backups": report, "healthy": healthy, "max_age_hours": max_age_hours, "changed": False}
 
-
-def check_bucket(client: Any, bucket: str) -> None:
-    """Fail early and clearly on wrong credentials, a missing bucket or an unreachable endpoint."""
-    try:
-        client.head_bucket(Bucket=bucket)
-    except CLIENT_ERRORS as exc:
-        code = error_code(exc)
-        if code in ("403", "AccessDenied"):
-            return  # keys restricted to a bucket may not HEAD it; the listing will tell
-        raise SyncError("opening the bucket", exc) from exc

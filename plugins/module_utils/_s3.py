@@ -314,6 +314,8 @@ def is_not_found(exc: BaseException) -> bool:
         return False
     code = str(exc.response.get("Error", {}).get("Code", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code == "NoSuchBucket":
+        return False  # the bucket, not the object, is missing: a configuration error
     return code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion") or status == 404
 
 

@@ -341,7 +341,6 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
     MiB,
     SyncConfig,
     SyncError,
-    check_bucket,
     normalize_prefix,
     pull,
     push,
@@ -441,7 +440,6 @@ def main() -> None:
     p = module.params
     result: dict[str, Any] = {}
     try:
-        check_bucket(client, config.bucket)
         if p["mode"] == "push":
             result = push(client, config, p["src"], cache, dt.datetime.now(dt.timezone.utc))
         elif p["mode"] == "pull":

@@ -205,6 +205,7 @@ def test_is_not_found():
     assert is_not_found(client_error("NoSuchKey", 404))
     assert is_not_found(client_error("404", 404))
     assert not is_not_found(client_error("AccessDenied", 403))
+    assert not is_not_found(client_error("NoSuchBucket", 404))
     assert not is_not_found(ValueError("x"))
 
 
