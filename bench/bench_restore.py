@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """mysql_restore_verify side by side with the tools a DBA would use instead, in ONE run.
 
 On a private MariaDB (2 GB buffer pool) this bench generates a Laravel-like database whose
@@ -116,7 +115,7 @@ def main() -> None:
 
         backups = workdir / "backups"
         backups.mkdir(exist_ok=True)
-        elapsed, backup, _ = timed_module("mysql_backup", dict(login, database="app", dest=str(backups)))
+        elapsed, backup, _rss = timed_module("mysql_backup", dict(login, database="app", dest=str(backups)))
         manifest = json.loads(Path(backup["manifest_path"]).read_text())
         src = backup["path"]
         figures.update(

@@ -365,7 +365,8 @@ class ClientRunner:
                 if self.cancelled:
                     proc.kill()
                 self._procs.add(proc)
-            assert proc.stdin is not None
+            if proc.stdin is None:  # pragma: no cover - stdin=PIPE always gives one
+                raise RestoreError(f"could not open a pipe to {self.program}")
             try:
                 try:
                     proc.stdin.write(self.prelude)
@@ -477,7 +478,7 @@ class TaskPool:
                     done.add(task.key)
                     cond.notify_all()
 
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(self.workers, len(tasks)) or 1)]
+        threads = [threading.Thread(target=worker, daemon=True) for _i in range(min(self.workers, len(tasks)) or 1)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -774,8 +775,7 @@ class Restorer:
     # the plan
 
     def _tasks(self, schema: str, with_triggers: bool, with_views: bool) -> list[Task]:
-        runner = self.runner
-        assert runner is not None
+        runner = self.active_runner()
         tasks: list[Task] = []
         schema_keys: list[str] = []
         for name, obj in self.objects.items():
@@ -836,6 +836,11 @@ class Restorer:
             tasks.append(Task("routines", _bind(runner.run, schema, [routines], "the routines")))
         return tasks
 
+    def active_runner(self) -> ClientRunner:
+        if self.runner is None:
+            raise RestoreError("internal error: the Restorer is used outside its 'with' block")
+        return self.runner
+
     def __enter__(self) -> Restorer:
         self._stack = contextlib.ExitStack()
         option_file = self._stack.enter_context(client_option_file(self.conn_params))
@@ -851,15 +856,15 @@ class Restorer:
 
     def restore(self, schema: str, with_triggers: bool = True, with_views: bool = True) -> None:
         """Load and verify; fills ``results`` and ``mismatches``. Raises RestoreError on load errors."""
-        assert self.runner is not None, "use the Restorer as a context manager"
+        runner = self.active_runner()
         started = time.monotonic()
         self._prepare_verify()
         tasks = self._tasks(schema, with_triggers, with_views)
-        TaskPool(self.options.workers, self.runner.cancel).run(tasks)
+        TaskPool(self.options.workers, runner.cancel).run(tasks)
         events = self.events_sql() if self.options.with_events else b""
         if events.strip():
             # After the data is verified, so an enabled event cannot change what we compare.
-            self.runner.run(schema, [events], "the events")
+            runner.run(schema, [events], "the events")
         self.restore_s = time.monotonic() - started - self.verify_s
 
     # verification
@@ -873,7 +878,7 @@ class Restorer:
                 f"({dialect or 'unknown'} dialect), whose line layout {os.path.basename(self.dump_program)} cannot "
                 "reproduce: tables were verified by exact row counts only, not by content digest"
             )
-        options = [o for o in (self.manifest.get("dump") or {}).get("options") or _dumpfile.DUMP_OPTIONS]
+        options = list((self.manifest.get("dump") or {}).get("options") or _dumpfile.DUMP_OPTIONS)
         self._dump_options = [o for o in options if not o.startswith(_SKIP_REDUMP_OPTIONS)]
 
     def _verify_table(self, schema: str, name: str, obj: dict[str, Any]) -> None:
@@ -912,10 +917,10 @@ class Restorer:
             connection.close()
 
     def _redump(self, schema: str, name: str) -> _dumpfile.DumpParser:
-        assert self.runner is not None
+        runner = self.active_runner()
         cmd = [
             self.dump_program,
-            f"--defaults-extra-file={self.runner.option_file}",
+            f"--defaults-extra-file={runner.option_file}",
             *self._dump_options,
             *VERIFY_DUMP_EXTRA,
             "--",
@@ -925,7 +930,8 @@ class Restorer:
         parser = _dumpfile.DumpParser(_dumpfile.NullFrameWriter())
         with tempfile.TemporaryFile() as errfile:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
-            assert proc.stdout is not None
+            if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
+                raise RestoreError(f"could not read from {self.dump_program}")
             try:
                 while True:
                     block = proc.stdout.read(_dumpfile.READ_BLOCK)
@@ -934,7 +940,7 @@ class Restorer:
                     parser.feed(block)
             finally:
                 proc.stdout.close()
-                if proc.poll() is None and self.runner.cancelled:
+                if proc.poll() is None and runner.cancelled:
                     proc.kill()
             rc = proc.wait()
             if rc != 0:
@@ -1072,8 +1078,7 @@ def cutover(
     recreated after; what is dropped from the target is journaled in ``old`` first, so a run
     killed before the RENAME is undone by the next run.
     """
-    runner = restorer.runner
-    assert runner is not None
+    runner = restorer.active_runner()
     q_target, q_shadow, q_old = quote_identifier(target), quote_identifier(shadow), quote_identifier(old)
     tables = [n for n, o in restorer.objects.items() if o.get("kind") == "table"]
     current = schema_objects(connection, target)

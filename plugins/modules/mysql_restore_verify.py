@@ -31,17 +31,19 @@ description:
     replicates to replicas.
   - The password is handed to the client programs in a 0600 temporary option file, never in argv.
 author:
-  - MutuaPix ops team
+  - MutuaPix ops team (@mutuapix)
 extends_documentation_fragment:
   - mutuapix.ops.mysql
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Checks the file completely (SHA-256, every frame, trailer, identity), connects, checks that the scratch
         database does not exist, that the target may be replaced and that the account may disable the binary
         log. Creates, drops and loads nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   src:

@@ -31,7 +31,7 @@ def accepted_options(required: dict) -> set[str]:
 
 def test_documented_options_are_the_accepted_ones() -> None:
     doc = yaml.safe_load(mysql_restore_verify.DOCUMENTATION)
-    fragment = yaml.safe_load(ModuleDocFragment.DOCUMENTATION.split("\nrequirements:")[0])
+    fragment = yaml.safe_load(ModuleDocFragment.DOCUMENTATION.split("\nrequirements:", maxsplit=1)[0])
     assert "mutuapix.ops.mysql" in doc["extends_documentation_fragment"]
     documented = set(doc["options"]) | set(fragment["options"])
     assert documented == accepted_options({"src": "/x.sql.zst"})
