@@ -215,29 +215,33 @@ class Queues:
     def job(self, queue: str = "default", age_s: int = 0, reserved_age_s: int | None = None, count: int = 1) -> None:
         now = self.now()
         reserved = None if reserved_age_s is None else now - reserved_age_s
-        for _ in range(count):
-            self.server.execute(
-                "INSERT INTO jobs (queue, payload, attempts, reserved_at, available_at, created_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                (
-                    queue,
-                    '{"job":"App\\\\Jobs\\\\Settle"}',
-                    0 if reserved is None else 1,
-                    reserved,
-                    now - age_s,
-                    now - age_s,
-                ),
-                database=self.database,
-            )
+        row = (
+            queue,
+            '{"job":"App\\\\Jobs\\\\Settle"}',
+            0 if reserved is None else 1,
+            reserved,
+            now - age_s,
+            now - age_s,
+        )
+        self.server.execute(
+            "INSERT INTO jobs (queue, payload, attempts, reserved_at, available_at, created_at) VALUES "
+            + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * count),
+            row * count,
+            database=self.database,
+        )
 
     def failed(self, count: int, age_s: int = 0) -> None:
+        values = ", ".join(
+            ["(%s, 'database', 'default', '{}', 'RuntimeException: boom', NOW() - INTERVAL %s SECOND)"] * count
+        )
+        args: list[object] = []
         for _ in range(count):
-            self.server.execute(
-                "INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at)"
-                " VALUES (%s, 'database', 'default', '{}', 'RuntimeException: boom', NOW() - INTERVAL %s SECOND)",
-                (str(uuid.uuid4()), age_s),
-                database=self.database,
-            )
+            args += [str(uuid.uuid4()), age_s]
+        self.server.execute(
+            f"INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at) VALUES {values}",
+            args,
+            database=self.database,
+        )
 
     def clear(self) -> None:
         self.server.execute("DELETE FROM jobs", database=self.database)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.integration.monitoring.conftest import Queues, Server, posts, start_server
-from tests.support.mariadb import MariaDB
+from tests.support.mariadb import MariaDB, free_port
 from tests.support.runner import ROOT, run_playbook
 
 PLAYBOOK = ROOT / "playbooks" / "monitor.yml"
@@ -56,13 +58,9 @@ def test_monitor_playbook_healthy_then_failing_then_recovered(
         assert len(posts(webhook)) == 2  # one alert per probe that changed state
         assert "s3cr3t" not in failing.stdout
 
-        relaxed = monitor(mariadb, queues, tmp_path, monitoring_fail_on_unhealthy=False, **common)
-        assert relaxed.returncode == 0, relaxed.stdout[-3000:]
-        assert len(posts(webhook)) == 2  # still failing: silent
-
         queues.clear()
         http_server.status = 200
-        recovered = monitor(mariadb, queues, tmp_path, **common)
+        recovered = monitor(mariadb, queues, tmp_path, monitoring_fail_on_unhealthy=False, **common)
         assert recovered.returncode == 0, recovered.stdout[-3000:]
         assert [("RECOVERED" in p["text"]) for p in posts(webhook)] == [False, False, True, True]
     finally:
@@ -73,3 +71,50 @@ def test_monitor_role_rejects_bad_input(mariadb: MariaDB, queues: Queues, tmp_pa
     result = monitor(mariadb, queues, tmp_path, monitoring_endpoints=[{"name": "no url"}])
     assert result.returncode != 0
     assert "url" in result.stdout and "monitoring_endpoints" in result.stdout
+
+
+def test_monitor_backup_freshness_through_b2_sync_status(tmp_path: Path):
+    """The role's B2 wiring against b2_sync mode=status and a local S3 endpoint (moto)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-west-004",
+            aws_access_key_id="test-key-id",
+            aws_secret_access_key="test-application-key",
+        )
+        s3.create_bucket(Bucket="backups", CreateBucketConfiguration={"LocationConstraint": "us-west-004"})
+        fresh = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+        name = f"app-{fresh:%Y%m%dT%H%M%SZ}.sql.zst"
+        for key in (name, name + ".manifest.json"):
+            s3.put_object(Bucket="backups", Key=f"prod/db1/{key}", Body=b"{}")
+        common = {
+            "monitoring_hosts": "localhost",
+            "ansible_python_interpreter": sys.executable,
+            "monitoring_state_dir": str(tmp_path / "state"),
+            "monitoring_b2_bucket": "backups",
+            "monitoring_b2_prefix": "prod/db1/",
+            "monitoring_b2_region": "us-west-004",
+            "monitoring_b2_endpoint_url": f"http://127.0.0.1:{port}",
+            "monitoring_b2_key_id": "test-key-id",
+            "monitoring_b2_application_key": "test-application-key",
+            "monitoring_b2_databases": ["app"],
+        }
+        vars_file = tmp_path / "vars.json"
+        vars_file.write_text(json.dumps({**common, "monitoring_b2_max_age_hours": 26}))
+        ok = run_playbook(PLAYBOOK, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
+        assert ok.returncode == 0, ok.stdout[-3000:]
+        vars_file.write_text(json.dumps({**common, "monitoring_b2_max_age_hours": 1}))
+        stale = run_playbook(PLAYBOOK, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
+        assert stale.returncode != 0
+        assert "backups on B2 are older than 1 h or missing" in stale.stdout, stale.stdout[-3000:]
+        assert "test-application-key" not in stale.stdout
+    finally:
+        server.stop()
