@@ -1,0 +1,189 @@
+"""backup.yml / roles/backup on several hosts, with the off-site copy and the on-host schedule."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.roles.conftest import PLAYBOOKS, S3, S3_APP_KEY, S3_KEY_ID, write_client_cnf, write_inventory
+from tests.support.mariadb import MariaDB
+from tests.support.runner import COLLECTIONS, ROOT, run_playbook
+
+S3_ENV = {"B2_APPLICATION_KEY_ID": S3_KEY_ID, "B2_APPLICATION_KEY": S3_APP_KEY}
+
+
+class Webhook:
+    """A local HTTP endpoint recording the JSON bodies posted to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Webhook:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    with Webhook() as hook:
+        yield hook
+
+
+def host_vars(mariadb: MariaDB, database: str, base: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "backup_database": database,
+        "backup_dir": str(base / "backups"),
+        "backup_install_packages": False,
+        "backup_login_user": None,
+        "backup_config_file": str(write_client_cnf(mariadb, base / "client.cnf")),
+        **extra,
+    }
+
+
+def test_fleet_backup_one_host_failing(
+    mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path, webhook: Webhook
+) -> None:
+    bucket = s3_endpoint.new_bucket()
+    common = {
+        "backup_b2_bucket": bucket,
+        "backup_b2_endpoint_url": s3_endpoint.url,
+        "backup_b2_region": "us-west-004",
+        "backup_b2_keep_last": 3,
+        "backup_notify_url": webhook.url,
+    }
+    (tmp_path / "h1").mkdir()
+    (tmp_path / "h2").mkdir()
+    good = host_vars(mariadb, backup_db, tmp_path / "h1", **common)
+    # h2's server is down: its socket does not exist
+    broken = host_vars(mariadb, backup_db, tmp_path / "h2", **common)
+    broken["backup_config_file"] = str(tmp_path / "h2" / "down.cnf")
+    (tmp_path / "h2" / "down.cnf").write_text(f"[client]\nuser=root\nsocket={tmp_path}/h2/no-server.sock\n")
+    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": good, "h2": broken}})
+
+    proc = run_playbook(PLAYBOOKS / "backup.yml", inventory, env=S3_ENV)
+
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "Backup of " + backup_db + " on h2 failed at 'Take the backup'" in proc.stdout
+    assert "Backups failed on h2; succeeded on h1" in proc.stdout
+    # h1 went all the way: backup, proof of restore, off-site copy under its own prefix
+    [backup] = (tmp_path / "h1" / "backups" / backup_db).glob("*.sql.zst")
+    assert stat.S_IMODE((tmp_path / "h1" / "backups" / backup_db).stat().st_mode) == 0o700
+    assert "verified, 8 tables match the manifest" in proc.stdout
+    assert s3_endpoint.keys(bucket) == [f"h1/{backup_db}/{backup.name}", f"h1/{backup_db}/{backup.name}.manifest.json"]
+    # h2 left nothing behind, and the webhook heard about h2 only
+    assert not list((tmp_path / "h2" / "backups" / backup_db).glob("*.sql*"))
+    assert [body["text"].split(" failed")[0] for body in webhook.bodies] == [f"Backup of {backup_db} on h2"]
+    assert S3_APP_KEY not in proc.stdout + proc.stderr
+
+
+def test_weekly_verification_runs_when_due(mariadb: MariaDB, backup_db: str, tmp_path: Path) -> None:
+    inventory = write_inventory(
+        tmp_path / "inventory.yml",
+        {"databases": {"h1": host_vars(mariadb, backup_db, tmp_path, backup_verify="weekly", backup_keep_last=5)}},
+    )
+    first = run_playbook(PLAYBOOKS / "backup.yml", inventory)
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert "verified, 8 tables match the manifest" in first.stdout
+    stamp = tmp_path / "backups" / backup_db / ".last-verified"
+    assert stamp.exists()
+
+    second = run_playbook(PLAYBOOKS / "backup.yml", inventory)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert "not verified in this run" in second.stdout
+    assert len(list((tmp_path / "backups" / backup_db).glob("*.sql.zst"))) == 2
+
+    # a proof older than the interval is due again
+    old = stamp.stat().st_mtime - 8 * 86400
+    os.utime(stamp, (old, old))
+    third = run_playbook(PLAYBOOKS / "backup.yml", inventory)
+    assert "verified, 8 tables match the manifest" in third.stdout
+
+
+def test_schedule_on_host_runs_the_playbook_and_reports_failure(
+    mariadb: MariaDB, backup_db: str, tmp_path: Path, webhook: Webhook
+) -> None:
+    etc = tmp_path / "etc"
+    hv = host_vars(
+        mariadb,
+        backup_db,
+        tmp_path,
+        backup_schedule=True,
+        backup_schedule_method="systemd",
+        backup_schedule_activate=False,  # no systemd in the test machine: write the units, don't start them
+        backup_schedule_config_dir=str(etc / "mutuapix-backup"),
+        backup_schedule_unit_dir=str(etc / "systemd"),
+        backup_schedule_wrapper=str(etc / "mutuapix-backup.sh"),
+        backup_schedule_ansible_playbook=str(ROOT / ".venv" / "bin" / "ansible-playbook"),
+        backup_schedule_python=str(ROOT / ".venv" / "bin" / "python"),
+        backup_schedule_environment={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)},
+        backup_verify="never",
+        backup_notify_url=webhook.url,
+        backup_b2_application_key="not-really-used-but-secret-42",
+    )
+    (etc / "systemd").mkdir(parents=True)
+    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+    proc = run_playbook(PLAYBOOKS / "backup.yml", inventory)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "not-really-used-but-secret-42" not in proc.stdout
+
+    conf = etc / "mutuapix-backup"
+    for name in ("vars.yml", "environment", "inventory.yml"):
+        assert stat.S_IMODE((conf / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o700
+    timer = (etc / "systemd" / "mutuapix-backup.timer").read_text()
+    assert "OnCalendar=*-*-* 03:15:00" in timer and "Persistent=true" in timer
+    assert f"ExecStart={etc}/mutuapix-backup.sh" in (etc / "systemd" / "mutuapix-backup.service").read_text()
+    scheduled = yaml.safe_load((conf / "vars.yml").read_text())
+    assert scheduled["backup_schedule"] is False and scheduled["backup_database"] == backup_db
+    assert scheduled["backup_b2_application_key"] == "not-really-used-but-secret-42"  # only in the 0600 file
+
+    # the timer's job, run by hand: the same playbook, locally, exit 0 and a new backup
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    before = set((tmp_path / "backups" / backup_db).glob("*.sql.zst"))
+    run = subprocess.run(
+        [str(etc / "mutuapix-backup.sh")], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    assert len(set((tmp_path / "backups" / backup_db).glob("*.sql.zst")) - before) == 1
+    assert not webhook.bodies
+
+    # break it (the server "moves"): non-zero exit, the failure on stderr/journal, and the webhook
+    scheduled["backup_config_file"] = str(tmp_path / "missing.cnf")
+    scheduled["backup_login_unix_socket"] = str(tmp_path / "nowhere.sock")
+    (conf / "vars.yml").write_text(yaml.safe_dump(scheduled))
+    run = subprocess.run(
+        [str(etc / "mutuapix-backup.sh")], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode != 0
+    assert "mutuapix-backup: FAILED" in run.stderr
+    assert len(webhook.bodies) == 1
+    assert "failed at 'Take the backup'" in webhook.bodies[0]["text"]
