@@ -425,6 +425,12 @@ def open_cache(module: B2Module, config: SyncConfig) -> HashCache:
     return HashCache(path, scope)
 
 
+def save_cache(module: B2Module, cache: HashCache) -> None:
+    """Keep what this run learnt (also after a failure: hashes stay valid); never in check mode."""
+    if not module.check_mode:
+        cache.save()
+
+
 def main() -> None:
     module = B2Module(
         argument_spec=argument_spec(),
@@ -448,15 +454,14 @@ def main() -> None:
         else:
             result = status(client, config, p["database"], p["max_age_hours"])
     except SyncError as exc:
-        cache.save()
+        save_cache(module, cache)
         if exc.cause is not None:
             module.fail_b2(exc.cause, str(exc))
         module.fail_json(msg=str(exc))
     except OSError as exc:
-        cache.save()
+        save_cache(module, cache)
         module.fail_json(msg=f"{p['mode']} failed on the local side: {exc}")
-    if not module.check_mode:
-        cache.save()
+    save_cache(module, cache)
     module.exit_json(**result)
 
 
