@@ -133,13 +133,17 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def rss_mb(pid: int, include_children: bool = True) -> float | None:
-    """Resident memory of ``pid`` (plus its descendants), in MiB; None when it cannot be read."""
+def rss_mb(pid: int, tree: dict[int, list[int]] | None = None) -> float | None:
+    """Resident memory of ``pid`` plus its descendants, in MiB; None when it cannot be read.
+
+    ``tree`` (parent pid -> child pids) can be passed in to scan ``/proc`` once for many pids.
+    """
     if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
         return None
     pids = [pid]
-    if include_children:
+    if tree is None:
         tree = _children_map()
+    if tree:
         stack = [pid]
         while stack:
             for child in tree.get(stack.pop(), []):
@@ -156,10 +160,11 @@ def _log(message: str) -> None:
 def check_group(rpc: Any, group: str, limit_mb: float) -> list[str]:
     """Restart every running process of ``group`` above ``limit_mb``; return their names."""
     restarted = []
+    tree = _children_map()
     for info in rpc.supervisor.getAllProcessInfo():
         if info.get("group") != group or info.get("statename") != "RUNNING":
             continue
-        used = rss_mb(int(info.get("pid") or 0))
+        used = rss_mb(int(info.get("pid") or 0), tree)
         if used is None or used <= limit_mb:
             continue
         name = f"{group}:{info['name']}"

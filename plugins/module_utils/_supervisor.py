@@ -58,6 +58,12 @@ def validate_name(name: str) -> str:
     return name
 
 
+def validate_suffix(suffix: str) -> str:
+    if not re.match(r"^\.[A-Za-z0-9_-]{1,16}$", suffix or ""):
+        raise WorkerConfigError(f"config_suffix {suffix!r} must look like .conf or .ini")
+    return suffix
+
+
 def validate_limits(
     *,
     timeout_s: int,

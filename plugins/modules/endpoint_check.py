@@ -17,6 +17,7 @@ description:
   - A missing or corrupt state file is treated as unknown, with a warning; it never produces a
     recovery notification.
   - Redirects are not followed; list a redirect status in O(expected_status) if it is the healthy answer.
+  - The task reports C(changed) when it alerted or recovered.
 options:
   url:
     description:
@@ -63,7 +64,8 @@ options:
     type: path
   headers:
     description:
-      - Extra request headers, for example C(Host) when probing by IP address.
+      - Extra request headers, for example C(Host) when probing by IP address, or C(Authorization).
+      - Treated as secret (not logged), since they often carry a token.
     type: dict
     default: {}
   state_file:
@@ -217,7 +219,7 @@ def main() -> None:
             "tls_min_days": {"type": "int", "default": 14},
             "validate_certs": {"type": "bool", "default": True},
             "ca_path": {"type": "path"},
-            "headers": {"type": "dict", "default": {}},
+            "headers": {"type": "dict", "default": {}, "no_log": True},
             "state_file": {"type": "path"},
             "realert_after_s": {"type": "int", "default": 3600},
             "notify_url": {"type": "str", "no_log": True},

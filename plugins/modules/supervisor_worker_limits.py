@@ -9,7 +9,7 @@ module: supervisor_worker_limits
 short_description: Supervisor programs for Laravel queue workers with memory limits and consistent timeouts
 version_added: 0.1.0
 description:
-  - Writes one supervisor config file per worker program, C(<config_dir>/<name>.conf), and applies it through
+  - Writes one supervisor config file per worker program, C(<config_dir>/<name><config_suffix>), and applies it through
     supervisord's XML-RPC API the way C(supervisorctl reread) and C(update) would, limited to the groups the file
     defines - a new group is added, a deleted one removed, a changed one stopped gracefully (SIGTERM, then up to
     O(stopwaitsecs)) and started again. Other programs keep running untouched.
@@ -152,6 +152,12 @@ options:
       - Directory supervisord includes program files from.
     type: path
     default: /etc/supervisor/conf.d
+  config_suffix:
+    description:
+      - Suffix of the program file, matching supervisord's C([include] files=) pattern. Debian and Ubuntu include
+        C(/etc/supervisor/conf.d/*.conf); RHEL and its rebuilds include C(/etc/supervisord.d/*.ini).
+    type: str
+    default: .conf
   supervisor_url:
     description:
       - supervisord's XML-RPC endpoint, C(unix:///path/to.sock) or C(http://host:port).
@@ -309,6 +315,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._supervisor import (
     read_file,
     validate_limits,
     validate_name,
+    validate_suffix,
 )
 
 DEFAULT_MEMORY_MB = 512
@@ -425,6 +432,7 @@ def main() -> None:
             "listener_path": {"type": "path", "default": "/usr/local/lib/mutuapix-ops/memlimit.py"},
             "listener_python": {"type": "path"},
             "config_dir": {"type": "path", "default": "/etc/supervisor/conf.d"},
+            "config_suffix": {"type": "str", "default": ".conf"},
             "supervisor_url": {"type": "str", "default": "unix:///var/run/supervisor.sock"},
             "supervisor_username": {"type": "str"},
             "supervisor_password": {"type": "str", "no_log": True},
@@ -436,10 +444,11 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    path = os.path.join(p["config_dir"], f"{p['name']}.conf")
+    path = os.path.join(p["config_dir"], p["name"] + p["config_suffix"])
     try:
         spec = build_spec(p) if p["state"] == "present" else None
         name = validate_name(p["name"])
+        validate_suffix(p["config_suffix"])
         target = Target(
             name=name,
             config_path=path,

@@ -254,7 +254,9 @@ def test_wrong_credentials_and_uncovered_config_dir(tmp_path: Path, worker_scrip
     server = Supervisord(base, username="ops", password="s3cret-sv-pass").start()
     try:
         good = Workers(server, worker_script, tmp_path)
-        assert not good.run("alpha", hard_memory_mb=400).failed
+        added = good.run("alpha", hard_memory_mb=400, diff=True)
+        assert not added.failed, added
+        assert "s3cret-sv-pass" not in json.dumps(added)  # masked in the diff and everywhere else
         listener = (server.conf_d / "alpha.conf").read_text()
         assert 'SUPERVISOR_PASSWORD="s3cret-sv-pass"' in listener  # the listener must authenticate too
         assert wait_for(lambda: server.pids("alpha_memlimit"))  # ...and it runs

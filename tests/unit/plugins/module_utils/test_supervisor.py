@@ -249,3 +249,14 @@ def test_listener_protocol_survives_an_unreachable_supervisord(monkeypatch: pyte
     stdout = io.StringIO()
     _memmon.listen("w", 100, stdin=io.StringIO(events), stdout=stdout)
     assert stdout.getvalue() == "READY\nRESULT 2\nOK" * 2 + "READY\n"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "ok"), [(".conf", True), (".ini", True), ("conf", False), ("/../x", False), ("", False)]
+)
+def test_config_suffix(suffix: str, ok: bool):
+    if ok:
+        assert _supervisor.validate_suffix(suffix) == suffix
+    else:
+        with pytest.raises(WorkerConfigError, match="must look like .conf or .ini"):
+            _supervisor.validate_suffix(suffix)
