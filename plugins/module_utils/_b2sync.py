@@ -155,22 +155,27 @@ class HashCache:
             if self.remote.pop(key, None) is not None:
                 self.dirty = True
 
-    def save(self) -> None:
+    def save(self) -> str | None:
+        """Write the cache atomically (0600); returns a warning instead of failing the run."""
         if not self.path or not self.dirty:
-            return
+            return None
         directory = os.path.dirname(self.path) or "."
-        os.makedirs(directory, mode=0o700, exist_ok=True)
         local = {p: v for p, v in self.local.items() if os.path.exists(p)}
         data = {"version": CACHE_VERSION, "local": local, "remote": {**self._other_scopes, self.scope: self.remote}}
-        fd, tmp = tempfile.mkstemp(prefix=".b2_sync-cache-", dir=directory)
+        tmp = None
         try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".b2_sync-cache-", dir=directory)
+            os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(data, handle, separators=(",", ":"))
-            os.chmod(tmp, 0o600)
             os.replace(tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        except OSError as exc:
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            return f"cannot write the cache file {self.path} ({exc}); the next run will be slower, not wrong"
+        return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -941,4 +946,3 @@ def status(
         }
     healthy = bool(report) and all(entry["healthy"] for entry in report.values())
     return {"backups": report, "healthy": healthy, "max_age_hours": max_age_hours, "changed": False}
-

@@ -428,7 +428,9 @@ def open_cache(module: B2Module, config: SyncConfig) -> HashCache:
 def save_cache(module: B2Module, cache: HashCache) -> None:
     """Keep what this run learnt (also after a failure: hashes stay valid); never in check mode."""
     if not module.check_mode:
-        cache.save()
+        warning = cache.save()
+        if warning:
+            module.warn(warning)
 
 
 def main() -> None:

@@ -163,3 +163,12 @@ def test_write_file_atomic(tmp_path: Path):
     assert target.read_bytes() == b"{}"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_hash_cache_that_cannot_be_written_only_warns(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cache = HashCache(str(blocker / "sub" / "cache.json"), "s")
+    cache.set_remote("k", "e", 1, 1, "x")
+    warning = cache.save()
+    assert warning and "slower, not wrong" in warning
