@@ -108,8 +108,11 @@ options:
         before 8.0.20, with a warning). See O(backup_binlog_privilege).
       - Presets match the database name exactly - C(_) and C(%) in it are escaped, so
         C(app_prod) does not also match C(appXprod). Levels in the result read C(app\_prod.*).
-      - In a mapping, C(GRANT OPTION) and global (C(*.*)) privileges are refused unless
-        O(allow_global_privileges=true). Column privileges are not managed.
+      - In a mapping, levels are written as in C(GRANT) - C(_) and C(%) in a database name are
+        wildcards unless escaped (C(app\_prod.*)); names with other characters than letters,
+        digits, C(_), C($), C(%), C(-) go in backticks. C(GRANT OPTION) and global (C(*.*))
+        privileges are refused unless O(allow_global_privileges=true). Column privileges are
+        not managed.
     type: raw
   database:
     description:

@@ -13,6 +13,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from ansible_collections.mutuapix.ops.plugins.module_utils._password_policy import native_password_hash
 from tests.integration.users.conftest import login
 from tests.support.mariadb import MariaDB
 from tests.support.runner import ROOT, run_playbook
@@ -91,8 +92,10 @@ def test_check_apply_idempotent_and_no_secret_in_output(harden: Any, mariadb: Ma
         first = harden(args=["-vvv"])
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
         assert recap(first.stdout)["changed"] == 4  # accounts, secure installation, two file modes
-        for secret in [*SECRETS.values(), mariadb.ROOT_PASSWORD]:
+        hashes = [native_password_hash(v) for v in SECRETS.values()]
+        for secret in [*SECRETS.values(), mariadb.ROOT_PASSWORD, *hashes, *(h[1:] for h in hashes)]:
             assert secret not in first.stdout and secret not in first.stderr
+        assert "<redacted>" in first.stdout  # the statements are there, credentials masked
         assert existing(mariadb) == set(USERS)
         assert not mariadb.execute("SELECT 1 FROM mysql.user WHERE User = ''")
         assert stat.S_IMODE(harden.env_file.stat().st_mode) == 0o640
