@@ -396,3 +396,25 @@ def test_manifest_rewritten_by_a_new_backup_run_is_reuploaded(bucket, args_for, 
     result = b2_run(args_for(bucket, src=str(src)))
     assert sorted(result["uploaded"]) == sorted([backup.name, backup.name + ".manifest.json"])
     assert result["upload_reasons"][backup.name] == "size"
+
+
+def test_remote_overwrite_invalidates_the_cache(bucket, args_for, proxy, src, s3):
+    backup = write_backup(src, "app", NOW, 2048)
+    args = args_for(bucket, src=str(src))
+    assert b2_run(args)["changed"]
+    s3.put_object(Bucket=bucket, Key=backup.name, Body=b"z" * 2048)  # same size, someone else's bytes
+    proxy.state.clear()
+    result = b2_run(args)
+    assert result["uploaded"] == [backup.name], result
+    assert result["upload_reasons"][backup.name] == "no sha256 metadata"
+    assert s3.get_object(Bucket=bucket, Key=backup.name)["Body"].read() == backup.read_bytes()
+
+
+def test_pull_in_check_mode_writes_nothing(bucket, args_for, proxy, src, dest):
+    backup = write_backup(src, "app", NOW, 4096)
+    assert b2_run(args_for(bucket, src=str(src)))["changed"]
+    proxy.state.clear()
+    result = b2_run(args_for(bucket, mode="pull", dest=str(dest), latest=True, database="app"), check=True)
+    assert result["changed"] and result["downloaded"] == [backup.name, backup.name + ".manifest.json"], result
+    assert list(dest.iterdir()) == []
+    assert proxy.state.count("GetObject") == 1  # the manifest, to know what would be pulled
