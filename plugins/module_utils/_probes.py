@@ -86,8 +86,9 @@ def read_queue_stats(
         for table in (jobs_table, failed_jobs_table):
             if not _table_exists(cur, database, table):
                 raise ProbeError(
-                    f"table {database}.{table} does not exist: is {database} the Laravel database, and are the queue "
-                    "tables created (php artisan queue:table / queue:failed-table, then migrate)? Set jobs_table / "
+                    f"table {database}.{table} does not exist or this account cannot see it: is {database} the Laravel "
+                    "database, are the queue tables created (php artisan queue:table / queue:failed-table, then "
+                    f"migrate), and does the account have SELECT on {database}.{table}? Set jobs_table / "
                     "failed_jobs_table if they are named differently"
                 )
         cur.execute("SELECT UNIX_TIMESTAMP()")

@@ -140,3 +140,26 @@ def test_missing_table_and_bad_credentials_are_clear_errors(mariadb: MariaDB, qu
     denied = run_module("queue_health", {**login, "database": queues.database, "state_file": str(tmp_path / "x")})
     assert denied.failed and "cannot connect to MySQL" in denied["msg"] and "(1045)" in denied["msg"]
     assert "wrong-password" not in json.dumps(denied)
+
+
+def test_select_on_the_two_tables_is_enough(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    """The documented least privilege: SELECT on jobs and failed_jobs, nothing else."""
+    db = queues.database
+    password = "Qmon-pass-4-tests!"
+    mariadb.execute("DROP USER IF EXISTS 'qmon'@'localhost'")
+    mariadb.execute("CREATE USER 'qmon'@'localhost' IDENTIFIED BY %s", (password,))
+    try:
+        mariadb.execute(f"GRANT SELECT ON `{db}`.`jobs` TO 'qmon'@'localhost'")
+        login = {**mariadb.login, "login_user": "qmon", "login_password": password}
+        args = {**login, "database": db, "state_file": str(tmp_path / "s.json")}
+        partial = run_module("queue_health", args)
+        assert partial.failed
+        assert f"{db}.failed_jobs does not exist or this account cannot see it" in partial["msg"]
+        assert f"SELECT on {db}.failed_jobs" in partial["msg"]
+        mariadb.execute(f"GRANT SELECT ON `{db}`.`failed_jobs` TO 'qmon'@'localhost'")
+        queues.job(age_s=2)
+        enough = run_module("queue_health", args)
+        assert not enough.failed, enough
+        assert enough["queues"]["default"]["pending"] == 1
+    finally:
+        mariadb.execute("DROP USER IF EXISTS 'qmon'@'localhost'")
