@@ -57,7 +57,7 @@ def test_removes_what_mysql_secure_installation_removes(mariadb: MariaDB) -> Non
     applied = run_module("mysql_secure_installation", mariadb.login)
     assert applied["statements"] == planned["statements"], applied
     after = accounts(mariadb)
-    assert not {u for u, _ in after if u == ""}
+    assert not {user for user, _host in after if user == ""}
     assert {h for u, h in after if u == "root"} <= {"localhost", "127.0.0.1", "::1"}
     assert ("root", "localhost") in after and ("p5_dev", "localhost") in after
     assert not mariadb.execute("SHOW DATABASES LIKE 'test'")
