@@ -297,3 +297,14 @@ def test_through_ansible_playbook_installs_the_listener(workers: Workers, superv
     listener = Path(args["listener_path"])
     assert listener.read_text() == Path(_memmon.__file__).read_text()
     assert wait_for(lambda: supervisord.pids("viaplay_memlimit"))
+
+
+def test_apply_false_writes_only_and_a_later_run_applies(workers: Workers, supervisord: Supervisord):
+    written = workers.run("alpha", apply=False)
+    assert written["changed"] is True
+    assert written["applied"] == {"added": [], "removed": [], "restarted": []} and written["processes"] == []
+    assert (supervisord.conf_d / "alpha.conf").exists() and supervisord.groups() == set()
+    applied = workers.run("alpha")  # same file, but supervisord has not loaded it yet
+    assert applied["changed"] is True
+    assert applied["applied"]["added"] == ["alpha"]
+    assert workers.run("alpha")["changed"] is False

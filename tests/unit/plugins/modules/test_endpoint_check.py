@@ -38,3 +38,8 @@ def test_notify_url_is_no_log_and_bad_options_are_clear():
     )
     assert masked.failed and "must be an absolute http" in masked["msg"]
     assert "SECRETVALUE" not in str(masked)
+
+
+def test_headers_are_not_logged():
+    result = run_module("endpoint_check", {"url": "notaurl", "headers": {"Authorization": "Bearer header-token-value"}})
+    assert result.failed and "header-token-value" not in str(result)
