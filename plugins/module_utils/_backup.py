@@ -231,25 +231,27 @@ def check_extra_args(extra: list[str]) -> None:
 
 
 PIPE_SIZE = 1024 * 1024
-READ_AHEAD_BLOCKS = 8
+READ_AHEAD_BLOCKS = 32
 
 
-def read_ahead(pipe: Any, block: int = _dumpfile.READ_BLOCK, depth: int = READ_AHEAD_BLOCKS) -> Iterator[bytes]:
-    """Blocks of the dump program's output, read by a separate thread.
+def read_ahead(pipe: Any, block: int = PIPE_SIZE, depth: int = READ_AHEAD_BLOCKS) -> Iterator[bytes]:
+    """Chunks of the dump program's output, read by a separate thread.
 
     The dump program must never wait for us: while this thread drains the pipe (a
     blocking read releases the GIL) the caller parses, digests and compresses the previous
-    block. At most ``depth`` blocks are buffered, so memory stays bounded.
+    chunk. One ``os.read`` per chunk (the pipe is enlarged to ``PIPE_SIZE``) keeps copies to
+    one; at most ``depth`` chunks are buffered, so memory stays bounded.
     """
+    fd = pipe.fileno()
     with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
     blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def reader() -> None:
         try:
             while not stop.is_set():
-                data = pipe.read(block)
+                data = os.read(fd, block)
                 if not data:
                     break
                 blocks.put(data)
