@@ -93,7 +93,7 @@ GLOBAL_ONLY_PRIVILEGES = frozenset(
     }
 )
 # MariaDB 10.5 renamed these; SHOW GRANTS reports the new names.
-MARIADB_SYNONYMS = {"REPLICATION CLIENT": "BINLOG MONITOR", "SLAVE MONITOR": "REPLICA MONITOR"}
+MARIADB_SYNONYMS = {"REPLICATION CLIENT": "BINLOG MONITOR"}
 SYNONYMS = {"ALL": "ALL PRIVILEGES"}
 
 
@@ -394,6 +394,23 @@ def explicit_privileges(mapping: dict[str, Any], server: ServerInfo, allow_globa
         if privs:
             wanted.setdefault(level, set()).update(privs)
     return wanted
+
+
+def server_privileges(cursor: Any, server: ServerInfo) -> set[str]:
+    """Privilege names this server knows (SHOW PRIVILEGES), normalised like SHOW GRANTS."""
+    cursor.execute("SHOW PRIVILEGES")
+    known = {normalise_privilege(str(row[0]), server) for row in cursor.fetchall()}
+    return known | {"ALL PRIVILEGES", "USAGE", "GRANT OPTION"}
+
+
+def check_privileges_known(wanted: dict[Level, set[str]], known: set[str]) -> None:
+    """Refuse, before any change, a privilege the server would reject half-way through the plan."""
+    for level, privs in sorted(wanted.items()):
+        unknown = sorted(privs - known)
+        if unknown:
+            raise AccountError(
+                f"{', '.join(unknown)} on {level.key()!r}: not a privilege of this server (see SHOW PRIVILEGES)"
+            )
 
 
 # --- current account state -----------------------------------------------------------------

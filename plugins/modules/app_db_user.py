@@ -272,6 +272,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._users import (
     account_label,
     after_snapshot,
     check_plugin_supported,
+    check_privileges_known,
     desired_privileges,
     driver_message,
     execute_statement,
@@ -282,6 +283,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._users import (
     redact,
     resolve_plugin,
     server_default_plugin,
+    server_privileges,
     snapshot,
     validate_host,
     validate_user_name,
@@ -360,6 +362,8 @@ def main():
             for host in hosts:
                 validate_host(host)
             wanted, warnings = desired_privileges(params, server)
+            if wanted is not None:
+                check_privileges_known(wanted, server_privileges(cursor, server))
             for warning in warnings:
                 module.warn(warning)
             default_plugin = server_default_plugin(cursor, server)

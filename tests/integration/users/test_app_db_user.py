@@ -234,6 +234,7 @@ def test_global_privileges_and_grant_option_refused(accounts: Accounts) -> None:
         ({"*.*": ["PROCESS"]}, "global privileges on '*.*' refused"),
         ({"p5db.*": ["SELECT", "GRANT OPTION"]}, "GRANT OPTION on 'p5db.*' refused"),
         ({"p5db.*": ["SUPER"]}, "SUPER on 'p5db.*' are global privileges"),
+        ({"p5db.*": ["SELECT", "FOO BAR"]}, "FOO BAR on 'p5db.*': not a privilege of this server"),
     ):
         result = accounts.run(name="p5_global", password=STRONG, privileges=privileges)
         assert result.failed and needle in result["msg"], result

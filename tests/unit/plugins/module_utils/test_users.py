@@ -437,3 +437,51 @@ def test_resolve_plugin() -> None:
 
 def test_redact() -> None:
     assert u.redact("x secret y *HASH", ["secret", "*HASH", ""]) == "x <redacted> y <redacted>"
+
+
+# SHOW PRIVILEGES recorded on MariaDB 10.11.19, and an excerpt of MySQL 8.0's (static + dynamic).
+MARIADB_SHOW_PRIVILEGES = [
+    "Alter", "Alter routine", "Create", "Create routine", "Create temporary tables", "Create view",
+    "Create user", "Delete", "Delete history", "Drop", "Event", "Execute", "File", "Grant option", "Index",
+    "Insert", "Lock tables", "Process", "Proxy", "References", "Reload", "Binlog admin", "Binlog monitor",
+    "Binlog replay", "Replication master admin", "Replication slave admin", "Slave monitor",
+    "Replication slave", "Select", "Show databases", "Show view", "Shutdown", "Super", "Trigger",
+    "Create tablespace", "Update", "Set user", "Federated admin", "Connection admin", "Read_only admin", "Usage",
+]  # fmt: skip
+MYSQL80_SHOW_PRIVILEGES = [
+    "Alter", "Alter routine", "Create", "Create role", "Create routine", "Create tablespace",
+    "Create temporary tables", "Create user", "Create view", "Delete", "Drop", "Drop role", "Event",
+    "Execute", "File", "Grant option", "Index", "Insert", "Lock tables", "Process", "Proxy", "References",
+    "Reload", "Replication client", "Replication slave", "Select", "Show databases", "Show view",
+    "Shutdown", "Super", "Trigger", "Update", "Usage", "BACKUP_ADMIN", "SHOW_ROUTINE", "SYSTEM_USER",
+]  # fmt: skip
+
+
+class ListCursor:
+    def __init__(self, rows: list[str]) -> None:
+        self.rows = [(r, "Server Admin", "comment") for r in rows]
+
+    def execute(self, query: str, args: Any = None) -> None:
+        assert query == "SHOW PRIVILEGES"
+
+    def fetchall(self) -> list[tuple[str, str, str]]:
+        return self.rows
+
+
+def test_presets_only_use_privileges_the_servers_know() -> None:
+    for server, rows in ((MARIADB, MARIADB_SHOW_PRIVILEGES), (MYSQL80, MYSQL80_SHOW_PRIVILEGES)):
+        known = u.server_privileges(ListCursor(rows), server)
+        for preset in u.PRESETS:
+            wanted, _warnings = u.preset_privileges(preset, "shop", server, binlog_privilege=True)
+            u.check_privileges_known(wanted, known)
+
+
+def test_unknown_privilege_refused_before_any_change() -> None:
+    known = u.server_privileges(ListCursor(MARIADB_SHOW_PRIVILEGES), MARIADB)
+    assert "BINLOG MONITOR" in known and "DELETE HISTORY" in known
+    with pytest.raises(u.AccountError, match="FOO BAR on 'shop.\\*': not a privilege of this server"):
+        u.check_privileges_known({u.Level("shop", "*"): {"SELECT", "FOO BAR"}}, known)
+    mysql = u.server_privileges(ListCursor(MYSQL80_SHOW_PRIVILEGES), MYSQL80)
+    with pytest.raises(u.AccountError, match="SHOW_ROUTINE"):
+        u.check_privileges_known({u.Level("*", "*"): {"SHOW_ROUTINE"}}, known)
+    u.check_privileges_known({u.Level("*", "*"): {"SHOW_ROUTINE", "REPLICATION CLIENT"}}, mysql)
