@@ -14,7 +14,8 @@ access log. Two scenarios:
 Every timing is the median of --rounds runs, the order of the tools rotated each round,
 because a shared machine's load moves single runs by tens of percent.
 
-Usage: .venv/bin/python bench/bench_b2.py [--big-mb 512] [--files 1000] [--out bench/results/b2.json]
+Usage: .venv/bin/python bench/bench_b2.py [--big-mb 512] [--files 1000] [--rounds 3] [--out bench/results/b2.json]
+(--size-mb, which bench/run_all.sh passes to every bench, is the same as --big-mb.)
 awscli is taken from .venv-bench (scripts/bootstrap.sh bench), rclone from Debian.
 """
 
@@ -322,7 +323,9 @@ def bench_noop(moto: Moto, s3: Any, workdir: Path, label: str, files: int, kb: t
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--big-mb", type=int, default=512)
+    parser.add_argument(
+        "--big-mb", "--size-mb", dest="big_mb", type=int, default=512, help="size of the big backup (>= 500)"
+    )
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "b2.json"))
