@@ -47,6 +47,7 @@ from tests.support.runner import COLLECTIONS, ensure_collection_path, module_env
 
 KEY_ID, SECRET = "benchkey", "benchsecret"
 LOG_RE = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) (/[^ ]*) HTTP/1\.1" (\d{3})')
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")  # werkzeug colours 3xx/4xx/5xx lines
 
 
 def free_port() -> int:
@@ -87,7 +88,7 @@ class Moto:
         with open(self.log_path, encoding="utf-8", errors="replace") as handle:
             handle.seek(offset)
             for line in handle:
-                match = LOG_RE.search(line)
+                match = LOG_RE.search(ANSI_RE.sub("", line))
                 if match and match.group(2).startswith(f"/{bucket}"):
                     counts[operation(match.group(1), match.group(2))] += 1
         counts["total"] = sum(counts.values())
