@@ -341,7 +341,14 @@ def main():
     )
     params = module.params
     enforce_password_policy(module)
-    hosts = params["hosts"] or [params["host"]]
+    hosts = list(dict.fromkeys(params["hosts"] or [params["host"]]))
+    try:
+        # Input is refused before connecting; the server-specific name limit is checked below.
+        validate_user_name(params["name"])
+        for host in hosts:
+            validate_host(host)
+    except MySQLError as exc:
+        module.fail_json(msg=str(exc))
     result = {
         "changed": False,
         "created": False,
@@ -359,8 +366,6 @@ def main():
             server = server_info(connection)
             result["server"] = server.to_dict()
             name = validate_user_name(params["name"], server)
-            for host in hosts:
-                validate_host(host)
             wanted, warnings = desired_privileges(params, server)
             if wanted is not None:
                 check_privileges_known(wanted, server_privileges(cursor, server))

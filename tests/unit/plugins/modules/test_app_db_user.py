@@ -75,3 +75,15 @@ def test_documentation_matches_argument_spec() -> None:
     assert {"created", "removed", "password_changed", "privileges", "granted", "revoked", "statements"} <= set(returned)
     assert spec["password"]["no_log"] is True
     yaml.safe_load(app_db_user.EXAMPLES)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ({"name": "x'@'%' IDENTIFIED BY 'x"}, "contains characters other than"),
+        ({"host": "localhost` IDENTIFIED BY `x"}, "is not a host name"),
+    ],
+)
+def test_bad_names_refused_before_connecting(base: dict[str, object], args: dict[str, object], needle: str) -> None:
+    result = run_module("app_db_user", {**base, **args})
+    assert result.failed and needle in result["msg"] and "cannot connect" not in result["msg"], result
