@@ -63,7 +63,9 @@ MARKER_TABLE = "__mutuapix_restore"
 JOURNAL_TABLE = "__mutuapix_cutover"
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _TS = r"\d{8}T\d{6}Z"
-READ_BLOCK = 1024 * 1024
+# Compressed bytes read per step: small enough that one decompressed step stays a few MB per worker.
+READ_BLOCK = 256 * 1024
+REDUMP_BLOCK = 1024 * 1024
 # Options of the verification re-dump on top of the backup's own: only the data regions.
 VERIFY_DUMP_EXTRA = ["--no-create-info", "--skip-triggers", "--skip-routines", "--skip-events"]
 # Backup dump options that do not change the data region but need privileges or a binlog.
@@ -204,26 +206,57 @@ def check_backup(path: str, identities: list[bytes], tmp_dir: str | None = None)
             f"{path} is {size} bytes but its manifest says {manifest.get('size')}: the file is truncated or "
             "was replaced; fetch the backup again (e.g. b2_sync pull) or use an older one"
         )
-    digest = _dumpfile.file_sha256(path)
-    if digest != manifest.get("sha256"):
+    # The file's SHA-256 is computed beside the frame check (both mostly release the GIL); a
+    # mismatch is reported first, as it is the more fundamental error.
+    sha: dict[str, Any] = {}
+    hasher = threading.Thread(target=_sha256_into, args=(path, sha), daemon=True)
+    hasher.start()
+    checked: CheckedBackup | None = None
+    try:
+        try:
+            checked = _open_stream(path, manifest, identities, tmp_dir)
+            _check_frames(checked)
+        finally:
+            hasher.join()
+        _raise_on_sha_mismatch(path, manifest, sha)
+    except BaseException as exc:
+        if checked is not None:
+            checked.close()
+        if isinstance(exc, RestoreError):
+            _raise_on_sha_mismatch(path, manifest, sha)
+        raise
+    return checked
+
+
+def _sha256_into(path: str, out: dict[str, Any]) -> None:
+    try:
+        out["sha256"] = _dumpfile.file_sha256(path)
+    except OSError as exc:
+        out["error"] = exc
+
+
+def _raise_on_sha_mismatch(path: str, manifest: dict[str, Any], sha: dict[str, Any]) -> None:
+    if "error" in sha:
+        raise RestoreError(f"cannot read {path}: {sha['error']}")
+    if sha.get("sha256") != manifest.get("sha256"):
         raise RestoreError(
-            f"{path} does not match its manifest (sha256 {digest} != {manifest.get('sha256')}): the file is "
-            "corrupt or was modified; fetch the backup again or use an older one"
+            f"{path} does not match its manifest (sha256 {sha.get('sha256')} != {manifest.get('sha256')}): the file "
+            "is corrupt or was modified; fetch the backup again or use an older one"
         )
+
+
+def _open_stream(path: str, manifest: dict[str, Any], identities: list[bytes], tmp_dir: str | None) -> CheckedBackup:
     encrypted = bool(manifest.get("encryption"))
     if encrypted != path.endswith(".age"):
         raise RestoreError(f"{path}: the file name and the manifest disagree on whether it is encrypted")
-    stream_path = path
-    workdir = None
-    if encrypted:
-        if not identities:
-            raise RestoreError(f"{path} is age-encrypted: give the age identity (identity option) that decrypts it")
-        workdir = _private_workdir(tmp_dir or os.path.dirname(path))
-        stream_path = os.path.join(workdir, "stream")
-        _decrypt_to(path, stream_path, identities)
-    checked = CheckedBackup(path, manifest, stream_path, 0, 0, workdir)
+    if not encrypted:
+        return CheckedBackup(path, manifest, path, 0, 0)
+    if not identities:
+        raise RestoreError(f"{path} is age-encrypted: give the age identity (identity option) that decrypts it")
+    workdir = _private_workdir(tmp_dir or os.path.dirname(path))
+    checked = CheckedBackup(path, manifest, os.path.join(workdir, "stream"), 0, 0, workdir)
     try:
-        _check_frames(checked)
+        _decrypt_to(path, checked.stream_path, identities)
     except BaseException:
         checked.close()
         raise
@@ -806,6 +839,7 @@ class Restorer:
                     )
                 )
             after_data = {f"schema:{name}", *data_keys}
+            loaded = set(after_data)
             if alter:
                 tasks.append(
                     Task(
@@ -825,7 +859,8 @@ class Restorer:
                     )
                 )
             tasks.append(
-                Task(f"verify:{name}", _bind_call(self._verify_table, schema, name, obj), after_data, size // 2)
+                # Verification needs the rows, not the secondary indexes: it re-dumps while they are built.
+                Task(f"verify:{name}", _bind_call(self._verify_table, schema, name, obj), loaded, size // 2)
             )
         if with_views:
             views = self.view_sql()
@@ -934,7 +969,7 @@ class Restorer:
                 raise RestoreError(f"could not read from {self.dump_program}")
             try:
                 while True:
-                    block = proc.stdout.read(_dumpfile.READ_BLOCK)
+                    block = proc.stdout.read(REDUMP_BLOCK)
                     if not block:
                         break
                     parser.feed(block)
