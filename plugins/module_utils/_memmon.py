@@ -6,9 +6,9 @@ PHP's ``queue:work --memory`` is a soft limit: the worker checks it between jobs
 that leaks keeps growing until the OOM killer picks a victim - often MySQL. This listener
 enforces a hard limit from outside the process: on every ``TICK_5`` event it reads the
 resident memory of each process of one group (the process plus its descendants, from
-``/proc``) and restarts, through supervisor's XML-RPC API, any process above the limit. The
-restart is supervisor's own ``stopProcess`` (``stopsignal`` then ``stopwaitsecs``) followed by
-``startProcess``, so the worker gets its graceful shutdown.
+``/proc``) and restarts, through supervisor's XML-RPC API, any process above the limit: supervisor's own
+``stopProcess`` (the ``stopsignal``, so the worker can finish its job), SIGKILL to its process
+group if it is still running ``--grace-s`` seconds later, then ``startProcess``.
 
 The file is both a module_utils file (``supervisor_worker_limits`` imports the XML-RPC
 transport and copies this file to the managed host) and a standalone script run by
@@ -16,7 +16,7 @@ supervisord. It must only use the standard library.
 
 Usage (as supervisord's ``[eventlistener:x]`` command, with ``events=TICK_5``)::
 
-    python3 memlimit.py --group queue-default --limit-mb 768
+    python3 memlimit.py --group queue-default --limit-mb 768 --grace-s 30
 
 It talks to supervisord at ``SUPERVISOR_SERVER_URL`` (set by supervisord for its children),
 authenticating with ``SUPERVISOR_USERNAME``/``SUPERVISOR_PASSWORD`` when set.
@@ -25,8 +25,10 @@ authenticating with ``SUPERVISOR_USERNAME``/``SUPERVISOR_PASSWORD`` when set.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
+import signal
 import socket
 import sys
 import time
@@ -35,6 +37,9 @@ import xmlrpc.client
 from typing import Any, TextIO
 
 PAGE_KB = 1024
+# Seconds a worker above the limit gets to finish its job after the stop signal, by default.
+DEFAULT_GRACE_S = 30
+STOPPED_STATES = ("STOPPED", "EXITED", "FATAL", "BACKOFF")
 
 
 class UnixStreamHTTPConnection(http.client.HTTPConnection):
@@ -157,29 +162,63 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-def check_group(rpc: Any, group: str, limit_mb: float) -> list[str]:
+def check_group(rpc: Any, group: str, limit_mb: float, grace_s: float = DEFAULT_GRACE_S) -> list[str]:
     """Restart every running process of ``group`` above ``limit_mb``; return their names."""
     restarted = []
     tree = _children_map()
     for info in rpc.supervisor.getAllProcessInfo():
         if info.get("group") != group or info.get("statename") != "RUNNING":
             continue
-        used = rss_mb(int(info.get("pid") or 0), tree)
+        pid = int(info.get("pid") or 0)
+        used = rss_mb(pid, tree)
         if used is None or used <= limit_mb:
             continue
         name = f"{group}:{info['name']}"
-        _log(f"{name} (pid {info['pid']}) uses {used:.0f} MB, above the hard limit of {limit_mb:.0f} MB: restarting")
-        try:
-            rpc.supervisor.stopProcess(name, True)
-        except xmlrpc.client.Fault as exc:
-            _log(f"stopping {name} failed: {exc.faultString}")
-        try:
-            rpc.supervisor.startProcess(name, False)
-        except xmlrpc.client.Fault as exc:
-            _log(f"starting {name} failed: {exc.faultString}")
-            continue
-        restarted.append(name)
+        _log(f"{name} (pid {pid}) uses {used:.0f} MB, above the hard limit of {limit_mb:.0f} MB: restarting")
+        if restart_process(rpc, name, pid, grace_s):
+            restarted.append(name)
     return restarted
+
+
+def restart_process(rpc: Any, name: str, pid: int, grace_s: float) -> bool:
+    """Graceful stop (supervisor's stopsignal), SIGKILL to the process group after ``grace_s``, start.
+
+    A leaking job keeps leaking while it finishes, so the grace is bounded here rather than by
+    the program's ``stopwaitsecs``: the worker is back within ``grace_s`` plus a few seconds.
+    The killed job is retried by Laravel after ``retry_after``, as after any crash.
+    """
+    try:
+        rpc.supervisor.stopProcess(name, False)
+    except xmlrpc.client.Fault as exc:
+        _log(f"stopping {name} failed: {exc.faultString}")
+    if not _wait_stopped(rpc, name, grace_s):
+        _log(f"{name} (pid {pid}) still running {grace_s:.0f} s after the stop signal: killing its process group")
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(OSError):
+                kill(pid, signal.SIGKILL)
+        if not _wait_stopped(rpc, name, 30):
+            _log(f"{name} did not stop: leaving it to supervisor")
+            return False
+    try:
+        rpc.supervisor.startProcess(name, False)
+    except xmlrpc.client.Fault as exc:
+        _log(f"starting {name} failed: {exc.faultString}")
+        return False
+    return True
+
+
+def _wait_stopped(rpc: Any, name: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            state = rpc.supervisor.getProcessInfo(name).get("statename")
+        except xmlrpc.client.Fault:
+            return True  # the process is gone from supervisor altogether
+        if state in STOPPED_STATES:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def _read_event(stdin: TextIO) -> tuple[dict[str, str], str]:
@@ -191,11 +230,17 @@ def _read_event(stdin: TextIO) -> tuple[dict[str, str], str]:
     return headers, payload
 
 
-def listen(group: str, limit_mb: float, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+def listen(
+    group: str,
+    limit_mb: float,
+    grace_s: float = DEFAULT_GRACE_S,
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+) -> None:
     """supervisor's event listener protocol: READY, read one event, RESULT, repeat."""
     url = os.environ.get("SUPERVISOR_SERVER_URL", "unix:///var/run/supervisor.sock")
     rpc = server_proxy(url, os.environ.get("SUPERVISOR_USERNAME"), os.environ.get("SUPERVISOR_PASSWORD"), timeout=None)
-    _log(f"watching group {group}: hard memory limit {limit_mb:.0f} MB")
+    _log(f"watching group {group}: hard memory limit {limit_mb:.0f} MB, {grace_s:.0f} s to stop gracefully")
     while True:
         stdout.write("READY\n")
         stdout.flush()
@@ -205,7 +250,7 @@ def listen(group: str, limit_mb: float, stdin: TextIO = sys.stdin, stdout: TextI
             return
         if headers.get("eventname", "").startswith("TICK"):
             try:
-                check_group(rpc, group, limit_mb)
+                check_group(rpc, group, limit_mb, grace_s)
             except (OSError, xmlrpc.client.Error, http.client.HTTPException) as exc:
                 _log(f"cannot check {group}: {exc}")
         stdout.write("RESULT 2\nOK")
@@ -216,8 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Restart supervisor processes above a hard memory limit.")
     parser.add_argument("--group", required=True, help="supervisor process group to watch")
     parser.add_argument("--limit-mb", type=float, required=True, help="resident memory limit per process, MiB")
+    parser.add_argument(
+        "--grace-s", type=float, default=DEFAULT_GRACE_S, help="seconds to stop gracefully before SIGKILL"
+    )
     args = parser.parse_args(argv)
-    listen(args.group, args.limit_mb)
+    listen(args.group, args.limit_mb, args.grace_s)
 
 
 if __name__ == "__main__":

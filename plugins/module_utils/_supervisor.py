@@ -72,6 +72,7 @@ def validate_limits(
     memory_mb: int | None,
     hard_memory_mb: int | None,
     numprocs: int,
+    hard_memory_grace_s: int = 30,
 ) -> None:
     """Refuse timeouts and limits that contradict each other, saying why."""
     if timeout_s <= 0:
@@ -99,6 +100,11 @@ def validate_limits(
             )
     if numprocs < 1:
         raise WorkerConfigError(f"numprocs must be at least 1, got {numprocs}")
+    if hard_memory_mb is not None and not 0 < hard_memory_grace_s <= 50:
+        raise WorkerConfigError(
+            f"hard_memory_grace_s must be between 1 and 50, got {hard_memory_grace_s}: a worker above the hard limit "
+            "must be back within a minute"
+        )
 
 
 # --------------------------------------------------------------------------- rendering

@@ -135,9 +135,18 @@ options:
   hard_memory_mb:
     description:
       - Hard memory limit per worker process, in MB of resident memory (process plus children). A worker above it
-        is restarted gracefully within about 5 seconds plus its shutdown time. Must be above O(memory_mb).
-      - Omit to run without the listener.
+        is noticed within about 5 seconds, asked to stop (SIGTERM), killed if still running after
+        O(hard_memory_grace_s), and started again. Must be above O(memory_mb).
+      - Omit to run without the listener. See O(hard_memory_grace_s).
     type: int
+  hard_memory_grace_s:
+    description:
+      - Seconds a worker above O(hard_memory_mb) gets, after SIGTERM, to finish its job before the listener kills
+        its process group (SIGKILL) and starts it again. A leaking job keeps leaking while it finishes, so this is
+        deliberately shorter than O(stopwaitsecs); the killed job is retried after O(retry_after_s), as after a
+        crash. The worst case from crossing the limit to a new worker is about 5 s plus this value.
+    type: int
+    default: 30
   listener_path:
     description:
       - Where the hard memory limit listener script is installed (mode 0755).
@@ -349,6 +358,7 @@ def build_spec(p: dict) -> WorkerSpec:
         memory_mb=memory_mb,
         hard_memory_mb=p["hard_memory_mb"],
         numprocs=p["numprocs"],
+        hard_memory_grace_s=p["hard_memory_grace_s"],
     )
     listener_env = {}
     if p["supervisor_username"]:
@@ -375,6 +385,8 @@ def build_spec(p: dict) -> WorkerSpec:
             name,
             "--limit-mb",
             str(p["hard_memory_mb"]),
+            "--grace-s",
+            str(p["hard_memory_grace_s"]),
         ]
         if p["hard_memory_mb"]
         else None,
@@ -429,6 +441,7 @@ def main() -> None:
             "log_max_mb": {"type": "int", "default": 50},
             "log_backups": {"type": "int", "default": 5},
             "hard_memory_mb": {"type": "int"},
+            "hard_memory_grace_s": {"type": "int", "default": 30},
             "listener_path": {"type": "path", "default": "/usr/local/lib/mutuapix-ops/memlimit.py"},
             "listener_python": {"type": "path"},
             "config_dir": {"type": "path", "default": "/etc/supervisor/conf.d"},

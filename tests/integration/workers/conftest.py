@@ -46,10 +46,13 @@ WORKER = textwrap.dedent(
 
     log("start")
     hog = []
+    step = min(args.job_s, 0.1)
     while not stopping:
-        time.sleep(args.job_s)  # one "job"; a SIGTERM lets it finish
-        if args.leak_mb_per_s:
-            hog.append(b"x" * int(args.leak_mb_per_s * args.job_s * 1024 * 1024))
+        job_end = time.monotonic() + args.job_s  # one "job": a SIGTERM lets it run to its end
+        while time.monotonic() < job_end:
+            time.sleep(step)
+            if args.leak_mb_per_s:
+                hog.append(b"x" * int(args.leak_mb_per_s * step * 1024 * 1024))
     log("graceful-stop")
     """
 )
@@ -191,8 +194,8 @@ class Workers:
         path = self.log(name)
         return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
-    def args(self, name: str, leak: float = 0, **kwargs: Any) -> dict[str, Any]:
-        command = [sys.executable, str(self.script), "--log", str(self.log(name))]
+    def args(self, name: str, leak: float = 0, job_s: float = 0.1, **kwargs: Any) -> dict[str, Any]:
+        command = [sys.executable, str(self.script), "--log", str(self.log(name)), "--job-s", str(job_s)]
         if leak:
             command += ["--leak-mb-per-s", str(leak)]
         base = {

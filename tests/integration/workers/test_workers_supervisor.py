@@ -198,6 +198,37 @@ def test_hard_memory_limit_restarts_a_leaking_worker_within_a_minute(workers: Wo
     assert supervisord.groups() == {"leaky"}
 
 
+def test_hard_memory_limit_kills_a_job_that_will_not_finish(workers: Workers, supervisord: Supervisord):
+    """A leaking job that runs for minutes: SIGTERM is not enough, the grace period bounds the restart."""
+    limit_mb, grace_s = 80, 3
+    result = workers.run(
+        "stuck",
+        leak=25,
+        job_s=600,
+        timeout_s=700,
+        retry_after_s=900,
+        hard_memory_mb=limit_mb,
+        hard_memory_grace_s=grace_s,
+    )
+    assert not result.failed, result
+    first_pid = next(iter(supervisord.pids("stuck").values()))
+    crossed_at = wait_for(lambda: time.monotonic() if read_rss_mb(first_pid) > limit_mb else None, timeout=30)
+    assert crossed_at, "the worker never grew past the limit"
+
+    def restarted() -> float | None:
+        pids = supervisord.pids("stuck")
+        return time.monotonic() if pids and first_pid not in pids.values() else None
+
+    restarted_at = wait_for(restarted, timeout=60, interval=0.2)
+    assert restarted_at, "the stuck worker was not restarted within 60 s"
+    elapsed = restarted_at - crossed_at
+    print(f"\nhard memory limit, job that ignores SIGTERM: restarted {elapsed:.1f} s after RSS passed {limit_mb} MB")
+    assert elapsed < 5 + grace_s + 10  # tick + grace + kill and start, with slack for a loaded machine
+    assert str(first_pid) not in [e[1] for e in workers.events("stuck") if e[0] == "graceful-stop"]
+    log = (supervisord.logs / "stuck.log.memlimit.log").read_text()
+    assert f"still running {grace_s} s after the stop signal: killing its process group" in log
+
+
 def test_supervisor_not_running_is_a_clear_error(workers: Workers, supervisord: Supervisord, tmp_path: Path):
     missing = workers.run("alpha", supervisor_url=f"unix://{tmp_path}/nope.sock")
     assert missing.failed

@@ -44,6 +44,8 @@ def test_consistent_limits_pass():
         ({"timeout_s": 0}, "timeout_s must be positive"),
         ({"numprocs": 0}, "numprocs must be at least 1"),
         ({"memory_mb": -1}, "memory_mb must be positive"),
+        ({"hard_memory_grace_s": 0}, "hard_memory_grace_s must be between 1 and 50"),
+        ({"hard_memory_grace_s": 55}, "must be back within a minute"),
         ({"hard_memory_mb": -5, "memory_mb": None}, "hard_memory_mb must be positive"),
     ],
 )
@@ -216,6 +218,9 @@ class RecordingRPC:
         self.calls.append(("stop", name))
         return True
 
+    def getProcessInfo(self, name: str) -> dict[str, Any]:
+        return {"name": name, "statename": "STOPPED"}
+
     def startProcess(self, name: str, wait: bool) -> bool:
         self.calls.append(("start", name))
         return True
@@ -247,7 +252,7 @@ def test_listener_protocol_survives_an_unreachable_supervisord(monkeypatch: pyte
         for i in range(2)
     )
     stdout = io.StringIO()
-    _memmon.listen("w", 100, stdin=io.StringIO(events), stdout=stdout)
+    _memmon.listen("w", 100, 5, stdin=io.StringIO(events), stdout=stdout)
     assert stdout.getvalue() == "READY\nRESULT 2\nOK" * 2 + "READY\n"
 
 

@@ -41,6 +41,7 @@ def params(**overrides):
         "log_max_mb": 50,
         "log_backups": 5,
         "hard_memory_mb": None,
+        "hard_memory_grace_s": 30,
         "listener_path": "/usr/local/lib/mutuapix-ops/memlimit.py",
         "listener_python": "/usr/bin/python3",
         "supervisor_username": None,
@@ -83,6 +84,8 @@ def test_hard_limit_adds_the_listener_with_credentials():
         "w",
         "--limit-mb",
         "768",
+        "--grace-s",
+        "30",
     ]
     assert spec.listener_environment == {"SUPERVISOR_USERNAME": "ops", "SUPERVISOR_PASSWORD": "pw"}
 
