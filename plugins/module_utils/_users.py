@@ -830,3 +830,66 @@ def plan_secure_installation(
             )
             plan.revoked.setdefault(account_label(str(user), str(host)), []).append(level.key())
     return plan
+
+
+@dataclass
+class AccountChange:
+    """One account's plan with what diff mode shows before and after it."""
+
+    label: str
+    plan: Plan
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+def plan_accounts(
+    cursor: Any, server: ServerInfo, params: dict[str, Any], hosts: list[str]
+) -> tuple[list[AccountChange], list[str]]:
+    """Plan every account of an app_db_user call (read-only); returns the plans and warnings.
+
+    Everything is validated and planned before the caller runs the first statement.
+    """
+    name = validate_user_name(params["name"], server)
+    wanted, warnings = desired_privileges(params, server)
+    if wanted is not None:
+        check_privileges_known(wanted, server_privileges(cursor, server))
+    default_plugin = server_default_plugin(cursor, server)
+    changes: list[AccountChange] = []
+    for host in hosts:
+        current = read_account(cursor, server, name, host)
+        before = snapshot(current)
+        desired: Desired | None = None
+        if params["state"] == "absent":
+            plan = plan_removal(current)
+        else:
+            plugin = resolve_plugin(params["plugin"], current, default_plugin)
+            check_plugin_supported(plugin, server, plugin_available(cursor, plugin))
+            desired = Desired(
+                user=name,
+                host=host,
+                password=params["password"],
+                plugin=plugin,
+                update_password=params["update_password"],
+                privileges=wanted,
+                require_ssl=params["require_ssl"],
+                max_user_connections=params["max_user_connections"],
+                rotate=params["rotate"],
+            )
+            plan = plan_account(server, current, desired)
+        changes.append(AccountChange(account_label(name, host), plan, before, after_snapshot(before, desired, plan)))
+    return changes, warnings
+
+
+def merge_result(result: dict[str, Any], change: AccountChange, present: bool) -> None:
+    """Fold one account's plan into the module result (statements are added as they run)."""
+    plan = change.plan
+    result["changed"] = result["changed"] or plan.changed
+    result["created"] = result["created"] or plan.created
+    result["removed"] = result["removed"] or plan.removed
+    result["password_changed"] = result["password_changed"] or plan.password_changed
+    if plan.granted:
+        result["granted"][change.label] = plan.granted
+    if plan.revoked:
+        result["revoked"][change.label] = plan.revoked
+    if present:
+        result["privileges"][change.label] = plan.final_privileges

@@ -267,24 +267,12 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._password_policy impo
 )
 from ansible_collections.mutuapix.ops.plugins.module_utils._users import (
     PLUGINS,
-    Desired,
     DriverError,
-    account_label,
-    after_snapshot,
-    check_plugin_supported,
-    check_privileges_known,
-    desired_privileges,
     driver_message,
     execute_statement,
-    plan_account,
-    plan_removal,
-    plugin_available,
-    read_account,
+    merge_result,
+    plan_accounts,
     redact,
-    resolve_plugin,
-    server_default_plugin,
-    server_privileges,
-    snapshot,
     validate_host,
     validate_user_name,
 )
@@ -333,6 +321,16 @@ def enforce_password_policy(module):
         module.warn(text + " (allowed because allow_weak_password=true)")
 
 
+def apply_changes(module, cursor, changes, result):
+    """Run the planned statements in order (none in check mode), recording each one."""
+    for change in changes:
+        for statement in change.plan.statements:
+            if not module.check_mode:
+                execute_statement(cursor, statement)
+            result["statements"].append(statement.redacted)
+        merge_result(result, change, module.params["state"] == "present")
+
+
 def main():
     module = MySQLModule(
         argument_spec=argument_spec(),
@@ -360,61 +358,19 @@ def main():
         "statements": [],
     }
     secrets = [params["password"]] if params["password"] else []
+    changes = []
     connection = module.connect()
     try:
         with connection.cursor() as cursor:
             server = server_info(connection)
             result["server"] = server.to_dict()
-            name = validate_user_name(params["name"], server)
-            wanted, warnings = desired_privileges(params, server)
-            if wanted is not None:
-                check_privileges_known(wanted, server_privileges(cursor, server))
+            changes, warnings = plan_accounts(cursor, server, params, hosts)
             for warning in warnings:
                 module.warn(warning)
-            default_plugin = server_default_plugin(cursor, server)
-            plans, before, after = [], {}, {}
-            for host in hosts:
-                current = read_account(cursor, server, name, host)
-                label = account_label(name, host)
-                before[label] = snapshot(current)
-                if params["state"] == "absent":
-                    plan, desired = plan_removal(current), None
-                else:
-                    plugin = resolve_plugin(params["plugin"], current, default_plugin)
-                    check_plugin_supported(plugin, server, plugin_available(cursor, plugin))
-                    desired = Desired(
-                        name,
-                        host,
-                        params["password"],
-                        plugin,
-                        params["update_password"],
-                        wanted,
-                        params["require_ssl"],
-                        params["max_user_connections"],
-                        params["rotate"],
-                    )
-                    plan = plan_account(server, current, desired)
-                after[label] = after_snapshot(before[label], desired, plan)
-                for secret in plan.secrets:
-                    module.no_log_values.add(secret)
-                secrets.extend(plan.secrets)
-                plans.append((label, plan))
-            # Every account is planned (and every input validated) before the first change.
-            for label, plan in plans:
-                for statement in plan.statements:
-                    if not module.check_mode:
-                        execute_statement(cursor, statement)
-                    result["statements"].append(statement.redacted)
-                result["changed"] = result["changed"] or plan.changed
-                result["created"] = result["created"] or plan.created
-                result["removed"] = result["removed"] or plan.removed
-                result["password_changed"] = result["password_changed"] or plan.password_changed
-                if plan.granted:
-                    result["granted"][label] = plan.granted
-                if plan.revoked:
-                    result["revoked"][label] = plan.revoked
-                if params["state"] == "present":
-                    result["privileges"][label] = plan.final_privileges
+            for change in changes:
+                secrets.extend(change.plan.secrets)
+                module.no_log_values.update(change.plan.secrets)
+            apply_changes(module, cursor, changes, result)
     except MySQLError as exc:
         module.fail_json(msg=redact(str(exc), secrets), **result)
     except DriverError as exc:
@@ -422,7 +378,10 @@ def main():
     finally:
         connection.close()
     if module._diff:
-        result["diff"] = {"before": before, "after": after}
+        result["diff"] = {
+            "before": {c.label: c.before for c in changes},
+            "after": {c.label: c.after for c in changes},
+        }
     module.exit_json(**result)
 
 
