@@ -379,6 +379,10 @@ def test_hosts_list_limits_and_removal(accounts: Accounts) -> None:
     assert row == [("ANY", 7), ("ANY", 7)]
     same = accounts.run(require_ssl=True, max_user_connections=7, privileges="app", database="p5db", **args)
     assert not same["changed"], same
+    # The test server has no TLS: REQUIRE SSL really keeps a plain connection out.
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        login(accounts.server, "p5_multi", STRONG)
+    assert info.value.args[0] == 1045
     relaxed = accounts.run(require_ssl=False, **args)
     assert relaxed["statements"] == [
         "ALTER USER `p5_multi`@`10.0.%` REQUIRE NONE",

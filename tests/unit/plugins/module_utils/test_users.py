@@ -485,3 +485,52 @@ def test_unknown_privilege_refused_before_any_change() -> None:
     with pytest.raises(u.AccountError, match="SHOW_ROUTINE"):
         u.check_privileges_known({u.Level("*", "*"): {"SHOW_ROUTINE"}}, known)
     u.check_privileges_known({u.Level("*", "*"): {"SHOW_ROUTINE", "REPLICATION CLIENT"}}, mysql)
+
+
+class RecordedCursor:
+    """Answers the secure-installation queries with rows recorded from a MySQL 8.0 server."""
+
+    ANSWERS = {
+        "SELECT User, Host FROM mysql.user WHERE User = '' ORDER BY Host": [("", "%"), ("", "localhost")],
+        "SELECT User, Host FROM mysql.user WHERE User = 'root' ORDER BY Host": [
+            ("root", "%"),
+            ("root", "127.0.0.1"),
+            ("root", "db1.example.com"),
+            ("root", "localhost"),
+        ],
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'test'": [("test",)],
+        "SELECT User, Host, Db FROM mysql.db WHERE Db IN (%s, %s) ORDER BY User, Host, Db": [
+            ("", "%", "test"),
+            ("dev", "localhost", "test\\_%"),
+        ],
+    }
+
+    def __init__(self) -> None:
+        self.rows: list[Any] = []
+
+    def execute(self, query: str, args: Any = None) -> None:
+        self.rows = list(self.ANSWERS[query])
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+
+def test_secure_installation_plan() -> None:
+    plan = u.plan_secure_installation(RecordedCursor(), True, True, True, ["localhost", "127.0.0.1", "::1"])
+    assert [s.sql for s in plan.statements] == [
+        "DROP USER ``@`%`",
+        "DROP USER ``@`localhost`",
+        "DROP USER `root`@`%`",
+        "DROP USER `root`@`db1.example.com`",
+        "DROP DATABASE `test`",
+        "REVOKE ALL PRIVILEGES ON `test\\_%`.* FROM `dev`@`localhost`",
+    ]
+    assert plan.removed_users == ["@%", "@localhost", "root@%", "root@db1.example.com"]
+    assert plan.revoked == {"dev@localhost": ["test\\_%.*"]}
+    nothing = u.plan_secure_installation(RecordedCursor(), False, False, False, [])
+    assert nothing.statements == []
+    with pytest.raises(u.AccountError, match="is not a host name"):
+        u.plan_secure_installation(RecordedCursor(), False, False, True, ["bad host"])
