@@ -1,4 +1,4 @@
-"""Grant parsing, presets and plans against recorded MariaDB and MySQL 8.0/8.4 answers."""
+"""Grant parsing, presets and plans against MariaDB answers recorded here and MySQL 8.0/8.4 transcripts."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ MARIADB_GRANTS = [
 MARIADB_ED25519 = [
     "GRANT USAGE ON *.* TO `e`@`localhost` IDENTIFIED VIA ed25519 USING 'yi26JQzcLYrVvTgU8hzx5TSex2oNMEWp/OCol7IaAHY'",
 ]
-# MySQL 8.0: static privileges with ", ", dynamic privileges on their own line joined by ",".
+# MySQL 8.0/8.4 answers are transcribed in the servers' documented output format (no MySQL
+# server runs here): static privileges joined by ", ", dynamic privileges on their own line
+# joined by ",", a PROXY line for root, roles as `GRANT `role`@`%` TO ...`.
 MYSQL80_BACKUP = [
     "GRANT PROCESS, REPLICATION CLIENT ON *.* TO `backup`@`localhost`",
     "GRANT BACKUP_ADMIN,SHOW_ROUTINE ON *.* TO `backup`@`localhost`",
@@ -396,7 +398,7 @@ def test_plugin_support_ok() -> None:
 
 
 class FakeCursor:
-    """Replays recorded answers to the variable queries (no server involved)."""
+    """Replays server answers (transcribed in MySQL's format) to the variable queries (no server involved)."""
 
     def __init__(self, answers: dict[str, Any]) -> None:
         self.answers = answers
@@ -412,7 +414,7 @@ class FakeCursor:
         return self.row
 
 
-def test_server_default_plugin_recorded_answers() -> None:
+def test_server_default_plugin_from_server_answers() -> None:
     import pymysql
 
     assert u.server_default_plugin(FakeCursor({}), MARIADB) == "mysql_native_password"
@@ -439,7 +441,7 @@ def test_redact() -> None:
     assert u.redact("x secret y *HASH", ["secret", "*HASH", ""]) == "x <redacted> y <redacted>"
 
 
-# SHOW PRIVILEGES recorded on MariaDB 10.11.19, and an excerpt of MySQL 8.0's (static + dynamic).
+# SHOW PRIVILEGES recorded on MariaDB 10.11.19, and MySQL 8.0's transcribed (static + dynamic excerpt).
 MARIADB_SHOW_PRIVILEGES = [
     "Alter", "Alter routine", "Create", "Create routine", "Create temporary tables", "Create view",
     "Create user", "Delete", "Delete history", "Drop", "Event", "Execute", "File", "Grant option", "Index",
@@ -488,7 +490,7 @@ def test_unknown_privilege_refused_before_any_change() -> None:
 
 
 class RecordedCursor:
-    """Answers the secure-installation queries with rows recorded from a MySQL 8.0 server."""
+    """Answers the secure-installation queries with rows shaped like a MySQL 8.0 server's (no server here)."""
 
     ANSWERS = {
         "SELECT User, Host FROM mysql.user WHERE User = '' ORDER BY Host": [("", "%"), ("", "localhost")],
