@@ -283,21 +283,78 @@ def _decrypt_to(path: str, dest: str, identities: list[bytes]) -> None:
 
 
 def _check_frames(checked: CheckedBackup) -> None:
+    """Every frame decompresses completely to its recorded size, the frames tile the stream, the trailer is there.
+
+    The same checks as ``_dumpfile.iter_frames``, but streamed in READ_BLOCK steps so a 32 MB
+    frame is never held whole: the module's memory stays far below its 200 MB budget.
+    """
     manifest = checked.manifest
     sections = manifest.get("sections") or {}
     if "header" not in sections or "footer" not in sections:
         raise RestoreError(f"{checked.path}: the manifest has no header/footer section; it is not a complete backup")
-    try:
-        for frame, plain in _dumpfile.iter_frames(checked.stream_path, manifest):
-            checked.frames += 1
-            checked.uncompressed += len(plain)
-            if frame.get("object") is None and frame["part"] == "footer" and _dumpfile._COMPLETED not in plain:
+    damaged = "the backup is damaged: fetch it again or use an older one"
+    position = 0
+    with open(checked.stream_path, "rb") as handle:
+        for frame in _dumpfile.all_frames(manifest):
+            label = f"{frame['part']} of {frame['object']}" if frame.get("object") else frame["part"]
+            where = f"{checked.path}: frame at offset {frame['offset']} ({label})"
+            if frame["offset"] != position:
+                raise RestoreError(
+                    f"{checked.path}: manifest frames do not tile the file at offset {position}; {damaged}"
+                )
+            size, tail = _check_one_frame(handle, frame, manifest["compression"], where, damaged)
+            if size != frame["size"]:
+                raise RestoreError(
+                    f"{where} decompresses to {size} bytes, the manifest says {frame['size']}; {damaged}"
+                )
+            if frame.get("object") is None and frame["part"] == "footer" and _dumpfile._COMPLETED not in tail:
                 raise RestoreError(f"{checked.path}: the dump trailer '-- Dump completed' is missing: the dump was cut")
-    except _dumpfile.DumpFileError as exc:
-        raise RestoreError(f"{exc}; the backup is damaged: fetch it again or use an older one") from exc
+            position += frame["length"]
+            checked.frames += 1
+            checked.uncompressed += size
+        if handle.read(1):
+            raise RestoreError(f"{checked.path} has bytes after the last frame the manifest knows; {damaged}")
     expected = manifest.get("uncompressed_size")
     if expected is not None and expected != checked.uncompressed:
         raise RestoreError(f"{checked.path}: decompresses to {checked.uncompressed} bytes, manifest says {expected}")
+
+
+def _check_one_frame(
+    handle: Any, frame: dict[str, Any], compression: str, where: str, damaged: str
+) -> tuple[int, bytes]:
+    """Decompress one frame from the current position; returns (size, its last bytes)."""
+    dobj = _frame_decompressor(compression)
+    left = frame["length"]
+    size = 0
+    tail = b""
+    try:
+        while left > 0:
+            raw = handle.read(min(READ_BLOCK, left))
+            if not raw:
+                raise RestoreError(f"{where} is truncated: the file ends inside it; {damaged}")
+            left -= len(raw)
+            out = dobj.decompress(raw) if dobj is not None else raw
+            size += len(out)
+            tail = (tail + out)[-256:]
+        if dobj is not None and (not dobj.eof or dobj.unused_data):
+            raise RestoreError(f"{where} is corrupt: the frame is truncated or has trailing bytes; {damaged}")
+    except RestoreError:
+        raise
+    except Exception as exc:  # zstd.ZstdError, zlib.error: the frame does not decompress
+        raise RestoreError(f"{where} is corrupt: {exc}; {damaged}") from exc
+    return size, tail
+
+
+def _frame_decompressor(compression: str) -> Any:
+    if compression == "zstd":
+        if not HAS_ZSTANDARD:
+            raise RestoreError("the zstandard Python library is required to read zstd backups")
+        return zstandard.ZstdDecompressor().decompressobj()
+    if compression == "gzip":
+        return zlib.decompressobj(31)
+    if compression == "none":
+        return None
+    raise RestoreError(f"unknown compression {compression!r} in the manifest")
 
 
 # --- reading frames ----------------------------------------------------------------------------
@@ -305,14 +362,7 @@ def _check_frames(checked: CheckedBackup) -> None:
 
 def read_frame(stream_path: str, frame: dict[str, Any], compression: str) -> Iterator[bytes]:
     """Decompressed bytes of one frame, streamed (memory stays at a block or two)."""
-    if compression == "zstd":
-        if not HAS_ZSTANDARD:
-            raise RestoreError("the zstandard Python library is required to read zstd backups")
-        dobj: Any = zstandard.ZstdDecompressor().decompressobj()
-    elif compression == "gzip":
-        dobj = zlib.decompressobj(31)
-    else:
-        dobj = None
+    dobj = _frame_decompressor(compression)
     with open(stream_path, "rb") as handle:
         handle.seek(frame["offset"])
         left = frame["length"]
