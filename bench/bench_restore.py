@@ -63,6 +63,14 @@ def peak_rss_watcher(holder: dict[str, int]) -> Any:
     return hook
 
 
+LOAD: dict[str, float] = {}
+
+
+def note_load(label: str) -> None:
+    """The 1-minute load average before each measurement: other work on the machine skews timings."""
+    LOAD[label] = round(os.getloadavg()[0], 2)
+
+
 def timed_module(name: str, args: dict[str, Any]) -> tuple[float, dict[str, Any], int]:
     rss: dict[str, int] = {}
     started = time.monotonic()
@@ -135,17 +143,20 @@ def main() -> None:
 
         client = server.client_args()
         fresh("plain")
+        note_load("plain")
         figures["plain_s"] = round(pipeline(["zstdcat", "-q", src], [*client, "plain"]), 2)
         drop("plain")
         print(f"bench: zstdcat | mariadb            {figures['plain_s']:8.2f} s", flush=True)
 
         fresh("plain_nobinlog")
+        note_load("plain_nobinlog")
         figures["plain_nobinlog_s"] = round(
             pipeline(["zstdcat", "-q", src], [*client, "--init-command=SET sql_log_bin=0", "plain_nobinlog"]), 2
         )
         drop("plain_nobinlog")
         print(f"bench: zstdcat | mariadb (no binlog) {figures['plain_nobinlog_s']:8.2f} s", flush=True)
 
+        note_load("verify_content")
         elapsed, result, rss = timed_module("mysql_restore_verify", dict(login, src=src, workers=2))
         figures.update(
             verify_content_s=round(elapsed, 2),
@@ -154,6 +165,7 @@ def main() -> None:
         )
         print(f"bench: module verify=content        {elapsed:8.2f} s  peak RSS {rss / 1024:.0f} MB", flush=True)
 
+        note_load("verify_rows")
         elapsed, result, rss = timed_module("mysql_restore_verify", dict(login, src=src, workers=2, verify="rows"))
         figures.update(verify_rows_s=round(elapsed, 2), verify_rows_rss_mb=round(rss / 1024, 1))
         print(f"bench: module verify=rows (restore) {elapsed:8.2f} s  peak RSS {rss / 1024:.0f} MB", flush=True)
@@ -164,6 +176,7 @@ def main() -> None:
             timed(["mydumper", *socket_args, "-B", "app", "-t", "2", "-c", "-o", str(mydumper_dir), "-v", "1"]), 2
         )
         drop("ml")
+        note_load("myloader")
         figures["myloader_s"] = round(
             timed(["myloader", *socket_args, "-d", str(mydumper_dir), "-B", "ml", "-t", "2", "-v", "1"]), 2
         )
@@ -202,6 +215,7 @@ def main() -> None:
         "verify_rows (restore part) / myloader -t 2": "<= 1.0",
         "peak RSS": "<= 200 MB",
     }
+    figures["load_avg_1min_before"] = LOAD
     figures["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "size_mb_arg": args.size_mb}
     print()
     print(f"{'comparison':48s} {'ratio':>7s}")

@@ -258,3 +258,37 @@ def test_selected_objects() -> None:
     assert list(_restore.selected_objects(manifest, ["v", "a"])) == ["a", "v"]
     with pytest.raises(_restore.RestoreError, match="tables not in this backup: x"):
         _restore.selected_objects(manifest, ["x"])
+
+
+def test_check_backup_trailing_bytes_and_missing_trailer(tmp_path: Path) -> None:
+    path = _framed_backup(tmp_path)
+    manifest = json.loads(Path(path + ".manifest.json").read_text())
+    with open(path, "ab") as handle:
+        handle.write(b"\x00" * 10)
+    data = Path(path).read_bytes()
+    manifest.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    Path(path + ".manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(_restore.RestoreError, match="bytes after the last frame"):
+        _restore.check_backup(path, [])
+
+    (tmp_path / "cut").mkdir()
+    cut = _framed_backup(tmp_path / "cut")
+    cut_manifest = json.loads(Path(cut + ".manifest.json").read_text())
+    footer = cut_manifest["sections"]["footer"]
+    # Re-frame the footer without its trailer line, as a dump killed at the very end would be.
+    raw = Path(cut).read_bytes()
+    import zstandard
+
+    plain = zstandard.ZstdDecompressor().decompressobj().decompress(raw[footer["offset"] :])
+    new_footer = zstandard.ZstdCompressor().compress(plain.replace(b"-- Dump completed", b"-- Dump"))
+    data = raw[: footer["offset"]] + new_footer
+    Path(cut).write_bytes(data)
+    footer.update(length=len(new_footer), size=len(plain) - len(b" completed"))
+    cut_manifest.update(
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        uncompressed_size=cut_manifest["uncompressed_size"] - len(b" completed"),
+    )
+    Path(cut + ".manifest.json").write_text(json.dumps(cut_manifest))
+    with pytest.raises(_restore.RestoreError, match="trailer"):
+        _restore.check_backup(cut, [])
