@@ -229,12 +229,12 @@ duration_s:
   type: float
   sample: 31.2
 restore_s:
-  description: Seconds spent loading (work of the parallel sessions minus verification).
+  description: Seconds from the start of the load until the last load session (data, indexes, triggers, views) ended.
   returned: always
   type: float
   sample: 24.8
 verify_s:
-  description: Seconds spent re-dumping and comparing tables, summed over the sessions (they overlap the load).
+  description: Seconds spent re-dumping and comparing tables, summed over the tables (this overlaps the load).
   returned: always
   type: float
   sample: 9.1
