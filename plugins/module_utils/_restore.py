@@ -656,6 +656,12 @@ def drop_schema(connection: Any, schema: str) -> None:
 # --- leftovers of killed runs -----------------------------------------------------------------
 
 
+def name_pattern(namer: Callable[[str, str], str], database: str) -> str:
+    """A regex matching the names ``namer`` gives ``database`` at any timestamp (it always ends the name)."""
+    sample = namer(database, "00000000T000000Z")
+    return re.escape(sample[: -len("00000000T000000Z")]) + _TS
+
+
 def _leftover_candidates(connection: Any, database: str) -> list[tuple[str, str]]:
     """(schema, role) of work schemas for ``database``: marker table, or a default name."""
     rows = query(
@@ -663,6 +669,7 @@ def _leftover_candidates(connection: Any, database: str) -> list[tuple[str, str]
         "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_NAME IN (%s, %s)",
         (MARKER_TABLE, JOURNAL_TABLE),
     )
+    old_pattern = name_pattern(old_name, database)
     found: dict[str, str] = {}
     for schema, table in rows:
         if table == MARKER_TABLE:
@@ -672,12 +679,16 @@ def _leftover_candidates(connection: Any, database: str) -> list[tuple[str, str]
             )
             if marker and marker[0][0] == database:
                 found[schema] = marker[0][1]
-        elif re.fullmatch(re.escape(old_name(database, "X")).replace("X", _TS), schema):
+        elif re.fullmatch(old_pattern, schema):
             found.setdefault(schema, "old")
-    pattern = "|".join(re.escape(f(database, "X")).replace("X", _TS) for f in (scratch_name, shadow_name))
+    work_pattern = f"{name_pattern(scratch_name, database)}|{name_pattern(shadow_name, database)}"
     for (schema,) in query(connection, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"):
-        if schema not in found and re.fullmatch(pattern, schema):
+        if schema in found:
+            continue
+        if re.fullmatch(work_pattern, schema):
             found[schema] = "verify" if schema.startswith("_verify_") else "restore"
+        elif re.fullmatch(old_pattern, schema) and not schema_objects(connection, schema):
+            found[schema] = "old"  # created by a cutover killed before it wrote its journal
     return sorted(found.items())
 
 
@@ -702,12 +713,24 @@ def _finish_interrupted_cutover(
     connection: Any, client: Callable[[str, list[bytes], str], Any], schema: str, warnings: list[str]
 ) -> bool:
     """An old schema whose journal has no 'done' row belongs to a cutover that was killed."""
-    journal = query(
-        connection, f"SELECT phase, target, body FROM {quote_identifier(schema)}.{JOURNAL_TABLE} ORDER BY id"
-    )
+    journal = []
+    if query(
+        connection,
+        "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+        (schema, JOURNAL_TABLE),
+    ):
+        journal = query(
+            connection, f"SELECT phase, target, body FROM {quote_identifier(schema)}.{JOURNAL_TABLE} ORDER BY id"
+        )
     phases = {row[0] for row in journal}
-    if "done" in phases or not journal:
+    if "done" in phases:
         return False
+    if not journal:
+        # Killed before anything was journaled, so before anything of the target was changed.
+        if schema_objects(connection, schema):
+            return False
+        drop_schema(connection, schema)
+        return True
     target = journal[0][1]
     if "renamed" not in phases:
         # The RENAME never happened: the target still has its tables; put back what we dropped.
@@ -737,7 +760,7 @@ def _finish_interrupted_cutover(
 
 def old_schemas(connection: Any, database: str) -> list[str]:
     """Completed ``<db>_old_<ts>`` schemas, oldest first."""
-    pattern = re.escape(old_name(database, "X")).replace("X", _TS)
+    pattern = name_pattern(old_name, database)
     names = sorted(
         r[0]
         for r in query(connection, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")

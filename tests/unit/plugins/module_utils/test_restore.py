@@ -292,3 +292,16 @@ def test_check_backup_trailing_bytes_and_missing_trailer(tmp_path: Path) -> None
     Path(cut + ".manifest.json").write_text(json.dumps(cut_manifest))
     with pytest.raises(_restore.RestoreError, match="trailer"):
         _restore.check_backup(cut, [])
+
+
+def test_name_patterns_match_only_their_database() -> None:
+    import re
+
+    stamp = "20261128T150000Z"
+    for database in ("app", "XYZ", "a.b", "d" * 64):
+        for namer in (_restore.scratch_name, _restore.shadow_name, _restore.old_name):
+            pattern = _restore.name_pattern(namer, database)
+            assert re.fullmatch(pattern, namer(database, stamp))
+            assert not re.fullmatch(pattern, namer(database + "x", stamp)) or len(database) == 64
+            assert not re.fullmatch(pattern, namer(database, "latest"))
+    assert not re.fullmatch(_restore.name_pattern(_restore.old_name, "app"), "app2_old_20261128T150000Z")
