@@ -76,13 +76,15 @@ class App:
     def release(self, release_id: str, migrations: dict[str, str] | None = None) -> Path:
         return fake_laravel.build_release(self.archives, release_id, migrations)
 
-    def deploy(self, release_id: str, **extra: Any) -> subprocess.CompletedProcess[str]:
+    def deploy(
+        self, release_id: str, env: dict[str, str] | None = None, **extra: Any
+    ) -> subprocess.CompletedProcess[str]:
         extra_vars = {
             "rollback_release_id": release_id,
             "rollback_release_archive": str(self.archives / f"{release_id}.tar.gz"),
             **extra,
         }
-        return run_playbook(PLAYBOOKS / "deploy.yml", self.inventory, extra_vars)
+        return run_playbook(PLAYBOOKS / "deploy.yml", self.inventory, extra_vars, env=env)
 
     def rollback(self, **extra: Any) -> subprocess.CompletedProcess[str]:
         return run_playbook(PLAYBOOKS / "rollback.yml", self.inventory, extra)

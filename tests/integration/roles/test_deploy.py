@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from xml.etree import ElementTree
 
 from tests.integration.roles.conftest import App, table_digests
 from tests.support import fake_laravel
@@ -59,10 +60,18 @@ def test_failed_migration_restores_database_and_previous_release(app: App, tmp_p
     schema_before = app.schema()
     app.release("r2", BROKEN)
 
-    proc = app.deploy("r2")
+    # as CI runs it: the JUnit callback writes a report a CI server shows as a failed test
+    junit_dir = tmp_path / "junit"
+    proc = app.deploy(
+        "r2", env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.junit", "JUNIT_OUTPUT_DIR": str(junit_dir)}
+    )
 
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "failed at step 'Run the migrations'" in proc.stdout
+    [report] = junit_dir.glob("*.xml")
+    cases = ElementTree.parse(report).getroot().iter("testcase")  # noqa: S314 (our own file)
+    errors = [child.get("message", "") for case in cases for child in case if child.tag in ("failure", "error")]
+    assert any("Fail the deploy" in e or "failed at step 'Run the migrations'" in e for e in errors), errors
     assert "transactions_typo" in proc.stdout  # the migration's own error is in the message
     assert recovery_seconds(proc.stdout) < 30
     assert app.current == "r1"
