@@ -118,3 +118,23 @@ def test_monitor_backup_freshness_through_b2_sync_status(tmp_path: Path):
         assert "test-application-key" not in stale.stdout
     finally:
         server.stop()
+
+
+def test_argument_specs_match_defaults():
+    """meta/argument_specs.yml has exactly the keys and defaults of defaults/main.yml; secrets are no_log."""
+    import yaml
+
+    role = ROOT / "roles" / "monitoring"
+    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
+    options = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    assert set(options) == set(defaults), set(options) ^ set(defaults)
+    for name, value in defaults.items():
+        assert name.startswith("monitoring_") and options[name].get("description"), name
+        assert options[name].get("default") == value, name
+    secrets = {name for name, spec in options.items() if spec.get("no_log")}
+    assert secrets == {
+        "monitoring_notify_url",
+        "monitoring_login_password",
+        "monitoring_b2_key_id",
+        "monitoring_b2_application_key",
+    }
