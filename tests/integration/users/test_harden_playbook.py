@@ -85,6 +85,11 @@ def test_check_apply_idempotent_and_no_secret_in_output(harden: Any, mariadb: Ma
         planned = harden(args=["--check", "--diff"])
         assert planned.returncode == 0, planned.stdout[-3000:] + planned.stderr[-2000:]
         assert recap(planned.stdout)["changed"] >= 3
+        # The plan is printed: the statements, credentials redacted.
+        assert (
+            "CREATE USER `p5h_app`@`localhost` IDENTIFIED VIA mysql_native_password USING '<redacted>'"
+            in planned.stdout
+        )
         assert existing(mariadb) == set(), "check mode created accounts"
         assert mariadb.execute("SELECT 1 FROM mysql.user WHERE User = ''"), "check mode removed the anonymous account"
         assert stat.S_IMODE(harden.env_file.stat().st_mode) == 0o666
