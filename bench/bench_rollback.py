@@ -92,7 +92,7 @@ def main() -> int:
         }
         inventory.write_text(yaml.safe_dump({"app": {"hosts": {"web1": host}}}))
 
-        rc, out, _ = deploy(inventory, "r0", good)
+        rc, out, _wall = deploy(inventory, "r0", good)
         if rc != 0:
             print(out[-3000:])
             raise SystemExit("bench: the first (good) deploy failed")

@@ -104,7 +104,7 @@ class App:
             return []
         calls = []
         for line in log.read_text().splitlines():
-            _, path, command = line.split(" ", 2)
+            _stamp, path, command = line.split(" ", 2)
             calls.append((Path(path).name, command))
         return calls
 

@@ -28,7 +28,7 @@ def test_deploy_goes_live_restarts_workers_and_rerun_is_safe(app: App) -> None:
     assert "phone" in app.schema()["users"]
     assert "payment_methods" in app.schema()
     calls = app.artisan_log()
-    commands = [command for _, command in calls]
+    commands = [command for _release, command in calls]
     # the order the runbook promises: build, check, down, migrate, restart workers on the new release, up
     assert commands == [
         "config:cache",
@@ -50,7 +50,7 @@ def test_deploy_goes_live_restarts_workers_and_rerun_is_safe(app: App) -> None:
     assert again.returncode == 0, again.stdout[-3000:]
     assert "it already was" in again.stdout
     assert app.current == "r1"
-    assert [command for _, command in app.artisan_log()[before:]] == ["migrate:status --pending"]
+    assert [command for _release, command in app.artisan_log()[before:]] == ["migrate:status --pending"]
     assert len(list(app.predeploy.glob("*pre-deploy-r1-*.sql.zst"))) == 1
 
 

@@ -46,7 +46,7 @@ def build_release(
     ``migrations`` maps a migration name (``2026_11_28_000001_add_phone``) to its SQL.
     """
     entries: dict[str, tuple[bytes, int]] = {
-        "artisan": (ARTISAN.read_bytes(), 0o755),
+        "artisan": (ARTISAN.read_bytes(), 0o644),  # run as `php artisan`
         "VERSION": (f"{release_id}\n".encode(), 0o644),
         "public/index.php": (f"<?php echo 'release {release_id}';\n".encode(), 0o644),
         "storage/.gitignore": (b"*\n", 0o644),  # replaced by the shared storage/ link
