@@ -51,7 +51,7 @@ WORKER = textwrap.dedent(
         job_end = time.monotonic() + args.job_s  # one "job": a SIGTERM lets it run to its end
         while time.monotonic() < job_end:
             time.sleep(step)
-            if args.leak_mb_per_s:
+            if args.leak_mb_per_s and len(hog) * args.leak_mb_per_s * step < 400:  # never more than ~400 MB
                 hog.append(b"x" * int(args.leak_mb_per_s * step * 1024 * 1024))
     log("graceful-stop")
     """
@@ -128,10 +128,22 @@ class Supervisord:
         raise RuntimeError("supervisord did not create its socket")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """Stop supervisord and make sure none of its children outlive it (a test worker may ignore SIGTERM)."""
+        if self.proc is None:
+            return
+        children: list[int] = []
+        with contextlib.suppress(Exception):
+            children = [p["pid"] for p in self.rpc().getAllProcessInfo() if p["pid"]]
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+        for pid in children:  # each child runs in its own process group (supervisor calls setpgrp)
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+        if self.proc.poll() is None:
             try:
-                self.proc.wait(30)
+                self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -239,6 +251,3 @@ def read_rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
-
-
-__all__ = ["Supervisord", "Workers", "os", "read_rss_mb", "wait_for"]

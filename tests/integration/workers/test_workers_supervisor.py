@@ -201,15 +201,7 @@ def test_hard_memory_limit_restarts_a_leaking_worker_within_a_minute(workers: Wo
 def test_hard_memory_limit_kills_a_job_that_will_not_finish(workers: Workers, supervisord: Supervisord):
     """A leaking job that runs for minutes: SIGTERM is not enough, the grace period bounds the restart."""
     limit_mb, grace_s = 80, 3
-    result = workers.run(
-        "stuck",
-        leak=25,
-        job_s=600,
-        timeout_s=700,
-        retry_after_s=900,
-        hard_memory_mb=limit_mb,
-        hard_memory_grace_s=grace_s,
-    )
+    result = workers.run("stuck", leak=25, job_s=600, hard_memory_mb=limit_mb, hard_memory_grace_s=grace_s)
     assert not result.failed, result
     first_pid = next(iter(supervisord.pids("stuck").values()))
     crossed_at = wait_for(lambda: time.monotonic() if read_rss_mb(first_pid) > limit_mb else None, timeout=30)
