@@ -538,6 +538,7 @@ class Plan:
     revoked: dict[str, list[str]] = field(default_factory=dict)
     final_privileges: dict[str, list[str]] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -666,6 +667,12 @@ def _plan_password(server: ServerInfo, current: Account, desired: Desired, accou
                     )
                 )
             else:
+                if desired.rotate == "retain_current":
+                    plan.warnings.append(
+                        f"{desired.user}@{desired.host}: the authentication plugin changes from {current.plugin} to "
+                        f"{desired.plugin}, which MySQL cannot combine with RETAIN CURRENT PASSWORD; the old password "
+                        "stops working now"
+                    )
                 auth_hash = password_hash(desired.plugin, desired.password)
                 plan.secrets.append(auth_hash)
                 clause, redacted = _auth_clause(server, desired.plugin, auth_hash)
@@ -877,6 +884,7 @@ def plan_accounts(
             )
             plan = plan_account(server, current, desired)
         changes.append(AccountChange(account_label(name, host), plan, before, after_snapshot(before, desired, plan)))
+        warnings.extend(plan.warnings)
     return changes, warnings
 
 

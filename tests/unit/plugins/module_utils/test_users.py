@@ -536,3 +536,11 @@ def test_secure_installation_plan() -> None:
     assert nothing.statements == []
     with pytest.raises(u.AccountError, match="is not a host name"):
         u.plan_secure_installation(RecordedCursor(), False, False, True, ["bad host"])
+
+
+def test_rotate_with_plugin_change_warns() -> None:
+    current = _existing(MYSQL80, "mysql_native_password", b"*14E65567ABDB5135D0CFD9A70B3032C179A49EE7", [])
+    plan = u.plan_account(
+        MYSQL80, current, _desired(plugin="caching_sha2_password", privileges=None, rotate="retain_current")
+    )
+    assert "RETAIN" not in plan.statements[0].sql and "old password stops working now" in plan.warnings[0]
