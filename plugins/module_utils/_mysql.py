@@ -134,7 +134,8 @@ class ConnectionParams:
             "host": self.host,
             "port": self.port,
             "user": self.user,
-            "password": self.password or "",
+            # PyMySQL encodes a str password as latin-1: hand it the UTF-8 bytes the server expects.
+            "password": (self.password or "").encode("utf-8"),
             "charset": "utf8mb4",
             "connect_timeout": self.connect_timeout,
             "autocommit": True,
