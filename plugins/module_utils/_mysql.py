@@ -108,7 +108,10 @@ class ConnectionParams:
 
     def __init__(self, params: dict[str, Any]) -> None:
         config_path = params.get("config_file")
-        explicit_config = config_path not in (None, DEFAULT_CONFIG_FILE)
+        # type=path expands "~", so compare expanded paths: only an explicit file must exist.
+        explicit_config = config_path is not None and os.path.expanduser(config_path) != os.path.expanduser(
+            DEFAULT_CONFIG_FILE
+        )
         if explicit_config and not os.path.exists(os.path.expanduser(config_path)):
             raise MySQLError(f"config_file {config_path} does not exist")
         opts = read_option_file(config_path)

@@ -96,3 +96,15 @@ def test_backup_lock_times_out(tmp_path):
         pass
     with _backup.backup_lock(str(tmp_path), "app", 0):  # released
         pass
+
+
+def test_default_option_file_is_optional(tmp_path, monkeypatch):
+    """type=path expands ~/.my.cnf: a missing default must not count as an explicit, missing file."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    conn = ConnectionParams({"config_file": str(tmp_path / ".my.cnf"), "login_user": "u"})
+    assert conn.user == "u"
+    with pytest.raises(Exception, match="does not exist"):
+        ConnectionParams({"config_file": str(tmp_path / "other.cnf")})
+    (tmp_path / ".my.cnf").write_text("[client]\nuser=fromfile\npassword='p w'\n")
+    conn = ConnectionParams({"config_file": str(tmp_path / ".my.cnf")})
+    assert (conn.user, conn.password) == ("fromfile", "p w")
