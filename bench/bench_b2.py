@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """b2_sync side by side with `aws s3 sync` and `rclone sync`, one run, same local endpoint.
 
 The bench starts its own S3-compatible server (moto_server, a separate process on

@@ -25,7 +25,7 @@ description:
     the manifest and renames the file into place, so O(dest) never holds a partial backup.
   - C(status) reports the newest complete backup per database and whether it is fresh.
 author:
-  - MutuaPix ops team
+  - MutuaPix ops team (@mutuapix)
 extends_documentation_fragment:
   - mutuapix.ops.b2
 attributes:
@@ -34,6 +34,7 @@ attributes:
     description: Lists what would be uploaded, downloaded or deleted; transfers and deletes nothing.
   diff_mode:
     support: none
+    description: Files are copied, not edited; RV(uploaded), RV(downloaded) and RV(deleted) list the changes.
 options:
   mode:
     description:
@@ -155,8 +156,8 @@ options:
         without changes neither rehashes files nor reads every object's metadata. Entries are
         invalidated by any change of a file (inode, size, mtime, ctime) or object (ETag, size,
         modification time). Written with mode 0600. Deleting it only makes the next run slower.
-      - Defaults to C(~/.cache/mutuapix/b2_sync.json).
     type: path
+    default: ~/.cache/mutuapix/b2_sync.json
   use_cache:
     description:
       - Use O(cache_file). With V(false) every file is hashed and every object's metadata read.
@@ -302,7 +303,7 @@ duration_s:
   type: float
   sample: 12.5
 throughput_mb_s:
-  description: O(bytes_transferred) divided by RV(duration_s), in MB (10^6 bytes) per second.
+  description: RV(bytes_transferred) divided by RV(duration_s), in MB (10^6 bytes) per second.
   returned: when O(mode=push) or O(mode=pull)
   type: float
   sample: 41.9
@@ -373,7 +374,7 @@ def argument_spec() -> dict[str, Any]:
         "database": {"type": "list", "elements": "str"},
         "label": {"type": "str"},
         "max_age_hours": {"type": "float", "default": 26},
-        "cache_file": {"type": "path"},
+        "cache_file": {"type": "path", "default": DEFAULT_CACHE_FILE},
         "use_cache": {"type": "bool", "default": True},
     }
     spec.update(retention_argument_spec())
@@ -418,9 +419,7 @@ def build_config(module: B2Module) -> SyncConfig:
 
 
 def open_cache(module: B2Module, config: SyncConfig) -> HashCache:
-    path = None
-    if module.params["use_cache"]:
-        path = os.path.expanduser(module.params["cache_file"] or DEFAULT_CACHE_FILE)
+    path = module.params["cache_file"] if module.params["use_cache"] else None
     scope = f"{module.b2_settings.endpoint_url}/{config.bucket}"
     return HashCache(path, scope)
 

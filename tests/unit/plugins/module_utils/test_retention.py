@@ -133,17 +133,17 @@ def test_keep_days_cutoff_is_inclusive():
 def test_keep_daily_takes_the_newest_of_each_day():
     times = [NOW - dt.timedelta(hours=h) for h in (0, 2, 24, 26, 48, 50, 72)]
     items = backups("app", times)
-    keep, _ = select_for_deletion(items, now=NOW, keep_daily=3)
+    keep = select_for_deletion(items, now=NOW, keep_daily=3)[0]
     assert names(keep) == names([items[0], items[2], items[4]])
 
 
 def test_keep_weekly_and_monthly_buckets():
     times = [NOW - dt.timedelta(days=d) for d in range(0, 120, 3)]
     items = backups("app", times)
-    keep_w, _ = select_for_deletion(items, now=NOW, keep_weekly=4)
+    keep_w = select_for_deletion(items, now=NOW, keep_weekly=4)[0]
     weeks = {b.timestamp.isocalendar()[:2] for b in keep_w}
     assert len(keep_w) == 4 == len(weeks)
-    keep_m, _ = select_for_deletion(items, now=NOW, keep_monthly=3)
+    keep_m = select_for_deletion(items, now=NOW, keep_monthly=3)[0]
     assert {(b.timestamp.year, b.timestamp.month) for b in keep_m} == {(2026, 3), (2026, 2), (2026, 1)}
     # each kept backup is the newest of its month
     for kept in keep_m:
