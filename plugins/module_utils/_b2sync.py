@@ -779,7 +779,7 @@ def push(client: Any, config: SyncConfig, src: str, cache: HashCache, now: dt.da
     remote = list_remote(client, config.bucket, config.prefix)
     plan = plan_push(client, config, local, remote, cache, now)
     result: dict[str, Any] = {
-        "uploaded": [f.name for f, _ in plan.upload],
+        "uploaded": [item.name for item, _reason in plan.upload],
         "upload_reasons": {f.name: reason for f, reason in plan.upload},
         "skipped": plan.skipped,
         "not_uploaded_retention": plan.not_uploaded_retention,
@@ -789,9 +789,9 @@ def push(client: Any, config: SyncConfig, src: str, cache: HashCache, now: dt.da
         "downloaded": [],
     }
     if not config.check_mode and plan.upload:
-        keys = {config.prefix + f.name for f, _ in plan.upload}
+        keys = {config.prefix + item.name for item, _reason in plan.upload}
         result["aborted_uploads"] = abort_stale_uploads(client, config, keys, now)
-        result["objects"] = upload_all(client, config, [f for f, _ in plan.upload], cache, now, stats)
+        result["objects"] = upload_all(client, config, [item for item, _reason in plan.upload], cache, now, stats)
     # Retention runs only after every upload succeeded (upload_all raises otherwise).
     deleted, locked = apply_retention(client, config, plan.delete, now)
     result["deleted"] = deleted
