@@ -53,6 +53,17 @@ def test_deploy_goes_live_restarts_workers_and_rerun_is_safe(app: App) -> None:
     assert [command for _release, command in app.artisan_log()[before:]] == ["migrate:status --pending"]
     assert len(list(app.predeploy.glob("*pre-deploy-r1-*.sql.zst"))) == 1
 
+    # old releases go, and their pre-deploy backups with them; current and previous always stay
+    app.release("r2", {**GOOD, "2026_11_28_000005_a": "CREATE TABLE a5 (id int PRIMARY KEY);\n"})
+    assert app.deploy("r2").returncode == 0
+    app.release("r3", {**GOOD, "2026_11_28_000006_b": "CREATE TABLE b6 (id int PRIMARY KEY);\n"})
+    assert app.deploy("r3", rollback_keep_releases=1).returncode == 0
+    assert sorted(p.name for p in (app.root / "releases").iterdir()) == ["r2", "r3"]
+    assert sorted(p.name.split("-2026")[0] for p in app.predeploy.glob("*.sql.zst")) == [
+        f"{app.database}-pre-deploy-r2",
+        f"{app.database}-pre-deploy-r3",
+    ]
+
 
 def test_failed_migration_restores_database_and_previous_release(app: App, tmp_path: Path) -> None:
     app.release("r1", GOOD)
