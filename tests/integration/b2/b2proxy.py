@@ -1,12 +1,14 @@
 """A tiny HTTP proxy in front of moto that behaves like B2 where moto is lenient.
 
 It answers what B2 answers for requests B2 rejects (checksum headers, storage class, ACLs,
-missing Content-MD5 where B2 needs it, unknown key IDs), records every request it sees on
+missing or wrong Content-MD5, unknown key IDs), records every request it sees on
 the wire, and injects faults (503 SlowDown, a dropped connection) on demand.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import re
 import socket
@@ -95,12 +97,16 @@ class _Handler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(body)
 
-    def _b2_rejection(self, seen: Seen) -> tuple[int, str, str] | None:
+    def _b2_rejection(self, seen: Seen, body: bytes) -> tuple[int, str, str] | None:
         for name in seen.headers:
             if name.startswith(FORBIDDEN):
                 return 400, "InvalidArgument", f"Unsupported header '{name}' received for this API call."
         if seen.operation in NEEDS_MD5 and "content-md5" not in seen.headers:
             return 400, "InvalidRequest", "Missing required header for this request: Content-MD5"
+        if "content-md5" in seen.headers:
+            digest = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+            if seen.headers["content-md5"] != digest:
+                return 400, "BadDigest", "The Content-MD5 you specified did not match what was received."
         auth = seen.headers.get("authorization", "")
         match = _CREDENTIAL_RE.search(auth)
         if not auth.startswith("AWS4-HMAC-SHA256") or not match:
@@ -120,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
         if state.hook:
             state.hook(seen)
         head = self.command == "HEAD"
-        rejection = self._b2_rejection(seen)
+        rejection = self._b2_rejection(seen, body)
         if rejection:
             seen.status = rejection[0]
             if rejection[1] != "InvalidAccessKeyId":  # a dialect error, not a test of bad keys

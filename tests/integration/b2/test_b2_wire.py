@@ -106,3 +106,12 @@ def test_a_default_boto3_client_is_rejected_like_b2_rejects_it(proxy, bucket):
 def _no_rejections(proxy: B2Proxy) -> Any:
     yield
     assert proxy.state.rejected == []
+
+
+def test_a_wrong_content_md5_is_refused(recorded, proxy, bucket):
+    client, _recorder = recorded
+    wrong = base64.b64encode(hashlib.md5(b"other", usedforsecurity=False).digest()).decode()
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        client.put_object(Bucket=bucket, Key="k", Body=b"payload", ContentMD5=wrong)
+    assert raised.value.response["Error"]["Code"] == "BadDigest"
+    proxy.state.rejected.clear()  # expected here
