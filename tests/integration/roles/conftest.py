@@ -77,17 +77,17 @@ class App:
         return fake_laravel.build_release(self.archives, release_id, migrations)
 
     def deploy(
-        self, release_id: str, env: dict[str, str] | None = None, **extra: Any
+        self, release_id: str, env: dict[str, str] | None = None, args: list[str] | None = None, **extra: Any
     ) -> subprocess.CompletedProcess[str]:
         extra_vars = {
             "rollback_release_id": release_id,
             "rollback_release_archive": str(self.archives / f"{release_id}.tar.gz"),
             **extra,
         }
-        return run_playbook(PLAYBOOKS / "deploy.yml", self.inventory, extra_vars, env=env)
+        return run_playbook(PLAYBOOKS / "deploy.yml", self.inventory, extra_vars, args=args, env=env)
 
-    def rollback(self, **extra: Any) -> subprocess.CompletedProcess[str]:
-        return run_playbook(PLAYBOOKS / "rollback.yml", self.inventory, extra)
+    def rollback(self, args: list[str] | None = None, **extra: Any) -> subprocess.CompletedProcess[str]:
+        return run_playbook(PLAYBOOKS / "rollback.yml", self.inventory, extra, args=args)
 
     @property
     def current(self) -> str:

@@ -109,6 +109,13 @@ def test_failure_after_switch_puts_previous_release_back(app: App) -> None:
     app.release("r3", {**GOOD, "2026_11_28_000003_add_index": "CREATE INDEX users_phone_index ON users (phone);\n"})
     schema_before = app.schema()
 
+    # check mode says what would happen and changes nothing
+    check = app.deploy("r3", args=["--check"])
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert "Check mode: would deploy release r3" in check.stdout
+    assert not (app.root / "releases" / "r3").exists()
+    assert app.current == "r1"
+
     # workers only restart on release r1 here, so the restart after the switch to r3 fails
     proc = app.deploy("r3", rollback_queue_restart_command="grep -q r1 VERSION")
 
@@ -126,6 +133,12 @@ def test_rollback_on_demand_with_and_without_restore(app: App, tmp_path: Path) -
     assert app.deploy("r4").returncode == 0
     assert "wallets" in app.schema()
     expected = table_digests(app.predeploy_manifest("r4"))
+
+    check = app.rollback(rollback_restore_database=True, args=["--check"])
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert "Check mode: would switch current from r4 to r1 after restoring" in check.stdout
+    assert app.current == "r4"
+    assert "wallets" in app.schema()
 
     # back with the database, explicitly asked for: r4's migration is undone
     proc = app.rollback(rollback_restore_database=True)
