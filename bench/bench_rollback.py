@@ -112,7 +112,7 @@ def main() -> int:
             print(out[-3000:])
             raise SystemExit("bench: the failing deploy did not roll back as expected")
         recovery_s = float(match.group(1))
-        timings = re.search(r"restore ([\d.]+) s, cutover (\d+) ms", out)
+        timings = re.search(r"restore ([\d.]+) s, cutover ([\d.]+) ms", out)
 
         [manifest_path] = (base / "predeploy").glob(f"bench-pre-deploy-{bad_id}-*.manifest.json")
         manifest = json.loads(manifest_path.read_text())
@@ -137,7 +137,7 @@ def main() -> int:
             "restore_verify": args.restore_verify,
             "recovery_s": recovery_s,
             "restore_module_s": float(timings.group(1)) if timings else None,
-            "cutover_ms": int(timings.group(2)) if timings else None,
+            "cutover_ms": float(timings.group(2)) if timings else None,
             "failed_deploy_wall_s": round(wall, 1),
             "current_after": current,
             "database_matches_predeploy_manifest": not mismatches,
