@@ -24,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -189,7 +191,7 @@ class FrameWriter:
         if compression == "zstd":
             if not HAS_ZSTANDARD:
                 raise DumpFileError("the zstandard Python library is required for zstd compression")
-            self._cctx = zstandard.ZstdCompressor(level=3 if level is None else level, threads=threads)
+            self._cctx = zstandard.ZstdCompressor(level=1 if level is None else level, threads=threads)
         elif compression not in ("gzip", "none"):
             raise DumpFileError(f"unknown compression {compression!r}")
 
@@ -244,6 +246,42 @@ class NullFrameWriter:
 # --- input side: the dump parser ----------------------------------------------------------------
 
 
+class DigestWorker:
+    """Runs the per-table SHA-256 updates in a thread of its own, in order.
+
+    ``hashlib`` releases the GIL while it hashes, so digesting one chunk overlaps with
+    parsing and compressing the next; the bounded queue keeps memory flat.
+    """
+
+    def __init__(self, depth: int = 16) -> None:
+        self._queue: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="table-digest", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    item[0].update(item[1])
+                except BaseException as exc:  # noqa: BLE001 - re-raised by close()
+                    self._error = exc
+
+    def update(self, digest: Any, data: Any) -> None:
+        self._queue.put((digest, data))
+
+    def close(self) -> None:
+        """Wait for every queued update; call before reading any digest."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise DumpFileError(f"digest worker failed: {self._error}")
+
+
 @dataclass
 class Frame:
     part: str
@@ -286,8 +324,11 @@ class DumpObject:
 class DumpParser:
     """Feed it the dump's bytes; it cuts frames, counts rows and digests data regions."""
 
-    def __init__(self, writer: FrameWriter | NullFrameWriter, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+    def __init__(
+        self, writer: FrameWriter | NullFrameWriter, chunk_bytes: int = DEFAULT_CHUNK_BYTES, threaded: bool = True
+    ) -> None:
         self.writer = writer
+        self._digester = DigestWorker() if threaded else None
         self.chunk_bytes = max(1, chunk_bytes)
         self.objects: dict[str, DumpObject] = {}
         self.order: list[str] = []
@@ -383,7 +424,10 @@ class DumpParser:
         cur = self._current
         if cur is None:
             raise DumpFileError("internal error: table data outside a table section")
-        cur.digest.update(data)
+        if self._digester is not None:
+            self._digester.update(cur.digest, data)
+        else:
+            cur.digest.update(data)
 
     # the state machine
 
@@ -581,6 +625,8 @@ class DumpParser:
                 self._begin_frame("data_tail", self._current)
             self._route(tail)
         self._end_frame()
+        if self._digester is not None:
+            self._digester.close()
 
     # results
 
