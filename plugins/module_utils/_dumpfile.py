@@ -191,7 +191,10 @@ class FrameWriter:
         if compression == "zstd":
             if not HAS_ZSTANDARD:
                 raise DumpFileError("the zstandard Python library is required for zstd compression")
-            self._cctx = zstandard.ZstdCompressor(level=1 if level is None else level, threads=threads)
+            # Frame checksums: a damaged frame fails to decompress instead of loading wrong rows.
+            self._cctx = zstandard.ZstdCompressor(
+                level=1 if level is None else level, threads=threads, write_checksum=True
+            )
         elif compression not in ("gzip", "none"):
             raise DumpFileError(f"unknown compression {compression!r}")
 
