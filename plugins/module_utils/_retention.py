@@ -18,9 +18,7 @@ from typing import Any
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 MANIFEST_SUFFIX = ".manifest.json"
 # database and label may contain '-', so the timestamp anchors the parse from the right.
-_NAME_RE = re.compile(
-    r"^(?P<stem>.+)-(?P<ts>\d{8}T\d{6}Z)\.sql(?P<compression>\.zst|\.gz)?(?P<encrypted>\.age)?$"
-)
+_NAME_RE = re.compile(r"^(?P<stem>.+)-(?P<ts>\d{8}T\d{6}Z)\.sql(?P<compression>\.zst|\.gz)?(?P<encrypted>\.age)?$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 RETENTION_OPTIONS = ("keep_last", "keep_days", "keep_daily", "keep_weekly", "keep_monthly")
