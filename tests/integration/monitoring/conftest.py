@@ -235,7 +235,7 @@ class Queues:
             ["(%s, 'database', 'default', '{}', 'RuntimeException: boom', NOW() - INTERVAL %s SECOND)"] * count
         )
         args: list[object] = []
-        for _ in range(count):
+        for _job in range(count):
             args += [str(uuid.uuid4()), age_s]
         self.server.execute(
             f"INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at) VALUES {values}",

@@ -19,7 +19,7 @@ def accepted_options(name: str, required: dict) -> set[str]:
 def test_documented_options_are_the_accepted_ones():
     doc = yaml.safe_load(queue_health.DOCUMENTATION)
     # only the options: the fragment's notes are the fragment owner's business
-    fragment = yaml.safe_load(ModuleDocFragment.DOCUMENTATION.split("\nrequirements:")[0])
+    fragment = yaml.safe_load(ModuleDocFragment.DOCUMENTATION.split("\nrequirements:", maxsplit=1)[0])
     assert "mutuapix.ops.mysql" in doc["extends_documentation_fragment"]
     documented = set(doc["options"]) | set(fragment["options"])
     assert documented == accepted_options("queue_health", {"database": "app"})
