@@ -1132,9 +1132,34 @@ def _bind_stream(
     what: str,
 ) -> Callable[[], None]:
     def task() -> None:
-        run(schema, stream(frames), what)
+        for attempt in range(LOCK_CONFLICT_RETRIES + 1):
+            try:
+                run(schema, in_transaction(stream(frames)), what)
+                return
+            except RestoreError as exc:
+                if attempt >= LOCK_CONFLICT_RETRIES or not is_lock_conflict(exc):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     return task
+
+
+# Sessions loading chunks of one table at once can deadlock inside InnoDB (error 1213) or time
+# out on a lock (1205). Each data task runs as one transaction, which InnoDB rolls back whole on
+# such an error, so running the task again cannot duplicate rows.
+LOCK_CONFLICT_RETRIES = 3
+_LOCK_CONFLICT_ERRORS = ("ERROR 1213 ", "ERROR 1205 ")
+
+
+def in_transaction(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    yield b"START TRANSACTION;\n"
+    yield from chunks
+    yield b"\nCOMMIT;\n"
+
+
+def is_lock_conflict(exc: RestoreError) -> bool:
+    stderr = str(exc.details.get("stderr") or "")
+    return any(code in stderr for code in _LOCK_CONFLICT_ERRORS)
 
 
 def _bind_call(func: Callable[..., None], *args: Any) -> Callable[[], None]:

@@ -305,3 +305,30 @@ def test_name_patterns_match_only_their_database() -> None:
             assert not re.fullmatch(pattern, namer(database + "x", stamp)) or len(database) == 64
             assert not re.fullmatch(pattern, namer(database, "latest"))
     assert not re.fullmatch(_restore.name_pattern(_restore.old_name, "app"), "app2_old_20261128T150000Z")
+
+
+def test_data_task_retries_a_deadlocked_transaction_and_only_that():
+    """A deadlock (1213) rolls the whole frame back; the task runs it again, once more."""
+    from ansible_collections.mutuapix.ops.plugins.module_utils import _restore as restore_utils
+
+    calls: list[bytes] = []
+
+    def run(schema, chunks, what):
+        calls.append(b"".join(chunks))
+        if len(calls) == 1:
+            raise restore_utils.RestoreError("failed", stderr="ERROR 1213 (40001) at line 20: Deadlock found")
+        return 0
+
+    task = restore_utils._bind_stream(run, "s", lambda frames: iter([b"INSERT 1;\n", b"INSERT 2;\n"]), [{}], "t")
+    task()
+    assert len(calls) == 2
+    assert calls[0] == calls[1] == b"START TRANSACTION;\nINSERT 1;\nINSERT 2;\n\nCOMMIT;\n"
+
+    def fails_otherwise(schema, chunks, what):
+        list(chunks)
+        raise restore_utils.RestoreError("failed", stderr="ERROR 1062 (23000): Duplicate entry")
+
+    task = restore_utils._bind_stream(fails_otherwise, "s", lambda frames: iter([b"x"]), [{}], "t")
+    with pytest.raises(restore_utils.RestoreError) as excinfo:
+        task()
+    assert "Duplicate" in excinfo.value.details["stderr"]
