@@ -27,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, bench_server, option_file, save, size_of, timed
 
+from ansible_collections.mutuapix.ops.plugins.module_utils._dumpfile import DUMP_OPTIONS
+
 PY = str(ROOT / ".venv" / "bin" / "python")
 BENCH_VENV = ROOT / ".venv-bench" / "bin"
 
@@ -71,19 +73,8 @@ def main() -> None:
     cnf = option_file(server)
     db = "bench"
     work = Path(tempfile.mkdtemp(prefix="bench-backup-", dir=str(ROOT / ".build")))
-    dump = [
-        "mariadb-dump",
-        f"--defaults-extra-file={cnf}",
-        "--single-transaction",
-        "--quick",
-        "--routines",
-        "--triggers",
-        "--events",
-        "--hex-blob",
-        "--skip-dump-date",
-        "--default-character-set=utf8mb4",
-        db,
-    ]
+    # The peers dump with exactly the options mysql_backup uses.
+    dump = ["mariadb-dump", f"--defaults-extra-file={cnf}", *DUMP_OPTIONS, db]
     results: dict[str, list[dict]] = {}
     try:
         for rnd in range(args.rounds):

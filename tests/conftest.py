@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,20 +18,14 @@ if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
 from tests.support import datagen  # noqa: E402
-from tests.support.mariadb import MariaDB  # noqa: E402
+from tests.support.mariadb import MariaDB, temporary_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def mariadb() -> Iterator[MariaDB]:
     """A private MariaDB server (own datadir, socket, port on 127.0.0.1), stopped at the end."""
-    base = tempfile.mkdtemp(prefix="mutuapix-mariadb-")
-    server = MariaDB(base)
-    try:
-        server.start()
+    with temporary_server() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pymysql
@@ -191,3 +193,17 @@ class MariaDB:
         if database:
             args.append(database)
         return args
+
+
+@contextlib.contextmanager
+def temporary_server(prefix: str = "mutuapix-mariadb-") -> Iterator[MariaDB]:
+    """A private server in a fresh temp dir; stopped and removed when the block ends."""
+    base = tempfile.mkdtemp(prefix=prefix)
+    server = MariaDB(base)
+    try:
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import datagen
-from tests.support.mariadb import MariaDB
+from tests.support.mariadb import MariaDB, temporary_server
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +41,5 @@ def tmpfs(tmp_path: Path) -> Iterator[callable]:
 @pytest.fixture
 def second_server() -> Iterator[MariaDB]:
     """A separate private MariaDB that a test may kill."""
-    base = tempfile.mkdtemp(prefix="mutuapix-kill-")
-    server = MariaDB(base)
-    server.start()
-    try:
+    with temporary_server("mutuapix-kill-") as server:
         yield server
-    finally:
-        with contextlib.suppress(Exception):
-            server.stop()
-        subprocess.run(["rm", "-rf", base], check=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +9,7 @@ import pytest
 
 from tests.integration.restore.helpers import make_backup
 from tests.support import datagen
-from tests.support.mariadb import MariaDB
+from tests.support.mariadb import MariaDB, temporary_server
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +35,5 @@ def login(mariadb: MariaDB) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def private_server() -> Iterator[MariaDB]:
     """A second MariaDB only these tests use, for killing the server mid-restore."""
-    base = tempfile.mkdtemp(prefix="mutuapix-restore-kill-")
-    server = MariaDB(base)
-    try:
-        server.start()
+    with temporary_server("mutuapix-restore-kill-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)
