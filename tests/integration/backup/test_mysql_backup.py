@@ -379,8 +379,9 @@ def test_server_killed_mid_dump_fails_cleanly(second_server, tmp_path):
     result = run_module("mysql_backup", dict(second_server.login, database="big", dest=str(dest), compression_level=19))
     thread.join()
     assert result.failed, result
-    assert "mariadb-dump failed" in result["msg"] or "Dump completed" in result["msg"]
-    assert "Lost connection" in result["msg"] or "trailer" in result["msg"] or "gone away" in result["msg"]
+    # Which message depends on the moment of the kill: the dump program's exit code (its stderr,
+    # "Lost connection ..." when it had time to print it) or a dump that ended without its trailer.
+    assert "mariadb-dump failed with exit code" in result["msg"] or "Dump completed" in result["msg"], result["msg"]
     names = sorted(p.name for p in dest.iterdir())
     assert Path(earlier["path"]).name in names and not [n for n in names if ".partial-" in n]
     assert len([n for n in names if n.endswith(".sql.zst")]) == 1
