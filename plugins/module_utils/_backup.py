@@ -30,7 +30,6 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     ConnectionParams,
     ServerInfo,
     client_option_file,
-    quote_identifier,
 )
 
 # The grants mysql_backup needs (documented in the module; app_db_user's `backup` preset).
@@ -105,7 +104,7 @@ def _wildcard_match(pattern: str, name: str) -> bool:
     return re.fullmatch(regex, name) is not None
 
 
-def preflight(connection: Any, database: str, dest: str, compression: str) -> tuple[list[str], int, list[str]]:
+def preflight(connection: Any, database: str) -> tuple[list[str], int, list[str]]:
     """Check the database exists and the account may dump it; returns (tables, bytes, missing)."""
     with connection.cursor() as cur:
         cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,))
@@ -328,9 +327,11 @@ def run_dump(
         errfile.seek(0)
         stderr = errfile.read().decode("utf-8", "replace").strip()
         if rc != 0:
+            detail = stderr or (
+                "it printed no error; was it killed, or did the server go away? Check the server's error log"
+            )
             raise BackupError(
-                f"{os.path.basename(program)} failed with exit code {rc} while dumping {plan.database!r}: "
-                f"{stderr or 'no error output'}",
+                f"{os.path.basename(program)} failed with exit code {rc} while dumping {plan.database!r}: {detail}",
                 rc=rc,
                 stderr=stderr,
             )
@@ -454,10 +455,3 @@ def apply_retention(dest: str, database: str, rules: dict[str, int | None], dry_
                     os.unlink(os.path.join(dest, name))
         deleted.append(backup.name)
     return deleted
-
-
-def table_args(database: str, names: list[str]) -> list[str]:
-    """Validate table names given as options (quoted only to validate them)."""
-    for name in names:
-        quote_identifier(name)
-    return names

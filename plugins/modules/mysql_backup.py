@@ -270,7 +270,12 @@ import traceback
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _dumpfile, _retention
-from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, MySQLModule, server_info
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
+    MySQLError,
+    MySQLModule,
+    server_info,
+    validate_identifier,
+)
 
 
 def argument_spec():
@@ -311,8 +316,9 @@ def _validate(module):
     if not os.path.isabs(params["dest"]):
         module.fail_json(msg=f"dest must be an absolute path, got {params['dest']!r}")
     try:
-        _backup.table_args(params["database"], [params["database"]])
-        _backup.table_args(params["database"], params["exclude_tables"] + params["exclude_table_data"])
+        validate_identifier(params["database"], "database")
+        for table in params["exclude_tables"] + params["exclude_table_data"]:
+            validate_identifier(table, "excluded table")
         if params["label"]:
             _retention.validate_label(params["label"])
         _backup.check_extra_args(params["extra_dump_args"])
@@ -379,7 +385,7 @@ def main():
     connection = module.connect()
     try:
         server = server_info(connection)
-        tables, data_bytes, missing = _backup.preflight(connection, database, dest, params["compression"])
+        tables, data_bytes, missing = _backup.preflight(connection, database)
         binlog = _backup.binlog_position(connection, server)
     except _backup.BackupError as exc:
         module.fail_json(msg=to_native(exc))

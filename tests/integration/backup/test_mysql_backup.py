@@ -221,6 +221,20 @@ def test_missing_trailer_is_a_failure(mariadb, backup_db, tmp_path):
     assert [p.name for p in dest.iterdir() if not p.name.endswith(".lock")] == []
 
 
+def test_silent_dump_failure_still_says_what_to_check(mariadb, backup_db, tmp_path):
+    """A dump program that dies without a word: the message still says where to look."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    fake = fake_bin / "mariadb-dump"
+    fake.write_text("#!/bin/sh\nprintf -- '-- MariaDB dump 10.19\\n'\nexit 2\n")
+    fake.chmod(0o755)
+    dest = tmp_path / "dest"
+    result = backup(mariadb, backup_db, dest, env={"PATH": f"{fake_bin}:{os.environ['PATH']}"})
+    assert result.failed
+    assert "exit code 2" in result["msg"] and "server's error log" in result["msg"], result["msg"]
+    assert [p.name for p in dest.iterdir() if not p.name.endswith(".lock")] == []
+
+
 def test_not_enough_space_is_refused_up_front(mariadb, backup_db, tmpfs):
     dest = tmpfs("tiny", size="400k")
     result = backup(mariadb, backup_db, dest, compression="none")
