@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -43,8 +44,27 @@ def option_file(server: MariaDB) -> Path:
     return path
 
 
-def timed(cmd: list[str] | str, shell: bool = False, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a command; wall time and the peak RSS (VmHWM) of the top process, sampled."""
+def _process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of a running process (the database server), or None."""
+    if not pid:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(
+    cmd: list[str] | str, shell: bool = False, env: dict[str, str] | None = None, server_pid: int | None = None
+) -> dict[str, Any]:
+    """Run a command; wall time, the peak RSS (VmHWM) of the top process, sampled, and CPU seconds.
+
+    ``cpu_s`` is the command's own process tree (user + system, children included);
+    ``server_cpu_s`` the database server's over the same interval, when ``server_pid`` is given.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = _process_cpu_s(server_pid)
     started = time.monotonic()
     proc = subprocess.Popen(cmd, shell=shell, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak_kb = 0
@@ -58,9 +78,19 @@ def timed(cmd: list[str] | str, shell: bool = False, env: dict[str, str] | None 
         time.sleep(0.02)
     out, err = proc.communicate()
     elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_after = _process_cpu_s(server_pid)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd!r} failed ({proc.returncode}): {err.decode()[-2000:]} {out.decode()[-2000:]}")
-    return {"seconds": round(elapsed, 2), "peak_rss_mb": round(peak_kb / 1024, 1), "stdout": out.decode()[-4000:]}
+    result = {
+        "seconds": round(elapsed, 2),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
+        "stdout": out.decode()[-4000:],
+    }
+    if server_before is not None and server_after is not None:
+        result["server_cpu_s"] = round(server_after - server_before, 2)
+    return result
 
 
 def save(name: str, data: dict[str, Any]) -> Path:

@@ -5,13 +5,20 @@ Peers, on the same database (plain dump ≥ 1 GB by default):
   gzip            mariadb-dump | gzip > f.sql.gz      (the classic cron job)
   community.mysql mysql_db state=dump target=f.sql.gz (what the `ansible` package ships)
   zstd -T2 -3     mariadb-dump | zstd -T2 -3 > f.zst  (reference)
+  zstd -1         mariadb-dump | zstd -1 > f.zst       (reference: mysql_backup's codec and level, no parsing)
   mydumper        mydumper -t 2 -c                    (reference)
-  mysql_backup    this collection (defaults: zstd level 1, compression in the module's thread)
+  mysql_backup    this collection (defaults: zstd level 1, compressing thread at cpu_priority=idle)
+  mysql_backup cpu_priority=normal / low              (the same, compressing at normal priority / nice 19)
+
+Every peer runs once per round, in the same order; the table shows the best and the median
+round of each, the ratios to mysql_backup's best and median, and CPU seconds: the peer's own
+process tree and the database server's (the floor shows what dumping alone costs the two
+cores; whatever a peer adds competes with the server and the dump program for them).
 
 Targets (issue 2): mysql_backup <= 1.3 x floor; >= 2 x faster than gzip and community.mysql;
 file no larger than gzip -6's; peak RSS of the module process <= 150 MB.
 
-Usage: bench/bench_backup.py [--size-mb 1100] [--rounds 1]
+Usage: bench/bench_backup.py [--size-mb 1100] [--rounds 3] [--skip community mydumper]
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +38,7 @@ from _common import ROOT, bench_server, option_file, save, size_of, timed
 from ansible_collections.mutuapix.ops.plugins.module_utils._dumpfile import DUMP_OPTIONS
 
 PY = str(ROOT / ".venv" / "bin" / "python")
+MB = "mysql_backup (defaults)"
 BENCH_VENV = ROOT / ".venv-bench" / "bin"
 
 
@@ -66,7 +75,7 @@ def community_mysql_cmd(server, cnf: Path, db: str, target: Path, workdir: Path)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=1100, help="approximate plain dump size of the database")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip", nargs="*", default=[], help="peers to skip (e.g. community.mysql mydumper)")
     args = parser.parse_args()
     server = bench_server(args.size_mb)
@@ -75,19 +84,28 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-backup-", dir=str(ROOT / ".build")))
     # The peers dump with exactly the options mysql_backup uses.
     dump = ["mariadb-dump", f"--defaults-extra-file={cnf}", *DUMP_OPTIONS, db]
+    server_pid = int(server.pidfile.read_text().strip())
     results: dict[str, list[dict]] = {}
     try:
         for rnd in range(args.rounds):
             print(f"bench: round {rnd + 1}/{args.rounds}", flush=True)
             runs = {
                 "floor (dump > /dev/null)": (" ".join(dump) + " > /dev/null", True, None, None),
-                "mysql_backup (defaults: zstd -1)": (None, False, None, work / "mb"),
+                MB: (None, False, None, work / "mb"),
+                "mysql_backup cpu_priority=low": (None, False, None, work / "mb-low"),
+                "mysql_backup cpu_priority=normal": (None, False, None, work / "mb-normal"),
                 "dump | gzip -6": (" ".join(dump) + f" | gzip -6 > {work}/g.sql.gz", True, None, work / "g.sql.gz"),
                 "dump | zstd -T2 -3": (
                     " ".join(dump) + f" | zstd -q -T2 -3 > {work}/z.sql.zst",
                     True,
                     None,
                     work / "z.sql.zst",
+                ),
+                "dump | zstd -1": (
+                    " ".join(dump) + f" | zstd -q -1 > {work}/z1.sql.zst",
+                    True,
+                    None,
+                    work / "z1.sql.zst",
                 ),
                 "community.mysql mysql_db dump .gz": (None, False, None, work / "cm.sql.gz"),
                 "mydumper -t 2 -c": (None, False, None, work / "mydumper"),
@@ -97,15 +115,15 @@ def main() -> None:
                     continue
                 if name.startswith("mysql_backup"):
                     shutil.rmtree(output, ignore_errors=True)
-                    cmd, env = module_cmd(
-                        {
-                            "login_unix_socket": server.socket,
-                            "config_file": str(cnf),
-                            "database": db,
-                            "dest": str(output),
-                        },
-                        work,
-                    )
+                    module_args = {
+                        "login_unix_socket": server.socket,
+                        "config_file": str(cnf),
+                        "database": db,
+                        "dest": str(output),
+                    }
+                    if "cpu_priority=" in name:
+                        module_args["cpu_priority"] = name.rsplit("=", 1)[1]
+                    cmd, env = module_cmd(module_args, work)
                 elif name.startswith("community.mysql"):
                     if not (BENCH_VENV / "ansible-playbook").exists():
                         print("bench: .venv-bench missing (run `make bench`), skipping community.mysql", flush=True)
@@ -128,7 +146,7 @@ def main() -> None:
                         "--events",
                     ]
                 print(f"bench:   {name} ...", end="", flush=True)
-                res = timed(cmd, shell=shell, env=env)
+                res = timed(cmd, shell=shell, env=env, server_pid=server_pid)
                 res.pop("stdout", None)
                 if output is not None and output.exists():
                     res["bytes"] = size_of(output)
@@ -146,26 +164,36 @@ def main() -> None:
         server.stop()
 
     best = {name: min(r["seconds"] for r in runs) for name, runs in results.items()}
-    mb = best["mysql_backup (defaults: zstd -1)"]
-    mb_run = min(results["mysql_backup (defaults: zstd -1)"], key=lambda r: r["seconds"])
+    median = {name: statistics.median(r["seconds"] for r in runs) for name, runs in results.items()}
+    mb_run = min(results[MB], key=lambda r: r["seconds"])
     print()
     print(f"database: InnoDB data {plain / 1e6:.0f} MB, plain dump {uncompressed / 1e6 if uncompressed else 0:.0f} MB")
-    print(f"{'peer':40} {'seconds':>8} {'x mysql_backup':>15} {'MB':>8}")
+    header = ("best s", "median s", "x mb best", "x mb med", "MB", "cpu s", "server")
+    print(f"{'peer':36} " + " ".join(f"{h:>{w}}" for h, w in zip(header, (7, 8, 9, 9, 7, 6, 6), strict=True)))
     for name, runs in results.items():
         run = min(runs, key=lambda r: r["seconds"])
-        size = f"{run['bytes'] / 1e6:8.1f}" if "bytes" in run else " " * 8
-        print(f"{name:40} {run['seconds']:8.2f} {run['seconds'] / mb:15.2f} {size}")
-    floor = best.get("floor (dump > /dev/null)")
+        size = f"{run['bytes'] / 1e6:7.1f}" if "bytes" in run else " " * 7
+        cpu = statistics.median(r["cpu_s"] for r in runs)
+        server_cpu = statistics.median(r.get("server_cpu_s", 0.0) for r in runs)
+        print(
+            f"{name:36} {best[name]:7.2f} {median[name]:8.2f} {best[name] / best[MB]:9.2f} "
+            f"{median[name] / median[MB]:9.2f} {size} {cpu:6.1f} {server_cpu:6.1f}"
+        )
+    floor = "floor (dump > /dev/null)"
+
+    def ratio(table: dict[str, float], num: str, den: str) -> float | None:
+        return round(table[num] / table[den], 3) if num in table and den in table else None
+
     summary = {
         "plain_dump_bytes": uncompressed,
-        "mysql_backup_vs_floor": round(mb / floor, 3) if floor else None,
-        "gzip_vs_mysql_backup": round(best["dump | gzip -6"] / mb, 2) if "dump | gzip -6" in best else None,
-        "community_mysql_vs_mysql_backup": (
-            round(best["community.mysql mysql_db dump .gz"] / mb, 2)
-            if "community.mysql mysql_db dump .gz" in best
-            else None
-        ),
-        "mysql_backup_peak_rss_mb": mb_run["peak_rss_mb"],
+        "rounds": args.rounds,
+        "mysql_backup_vs_floor": ratio(best, MB, floor),
+        "mysql_backup_vs_floor_median": ratio(median, MB, floor),
+        "gzip_vs_mysql_backup": ratio(best, "dump | gzip -6", MB),
+        "gzip_vs_mysql_backup_median": ratio(median, "dump | gzip -6", MB),
+        "community_mysql_vs_mysql_backup": ratio(best, "community.mysql mysql_db dump .gz", MB),
+        "community_mysql_vs_mysql_backup_median": ratio(median, "community.mysql mysql_db dump .gz", MB),
+        "mysql_backup_peak_rss_mb": max(r["peak_rss_mb"] for r in results[MB]),
         "mysql_backup_bytes": mb_run.get("bytes"),
         "gzip_bytes": min(results["dump | gzip -6"], key=lambda r: r["seconds"]).get("bytes")
         if "dump | gzip -6" in results

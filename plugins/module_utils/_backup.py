@@ -30,6 +30,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     ConnectionParams,
     ServerInfo,
     client_option_file,
+    find_program,
 )
 
 # The grants mysql_backup needs (documented in the module; app_db_user's `backup` preset).
@@ -207,10 +208,23 @@ def remove_stale_partials(dest: str, database: str) -> list[str]:
 # --- the dump --------------------------------------------------------------------------------
 
 
+def output_buffering_prefix() -> list[str]:
+    """``stdbuf`` arguments giving the dump program a ``PIPE_SIZE`` stdout buffer, when installed.
+
+    Dump programs write through stdio, whose buffer on a pipe is one 4 KiB page: about
+    270,000 ``write``/``read`` pairs and wake-ups per GB, which cost more CPU than the
+    parsing (measured in ``bench/bench_backup.py``). ``stdbuf`` (coreutils) only sets the
+    buffer size and then ``exec``s the program, so the process tree and argv are unchanged.
+    """
+    stdbuf = find_program(("stdbuf",))
+    return [stdbuf, f"--output={PIPE_SIZE}"] if stdbuf else []
+
+
 def dump_command(
     program: str, option_file: str, database: str, exclude_tables: list[str], exclude_data: list[str], extra: list[str]
 ) -> list[str]:
-    cmd = [program, f"--defaults-extra-file={option_file}", *_dumpfile.DUMP_OPTIONS, *extra]
+    cmd = [*output_buffering_prefix(), program, f"--defaults-extra-file={option_file}", *_dumpfile.DUMP_OPTIONS]
+    cmd += extra
     cmd += [f"--ignore-table={database}.{t}" for t in exclude_tables]
     cmd += [f"--ignore-table-data={database}.{t}" for t in exclude_data]
     cmd += ["--", database]
@@ -231,48 +245,79 @@ def check_extra_args(extra: list[str]) -> None:
 
 PIPE_SIZE = 1024 * 1024
 READ_AHEAD_BLOCKS = 32
+CPU_PRIORITIES = ("idle", "low", "normal")
 
 
-def read_ahead(pipe: Any, block: int = PIPE_SIZE, depth: int = READ_AHEAD_BLOCKS) -> Iterator[bytes]:
-    """Chunks of the dump program's output, read by a separate thread.
+def lower_thread_priority(priority: str) -> bool:
+    """Lower the calling thread's CPU priority; True when it was lowered.
 
-    The dump program must never wait for us: while this thread drains the pipe (a
-    blocking read releases the GIL) the caller parses, digests and compresses the previous
-    chunk. One ``os.read`` per chunk (the pipe is enlarged to ``PIPE_SIZE``) keeps copies to
-    one; at most ``depth`` chunks are buffered, so memory stays bounded.
+    On Linux the scheduling policy and the nice value belong to a thread, so only the
+    thread that compresses is affected, not the dump program or the thread reading its
+    output. ``idle`` is SCHED_IDLE (CPU time nobody else wants), ``low`` is nice 19.
+    Best effort: where the system refuses, the backup runs at normal priority.
+    """
+    try:
+        if priority == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return True
+        if priority == "low":
+            os.setpriority(os.PRIO_PROCESS, 0, 19)
+            return True
+    except (AttributeError, OSError):
+        return False
+    return False
+
+
+def pump(
+    pipe: Any, consume: Any, priority: str = "normal", block: int = PIPE_SIZE, depth: int = READ_AHEAD_BLOCKS
+) -> None:
+    """Read the dump program's output here; ``consume`` each chunk in a worker thread.
+
+    The database server and the dump program are the critical path of a backup: on a
+    machine with as many busy threads as cores, compressing at the same priority takes
+    CPU from them and the whole backup waits (measured in ``bench/bench_backup.py``).
+    So the worker runs at ``priority`` while this thread, at the caller's priority, keeps
+    draining the pipe into a bounded queue (``depth`` chunks: memory stays bounded). One
+    ``os.read`` per chunk (the pipe is enlarged to ``PIPE_SIZE``) keeps copies to one.
+    An exception in ``consume`` stops the reading and is raised here.
     """
     fd = pipe.fileno()
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-    blocks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+    errors: list[BaseException] = []
+    cancel = threading.Event()
 
-    def reader() -> None:
+    def worker() -> None:
+        lower_thread_priority(priority)
         try:
-            while not stop.is_set():
-                data = os.read(fd, block)
-                if not data:
-                    break
-                blocks.put(data)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            blocks.put(exc)
-        blocks.put(None)
+            while True:
+                item = blocks.get()
+                if item is None:
+                    return
+                if not cancel.is_set():
+                    consume(item)
+        except BaseException as exc:  # noqa: BLE001 - raised by the reading thread
+            errors.append(exc)
+            while blocks.get() is not None:  # let the reader finish its last put
+                pass
 
-    thread = threading.Thread(target=reader, name="dump-reader", daemon=True)
+    thread = threading.Thread(target=worker, name="backup-compress", daemon=True)
     thread.start()
     try:
-        while True:
-            item = blocks.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        while not errors:
+            data = os.read(fd, block)
+            if not data:
+                break
+            blocks.put(data)
+    except BaseException:
+        cancel.set()
+        raise
     finally:
-        stop.set()
-        while thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                blocks.get(timeout=0.05)
+        blocks.put(None)
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 @dataclass
@@ -305,18 +350,19 @@ def run_dump(
     extra: list[str],
     chunk_bytes: int,
     threads: int,
+    cpu_priority: str = "normal",
 ) -> DumpResult:
     """Stream the dump program's output through the parser into ``tmp_path`` (0600), fsynced."""
     fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb", buffering=1024 * 1024) as raw, tempfile.TemporaryFile() as errfile:
         writer = _dumpfile.FrameWriter(raw, compression, level, threads=threads, encrypt_to=recipients)
-        parser = _dumpfile.DumpParser(writer, chunk_bytes)
+        # The data digests are the frames' own checksums (free); only uncompressed output is hashed.
+        parser = _dumpfile.DumpParser(writer, chunk_bytes, digest=False)
         with client_option_file(conn) as option_file:
             cmd = dump_command(program, option_file, plan.database, exclude_tables, exclude_data, extra)
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
             try:
-                for block in read_ahead(proc.stdout):
-                    parser.feed(block)
+                pump(proc.stdout, parser.feed, cpu_priority)
             except BaseException:
                 proc.kill()
                 proc.wait()

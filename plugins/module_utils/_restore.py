@@ -176,6 +176,17 @@ class CheckedBackup:
     frames: int
     uncompressed: int
     workdir: str | None = None
+    # The decompressed stream parsed as mysql_backup parsed the dump: rows and data digests per table.
+    contents: _dumpfile.DumpParser | None = None
+    # Per table, the checksums in the trailers of its data frames (data_head, data, data_tail).
+    frame_checksums: dict[str, list[str | None]] = field(default_factory=dict)
+
+    def data_digest(self, table: str) -> str | None:
+        """``sha256:<hex>`` of the table's data region as stored in the file."""
+        obj = self.contents.tables().get(table) if self.contents is not None else None
+        if obj is None or obj.digest is None:
+            return None
+        return "sha256:" + obj.digest.hexdigest()
 
     def close(self) -> None:
         if self.workdir:
@@ -286,13 +297,60 @@ def _check_frames(checked: CheckedBackup) -> None:
     """Every frame decompresses completely to its recorded size, the frames tile the stream, the trailer is there.
 
     The same checks as ``_dumpfile.iter_frames``, but streamed in READ_BLOCK steps so a 32 MB
-    frame is never held whole: the module's memory stays far below its 200 MB budget.
+    frame is never held whole: the module's memory stays far below its 200 MB budget. The
+    decompressed stream is parsed again as mysql_backup parsed the dump: each table's rows
+    must be the manifest's, and the SHA-256 of its data region is what verification
+    compares a re-dump with (``CheckedBackup.data_digest``).
     """
     manifest = checked.manifest
     sections = manifest.get("sections") or {}
     if "header" not in sections or "footer" not in sections:
         raise RestoreError(f"{checked.path}: the manifest has no header/footer section; it is not a complete backup")
     damaged = "the backup is damaged: fetch it again or use an older one"
+    contents = _dumpfile.DumpParser(_dumpfile.NullFrameWriter(), digest=True)
+    try:
+        _check_all_frames(checked, contents, damaged)
+        contents.finish()
+    except _dumpfile.DumpFileError as exc:
+        contents.abort()
+        raise RestoreError(f"{checked.path}: cannot parse the dump inside: {exc}; {damaged}") from exc
+    except BaseException:
+        contents.abort()
+        raise
+    expected = manifest.get("uncompressed_size")
+    if expected is not None and expected != checked.uncompressed:
+        raise RestoreError(f"{checked.path}: decompresses to {checked.uncompressed} bytes, manifest says {expected}")
+    checked.contents = contents
+    for name, obj in (manifest.get("tables") or {}).items():
+        if obj.get("kind") == "table":
+            _check_table_entry(checked, name, obj, damaged)
+
+
+def _check_table_entry(checked: CheckedBackup, name: str, obj: dict[str, Any], damaged: str) -> None:
+    """The manifest's rows and data digest of one table are those of the file."""
+    found = checked.contents.tables().get(name) if checked.contents is not None else None
+    rows = found.rows if found is not None else None
+    problem = None
+    if rows != obj.get("rows"):
+        problem = f"holds {rows} rows in the file but {obj.get('rows')} in the manifest"
+    recorded = obj.get("data_digest")
+    if problem is None and recorded is not None:
+        if str(recorded).startswith("sha256:"):
+            actual = checked.data_digest(name)
+        else:
+            algorithm = _dumpfile.FRAME_CHECKSUMS.get(checked.manifest.get("compression"), ("?",))[0]
+            sums = checked.frame_checksums.get(name, [])
+            actual = f"{algorithm}:{','.join(s or '' for s in sums)}" if sums else None
+        if actual != recorded:
+            problem = f"has data digest {actual} in the file but {recorded} in the manifest"
+    if problem:
+        raise RestoreError(
+            f"{checked.path}: table {name!r} {problem}: the manifest does not belong to this file; {damaged}"
+        )
+
+
+def _check_all_frames(checked: CheckedBackup, contents: _dumpfile.DumpParser, damaged: str) -> None:
+    manifest = checked.manifest
     position = 0
     with open(checked.stream_path, "rb") as handle:
         for frame in _dumpfile.all_frames(manifest):
@@ -302,7 +360,11 @@ def _check_frames(checked: CheckedBackup) -> None:
                 raise RestoreError(
                     f"{checked.path}: manifest frames do not tile the file at offset {position}; {damaged}"
                 )
-            size, tail = _check_one_frame(handle, frame, manifest["compression"], where, damaged)
+            size, tail, checksum = _check_one_frame(
+                handle, frame, manifest["compression"], where, damaged, contents.feed
+            )
+            if frame.get("object") is not None and frame["part"] in _dumpfile.DATA_PARTS:
+                checked.frame_checksums.setdefault(frame["object"], []).append(checksum)
             if size != frame["size"]:
                 raise RestoreError(
                     f"{where} decompresses to {size} bytes, the manifest says {frame['size']}; {damaged}"
@@ -314,35 +376,53 @@ def _check_frames(checked: CheckedBackup) -> None:
             checked.uncompressed += size
         if handle.read(1):
             raise RestoreError(f"{checked.path} has bytes after the last frame the manifest knows; {damaged}")
-    expected = manifest.get("uncompressed_size")
-    if expected is not None and expected != checked.uncompressed:
-        raise RestoreError(f"{checked.path}: decompresses to {checked.uncompressed} bytes, manifest says {expected}")
 
 
 def _check_one_frame(
-    handle: Any, frame: dict[str, Any], compression: str, where: str, damaged: str
-) -> tuple[int, bytes]:
-    """Decompress one frame from the current position; returns (size, its last bytes)."""
+    handle: Any,
+    frame: dict[str, Any],
+    compression: str,
+    where: str,
+    damaged: str,
+    sink: Callable[[bytes], None] | None = None,
+) -> tuple[int, bytes, str | None]:
+    """Decompress one frame from the current position; returns (size, its last bytes, its checksum).
+
+    Decompression checks the frame's own checksum (zstd's XXH64, gzip's CRC-32); the checksum
+    the manifest recorded for the frame must be the one in its trailer. ``sink`` gets the
+    decompressed bytes.
+    """
     dobj = _frame_decompressor(compression)
     left = frame["length"]
     size = 0
     tail = b""
+    raw_tail = b""
     try:
         while left > 0:
             raw = handle.read(min(READ_BLOCK, left))
             if not raw:
                 raise RestoreError(f"{where} is truncated: the file ends inside it; {damaged}")
             left -= len(raw)
+            raw_tail = (raw_tail + raw[-8:])[-8:]
             out = dobj.decompress(raw) if dobj is not None else raw
             size += len(out)
-            tail = (tail + out)[-256:]
+            tail = (tail + out[-256:])[-256:]
+            if sink is not None and out:
+                sink(out)
         if dobj is not None and (not dobj.eof or dobj.unused_data):
             raise RestoreError(f"{where} is corrupt: the frame is truncated or has trailing bytes; {damaged}")
-    except RestoreError:
+    except (RestoreError, _dumpfile.DumpFileError):
         raise
     except Exception as exc:  # zstd.ZstdError, zlib.error: the frame does not decompress
         raise RestoreError(f"{where} is corrupt: {exc}; {damaged}") from exc
-    return size, tail
+    checksum = _dumpfile.frame_checksum(compression, raw_tail)
+    recorded = frame.get("checksum")
+    if recorded is not None and recorded != checksum:
+        raise RestoreError(
+            f"{where}: its checksum {checksum} is not the {recorded} the manifest recorded: "
+            f"the manifest does not belong to this file; {damaged}"
+        )
+    return size, tail, checksum
 
 
 def _frame_decompressor(compression: str) -> Any:
@@ -1002,7 +1082,9 @@ class Restorer:
             table = parsed.tables().get(name)
             result.rows_restored = table.rows if table else 0
             got = "sha256:" + (table.digest.hexdigest() if table and table.digest else "")
-            result.digest_ok = got == obj.get("data_digest")
+            # The data region as stored in the file, digested by check_backup (which also proved
+            # the manifest's digest, frame checksums and the file's SHA-256 to match the file).
+            result.digest_ok = got == self.backup.data_digest(name)
         else:
             result.rows_restored = self._count(schema, name)
         problems = []

@@ -67,12 +67,25 @@ options:
     type: int
   compression_threads:
     description:
-      - Worker threads for zstd compression. C(0) compresses in the module's own thread (which
-        releases the interpreter lock while compressing, so reading and digesting go on beside it).
+      - Worker threads for zstd compression. C(0) compresses in the module's own compressing thread (which
+        releases the interpreter lock while compressing, so reading the dump goes on beside it).
       - On a two-core machine C(0) measured slightly faster than 1 or 2 and uses less memory, as the dump
         program and the server need the other core; more threads help where more cores are free.
     type: int
     default: 0
+  cpu_priority:
+    description:
+      - CPU priority of the module's compressing (and encrypting) thread. The database server and the dump
+        program keep theirs, as does the thread reading the dump program's output.
+      - C(idle) (Linux C(SCHED_IDLE)) gives it only CPU time nobody else wants. The dump is the critical path
+        of a backup, so this measured the fastest backups on a busy two-core machine (see
+        C(bench/bench_backup.py)), and the application's queries on the same host go first.
+        On a host whose CPUs are saturated for long stretches the backup then waits for them, holding
+        its snapshot transaction open; choose C(low) there.
+      - C(low) is nice 19; C(normal) changes nothing. Where the system refuses, the backup runs at normal priority.
+    type: str
+    choices: [idle, low, normal]
+    default: idle
   encrypt_recipients:
     description:
       - age X25519 public keys (C(age1...)). When set, the file is encrypted to all of them in the age v1
@@ -286,6 +299,7 @@ def argument_spec():
         "compression": {"type": "str", "choices": ["zstd", "gzip", "none"], "default": "zstd"},
         "compression_level": {"type": "int"},
         "compression_threads": {"type": "int", "default": 0},
+        "cpu_priority": {"type": "str", "choices": list(_backup.CPU_PRIORITIES), "default": "idle"},
         "encrypt_recipients": {"type": "list", "elements": "str", "default": []},
         "exclude_tables": {"type": "list", "elements": "str", "default": []},
         "exclude_table_data": {"type": "list", "elements": "str", "default": []},
@@ -454,6 +468,7 @@ def main():
                     params["extra_dump_args"],
                     chunk_bytes,
                     max(0, params["compression_threads"]) if params["compression"] == "zstd" else 0,
+                    params["cpu_priority"],
                 )
                 if min_size is not None and dumped.uncompressed < min_size:
                     raise _backup.BackupError(

@@ -79,8 +79,10 @@ def write_manifest(path: str, manifest: dict[str, Any], resign: bool = False) ->
     Path(path + ".manifest.json").write_text(json.dumps(manifest))
 
 
-def frame_sql_file(sql_path: str, dest: Path, database: str) -> str:
-    """Frame a plain dump (e.g. MySQL 8's mysqldump output) into a backup + manifest, as mysql_backup does."""
+def frame_sql_file(sql_path: str, dest: Path, database: str, digest: bool = False) -> str:
+    """Frame a plain dump (e.g. MySQL 8's mysqldump output) into a backup + manifest, as mysql_backup does.
+
+    ``digest``: SHA-256 data digests in the manifest instead of the frames' checksums."""
     from ansible_collections.mutuapix.ops.plugins.module_utils import _dumpfile
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,7 @@ def frame_sql_file(sql_path: str, dest: Path, database: str) -> str:
     path = dest / name
     with open(path, "wb") as raw:
         writer = _dumpfile.FrameWriter(raw, "zstd")
-        parser = _dumpfile.DumpParser(writer, 4096)
+        parser = _dumpfile.DumpParser(writer, 4096, digest=digest)
         with open(sql_path, "rb") as handle:
             while block := handle.read(8192):
                 parser.feed(block)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -184,35 +185,63 @@ def test_manifest_without_its_file_content(
 # --- verification finds differences ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("digest", ["frame checksums", "sha256"])
 def test_content_difference_is_found_and_named(
-    mariadb: MariaDB, login: dict[str, Any], source_db: str, backup: str, tmp_path: Path
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path, digest: str
 ) -> None:
-    """The manifest carries the digest of *other* content (a row changed, same row count): found by content."""
+    """The restored table does not re-dump to the bytes in the file (the server stores `007` as `7`):
+    same row count, found by content and named, for both kinds of manifest digest."""
+    mariadb.execute("CREATE DATABASE norm_src")
+    try:
+        mariadb.execute("CREATE TABLE norm_src.t (id INT PRIMARY KEY, n INT)")
+        mariadb.execute("INSERT INTO norm_src.t VALUES (1, 7), (2, 8)")
+        original = make_backup(mariadb, "norm_src", tmp_path / "original")
+    finally:
+        mariadb.execute("DROP DATABASE IF EXISTS norm_src")
+    sql = subprocess.run(["zstdcat", original], capture_output=True, check=True).stdout
+    assert sql.count(b"\n(1,7),\n") == 1
+    edited = tmp_path / "edited.sql"
+    edited.write_bytes(sql.replace(b"\n(1,7),\n", b"\n(1,007),\n"))
+    path = frame_sql_file(str(edited), tmp_path / "framed", "norm_src", digest=digest == "sha256")
+    assert read_manifest(path)["tables"]["t"]["data_digest"].startswith("sha256:" if digest == "sha256" else "xxh64")
+    before = schemas(mariadb)
+    result = verify(login, src=path)
+    assert result.failed
+    assert "table t: content digest differs" in result["msg"]
+    assert result["tables"]["t"] == {"rows_expected": 2, "rows_restored": 2, "digest_ok": False}
+    assert result["verified"] is False
+    assert schemas(mariadb) == before  # the scratch database is dropped on failure too
+    rows_only = verify(login, src=path, verify="rows")
+    assert not rows_only.failed and rows_only["verified"] is True
+
+
+@pytest.mark.parametrize(
+    "field,message",
+    [("rows", "holds 3 rows in the file but 4 in the manifest"), ("data_digest", "has data digest xxh64-32:")],
+)
+def test_manifest_of_other_content_is_refused_before_anything_is_touched(
+    mariadb: MariaDB, login: dict[str, Any], source_db: str, backup: str, tmp_path: Path, field: str, message: str
+) -> None:
+    """A manifest whose rows or digest are another backup's (same file name, size, sha256): refused."""
     mariadb.execute("CREATE DATABASE tamper_src")
     try:
-        for table in ("users", "migrations"):
-            mariadb.execute(f"CREATE TABLE tamper_src.{table} LIKE {source_db}.{table}")
-            mariadb.execute(f"INSERT INTO tamper_src.{table} SELECT * FROM {source_db}.{table}")
-        mariadb.execute("UPDATE tamper_src.users SET name = 'Mallory' WHERE id = 2")
+        mariadb.execute(f"CREATE TABLE tamper_src.migrations LIKE {source_db}.migrations")
+        mariadb.execute(f"INSERT INTO tamper_src.migrations SELECT * FROM {source_db}.migrations")
+        mariadb.execute("UPDATE tamper_src.migrations SET migration = 'other' WHERE id = 2")
+        mariadb.execute("INSERT INTO tamper_src.migrations (migration, batch) VALUES ('extra', 9)")
         changed = make_backup(mariadb, "tamper_src", tmp_path / "changed")
     finally:
         mariadb.execute("DROP DATABASE IF EXISTS tamper_src")
     path = copy_backup(backup, tmp_path / "copy")
     manifest = read_manifest(path)
-    other = read_manifest(changed)
-    assert other["tables"]["users"]["rows"] == manifest["tables"]["users"]["rows"]
-    manifest["tables"]["users"]["data_digest"] = other["tables"]["users"]["data_digest"]
-    manifest["tables"]["migrations"]["rows"] += 1
+    manifest["tables"]["migrations"][field] = read_manifest(changed)["tables"]["migrations"][field]
     write_manifest(path, manifest)
     before = schemas(mariadb)
     result = verify(login, src=path)
     assert result.failed
-    assert "table users: content digest differs" in result["msg"]
-    assert "table migrations: 3 rows restored, 4 in the backup" in result["msg"]
-    assert result["tables"]["users"]["digest_ok"] is False and result["verified"] is False
-    assert schemas(mariadb) == before  # the scratch database is dropped on failure too
-    rows_only = verify(login, src=path, verify="rows")
-    assert rows_only.failed and "migrations" in rows_only["msg"] and "users" not in rows_only["msg"]
+    assert "table 'migrations'" in result["msg"] and message in result["msg"], result["msg"]
+    assert "does not belong to this file" in result["msg"]
+    assert schemas(mariadb) == before
 
 
 def test_mysql8_dump_fixture(mariadb: MariaDB, login: dict[str, Any], tmp_path: Path) -> None:

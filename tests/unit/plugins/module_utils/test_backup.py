@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import threading
 
 import pytest
 
@@ -44,7 +46,9 @@ def test_option_file_escapes_and_never_argv():
     assert 'password="p\\\\\\"$%ção"' in text
     assert 'user="u\\"x"' in text
     cmd = _backup.dump_command("/usr/bin/mariadb-dump", "/tmp/opt.cnf", "app", ["a"], ["b"], [])
-    assert cmd[1] == "--defaults-extra-file=/tmp/opt.cnf"
+    program = cmd.index("/usr/bin/mariadb-dump")
+    assert cmd[:program] == _backup.output_buffering_prefix()
+    assert cmd[program + 1] == "--defaults-extra-file=/tmp/opt.cnf"
     assert all("p\\" not in part for part in cmd)
     assert cmd[-2:] == ["--", "app"]
 
@@ -108,3 +112,64 @@ def test_default_option_file_is_optional(tmp_path, monkeypatch):
     (tmp_path / ".my.cnf").write_text("[client]\nuser=fromfile\npassword='p w'\n")
     conn = ConnectionParams({"config_file": str(tmp_path / ".my.cnf")})
     assert (conn.user, conn.password) == ("fromfile", "p w")
+
+
+def _pipe_with(data: bytes):
+    read_fd, write_fd = os.pipe()
+
+    def writer() -> None:  # the dump program: gets EPIPE when the reader stops early
+        with contextlib.suppress(BrokenPipeError), os.fdopen(write_fd, "wb") as out:
+            for i in range(0, len(data), 4096):
+                out.write(data[i : i + 4096])
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    return os.fdopen(read_fd, "rb"), thread
+
+
+@pytest.mark.parametrize("priority", ["idle", "low", "normal"])
+def test_pump_hands_every_byte_in_order_to_a_lower_priority_worker(priority):
+    data = bytes(range(256)) * 20000
+    pipe, writer = _pipe_with(data)
+    seen = []
+    policies = set()
+
+    def consume(block: bytes) -> None:
+        seen.append(block)
+        policies.add((os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)))
+
+    with pipe:
+        _backup.pump(pipe, consume, priority, block=65536, depth=2)
+    writer.join()
+    assert b"".join(seen) == data
+    expected = {"idle": (os.SCHED_IDLE, 0), "low": (os.SCHED_OTHER, 19), "normal": (os.SCHED_OTHER, 0)}[priority]
+    assert policies == {expected}
+    # the calling thread keeps its priority
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, 0) == 0
+
+
+def test_pump_stops_reading_and_raises_when_the_worker_fails():
+    pipe, writer = _pipe_with(b"x" * (4 << 20))
+    calls = []
+
+    def consume(block: bytes) -> None:
+        calls.append(len(block))
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+
+    with pipe, pytest.raises(OSError, match="No space left"):
+        _backup.pump(pipe, consume, "idle", block=65536, depth=2)
+    assert len(calls) == 3  # nothing consumed after the failure
+    pipe.close()
+    writer.join(timeout=10)
+
+
+def test_lower_thread_priority_refused_is_not_fatal(monkeypatch):
+    def refuse(*_args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    monkeypatch.setattr(os, "setpriority", refuse)
+    assert _backup.lower_thread_priority("idle") is False
+    assert _backup.lower_thread_priority("low") is False
+    assert _backup.lower_thread_priority("normal") is False

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -90,10 +91,17 @@ DELIMITER ;
 """
 
 
-def frame(data: bytes, compression: str = "zstd", chunk: int = 1 << 20, block: int = 1 << 20, recipients=None):
+def frame(
+    data: bytes,
+    compression: str = "zstd",
+    chunk: int = 1 << 20,
+    block: int = 1 << 20,
+    recipients=None,
+    digest: bool = True,
+):
     out = io.BytesIO()
     writer = _dumpfile.FrameWriter(out, compression, None, threads=0, encrypt_to=recipients)
-    parser = _dumpfile.DumpParser(writer, chunk)
+    parser = _dumpfile.DumpParser(writer, chunk, digest=digest)
     for i in range(0, len(data), block):
         parser.feed(data[i : i + block])
     parser.finish()
@@ -130,6 +138,64 @@ def test_digest_independent_of_feeding_and_chunking():
             _blob, parser, _manifest = frame(MARIADB_DUMP, chunk=chunk, block=block)
             digests.add(parser.tables()["a`b"].digest.hexdigest())
     assert len(digests) == 1
+
+
+def test_zstd_frame_checksum_is_the_low_half_of_xxh64():
+    # XXH64 test vectors: "" -> ef46db3751d8e999, "a" -> d24ec4f1a98c6e5b
+    writer = _dumpfile.FrameWriter(io.BytesIO(), "zstd")
+    sums = []
+    for content in (b"", b"a"):
+        writer.begin()
+        writer.write(content)
+        sums.append(writer.end()[2])
+    assert sums == ["51d8e999", "a98c6e5b"]
+
+
+def test_gzip_frame_checksum_is_the_members_crc32():
+    writer = _dumpfile.FrameWriter(io.BytesIO(), "gzip")
+    writer.begin()
+    writer.write(MARIADB_DUMP)
+    assert writer.end()[2] == f"{zlib.crc32(MARIADB_DUMP):08x}"
+    assert _dumpfile.FrameWriter(io.BytesIO(), "none").end()[2] is None
+
+
+@pytest.mark.parametrize("compression,algorithm", [("zstd", "xxh64-32"), ("gzip", "crc32")])
+def test_data_digest_from_frame_checksums_costs_no_hashing(compression, algorithm):
+    blob, parser, manifest = frame(MARIADB_DUMP, compression, chunk=10, digest=False)
+    assert all(t.digest is None for t in parser.tables().values())
+    entry = manifest["tables"]["a`b"]
+    data_frames = [f for f in entry["frames"] if f["part"] in _dumpfile.DATA_PARTS]
+    assert [f["part"] for f in data_frames] == ["data_head", "data", "data", "data_tail"]
+    assert entry["data_digest"] == f"{algorithm}:" + ",".join(f["checksum"] for f in data_frames)
+    # every checksum is the one in the trailer of that frame of the file
+    for f in data_frames:
+        raw = blob[f["offset"] : f["offset"] + f["length"]]
+        assert _dumpfile.frame_checksum(compression, raw[-8:]) == f["checksum"]
+    # one byte of data changed: another digest
+    other = frame(MARIADB_DUMP.replace(b"(2,NULL)", b"(2,'')"), compression, chunk=10, digest=False)[2]
+    assert other["tables"]["a`b"]["data_digest"] != entry["data_digest"]
+    assert other["tables"]["np"]["data_digest"] == manifest["tables"]["np"]["data_digest"]
+
+
+def test_uncompressed_backups_keep_a_sha256_data_digest():
+    manifest = frame(MARIADB_DUMP, "none", digest=False)[2]
+    hashed = frame(MARIADB_DUMP, "zstd", digest=True)[1]
+    assert manifest["tables"]["a`b"]["data_digest"] == "sha256:" + hashed.tables()["a`b"].digest.hexdigest()
+
+
+@pytest.mark.parametrize("block", [5, 333, 1 << 20])
+def test_rows_with_many_semicolons_in_values(block):
+    """Values full of ';' (and ';' before escaped line breaks) neither end a statement nor slow the scan."""
+    rows = [f"({i},'{';' * (i % 150)}x;\\n;\\r;')" for i in range(1, 400)]
+    body = b"INSERT INTO `np` VALUES\n" + ",\n".join(rows).encode() + b";\n"
+    body += b"INSERT INTO `np` VALUES\n(400,';;;;;;;;');\n"
+    data = MARIADB_DUMP.replace(
+        b"/*!40000 ALTER TABLE `np` DISABLE KEYS */;\n",
+        b"/*!40000 ALTER TABLE `np` DISABLE KEYS */;\n" + body,
+    )
+    _blob, parser, _manifest = frame(data, chunk=2000, block=block)
+    assert parser.tables()["np"].rows == 400
+    assert parser.tables()["a`b"].rows == 5
 
 
 def test_digest_changes_with_one_byte_of_data():

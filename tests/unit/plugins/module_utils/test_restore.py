@@ -144,7 +144,7 @@ def test_task_pool_rejects_unknown_dependencies_and_cycles() -> None:
 # --- choosing and checking files (no server needed) ----------------------------------------------
 
 
-def _framed_backup(directory: Path, name: str = "app-20261128T031500Z.sql.zst") -> str:
+def _framed_backup(directory: Path, name: str = "app-20261128T031500Z.sql.zst", digest: bool = True) -> str:
     sql = (
         b"-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB\n--\n/*!40101 SET NAMES utf8mb4 */;\n\n"
         b"--\n-- Table structure for table `t`\n--\n\nDROP TABLE IF EXISTS `t`;\nCREATE TABLE `t` (\n"
@@ -157,7 +157,7 @@ def _framed_backup(directory: Path, name: str = "app-20261128T031500Z.sql.zst") 
     path = directory / name
     raw = io.BytesIO()
     writer = _dumpfile.FrameWriter(raw, "zstd")
-    parser = _dumpfile.DumpParser(writer, 16)
+    parser = _dumpfile.DumpParser(writer, 16, digest=digest)
     parser.feed(sql)
     parser.finish()
     sha, size = writer.close()
@@ -222,6 +222,37 @@ def test_check_backup_resigned_corruption_is_found_in_the_frames(tmp_path: Path)
         _restore.check_backup(path, [])
 
 
+@pytest.mark.parametrize("digest", [False, True])
+def test_check_backup_digests_the_data_as_stored(tmp_path: Path, digest: bool) -> None:
+    """Frame-checksum or SHA-256 manifests: check_backup yields the SHA-256 of each table's data region."""
+    path = _framed_backup(tmp_path, digest=digest)
+    recorded = json.loads(Path(path + ".manifest.json").read_text())["tables"]["t"]["data_digest"]
+    assert recorded.startswith("sha256:" if digest else "xxh64-32:")
+    checked = _restore.check_backup(path, [])
+    sha = hashlib.sha256(b"--\n\nLOCK TABLES `t` WRITE;\n/*!40000 ALTER TABLE `t` DISABLE KEYS */;\n")
+    sha.update(b"INSERT INTO `t` VALUES\n(1),\n(2);\n/*!40000 ALTER TABLE `t` ENABLE KEYS */;\nUNLOCK TABLES;\n")
+    assert checked.data_digest("t") == "sha256:" + sha.hexdigest()
+    assert len(checked.frame_checksums["t"]) == 3
+
+
+@pytest.mark.parametrize(
+    "tamper,message",
+    [
+        (lambda m: m["tables"]["t"].update(rows=3), "holds 2 rows in the file but 3 in the manifest"),
+        (lambda m: m["tables"]["t"].update(data_digest="xxh64-32:00000000"), "has data digest xxh64-32:"),
+        (lambda m: m["tables"]["t"]["frames"][-1].update(checksum="00000000"), "is not the 00000000 the manifest"),
+    ],
+)
+def test_check_backup_refuses_a_manifest_of_other_content(tmp_path: Path, tamper, message: str) -> None:
+    path = _framed_backup(tmp_path, digest=False)
+    manifest = json.loads(Path(path + ".manifest.json").read_text())
+    tamper(manifest)
+    Path(path + ".manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(_restore.RestoreError, match="does not belong to this file") as err:
+        _restore.check_backup(path, [])
+    assert message in str(err.value)
+
+
 def test_find_backup_picks_the_newest_valid_one(tmp_path: Path) -> None:
     old = _framed_backup(tmp_path, "app-20261101T031500Z.sql.zst")
     new = _framed_backup(tmp_path, "app-20261128T031500Z.sql.zst")
@@ -284,6 +315,7 @@ def test_check_backup_trailing_bytes_and_missing_trailer(tmp_path: Path) -> None
     data = raw[: footer["offset"]] + new_footer
     Path(cut).write_bytes(data)
     footer.update(length=len(new_footer), size=len(plain) - len(b" completed"))
+    footer.pop("checksum")  # the new frame has none
     cut_manifest.update(
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
