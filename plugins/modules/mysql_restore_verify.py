@@ -12,14 +12,17 @@ version_added: 0.1.0
 description:
   - Reads a backup written by M(mutuapix.ops.mysql_backup) (the framed file and its C(.manifest.json)).
   - "Before any database is touched, the file is proven intact: its size and SHA-256 equal the manifest's,
-    the manifest names this file, every frame decompresses to the size the manifest records, the dump
-    trailer is present and, for an C(.age) file, the identity decrypts it. Otherwise the task fails and
-    nothing is created or dropped."
+    the manifest names this file, every frame decompresses to the size the manifest records (checking the
+    frame's own checksum, which must be the one the manifest recorded), the dump trailer is present and,
+    for an C(.age) file, the identity decrypts it. The decompressed dump is parsed again: every table's
+    row count and data digest must be the manifest's. Otherwise the task fails and nothing is created or
+    dropped."
   - "C(mode=verify) restores into a scratch database, in parallel: tables are created without their
     secondary indexes, their data frames are loaded over O(workers) sessions of the C(mariadb)/C(mysql)
     client (tables without a primary key in one ordered stream) and the indexes are added afterwards.
-    Each table is then compared with the manifest: exact row count and, with O(verify=content), the
-    digest of its data re-dumped with the backup's own dump options. Views, triggers, routines and events
+    Each table is then compared with the backup: exact row count and, with O(verify=content), the SHA-256
+    of its data re-dumped with the backup's own dump options against the SHA-256 of the same data region
+    in the file. Views, triggers, routines and events
     are restored and checked by name. The scratch database is dropped afterwards, also on failure,
     unless O(keep_scratch)."
   - "C(mode=restore) does the same into a shadow database, and only when it matches the backup swaps it
@@ -96,8 +99,8 @@ options:
     default: 1
   verify:
     description:
-      - C(rows) compares exact row counts; C(content) also compares each table's data digest, recomputed by
-        re-dumping the restored table exactly as the backup was dumped.
+      - C(rows) compares exact row counts; C(content) also compares each table's data, re-dumped exactly as
+        the backup was dumped, with the data in the file (SHA-256 of both).
       - Backups written by MySQL's C(mysqldump) (MySQL dialect) cannot be digested by C(mariadb-dump) the same
         way; they are verified by row counts, with a warning.
     type: str

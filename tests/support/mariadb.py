@@ -108,7 +108,27 @@ class MariaDB:
             capture_output=True,
         )
 
+    def _reuse_running(self) -> bool:
+        """A server already running on this basedir (e.g. a bench server left up): use it.
+
+        Starting a second mariadbd on the same datadir would spin on its file locks while
+        the readiness check below connected to the first one.
+        """
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            os.kill(pid, 0)
+            conn = pymysql.connect(unix_socket=self.socket, user="root", password=self.ROOT_PASSWORD, connect_timeout=2)
+        except (OSError, ValueError, pymysql.err.OperationalError):
+            return False
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@port")
+            self.port = int(cur.fetchone()[0])
+        conn.close()
+        return True
+
     def start(self, timeout: float = 60) -> MariaDB:
+        if self.proc is None and self._reuse_running():
+            return self
         self.basedir.mkdir(parents=True, exist_ok=True)
         (self.basedir / "empty-client.cnf").write_text("[client]\n")
         fresh = not (self.datadir / "mysql").is_dir()
