@@ -277,14 +277,20 @@ def pump(
     machine with as many busy threads as cores, compressing at the same priority takes
     CPU from them and the whole backup waits (measured in ``bench/bench_backup.py``).
     So the worker runs at ``priority`` while this thread, at the caller's priority, keeps
-    draining the pipe into a bounded queue (``depth`` chunks: memory stays bounded). One
-    ``os.read`` per chunk (the pipe is enlarged to ``PIPE_SIZE``) keeps copies to one.
-    An exception in ``consume`` stops the reading and is raised here.
+    draining the pipe into a bounded queue (``depth`` chunks: memory stays bounded).
+
+    Chunks are read with one ``readv`` into a pool of reused buffers (the pipe is enlarged
+    to ``PIPE_SIZE``): no fresh, page-faulting allocation per MB. ``consume`` gets a
+    ``bytearray`` that is reused once it returns, so it must copy what it keeps. An
+    exception in ``consume`` stops the reading and is raised here.
     """
     fd = pipe.fileno()
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-    blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _unused in range(depth + 2):
+        free.put(bytearray(block))
+    blocks: queue.Queue[tuple[bytearray, int] | None] = queue.Queue(maxsize=depth)
     errors: list[BaseException] = []
     cancel = threading.Event()
 
@@ -295,21 +301,24 @@ def pump(
                 item = blocks.get()
                 if item is None:
                     return
+                buf, size = item
                 if not cancel.is_set():
-                    consume(item)
+                    consume(buf if size == len(buf) else bytes(memoryview(buf)[:size]))
+                free.put(buf)
         except BaseException as exc:  # noqa: BLE001 - raised by the reading thread
             errors.append(exc)
-            while blocks.get() is not None:  # let the reader finish its last put
-                pass
+            while (item := blocks.get()) is not None:  # let the reader finish its last put
+                free.put(item[0])
 
     thread = threading.Thread(target=worker, name="backup-compress", daemon=True)
     thread.start()
     try:
         while not errors:
-            data = os.read(fd, block)
-            if not data:
+            buf = free.get()
+            size = os.readv(fd, [buf])
+            if not size:
                 break
-            blocks.put(data)
+            blocks.put((buf, size))
     except BaseException:
         cancel.set()
         raise

@@ -67,7 +67,8 @@ DUMP_OPTIONS = [
     "--default-character-set=utf8mb4",
     "--no-tablespaces",
 ]
-# Options that would break the framing, the digests or the consistency guarantee.
+# Options that would break the framing, the row counts, the digests or the consistency guarantee
+# (--replace and --insert-ignore write statements the parser does not count rows in).
 FORBIDDEN_DUMP_ARGS = (
     "--skip-comments",
     "--compact",
@@ -88,6 +89,8 @@ FORBIDDEN_DUMP_ARGS = (
     "-x",
     "--skip-single-transaction",
     "--dump-date",
+    "--replace",
+    "--insert-ignore",
     "--defaults-file",
     "--defaults-extra-file",
     "--no-defaults",
@@ -514,14 +517,21 @@ class DumpParser:
         if cur.digest is None:
             return
         if self._digester is not None:
+            # The digest thread reads it later: a view of a reused buffer must be copied.
+            if not isinstance(data, bytes) and not (isinstance(data, memoryview) and data.readonly):
+                data = bytes(data)
             self._digester.update(cur.digest, data)
         else:
             cur.digest.update(data)
 
     # the state machine
 
-    def feed(self, block: bytes) -> None:
-        """Parse a block of the stream; a line split across blocks waits for its end."""
+    def feed(self, block: bytes | bytearray) -> None:
+        """Parse a block of the stream; a line split across blocks waits for its end.
+
+        Nothing of ``block`` is kept after this returns (copies are), so a caller may reuse
+        a ``bytearray`` for the next block.
+        """
         if not block:
             return
         start = 0

@@ -107,7 +107,7 @@ options:
     description:
       - Extra arguments for the dump program, passed as separate argv entries (no shell).
       - Options that would break the file format, its consistency or the credential handling
-        (C(--skip-comments), C(--compact), C(--tab), C(--skip-opt), C(--password), ...) are refused.
+        (C(--skip-comments), C(--compact), C(--tab), C(--skip-opt), C(--replace), C(--password), ...) are refused.
     type: list
     elements: str
     default: []

@@ -27,7 +27,18 @@ def test_granted_privileges_db_and_global_levels():
 
 
 @pytest.mark.parametrize(
-    "arg", ["--skip-comments", "--compact", "-pSECRET", "--password=x", "--tab=/tmp", "--result-file=/x", "-uroot"]
+    "arg",
+    [
+        "--skip-comments",
+        "--compact",
+        "-pSECRET",
+        "--password=x",
+        "--tab=/tmp",
+        "--result-file=/x",
+        "-uroot",
+        "--replace",
+        "--insert-ignore",
+    ],
 )
 def test_extra_dump_args_refused(arg):
     with pytest.raises(_backup.BackupError, match="may not contain"):
@@ -135,11 +146,11 @@ def test_pump_hands_every_byte_in_order_to_a_lower_priority_worker(priority):
     policies = set()
 
     def consume(block: bytes) -> None:
-        seen.append(block)
+        seen.append(bytes(block))  # a full block is a reused buffer: copy what is kept
         policies.add((os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)))
 
     with pipe:
-        _backup.pump(pipe, consume, priority, block=65536, depth=2)
+        _backup.pump(pipe, consume, priority, block=4096, depth=2)
     writer.join()
     assert b"".join(seen) == data
     expected = {"idle": (os.SCHED_IDLE, 0), "low": (os.SCHED_OTHER, 19), "normal": (os.SCHED_OTHER, 0)}[priority]

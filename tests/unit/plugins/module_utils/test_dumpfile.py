@@ -177,6 +177,29 @@ def test_data_digest_from_frame_checksums_costs_no_hashing(compression, algorith
     assert other["tables"]["np"]["data_digest"] == manifest["tables"]["np"]["data_digest"]
 
 
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+@pytest.mark.parametrize("block", [7, 64, 4096])
+def test_feeding_one_reused_bytearray_gives_the_same_file(compression, block):
+    """mysql_backup reads into reused buffers: the parser (and its digest thread) keeps copies only."""
+    expected_blob, _parser, expected = frame(MARIADB_DUMP, compression, chunk=10, block=block, digest=False)
+    out = io.BytesIO()
+    writer = _dumpfile.FrameWriter(out, compression)
+    parser = _dumpfile.DumpParser(writer, 10, digest=False)
+    buf = bytearray(block)
+    for i in range(0, len(MARIADB_DUMP), block):
+        piece = MARIADB_DUMP[i : i + block]
+        if len(piece) < block:
+            parser.feed(piece)
+            continue
+        buf[:] = piece
+        parser.feed(buf)
+        buf[:] = b"\xff" * block  # anything the parser kept a view of changes now
+    parser.finish()
+    writer.close()
+    assert out.getvalue() == expected_blob
+    assert parser.manifest_objects() == expected["tables"]
+
+
 def test_uncompressed_backups_keep_a_sha256_data_digest():
     manifest = frame(MARIADB_DUMP, "none", digest=False)[2]
     hashed = frame(MARIADB_DUMP, "zstd", digest=True)[1]
