@@ -184,13 +184,22 @@ def main() -> None:
     def ratio(table: dict[str, float], num: str, den: str) -> float | None:
         return round(table[num] / table[den], 3) if num in table and den in table else None
 
+    def paired(num: str, den: str) -> float | None:
+        """Median over rounds of num/den in the same round: the machine's drift cancels out."""
+        if num not in results or den not in results or len(results[num]) != len(results[den]):
+            return None
+        pairs = [a["seconds"] / b["seconds"] for a, b in zip(results[num], results[den], strict=True)]
+        return round(statistics.median(pairs), 3)
+
     summary = {
         "plain_dump_bytes": uncompressed,
         "rounds": args.rounds,
         "mysql_backup_vs_floor": ratio(best, MB, floor),
         "mysql_backup_vs_floor_median": ratio(median, MB, floor),
+        "mysql_backup_vs_floor_paired_median": paired(MB, floor),
         "gzip_vs_mysql_backup": ratio(best, "dump | gzip -6", MB),
         "gzip_vs_mysql_backup_median": ratio(median, "dump | gzip -6", MB),
+        "gzip_vs_mysql_backup_paired_median": paired("dump | gzip -6", MB),
         "community_mysql_vs_mysql_backup": ratio(best, "community.mysql mysql_db dump .gz", MB),
         "community_mysql_vs_mysql_backup_median": ratio(median, "community.mysql mysql_db dump .gz", MB),
         "mysql_backup_peak_rss_mb": max(r["peak_rss_mb"] for r in results[MB]),
