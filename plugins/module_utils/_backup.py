@@ -280,7 +280,8 @@ def pump(
     draining the pipe into a bounded queue (``depth`` chunks: memory stays bounded).
 
     Chunks are read with one ``readv`` into a pool of reused buffers (the pipe is enlarged
-    to ``PIPE_SIZE``): no fresh, page-faulting allocation per MB. ``consume`` gets a
+    to ``PIPE_SIZE``): no fresh, page-faulting allocation per MB. Buffers are allocated as
+    the queue needs them, so a small database never pays for the whole pool. ``consume`` gets a
     ``bytearray`` that is reused once it returns, so it must copy what it keeps. An
     exception in ``consume`` stops the reading and is raised here.
     """
@@ -288,8 +289,8 @@ def pump(
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
     free: queue.Queue[bytearray] = queue.Queue()
-    for _unused in range(depth + 2):
-        free.put(bytearray(block))
+    # At most depth buffers wait in the queue and one is being consumed: one more to read into.
+    allocate = depth + 2
     blocks: queue.Queue[tuple[bytearray, int] | None] = queue.Queue(maxsize=depth)
     errors: list[BaseException] = []
     cancel = threading.Event()
@@ -314,7 +315,14 @@ def pump(
     thread.start()
     try:
         while not errors:
-            buf = free.get()
+            try:
+                buf = free.get_nowait()
+            except queue.Empty:
+                if allocate:
+                    allocate -= 1
+                    buf = bytearray(block)
+                else:
+                    buf = free.get()
             size = os.readv(fd, [buf])
             if not size:
                 break

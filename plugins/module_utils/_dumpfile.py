@@ -201,6 +201,19 @@ class _CountingSink:
 FRAME_CHECKSUMS = {"zstd": ("xxh64-32", 4), "gzip": ("crc32", 8)}
 
 
+def checksum_algorithm(compression: str | None) -> str | None:
+    """The name of the checksum frames of this compression carry (None: they carry none)."""
+    spec = FRAME_CHECKSUMS.get(compression or "")
+    return spec[0] if spec else None
+
+
+def frames_digest(algorithm: str | None, checksums: list[str | None]) -> str | None:
+    """A table's ``data_digest`` made of its data frames' checksums, in stream order."""
+    if not algorithm or not checksums:
+        return None
+    return f"{algorithm}:{','.join(c or '' for c in checksums)}"
+
+
 def frame_checksum(compression: str, frame_tail: bytes) -> str | None:
     """The checksum stored at the end of one compressed frame (hex), or None without one."""
     spec = FRAME_CHECKSUMS.get(compression)
@@ -259,8 +272,7 @@ class FrameWriter:
 
     @property
     def checksum_algorithm(self) -> str | None:
-        spec = FRAME_CHECKSUMS.get(self.compression)
-        return spec[0] if spec else None
+        return checksum_algorithm(self.compression)
 
     def begin(self) -> None:
         self._frame_start = self.position
@@ -383,10 +395,7 @@ class DumpObject:
         """``sha256:<hex>`` when digested while parsing, else the data frames' checksums."""
         if self.digest is not None:
             return "sha256:" + self.digest.hexdigest()
-        checksums = [f.checksum or "" for f in self.frames if f.part in DATA_PARTS]
-        if not checksums or not self.checksum_algorithm:
-            return None
-        return f"{self.checksum_algorithm}:{','.join(checksums)}"
+        return frames_digest(self.checksum_algorithm, [f.checksum for f in self.frames if f.part in DATA_PARTS])
 
     def to_dict(self) -> dict[str, Any]:
         frames = [f for f in self.frames if f.part != "view_stub"] or self.frames

@@ -183,10 +183,8 @@ class CheckedBackup:
 
     def data_digest(self, table: str) -> str | None:
         """``sha256:<hex>`` of the table's data region as stored in the file."""
-        obj = self.contents.tables().get(table) if self.contents is not None else None
-        if obj is None or obj.digest is None:
-            return None
-        return "sha256:" + obj.digest.hexdigest()
+        obj = self.contents.objects.get(table) if self.contents is not None else None
+        return obj.data_digest() if obj is not None else None
 
     def close(self) -> None:
         if self.workdir:
@@ -321,32 +319,31 @@ def _check_frames(checked: CheckedBackup) -> None:
     if expected is not None and expected != checked.uncompressed:
         raise RestoreError(f"{checked.path}: decompresses to {checked.uncompressed} bytes, manifest says {expected}")
     checked.contents = contents
+    found = contents.tables()
     for name, obj in (manifest.get("tables") or {}).items():
         if obj.get("kind") == "table":
-            _check_table_entry(checked, name, obj, damaged)
+            problem = _table_entry_problem(checked, found.get(name), obj)
+            if problem:
+                raise RestoreError(
+                    f"{checked.path}: table {name!r} {problem}: the manifest does not belong to this file; {damaged}"
+                )
 
 
-def _check_table_entry(checked: CheckedBackup, name: str, obj: dict[str, Any], damaged: str) -> None:
-    """The manifest's rows and data digest of one table are those of the file."""
-    found = checked.contents.tables().get(name) if checked.contents is not None else None
-    rows = found.rows if found is not None else None
-    problem = None
-    if rows != obj.get("rows"):
-        problem = f"holds {rows} rows in the file but {obj.get('rows')} in the manifest"
+def _table_entry_problem(checked: CheckedBackup, found: _dumpfile.DumpObject | None, obj: dict[str, Any]) -> str:
+    """How the manifest's rows and data digest of one table differ from the file ("" when they do not)."""
+    if found is None:
+        return "is in the manifest but not in the file"
+    if found.rows != obj.get("rows"):
+        return f"holds {found.rows} rows in the file but {obj.get('rows')} in the manifest"
     recorded = obj.get("data_digest")
-    if problem is None and recorded is not None:
-        if str(recorded).startswith("sha256:"):
-            actual = checked.data_digest(name)
-        else:
-            algorithm = _dumpfile.FRAME_CHECKSUMS.get(checked.manifest.get("compression"), ("?",))[0]
-            sums = checked.frame_checksums.get(name, [])
-            actual = f"{algorithm}:{','.join(s or '' for s in sums)}" if sums else None
-        if actual != recorded:
-            problem = f"has data digest {actual} in the file but {recorded} in the manifest"
-    if problem:
-        raise RestoreError(
-            f"{checked.path}: table {name!r} {problem}: the manifest does not belong to this file; {damaged}"
-        )
+    if recorded is None:
+        return ""
+    if str(recorded).startswith("sha256:"):
+        actual = found.data_digest()
+    else:
+        algorithm = _dumpfile.checksum_algorithm(checked.manifest.get("compression"))
+        actual = _dumpfile.frames_digest(algorithm, checked.frame_checksums.get(found.name, []))
+    return "" if actual == recorded else f"has data digest {actual} in the file but {recorded} in the manifest"
 
 
 def _check_all_frames(checked: CheckedBackup, contents: _dumpfile.DumpParser, damaged: str) -> None:

@@ -175,6 +175,21 @@ def test_pump_stops_reading_and_raises_when_the_worker_fails():
     writer.join(timeout=10)
 
 
+def test_pump_raises_a_failed_read_and_stops_the_worker():
+    read_fd, write_fd = os.pipe()
+    os.close(write_fd)
+    os.close(read_fd)  # reading a closed descriptor fails with EBADF
+
+    class ClosedPipe:
+        def fileno(self) -> int:
+            return read_fd
+
+    before = threading.active_count()
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        _backup.pump(ClosedPipe(), lambda block: None, "idle", block=4096, depth=2)
+    assert threading.active_count() == before  # the worker thread was joined
+
+
 def test_lower_thread_priority_refused_is_not_fatal(monkeypatch):
     def refuse(*_args):
         raise PermissionError(1, "Operation not permitted")

@@ -241,6 +241,10 @@ def test_check_backup_digests_the_data_as_stored(tmp_path: Path, digest: bool) -
         (lambda m: m["tables"]["t"].update(rows=3), "holds 2 rows in the file but 3 in the manifest"),
         (lambda m: m["tables"]["t"].update(data_digest="xxh64-32:00000000"), "has data digest xxh64-32:"),
         (lambda m: m["tables"]["t"]["frames"][-1].update(checksum="00000000"), "is not the 00000000 the manifest"),
+        (
+            lambda m: m["tables"].update(ghost={"kind": "table", "rows": 0, "frames": []}),
+            "'ghost' is in the manifest but not in the file",
+        ),
     ],
 )
 def test_check_backup_refuses_a_manifest_of_other_content(tmp_path: Path, tamper, message: str) -> None:
