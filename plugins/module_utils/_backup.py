@@ -346,12 +346,84 @@ class DumpResult:
     program_version: str
 
 
-def _program_version(program: str) -> str:
+def _start_program_version(program: str) -> subprocess.Popen | None:
+    """``program --version``, started beside the dump rather than after it."""
     try:
-        out = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30, check=False)
-        return out.stdout.strip()
+        return subprocess.Popen(
+            [program, "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        )
     except OSError:
+        return None
+
+
+def _program_version(proc: subprocess.Popen | None) -> str:
+    if proc is None:
         return ""
+    try:
+        out, _err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return ""
+    return out.decode("utf-8", "replace").strip()
+
+
+WRITEBACK_BYTES = 8 * 1024 * 1024
+
+
+class WritebackFile:
+    """A file written through ``write`` whose data a background thread keeps syncing to disk.
+
+    Every ``every`` bytes the thread calls ``fdatasync``, so the final ``fsync`` of a backup
+    has only the last few MB left to write instead of the whole file (about 80 ms per
+    170 MB here, all of it after the dump had finished). A background sync consumes a
+    write error on Linux (the next ``fsync`` on the same descriptor would not see it), so
+    its errors are kept and raised by ``sync()``.
+    """
+
+    def __init__(self, raw: Any, every: int = WRITEBACK_BYTES) -> None:
+        self.raw = raw
+        self._every = every
+        self._unsynced = 0
+        self._wake = threading.Event()
+        self._closing = False
+        self._errors: list[OSError] = []
+        self._thread = threading.Thread(target=self._run, name="backup-writeback", daemon=True)
+        self._thread.start()
+
+    def write(self, data: Any) -> int:
+        written = self.raw.write(data)
+        self._unsynced += len(data)
+        if self._unsynced >= self._every:
+            self._unsynced = 0
+            self._wake.set()
+        return written
+
+    def _run(self) -> None:
+        fd = self.raw.fileno()
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closing:
+                return
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                self._errors.append(exc)
+                return
+
+    def stop(self) -> None:
+        self._closing = True
+        self._wake.set()
+        self._thread.join()
+
+    def sync(self) -> None:
+        """Flush and ``fsync`` the file; raises a write error any background sync met."""
+        self.stop()
+        self.raw.flush()
+        if self._errors:
+            raise self._errors[0]
+        os.fsync(self.raw.fileno())
 
 
 def run_dump(
@@ -372,43 +444,48 @@ def run_dump(
     """Stream the dump program's output through the parser into ``tmp_path`` (0600), fsynced."""
     fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb", buffering=1024 * 1024) as raw, tempfile.TemporaryFile() as errfile:
-        writer = _dumpfile.FrameWriter(raw, compression, level, threads=threads, encrypt_to=recipients)
-        # The data digests are the frames' own checksums (free); only uncompressed output is hashed.
-        parser = _dumpfile.DumpParser(writer, chunk_bytes, digest=False)
-        with client_option_file(conn) as option_file:
-            cmd = dump_command(program, option_file, plan.database, exclude_tables, exclude_data, extra)
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
-            try:
-                pump(proc.stdout, parser.feed, cpu_priority)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-            finally:
-                proc.stdout.close()
-            rc = proc.wait()
-        errfile.seek(0)
-        stderr = errfile.read().decode("utf-8", "replace").strip()
-        if rc != 0:
-            detail = stderr or (
-                "it printed no error; was it killed, or did the server go away? Check the server's error log"
-            )
-            raise BackupError(
-                f"{os.path.basename(program)} failed with exit code {rc} while dumping {plan.database!r}: {detail}",
-                rc=rc,
-                stderr=stderr,
-            )
-        parser.finish()
-        if not parser.completed:
-            raise BackupError(
-                f"the dump of {plan.database!r} ended without the '-- Dump completed' trailer: it is incomplete "
-                "(server gone away or the dump program was killed?)",
-                stderr=stderr,
-            )
-        sha256, size = writer.close()
-        raw.flush()
-        os.fsync(raw.fileno())
-    return DumpResult(parser, sha256, size, writer.uncompressed, _program_version(program))
+        out = WritebackFile(raw)
+        version = _start_program_version(program)
+        try:
+            writer = _dumpfile.FrameWriter(out, compression, level, threads=threads, encrypt_to=recipients)
+            # The data digests are the frames' own checksums (free); only uncompressed output is hashed.
+            parser = _dumpfile.DumpParser(writer, chunk_bytes, digest=False)
+            with client_option_file(conn) as option_file:
+                cmd = dump_command(program, option_file, plan.database, exclude_tables, exclude_data, extra)
+                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
+                try:
+                    pump(proc.stdout, parser.feed, cpu_priority)
+                except BaseException:
+                    proc.kill()
+                    proc.wait()
+                    raise
+                finally:
+                    proc.stdout.close()
+                rc = proc.wait()
+            errfile.seek(0)
+            stderr = errfile.read().decode("utf-8", "replace").strip()
+            if rc != 0:
+                detail = stderr or (
+                    "it printed no error; was it killed, or did the server go away? Check the server's error log"
+                )
+                raise BackupError(
+                    f"{os.path.basename(program)} failed with exit code {rc} while dumping {plan.database!r}: {detail}",
+                    rc=rc,
+                    stderr=stderr,
+                )
+            parser.finish()
+            if not parser.completed:
+                raise BackupError(
+                    f"the dump of {plan.database!r} ended without the '-- Dump completed' trailer: it is "
+                    "incomplete (server gone away or the dump program was killed?)",
+                    stderr=stderr,
+                )
+            sha256, size = writer.close()
+            out.sync()
+        finally:
+            out.stop()
+            program_version = _program_version(version)
+    return DumpResult(parser, sha256, size, writer.uncompressed, program_version)
 
 
 def build_manifest(

@@ -199,3 +199,47 @@ def test_lower_thread_priority_refused_is_not_fatal(monkeypatch):
     assert _backup.lower_thread_priority("idle") is False
     assert _backup.lower_thread_priority("low") is False
     assert _backup.lower_thread_priority("normal") is False
+
+
+def test_writeback_file_syncs_in_the_background_and_keeps_everything(tmp_path, monkeypatch):
+    synced = []
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    path = tmp_path / "out"
+    with open(path, "wb", buffering=1 << 16) as raw:
+        out = _backup.WritebackFile(raw, every=1 << 16)
+        for i in range(64):
+            out.write(bytes([i]) * 8192)
+        out.sync()
+        out.stop()  # idempotent
+    assert path.read_bytes() == b"".join(bytes([i]) * 8192 for i in range(64))
+    assert synced, "no background fdatasync ran"
+
+
+def test_writeback_file_raises_a_background_sync_error(tmp_path, monkeypatch):
+    def failing(_fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with open(tmp_path / "out", "wb") as raw:
+        out = _backup.WritebackFile(raw, every=10)
+        out.write(b"x" * 100)
+        out._thread.join(timeout=10)  # the background sync has failed and stopped
+        # its error must not be lost: the final fsync on the same descriptor would not see it
+        with pytest.raises(OSError, match="Input/output error"):
+            out.sync()
+
+
+def test_unix_socket_connections_skip_the_tls_context():
+    socket_only = ConnectionParams({"login_unix_socket": "/run/mysqld/mysqld.sock", "config_file": None})
+    assert socket_only.pymysql_kwargs()["ssl_disabled"] is True
+    tcp = ConnectionParams({"login_host": "db.example.org", "config_file": None})
+    assert "ssl_disabled" not in tcp.pymysql_kwargs()
+    with_ca = ConnectionParams({"login_unix_socket": "/s", "ssl_ca": "/ca.pem", "config_file": None})
+    kwargs = with_ca.pymysql_kwargs()
+    assert kwargs["ssl"] == {"ca": "/ca.pem"} and "ssl_disabled" not in kwargs

@@ -326,3 +326,28 @@ def test_write_json_atomic_mode(tmp_path):
     assert json.loads(path.read_text()) == {"a": 1}
     assert (path.stat().st_mode & 0o777) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 200_003])
+def test_count_newlines_matches_bytes_count(size):
+    # lines of varied length, crossing the 64 KiB pieces at every offset of interest
+    data = b"".join(b"(%d,'%s')\n" % (i, b"x" * (i % 97)) for i in range(size // 40 + 2))[:size]
+    for start, end in ((0, None), (1, size - 1), (65535, 65537), (size // 3, size // 2)):
+        stop = size if end is None else max(0, end)
+        want = data.count(b"\n", start, stop)
+        assert _dumpfile.count_newlines(data, start, end) == want
+        assert _dumpfile.count_newlines(bytearray(data), start, end) == want
+    assert _dumpfile.count_newlines(b"\n" * size) == size
+
+
+def test_default_zstd_setting_is_the_tuned_one_and_levels_are_zstds():
+    data = b"".join(b"(%d,'row %d'),\n" % (i, i * 7) for i in range(50_000))
+    tuned = zstandard.ZstdCompressor(compression_params=_dumpfile.zstd_parameters(None)).compress(data)
+    params = zstandard.get_frame_parameters(tuned)
+    assert params.window_size == 1 << _dumpfile.ZSTD_DEFAULT_TUNING["window_log"]
+    assert params.has_checksum
+    assert zstandard.ZstdDecompressor().decompress(tuned) == data
+    # an explicit level is zstd's own level, with the frame checksum
+    explicit = zstandard.ZstdCompressor(compression_params=_dumpfile.zstd_parameters(3)).compress(data)
+    assert zstandard.get_frame_parameters(explicit).has_checksum
+    assert explicit == zstandard.ZstdCompressor(level=3, write_checksum=True).compress(data)
