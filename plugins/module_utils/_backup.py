@@ -270,7 +270,7 @@ def lower_thread_priority(priority: str) -> bool:
 
 def pump(
     pipe: Any, consume: Any, priority: str = "normal", block: int = PIPE_SIZE, depth: int = READ_AHEAD_BLOCKS
-) -> None:
+) -> bool:
     """Read the dump program's output here; ``consume`` each chunk in a worker thread.
 
     The database server and the dump program are the critical path of a backup: on a
@@ -283,7 +283,8 @@ def pump(
     to ``PIPE_SIZE``): no fresh, page-faulting allocation per MB. Buffers are allocated as
     the queue needs them, so a small database never pays for the whole pool. ``consume`` gets a
     ``bytearray`` that is reused once it returns, so it must copy what it keeps. An
-    exception in ``consume`` stops the reading and is raised here.
+    exception in ``consume`` stops the reading and is raised here. Returns False when the
+    system refused the lower ``priority`` (the worker then ran at normal priority).
     """
     fd = pipe.fileno()
     with contextlib.suppress(OSError, AttributeError):
@@ -294,9 +295,10 @@ def pump(
     blocks: queue.Queue[tuple[bytearray, int] | None] = queue.Queue(maxsize=depth)
     errors: list[BaseException] = []
     cancel = threading.Event()
+    lowered: list[bool] = []
 
     def worker() -> None:
-        lower_thread_priority(priority)
+        lowered.append(priority == "normal" or lower_thread_priority(priority))
         try:
             while True:
                 item = blocks.get()
@@ -335,6 +337,7 @@ def pump(
         thread.join()
     if errors:
         raise errors[0]
+    return all(lowered)
 
 
 @dataclass
@@ -344,6 +347,7 @@ class DumpResult:
     size: int
     uncompressed: int
     program_version: str
+    priority_lowered: bool = True
 
 
 def _start_program_version(program: str) -> subprocess.Popen | None:
@@ -454,7 +458,7 @@ def run_dump(
                 cmd = dump_command(program, option_file, plan.database, exclude_tables, exclude_data, extra)
                 proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
                 try:
-                    pump(proc.stdout, parser.feed, cpu_priority)
+                    priority_lowered = pump(proc.stdout, parser.feed, cpu_priority)
                 except BaseException:
                     proc.kill()
                     proc.wait()
@@ -485,7 +489,7 @@ def run_dump(
         finally:
             out.stop()
             program_version = _program_version(version)
-    return DumpResult(parser, sha256, size, writer.uncompressed, program_version)
+    return DumpResult(parser, sha256, size, writer.uncompressed, program_version, priority_lowered)
 
 
 def build_manifest(

@@ -150,7 +150,7 @@ def test_pump_hands_every_byte_in_order_to_a_lower_priority_worker(priority):
         policies.add((os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)))
 
     with pipe:
-        _backup.pump(pipe, consume, priority, block=4096, depth=2)
+        assert _backup.pump(pipe, consume, priority, block=4096, depth=2) is True
     writer.join()
     assert b"".join(seen) == data
     expected = {"idle": (os.SCHED_IDLE, 0), "low": (os.SCHED_OTHER, 19), "normal": (os.SCHED_OTHER, 0)}[priority]
@@ -199,6 +199,12 @@ def test_lower_thread_priority_refused_is_not_fatal(monkeypatch):
     assert _backup.lower_thread_priority("idle") is False
     assert _backup.lower_thread_priority("low") is False
     assert _backup.lower_thread_priority("normal") is False
+    # the backup goes on at normal priority, and pump says so (the module warns)
+    for priority in ("idle", "low"):
+        pipe, writer = _pipe_with(b"y" * 10000)
+        with pipe:
+            assert _backup.pump(pipe, lambda block: None, priority, block=4096, depth=2) is False
+        writer.join()
 
 
 def test_writeback_file_syncs_in_the_background_and_keeps_everything(tmp_path, monkeypatch):
@@ -215,10 +221,15 @@ def test_writeback_file_syncs_in_the_background_and_keeps_everything(tmp_path, m
         out = _backup.WritebackFile(raw, every=1 << 16)
         for i in range(64):
             out.write(bytes([i]) * 8192)
+            if i == 7:  # 64 KiB written: the background thread syncs while the writing goes on
+                for _ in range(1000):
+                    if synced:
+                        break
+                    threading.Event().wait(0.01)
+                assert synced, "no background fdatasync ran"
         out.sync()
         out.stop()  # idempotent
     assert path.read_bytes() == b"".join(bytes([i]) * 8192 for i in range(64))
-    assert synced, "no background fdatasync ran"
 
 
 def test_writeback_file_raises_a_background_sync_error(tmp_path, monkeypatch):
