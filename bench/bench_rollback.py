@@ -158,6 +158,7 @@ def main() -> int:
             own_server.stop()
         else:
             shutil.rmtree(base, ignore_errors=True)
+            server.stop()  # like the other benches: nothing is left running
 
 
 if __name__ == "__main__":
