@@ -43,7 +43,7 @@ def cpu() -> float:
 
 def best_of(repeat: int, func) -> tuple[float, object]:
     best, result = None, None
-    for _ in range(repeat):
+    for _round in range(repeat):
         start = cpu()
         result = func()
         spent = cpu() - start

@@ -222,7 +222,7 @@ def test_writeback_file_syncs_in_the_background_and_keeps_everything(tmp_path, m
         for i in range(64):
             out.write(bytes([i]) * 8192)
             if i == 7:  # 64 KiB written: the background thread syncs while the writing goes on
-                for _ in range(1000):
+                for _attempt in range(1000):
                     if synced:
                         break
                     threading.Event().wait(0.01)
