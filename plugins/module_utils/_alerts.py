@@ -42,6 +42,12 @@ STATE_VERSION = 1
 # Undelivered notifications kept for the next run; older ones are dropped first.
 MAX_UNDELIVERED = 20
 DEFAULT_STATE_DIR = "/var/lib/mutuapix-ops"
+# The notification options of every probe module (documented in doc_fragments/alerts.py).
+ALERT_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "realert_after_s": {"type": "int", "default": 3600},
+    "notify_url": {"type": "str", "no_log": True},
+    "notify_timeout": {"type": "int", "default": 10},
+}
 
 
 class StateError(Exception):

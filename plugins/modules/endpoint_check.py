@@ -73,28 +73,13 @@ options:
       - JSON file holding the previous verdict, written atomically with mode 0600.
       - Defaults to C(/var/lib/mutuapix-ops/endpoint_check-<name>.json).
     type: path
-  realert_after_s:
-    description:
-      - While a problem lasts, send a reminder after this many seconds. C(0) never reminds.
-    type: int
-    default: 3600
-  notify_url:
-    description:
-      - Slack-compatible incoming webhook URL that receives alerts and recoveries as a JSON POST
-        (see the payload in the collection's C(docs/monitoring.md)).
-      - Treated as a secret because such URLs embed a token.
-      - Without it, alerts and recoveries are only returned.
-    type: str
-  notify_timeout:
-    description:
-      - Seconds to wait for the webhook.
-    type: int
-    default: 10
   fail_on_unhealthy:
     description:
       - Fail the task when the endpoint is unhealthy (after the state is saved and notifications are sent).
     type: bool
     default: false
+extends_documentation_fragment:
+  - mutuapix.ops.alerts
 attributes:
   check_mode:
     support: full
@@ -201,6 +186,7 @@ import urllib.parse
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
+    ALERT_ARGUMENT_SPEC,
     StateError,
     default_state_file,
     run_transitions,
@@ -221,9 +207,7 @@ def main() -> None:
             "ca_path": {"type": "path"},
             "headers": {"type": "dict", "default": {}, "no_log": True},
             "state_file": {"type": "path"},
-            "realert_after_s": {"type": "int", "default": 3600},
-            "notify_url": {"type": "str", "no_log": True},
-            "notify_timeout": {"type": "int", "default": 10},
+            **ALERT_ARGUMENT_SPEC,
             "fail_on_unhealthy": {"type": "bool", "default": False},
         },
         supports_check_mode=True,

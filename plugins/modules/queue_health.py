@@ -23,6 +23,7 @@ description:
   - The task reports C(changed) when it alerted or recovered.
 extends_documentation_fragment:
   - mutuapix.ops.mysql
+  - mutuapix.ops.alerts
 options:
   database:
     description:
@@ -82,22 +83,6 @@ options:
       - JSON file holding the previous verdict, written atomically with mode 0600.
       - Defaults to C(/var/lib/mutuapix-ops/queue_health-<database>.json).
     type: path
-  realert_after_s:
-    description:
-      - While a problem lasts, send a reminder after this many seconds. C(0) never reminds.
-    type: int
-    default: 3600
-  notify_url:
-    description:
-      - Slack-compatible incoming webhook URL that receives alerts and recoveries as a JSON POST
-        (see the payload in the collection's C(docs/monitoring.md)).
-      - Treated as a secret because such URLs embed a token.
-    type: str
-  notify_timeout:
-    description:
-      - Seconds to wait for the webhook.
-    type: int
-    default: 10
   fail_on_unhealthy:
     description:
       - Fail the task when a queue is unhealthy (after the state is saved and notifications are sent).
@@ -215,6 +200,7 @@ notify_error:
 """
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
+    ALERT_ARGUMENT_SPEC,
     StateError,
     default_state_file,
     run_transitions,
@@ -252,9 +238,7 @@ def main() -> None:
             "failed_window_s": {"type": "int", "default": 3600},
             "max_failed": {"type": "int", "default": 10},
             "state_file": {"type": "path"},
-            "realert_after_s": {"type": "int", "default": 3600},
-            "notify_url": {"type": "str", "no_log": True},
-            "notify_timeout": {"type": "int", "default": 10},
+            **ALERT_ARGUMENT_SPEC,
             "fail_on_unhealthy": {"type": "bool", "default": False},
         },
         supports_check_mode=True,

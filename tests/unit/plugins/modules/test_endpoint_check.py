@@ -6,6 +6,7 @@ import re
 
 import yaml
 
+from ansible_collections.mutuapix.ops.plugins.doc_fragments.alerts import ModuleDocFragment as AlertsFragment
 from ansible_collections.mutuapix.ops.plugins.modules import endpoint_check
 from tests.support.runner import run_module
 
@@ -17,9 +18,13 @@ def accepted_options(name: str, required: dict) -> set[str]:
 
 def test_documented_options_are_the_accepted_ones():
     doc = yaml.safe_load(endpoint_check.DOCUMENTATION)
-    assert set(doc["options"]) == accepted_options("endpoint_check", {"url": "http://127.0.0.1/"})
+    alerts = yaml.safe_load(AlertsFragment.DOCUMENTATION)["options"]
+    assert doc["extends_documentation_fragment"] == ["mutuapix.ops.alerts"]
+    assert not set(doc["options"]) & set(alerts)
+    documented = set(doc["options"]) | set(alerts)
+    assert documented == accepted_options("endpoint_check", {"url": "http://127.0.0.1/"})
     assert doc["attributes"]["check_mode"]["support"] == "full"
-    assert "notify_url" in doc["options"]
+    assert "notify_url" in alerts
 
 
 def test_return_and_examples_are_valid_yaml_with_fqcn():

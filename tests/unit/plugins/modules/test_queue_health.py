@@ -6,6 +6,7 @@ import re
 
 import yaml
 
+from ansible_collections.mutuapix.ops.plugins.doc_fragments.alerts import ModuleDocFragment as AlertsFragment
 from ansible_collections.mutuapix.ops.plugins.doc_fragments.mysql import ModuleDocFragment
 from ansible_collections.mutuapix.ops.plugins.modules import queue_health
 from tests.support.runner import run_module
@@ -20,8 +21,9 @@ def test_documented_options_are_the_accepted_ones():
     doc = yaml.safe_load(queue_health.DOCUMENTATION)
     # only the options: the fragment's notes are the fragment owner's business
     fragment = yaml.safe_load(ModuleDocFragment.DOCUMENTATION.split("\nrequirements:", maxsplit=1)[0])
-    assert "mutuapix.ops.mysql" in doc["extends_documentation_fragment"]
-    documented = set(doc["options"]) | set(fragment["options"])
+    alerts = yaml.safe_load(AlertsFragment.DOCUMENTATION)["options"]
+    assert doc["extends_documentation_fragment"] == ["mutuapix.ops.mysql", "mutuapix.ops.alerts"]
+    documented = set(doc["options"]) | set(fragment["options"]) | set(alerts)
     assert documented == accepted_options("queue_health", {"database": "app"})
     assert set(doc["options"]["queues"]["suboptions"]) == {"name", "max_wait_s", "max_pending"}
 
