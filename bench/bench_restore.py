@@ -4,6 +4,7 @@ On a private MariaDB (2 GB buffer pool) this bench generates a Laravel-like data
 plain dump is ``--size-mb`` (default 1100 MB), backs it up with mysql_backup, then times on
 the same server, one after the other, each into a fresh database:
 
+* the file check alone (``check_backup``) as ``verify: content`` and ``verify: rows`` run it
 * ``zstdcat f | mariadb db``                        (plain restore of the same file)
 * ``zstdcat f | mariadb --init-command=sql_log_bin=0`` (the same without binlog, as the module runs)
 * mysql_restore_verify mode=verify verify=content   (restore + content verification)
@@ -39,7 +40,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import datagen  # noqa: E402
 from tests.support.mariadb import MariaDB  # noqa: E402
-from tests.support.runner import run_module  # noqa: E402
+from tests.support.runner import COLLECTIONS, ensure_collection_path, run_module  # noqa: E402
+
+ensure_collection_path()
+sys.path.insert(0, str(COLLECTIONS))
+from ansible_collections.mutuapix.ops.plugins.module_utils import _restore  # noqa: E402
 
 
 def peak_rss_watcher(holder: dict[str, int]) -> Any:
@@ -100,6 +105,22 @@ def timed(cmd: list[str]) -> float:
     return time.monotonic() - started
 
 
+def file_check_cost(src: str, rounds: int = 3) -> dict[str, float]:
+    """check_backup as content verification needs it (data regions hashed) and as ``verify: rows``
+    does (frame checksums only): best CPU seconds and wall seconds of ``rounds``, in this process."""
+    best: dict[str, float] = {}
+    for _round in range(rounds):
+        for label, content in (("content", True), ("rows", False)):
+            before, started = os.times(), time.monotonic()
+            _restore.check_backup(src, [], content_digests=content).close()
+            after = os.times()
+            cpu = after.user + after.system - before.user - before.system
+            wall = time.monotonic() - started
+            best[f"{label}_cpu_s"] = round(min(best.get(f"{label}_cpu_s", cpu), cpu), 2)
+            best[f"{label}_wall_s"] = round(min(best.get(f"{label}_wall_s", wall), wall), 2)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=float, default=1100, help="approximate plain dump size (MB)")
@@ -133,6 +154,9 @@ def main() -> None:
             rows=rows,
         )
         print(f"bench: plain dump {manifest['uncompressed_size'] / 1e6:.0f} MB, file {manifest['size'] / 1e6:.0f} MB")
+
+        figures["file_check"] = file_check_cost(src)
+        print(f"bench: file check (check_backup), CPU-s / wall s: {figures['file_check']}", flush=True)
 
         def fresh(name: str) -> None:
             server.execute(f"DROP DATABASE IF EXISTS `{name}`")

@@ -347,11 +347,18 @@ class FrameWriter:
 
 
 class NullFrameWriter:
-    """Discards output; used to digest a dump without writing it (verification re-dumps)."""
+    """Discards output; used to digest a dump without writing it (verification re-dumps).
+
+    ``checksum_algorithm`` names the frame checksums that stand for the data digests of the
+    stream being parsed (a backup file checked frame by frame): with one, a parser made with
+    ``digest=False`` hashes nothing. None (the default): the parser hashes each data region.
+    """
 
     position = 0
     uncompressed = 0
-    checksum_algorithm = None
+
+    def __init__(self, checksum_algorithm: str | None = None) -> None:
+        self.checksum_algorithm = checksum_algorithm
 
     def begin(self) -> None:
         return None

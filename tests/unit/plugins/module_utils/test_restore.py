@@ -247,14 +247,38 @@ def test_check_backup_digests_the_data_as_stored(tmp_path: Path, digest: bool) -
         ),
     ],
 )
-def test_check_backup_refuses_a_manifest_of_other_content(tmp_path: Path, tamper, message: str) -> None:
+@pytest.mark.parametrize("content_digests", [True, False])
+def test_check_backup_refuses_a_manifest_of_other_content(
+    tmp_path: Path, tamper, message: str, content_digests: bool
+) -> None:
     path = _framed_backup(tmp_path, digest=False)
     manifest = json.loads(Path(path + ".manifest.json").read_text())
     tamper(manifest)
     Path(path + ".manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(_restore.RestoreError, match="does not belong to this file") as err:
-        _restore.check_backup(path, [])
+        _restore.check_backup(path, [], content_digests=content_digests)
     assert message in str(err.value)
+
+
+def test_check_backup_for_row_verification_hashes_nothing_it_does_not_need(tmp_path: Path) -> None:
+    # frame-checksum manifest: the frames prove the data, no table region is hashed
+    checked = _restore.check_backup(_framed_backup(tmp_path, digest=False), [], content_digests=False)
+    assert checked.content_digests is False
+    assert checked.contents.objects["t"].digest is None and checked.contents.objects["t"].rows == 2
+    with pytest.raises(_restore.RestoreError, match="internal error"):
+        checked.data_digest("t")  # never a silent mismatch in content verification
+    # a manifest with sha256: digests (older backups, uncompressed files) is checked by hashing anyway
+    old = _framed_backup(tmp_path, "app-20261101T031500Z.sql.zst", digest=True)
+    checked = _restore.check_backup(old, [], content_digests=False)
+    assert checked.content_digests is True
+    assert (
+        checked.data_digest("t") == json.loads(Path(old + ".manifest.json").read_text())["tables"]["t"]["data_digest"]
+    )
+    manifest = json.loads(Path(old + ".manifest.json").read_text())
+    manifest["tables"]["t"]["data_digest"] = "sha256:" + "0" * 64
+    Path(old + ".manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(_restore.RestoreError, match="has data digest sha256:"):
+        _restore.check_backup(old, [], content_digests=False)
 
 
 def test_find_backup_picks_the_newest_valid_one(tmp_path: Path) -> None:
