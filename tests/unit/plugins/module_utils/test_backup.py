@@ -24,6 +24,23 @@ def test_granted_privileges_db_and_global_levels():
     assert "SELECT" in _backup.granted_privileges(["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost`"], "x")
     assert "SELECT" in _backup.granted_privileges(["GRANT SELECT ON `ap\\_%`.* TO `u`@`%`"], "ap_x")
     assert "SELECT" not in _backup.granted_privileges(["GRANT SELECT ON `ap\\_%`.* TO `u`@`%`"], "apxx")
+    # an unescaped _ in a database-level grant is a wildcard, as the server treats it
+    assert "SELECT" in _backup.granted_privileges(["GRANT SELECT ON `app_db`.* TO `u`@`%`"], "appXdb")
+    # table-level grants do not let the account dump the whole database
+    assert "SELECT" not in _backup.granted_privileges(["GRANT SELECT ON `app`.`users` TO `u`@`%`"], "app")
+    # MySQL 8 layout: several lines, a dynamic privilege, a role line, a backtick in the name
+    mysql8 = [
+        "GRANT USAGE ON *.* TO `backup`@`%`",
+        "GRANT BACKUP_ADMIN ON *.* TO `backup`@`%`",
+        "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON `we``ird`.* TO `backup`@`%`",
+        "GRANT `dumpers`@`%` TO `backup`@`%`",
+    ]
+    assert _backup.granted_privileges(mysql8, "we`ird") == {
+        "USAGE",
+        "BACKUP_ADMIN",
+        *_backup.REQUIRED_PRIVILEGES,
+        "LOCK TABLES",
+    }
 
 
 @pytest.mark.parametrize(
