@@ -448,8 +448,8 @@ def run_dump(
     """Stream the dump program's output through the parser into ``tmp_path`` (0600), fsynced."""
     fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb", buffering=1024 * 1024) as raw, tempfile.TemporaryFile() as errfile:
-        out = WritebackFile(raw)
         version = _start_program_version(program)
+        out = WritebackFile(raw)  # from here on its thread is stopped whatever happens
         try:
             writer = _dumpfile.FrameWriter(out, compression, level, threads=threads, encrypt_to=recipients)
             # The data digests are the frames' own checksums (free); only uncompressed output is hashed.
