@@ -36,6 +36,22 @@ def bench_server(size_mb: int, database: str = "bench") -> MariaDB:
     return server
 
 
+def module_dump_options(server: MariaDB) -> list[str]:
+    """The options mysql_backup gives mariadb-dump on this server, so peers dump exactly alike.
+
+    The bench server logs binlogs, so the module adds its snapshot-position options.
+    """
+    from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _dumpfile
+    from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import server_info
+
+    conn = server.connect()
+    try:
+        extra = _backup.snapshot_position_args(conn, server_info(conn), "mariadb-dump", [])
+    finally:
+        conn.close()
+    return [*_dumpfile.DUMP_OPTIONS, *extra]
+
+
 def option_file(server: MariaDB) -> Path:
     path = BENCH_DB_DIR / "client.cnf"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

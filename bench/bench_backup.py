@@ -33,9 +33,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, bench_server, option_file, save, size_of, timed
-
-from ansible_collections.mutuapix.ops.plugins.module_utils._dumpfile import DUMP_OPTIONS
+from _common import ROOT, bench_server, module_dump_options, option_file, save, size_of, timed
 
 PY = str(ROOT / ".venv" / "bin" / "python")
 MB = "mysql_backup (defaults)"
@@ -83,7 +81,7 @@ def main() -> None:
     db = "bench"
     work = Path(tempfile.mkdtemp(prefix="bench-backup-", dir=str(ROOT / ".build")))
     # The peers dump with exactly the options mysql_backup uses.
-    dump = ["mariadb-dump", f"--defaults-extra-file={cnf}", *DUMP_OPTIONS, db]
+    dump = ["mariadb-dump", f"--defaults-extra-file={cnf}", *module_dump_options(server), db]
     server_pid = int(server.pidfile.read_text().strip())
     results: dict[str, list[dict]] = {}
     try:

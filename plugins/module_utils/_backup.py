@@ -145,8 +145,41 @@ def free_bytes(path: str) -> int | None:
         return None
 
 
+# The dump program records the binlog position (and, with --gtid, the GTID) of its own snapshot.
+SNAPSHOT_POSITION_ARGS = ["--master-data=2", "--gtid"]
+_POSITION_OPTIONS = ("--master-data", "--dump-slave", "--source-data", "--dump-replica")
+
+
+def snapshot_position_args(connection: Any, server: ServerInfo, program: str, extra: list[str]) -> list[str]:
+    """Dump options that record the exact binlog position of the dump's snapshot, when free.
+
+    mariadb-dump on a MariaDB server reads the position of its ``--single-transaction``
+    snapshot from the ``binlog_snapshot_*`` status (no global read lock, no privilege
+    beyond the backup grants) and writes it as a comment. MySQL's mysqldump would take
+    ``FLUSH TABLES WITH READ LOCK`` (RELOAD) for that, so it is only used when asked for in
+    ``extra_dump_args``; options there that choose a position are left alone, as is a server
+    without binary logging (where ``--master-data`` is an error).
+    """
+    if not server.is_mariadb or os.path.basename(program) != "mariadb-dump":
+        return []
+    if any(arg.split("=", 1)[0] in _POSITION_OPTIONS for arg in extra):
+        return []
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT @@GLOBAL.log_bin")
+            row = cur.fetchone()
+    except Exception:  # noqa: BLE001 - no position is better than no backup
+        return []
+    return list(SNAPSHOT_POSITION_ARGS) if row and str(row[0]) in ("1", "ON") else []
+
+
 def binlog_position(connection: Any, server: ServerInfo) -> dict[str, Any]:
-    """Binlog file/position and GTID read just before the dump (approximate: no global lock)."""
+    """Binlog file/position and GTID read just before the dump (approximate: no global lock).
+
+    Only used when the dump program does not record its snapshot's position itself: a
+    transaction committed between this read and the dump's snapshot is in both the dump
+    and the binlog after this position.
+    """
     info: dict[str, Any] = {}
     with contextlib.suppress(Exception), connection.cursor() as cur:
         cur.execute("SHOW MASTER STATUS")
@@ -158,6 +191,8 @@ def binlog_position(connection: Any, server: ServerInfo) -> dict[str, Any]:
         row = cur.fetchone()
         if row and row[0]:
             info["gtid"] = row[0]
+    if info:
+        info["exact"] = False
     return info
 
 

@@ -114,9 +114,14 @@ _MARKERS = [
     (re.compile(rb"^-- Dumping events for database '(.*)'$"), "events"),
     (re.compile(rb"^-- Dumping routines for database '(.*)'$"), "routines"),
 ]
-_FOOTER_LINES = (b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;", b"/*!40101 SET SQL_MODE=@OLD_SQL_MODE */;")
+_FOOTER_LINES = (
+    b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;",
+    b"/*!40101 SET SQL_MODE=@OLD_SQL_MODE */;",
+    # mariadb-dump --master-data --gtid writes the snapshot's GTID after the last object.
+    b"-- The deferred gtid setting",
+)
 _COMPLETED = b"-- Dump completed"
-_TEXT_PARTS = ("header", "schema", "triggers", "events", "routines")
+_TEXT_PARTS = ("header", "schema", "triggers", "events", "routines", "footer")
 # The end of an INSERT statement inside a run of rows (values never hold a raw line break).
 _STATEMENT_END = re.compile(rb";\n")
 _QUOTED = re.compile(rb"'(?:[^'\\]|\\.|'')*'", re.S)
@@ -125,8 +130,11 @@ _ROUTINE_NAME = re.compile(
     rb"(?i)^CREATE\s+(?:DEFINER=\S+\s+)?(?:AGGREGATE\s+)?(PROCEDURE|FUNCTION)\s+(`(?:[^`]|``)+`|[^\s(]+)", re.M
 )
 _EVENT_NAME = re.compile(rb"(?i)\bEVENT\s+(`(?:[^`]|``)+`|[^\s]+)\s+ON\s+SCHEDULE")
-_CHANGE_MASTER = re.compile(rb"CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+)")
-_GTID_POS = re.compile(rb"(?:gtid_slave_pos|GTID_PURGED)\s*=\s*'([^']*)'", re.I)
+_CHANGE_MASTER = re.compile(
+    rb"CHANGE (?:MASTER TO MASTER|REPLICATION SOURCE TO SOURCE)_LOG_FILE='([^']+)', (?:MASTER|SOURCE)_LOG_POS=(\d+)"
+)
+# MySQL 8 writes GTID_PURGED=/*!80000 '+'*/ '<set>'.
+_GTID_POS = re.compile(rb"(?:gtid_slave_pos|GTID_PURGED)\s*=\s*(?:/\*!\d+ '\+'\*/\s*)?'([^']*)'", re.I)
 
 
 class DumpFileError(Exception):
@@ -531,6 +539,11 @@ class DumpParser:
             self.events = [_unquote(m) for m in _EVENT_NAME.findall(text)]
         elif part == "header":
             self._parse_header(text)
+        elif part == "footer":
+            gtid = _GTID_POS.search(text)
+            if gtid:
+                self.binlog["gtid"] = gtid.group(1).decode()
+                self.binlog.setdefault("exact", True)
         elif part == "schema" and self._frame_owner is not None:
             self._frame_owner.primary_key = b"\n  PRIMARY KEY (" in text
 

@@ -120,9 +120,12 @@ options:
     type: str
   backup_binlog_privilege:
     description:
-      - With the V(backup) preset, also grant the global privilege that lets the backup
-        record the binary log position - C(BINLOG MONITOR) on MariaDB 10.5+, C(REPLICATION
-        CLIENT) on MySQL and older MariaDB. Needed for point-in-time recovery.
+      - With the V(backup) preset, also grant the global privilege that lets the account read
+        the binary log position - C(BINLOG MONITOR) on MariaDB 10.5+, C(REPLICATION CLIENT) on
+        MySQL and older MariaDB.
+      - On MySQL it lets M(mutuapix.ops.mysql_backup) record the position read just before the
+        dump. MariaDB backups do not need it - the module records the exact position of the
+        dump's own snapshot without any privilege.
     type: bool
     default: false
   allow_global_privileges:

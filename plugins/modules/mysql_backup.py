@@ -23,7 +23,9 @@ description:
     the environment.
   - "Least-privilege account: C(GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON db.* TO backup)
     plus, on MariaDB, C(GRANT SELECT ON mysql.proc TO backup) to dump routines (MySQL 8.0.20+: C(SHOW_ROUTINE)).
-    Optional: C(BINLOG MONITOR) (MariaDB) or C(REPLICATION CLIENT) (MySQL) to record the binlog position.
+    On MariaDB with binary logging on, the exact binlog position and GTID of the dump's snapshot are
+    recorded with no further privilege. On MySQL, C(REPLICATION CLIENT) lets the module record an
+    approximate position (see RV(binlog)).
     The app_db_user module's C(backup) preset grants exactly this."
 author:
   - MutuaPix ops team (@mutuapix)
@@ -114,6 +116,8 @@ options:
       - Extra arguments for the dump program, passed as separate argv entries (no shell).
       - Options that would break the file format, its consistency or the credential handling
         (C(--skip-comments), C(--compact), C(--tab), C(--skip-opt), C(--replace), C(--password), ...) are refused.
+      - A C(--master-data), C(--source-data) or C(--dump-slave) here replaces the position options the
+        module adds on MariaDB (see RV(binlog)); C(--master-data=0) records no exact position.
     type: list
     elements: str
     default: []
@@ -258,8 +262,16 @@ server_version:
   sample: 10.11.19-MariaDB-0+deb12u1
 binlog:
   description:
-    - Binlog file/position and GTID at the time of the dump, when readable.
-    - C(exact) is true only when the dump itself recorded them, with C(--master-data) in O(extra_dump_args).
+    - Binlog file/position and GTID of the backup, the starting point of a point-in-time recovery
+      (replay the binlog from C(position) onwards on top of the restored backup).
+    - C(exact=true) - the dump program recorded the position of its own snapshot. This is automatic
+      with C(mariadb-dump) on a MariaDB server with binary logging on (C(--master-data=2 --gtid) -
+      MariaDB reads it from the snapshot, without a global lock or a privilege).
+    - C(exact=false) - read just before the dump. A transaction committed between that read and the
+      dump's snapshot is in both the backup and the binlog after this position, so a replay from
+      it can fail on a duplicate key. On MySQL add C(--source-data=2) to O(extra_dump_args) for an
+      exact position (it needs C(RELOAD) and takes a global read lock for a moment).
+    - Empty when binary logging is off.
   returned: success and not check mode
   type: dict
   sample: {"file": "mariadb-bin.000003", "position": 1234, "gtid": "0-1-42", "exact": false}
@@ -406,7 +418,11 @@ def main():
     try:
         server = server_info(connection)
         tables, data_bytes, missing = _backup.preflight(connection, database)
-        binlog = _backup.binlog_position(connection, server)
+        # The user's own options first: the position options come last on the command line.
+        extra = params["extra_dump_args"]
+        position_args = _backup.snapshot_position_args(connection, server, program, extra)
+        extra = [*extra, *position_args]
+        binlog = {} if position_args else _backup.binlog_position(connection, server)
     except _backup.BackupError as exc:
         module.fail_json(msg=to_native(exc))
     finally:
@@ -471,7 +487,7 @@ def main():
                     recipients,
                     params["exclude_tables"],
                     params["exclude_table_data"],
-                    params["extra_dump_args"],
+                    extra,
                     chunk_bytes,
                     max(0, params["compression_threads"]) if params["compression"] == "zstd" else 0,
                     params["cpu_priority"],
@@ -494,7 +510,7 @@ def main():
                     params["compression"],
                     params["compression_level"],
                     recipients,
-                    params["extra_dump_args"],
+                    extra,
                     params["exclude_tables"],
                     params["exclude_table_data"],
                     binlog,

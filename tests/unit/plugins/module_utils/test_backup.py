@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _retention
-from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import ConnectionParams, quote_identifier
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import ConnectionParams, ServerInfo, quote_identifier
 
 
 def test_granted_privileges_db_and_global_levels():
@@ -271,3 +271,72 @@ def test_unix_socket_connections_skip_the_tls_context():
     with_ca = ConnectionParams({"login_unix_socket": "/s", "ssl_ca": "/ca.pem", "config_file": None})
     kwargs = with_ca.pymysql_kwargs()
     assert kwargs["ssl"] == {"ca": "/ca.pem"} and "ssl_disabled" not in kwargs
+
+
+class _Cursor:
+    def __init__(self, answers, fail):
+        self.answers, self.fail, self.sql = answers, fail, []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, sql, args=None):
+        self.sql.append(sql)
+        if any(word in sql for word in self.fail):
+            raise RuntimeError(f"refused: {sql}")
+        self.row = self.answers.get(sql)
+
+    def fetchone(self):
+        return self.row
+
+
+class _Connection:
+    def __init__(self, answers=None, fail=()):
+        self.cur = _Cursor(answers or {}, fail)
+
+    def cursor(self):
+        return self.cur
+
+
+MARIADB_SERVER = ServerInfo("10.11.19-MariaDB-0+deb12u1-log")
+MYSQL_SERVER = ServerInfo("8.0.36")
+LOG_BIN_ON = {"SELECT @@GLOBAL.log_bin": (1,)}
+
+
+@pytest.mark.parametrize(
+    ("server", "program", "answers", "extra", "expected"),
+    [
+        (MARIADB_SERVER, "/usr/bin/mariadb-dump", LOG_BIN_ON, [], ["--master-data=2", "--gtid"]),
+        (MARIADB_SERVER, "/usr/bin/mariadb-dump", {"SELECT @@GLOBAL.log_bin": (0,)}, [], []),
+        # MySQL's mysqldump would take a global read lock for it
+        (MYSQL_SERVER, "/usr/bin/mysqldump", {"SELECT @@GLOBAL.log_bin": (1,)}, [], []),
+        (MARIADB_SERVER, "/usr/bin/mysqldump", LOG_BIN_ON, [], []),
+        # the user's own choice of position options wins
+        (MARIADB_SERVER, "/usr/bin/mariadb-dump", LOG_BIN_ON, ["--master-data=0"], []),
+        (MARIADB_SERVER, "/usr/bin/mariadb-dump", LOG_BIN_ON, ["--dump-slave=2"], []),
+    ],
+)
+def test_snapshot_position_args(server, program, answers, extra, expected):
+    assert _backup.snapshot_position_args(_Connection(answers), server, program, extra) == expected
+
+
+def test_snapshot_position_args_never_fail_the_backup():
+    refused = _Connection(fail=("log_bin",))
+    assert _backup.snapshot_position_args(refused, MARIADB_SERVER, "/usr/bin/mariadb-dump", []) == []
+
+
+def test_binlog_position_before_the_dump_is_marked_approximate():
+    answers = {"SHOW MASTER STATUS": ("mariadb-bin.000002", 42), "SELECT @@GLOBAL.gtid_binlog_pos": ("0-1-7",)}
+    assert _backup.binlog_position(_Connection(answers), MARIADB_SERVER) == {
+        "file": "mariadb-bin.000002",
+        "position": 42,
+        "gtid": "0-1-7",
+        "exact": False,
+    }
+    # without BINLOG MONITOR only the GTID is readable; still approximate
+    no_privilege = _Connection(answers, fail=("SHOW MASTER STATUS",))
+    assert _backup.binlog_position(no_privilege, MARIADB_SERVER) == {"gtid": "0-1-7", "exact": False}
+    assert _backup.binlog_position(_Connection(), MYSQL_SERVER) == {}

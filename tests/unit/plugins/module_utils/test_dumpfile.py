@@ -351,3 +351,50 @@ def test_default_zstd_setting_is_the_tuned_one_and_levels_are_zstds():
     explicit = zstandard.ZstdCompressor(compression_params=_dumpfile.zstd_parameters(3)).compress(data)
     assert zstandard.get_frame_parameters(explicit).has_checksum
     assert explicit == zstandard.ZstdCompressor(level=3, write_checksum=True).compress(data)
+
+
+def _with_snapshot_position(dump: bytes) -> bytes:
+    """MARIADB_DUMP as ``mariadb-dump --master-data=2 --gtid`` writes it."""
+    header_end = dump.index(b"\n--\n-- Table structure")
+    position = (
+        b"\n-- CHANGE MASTER TO MASTER_USE_GTID=slave_pos;\n"
+        b"\n-- CHANGE MASTER TO MASTER_LOG_FILE='mariadb-bin.000004', MASTER_LOG_POS=1847;\n"
+    )
+    footer = dump.index(b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;")
+    deferred = (
+        b"\n-- The deferred gtid setting for slave corresponding to the master-data CHANGE-MASTER follows\n"
+        b"\n-- Preferably use GTID to start replication from GTID position:\n"
+        b"\n-- SET GLOBAL gtid_slave_pos='0-1-9';\n"
+    )
+    return dump[:header_end] + position + dump[header_end:footer] + deferred + dump[footer:]
+
+
+def test_snapshot_position_and_its_deferred_gtid_leave_the_tables_alone():
+    _blob, plain, _manifest = frame(MARIADB_DUMP)
+    _blob, parser, _manifest = frame(_with_snapshot_position(MARIADB_DUMP), block=64)
+    assert parser.binlog == {"file": "mariadb-bin.000004", "position": 1847, "exact": True, "gtid": "0-1-9"}
+    assert plain.binlog == {}
+    # the GTID block is part of the footer: every table, trigger and routine frame is unchanged
+    strip = ("offset",)
+    for name, obj in plain.manifest_objects().items():
+        other = parser.manifest_objects()[name]
+        assert [{k: v for k, v in f.items() if k not in strip} for f in obj["frames"]] == [
+            {k: v for k, v in f.items() if k not in strip} for f in other["frames"]
+        ], name
+    assert parser.routines == plain.routines and parser.completed
+
+
+def test_mysql_source_data_position_is_read():
+    dump = MARIADB_DUMP.replace(
+        b"/*!40103 SET @OLD_TIME_ZONE=@@TIME_ZONE */;\n",
+        b"/*!40103 SET @OLD_TIME_ZONE=@@TIME_ZONE */;\n\n"
+        b"SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ '3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5';\n\n"
+        b"-- CHANGE REPLICATION SOURCE TO SOURCE_LOG_FILE='binlog.000002', SOURCE_LOG_POS=157;\n",
+    )
+    _blob, parser, _manifest = frame(dump)
+    assert parser.binlog == {
+        "file": "binlog.000002",
+        "position": 157,
+        "exact": True,
+        "gtid": "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
+    }
