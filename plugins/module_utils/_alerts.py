@@ -20,7 +20,10 @@ unknown -> OK             nothing: never a recovery we cannot prove
 
 The state file is written atomically (temporary file, fsync, rename) with mode 0600.
 Notifications that could not be delivered stay in the state file and go out with the next
-run, so a webhook failure never loses the transition.
+run, so a webhook failure never loses the transition. Runs for the same state file take
+turns (an flock on ``<state_file>.lock`` from reading the state to saving it): two
+overlapping runs, say a schedule and a manual AWX launch, would otherwise both alert, or
+one would overwrite the other's failure with an OK it never announced as a recovery.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
 from ansible.module_utils.urls import open_url
+
+from ansible_collections.mutuapix.ops.plugins.module_utils._flock import wait_for_flock
 
 STATE_VERSION = 1
 # Undelivered notifications kept for the next run; older ones are dropped first.
@@ -108,6 +114,30 @@ def save_state(path: str, state: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise StateError(f"cannot write state file {path}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def state_lock(path: str, timeout: float) -> Iterator[None]:
+    """Hold an exclusive flock on ``<path>.lock`` (0600); waits up to ``timeout`` seconds."""
+    directory = os.path.dirname(os.path.abspath(path))
+    lock_path = path + ".lock"
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StateError(
+            f"cannot write state file {path}: its lock file {lock_path} cannot be opened ({exc}); "
+            "check the directory exists and is writable"
+        ) from exc
+    try:
+        if not wait_for_flock(fd, timeout):
+            raise StateError(
+                f"another run of this probe has held {lock_path} for more than {timeout:g}s; "
+                "is a run hanging? Nothing was sent or written"
+            )
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 def evaluate(
@@ -285,26 +315,30 @@ def run_transitions(
 
     In check mode the decision is computed and returned but nothing is sent or written.
     The state is saved even when the webhook fails (the transition is never lost); a state
-    file that cannot be written raises :class:`StateError`.
+    file that cannot be written raises :class:`StateError`. Outside check mode the whole
+    epilogue holds the state file's lock, waiting at most for another run's webhook call.
     """
-    now = time.time() if now is None else now
-    previous, warning = load_state(state_file)
-    evaluation = evaluate(previous, problems, now=now, realert_after_s=realert_after_s, probe=probe, target=target)
-    warnings = [warning] if warning else []
-    outcome: dict[str, Any] = {"notified": False, "notify_error": None}
-    if not check_mode:
-        outcome = notify(
-            notify_url,
-            evaluation,
-            probe=probe,
-            target=target,
-            healthy=not problems,
-            timeout=notify_timeout,
-            validate_certs=validate_certs,
-        )
-        if outcome["notify_error"]:
-            warnings.append(outcome["notify_error"])
-        save_state(state_file, evaluation.state)
+    lock = contextlib.nullcontext() if check_mode else state_lock(state_file, lock_wait_s(notify_timeout))
+    with lock:
+        # The clock is read once the lock is held, so a run that waited sees the other's state.
+        now = time.time() if now is None else now
+        previous, warning = load_state(state_file)
+        evaluation = evaluate(previous, problems, now=now, realert_after_s=realert_after_s, probe=probe, target=target)
+        warnings = [warning] if warning else []
+        outcome: dict[str, Any] = {"notified": False, "notify_error": None}
+        if not check_mode:
+            outcome = notify(
+                notify_url,
+                evaluation,
+                probe=probe,
+                target=target,
+                healthy=not problems,
+                timeout=notify_timeout,
+                validate_certs=validate_certs,
+            )
+            if outcome["notify_error"]:
+                warnings.append(outcome["notify_error"])
+            save_state(state_file, evaluation.state)
     return {
         "alerts": evaluation.alerts,
         "recoveries": evaluation.recoveries,
@@ -314,3 +348,8 @@ def run_transitions(
         "notify_error": outcome["notify_error"],
         "warnings": warnings,
     }
+
+
+def lock_wait_s(notify_timeout: int) -> float:
+    """How long a run waits for another one: that run's webhook call plus a margin."""
+    return max(0, notify_timeout) + 30.0

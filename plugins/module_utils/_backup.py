@@ -20,12 +20,12 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _dumpfile, _retention
+from ansible_collections.mutuapix.ops.plugins.module_utils._flock import wait_for_flock
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     ConnectionParams,
     ServerInfo,
@@ -205,18 +205,11 @@ def backup_lock(dest: str, database: str, timeout: float) -> Iterator[str]:
     path = os.path.join(dest, f".{database}.backup.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError as exc:
-                if time.monotonic() >= deadline:
-                    raise BackupError(
-                        f"another backup of {database!r} into {dest} is running (lock {path} held for "
-                        f"more than lock_timeout={timeout:g}s); wait for it or raise lock_timeout"
-                    ) from exc
-                time.sleep(0.2)
+        if not wait_for_flock(fd, timeout, interval=0.2):
+            raise BackupError(
+                f"another backup of {database!r} into {dest} is running (lock {path} held for "
+                f"more than lock_timeout={timeout:g}s); wait for it or raise lock_timeout"
+            )
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield path

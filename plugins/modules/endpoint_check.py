@@ -72,6 +72,9 @@ options:
     description:
       - JSON file holding the previous verdict, written atomically with mode 0600.
       - Defaults to C(/var/lib/mutuapix-ops/endpoint_check-<name>.json).
+      - Runs for the same file take turns - each holds an flock on C(<state_file>.lock) from reading
+        the verdict to saving it, so overlapping runs announce a change once. A run waits up to
+        O(notify_timeout) + 30 seconds for another, then fails without sending or writing anything.
     type: path
   fail_on_unhealthy:
     description:

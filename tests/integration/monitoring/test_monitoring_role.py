@@ -44,9 +44,11 @@ def test_monitor_playbook_healthy_then_failing_then_recovered(
         common = {"monitoring_endpoints": endpoints, "monitoring_notify_url": webhook.url}
         healthy = monitor(mariadb, queues, tmp_path, **common)
         assert healthy.returncode == 0, healthy.stdout[-3000:]
-        state_files = sorted(p.name for p in (tmp_path / "state").iterdir())
+        files = sorted(p.name for p in (tmp_path / "state").iterdir())
+        state_files = [name for name in files if name.endswith(".json")]
         assert state_files[0].startswith("endpoint_check-") and f"queue_health-{queues.database}.json" in state_files
         assert len(state_files) == 3
+        assert sorted(files) == sorted(state_files + [name + ".lock" for name in state_files])  # one lock each
         assert posts(webhook) == []
 
         queues.job(age_s=1200)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,76 @@ def test_default_state_file_is_a_safe_name():
     assert path.startswith("/var/lib/mutuapix-ops/endpoint_check-")
     assert "/" not in os.path.basename(path)[:-5] and ".." in path  # dots are kept, slashes are not
     assert os.path.dirname(path) == "/var/lib/mutuapix-ops"
+
+
+class _SlowWebhook:
+    """A real local webhook receiver that takes ``delay`` seconds per POST."""
+
+    def __init__(self, delay: float) -> None:
+
+        received = self.received = []
+        self.first = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                outer.first.set()
+                time.sleep(delay)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        outer = self
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_overlapping_runs_take_turns_so_a_failure_is_announced_once(tmp_path: Path):
+    """A scheduled run and a manual launch at once: without the lock both would alert."""
+    path = str(tmp_path / "state" / "s.json")
+    hook = _SlowWebhook(delay=0.5)
+    results: dict[str, dict] = {}
+
+    def probe(name: str) -> None:
+        results[name] = _alerts.run_transitions(
+            probe="p", target="t", problems={"db": "down"}, state_file=path, realert_after_s=3600, notify_url=hook.url
+        )
+
+    try:
+        first = threading.Thread(target=probe, args=("first",))
+        first.start()
+        assert hook.first.wait(10)  # the first run is inside its webhook call, holding the lock
+        second = threading.Thread(target=probe, args=("second",))
+        second.start()
+        first.join(20)
+        second.join(20)
+    finally:
+        hook.close()
+    assert [a["check"] for a in results["first"]["alerts"]] == ["db"] and results["first"]["notified"]
+    assert results["second"]["alerts"] == [] and results["second"]["previous_state_known"] is True
+    assert len(hook.received) == 1
+    assert stat.S_IMODE(os.stat(path + ".lock").st_mode) == 0o600
+
+
+def test_state_lock_times_out_with_a_clear_error_and_check_mode_needs_no_lock(tmp_path: Path):
+    path = str(tmp_path / "s.json")
+    with _alerts.state_lock(path, 1):
+        started = time.monotonic()
+        with pytest.raises(_alerts.StateError, match=r"another run of this probe has held .*s\.json\.lock"):
+            with _alerts.state_lock(path, 0.2):
+                pass
+        assert 0.2 <= time.monotonic() - started < 2
+        out = _alerts.run_transitions(
+            probe="p", target="t", problems={}, state_file=path, realert_after_s=60, notify_url=None, check_mode=True
+        )
+        assert out["alerts"] == [] and not os.path.exists(path)
+    with _alerts.state_lock(path, 0):  # released when the block ended
+        pass
+    assert _alerts.lock_wait_s(10) > 10

@@ -1,0 +1,25 @@
+# Copyright: (c) 2026, MutuaPix ops team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Waiting for an exclusive ``flock`` with a deadline (private API)."""
+
+from __future__ import annotations
+
+import fcntl
+import time
+
+
+def wait_for_flock(fd: int, timeout: float, interval: float = 0.05) -> bool:
+    """Take an exclusive flock on ``fd``, trying until ``timeout`` seconds have passed.
+
+    Returns False when another open file description still holds it then. The lock is
+    released when ``fd`` is closed (also by a process that dies holding it).
+    """
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(interval)
