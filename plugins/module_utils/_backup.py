@@ -106,7 +106,12 @@ def _wildcard_match(pattern: str, name: str) -> bool:
 
 
 def preflight(connection: Any, database: str) -> tuple[list[str], int, list[str]]:
-    """Check the database exists and the account may dump it; returns (tables, bytes, missing)."""
+    """Check the database exists and the account may dump it; returns (tables, bytes, missing).
+
+    Tables and views whose name holds a line break are refused: the dump program writes names
+    into the comment lines that frame each table, and such a name would split its marker (the
+    table would silently fall out of the manifest).
+    """
     with connection.cursor() as cur:
         cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (database,))
         if not cur.fetchone():
@@ -122,6 +127,13 @@ def preflight(connection: Any, database: str) -> tuple[list[str], int, list[str]
         rows = cur.fetchall()
         cur.execute("SHOW GRANTS FOR CURRENT_USER()")
         grants = [r[0] for r in cur.fetchall()]
+    broken = [r[0] for r in rows if "\n" in r[0]]
+    if broken:
+        raise BackupError(
+            f"{len(broken)} table/view name(s) in {database!r} contain a line break ({', '.join(map(repr, broken))}): "
+            "the dump's comments that frame each table would be ambiguous, so the backup could not account for "
+            "them. Rename them (RENAME TABLE); nothing was written"
+        )
     tables = [r[0] for r in rows if r[1] == "BASE TABLE"]
     data_bytes = sum(int(r[2]) for r in rows)
     have = granted_privileges(grants, database)

@@ -167,6 +167,8 @@ notes:
     manifest (complete backups). It runs per label, never deletes the newest backup, and never runs after a failure.
   - With no retention option set, nothing is deleted.
   - Two runs for the same database and O(dest) never overlap; the second waits up to O(lock_timeout).
+  - A table or view whose name contains a line break is refused before anything is written - its name would
+    split the comment that frames it in the dump.
 seealso:
   - module: mutuapix.ops.mysql_restore_verify
   - module: mutuapix.ops.b2_sync

@@ -484,3 +484,25 @@ def test_binlog_position_is_the_snapshots_so_a_replay_from_it_recreates_the_data
     assert replay.wait() == 0
     assert _ledger_state(mariadb, db) == expected
     mariadb.execute(f"DROP DATABASE {db}")
+
+
+def test_a_table_name_with_a_line_break_is_refused_up_front(mariadb, tmp_path):
+    """Such a name would split the comment that frames its table: it would fall out of the manifest."""
+    db = "bk_newline"
+    name = "x\n-- Table structure for table `evil`"
+    quoted = "`" + name.replace("`", "``") + "`"
+    mariadb.execute(f"DROP DATABASE IF EXISTS {db}")
+    mariadb.execute(f"CREATE DATABASE {db}")
+    try:
+        mariadb.execute(f"CREATE TABLE {db}.plain (id INT PRIMARY KEY)")
+        mariadb.execute(f"CREATE TABLE {db}.{quoted} (id INT PRIMARY KEY)")
+        mariadb.execute(f"INSERT INTO {db}.{quoted} VALUES (1), (2)")
+        dest = tmp_path / "backups"
+        result = backup(mariadb, db, dest)
+        assert result.failed and "contain a line break" in result["msg"] and "RENAME TABLE" in result["msg"], result
+        assert not dest.exists()
+        mariadb.execute(f"RENAME TABLE {db}.{quoted} TO {db}.renamed")
+        result = backup(mariadb, db, dest)
+        assert result.rc == 0 and result["tables"] == {"plain": 0, "renamed": 2}, result
+    finally:
+        mariadb.execute(f"DROP DATABASE {db}")
