@@ -135,6 +135,10 @@ import json, sys
 m = json.load(open(sys.argv[1]))
 tables = {k: v["rows"] for k, v in m["tables"].items() if v["kind"] == "table"}
 print(f"rows:     {sum(tables.values())} in {len(tables)} tables; uncompressed {m['uncompressed_size']} bytes; sha256 {m['sha256'][:16]}…")
+b = m.get("binlog") or {}
+if b:
+    kind = "exact, the dump's snapshot" if b.get("exact") else "approximate, read before the dump"
+    print(f"binlog:   {b.get('file')} position {b.get('position')}, GTID {b.get('gtid')} ({kind}): PITR replays from here")
 PY
   echo "verified: $(cat "$DEMO/$h/backups/app/.last-verified" 2>/dev/null || echo 'not yet')"
   echo "restore by hand (standard tools only):"

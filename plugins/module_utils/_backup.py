@@ -197,7 +197,7 @@ def binlog_position(connection: Any, server: ServerInfo) -> dict[str, Any]:
         cur.execute("SHOW MASTER STATUS")
         row = cur.fetchone()
         if row:
-            info = {"file": row[0], "position": int(row[1]), "exact": False}
+            info = {"file": row[0], "position": int(row[1])}
     with contextlib.suppress(Exception), connection.cursor() as cur:
         cur.execute("SELECT @@GLOBAL.gtid_binlog_pos" if server.is_mariadb else "SELECT @@GLOBAL.gtid_executed")
         row = cur.fetchone()
