@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from xml.etree import ElementTree
 
-from tests.integration.roles.conftest import App, table_digests
+from tests.integration.roles.conftest import App, table_digests, write_inventory
 from tests.support import fake_laravel
 
 GOOD = {"2026_11_28_000001_add_phone": fake_laravel.GOOD_MIGRATION}
@@ -161,3 +162,62 @@ def test_rollback_on_demand_with_and_without_restore(app: App, tmp_path: Path) -
     assert proc.returncode != 0
     assert "names no previous release" in proc.stdout
     assert app.current == "r1"
+
+
+def test_a_later_server_failing_rolls_back_the_whole_fleet(app: App) -> None:
+    """serial: 1 deploys web1 (which migrates) then web2; web2's health check fails.
+
+    Before, web2 went back to the previous release alone: web1 stayed on the new release
+    and the database stayed migrated under web2's old code. Now the run undoes what it did
+    on web1 too: maintenance, database restored from web1's pre-deploy backup, web1 back
+    on the previous release, workers restarted, maintenance off.
+    """
+    web2 = app.base / "web2"
+    (web2 / "shared" / "storage").mkdir(parents=True)
+    fake_laravel.write_env(web2 / "shared" / ".env", app.database, app.server.socket, "root", app.server.ROOT_PASSWORD)
+    common = {
+        "rollback_database": app.database,
+        "rollback_backup_dir": str(app.predeploy),
+        "rollback_config_file": str(app.cnf),
+        "rollback_build_commands": [],
+    }
+    write_inventory(
+        app.inventory,
+        {
+            "app": {
+                "web1": {**common, "rollback_deploy_root": str(app.root)},
+                # the health check of web2 fails when the test says so
+                "web2": {
+                    **common,
+                    "rollback_deploy_root": str(web2),
+                    "rollback_healthcheck_command": "{{ web2_health | default('') }}",
+                },
+            }
+        },
+    )
+
+    def current(root: Path) -> str:
+        return Path(os.readlink(root / "current")).name
+
+    app.release("r1", GOOD)
+    first = app.deploy("r1")
+    assert first.returncode == 0, first.stdout[-3000:]
+    assert current(app.root) == current(web2) == "r1"
+    before = app.schema()
+
+    app.release("r2", {**GOOD, "2026_11_28_000005_a": "CREATE TABLE a5 (id int PRIMARY KEY);\n"})
+    failed = app.deploy("r2", web2_health="false")
+    assert failed.returncode != 0, failed.stdout[-3000:]
+    assert "Other servers of this run rolled back with it: web1" in failed.stdout, failed.stdout[-4000:]
+    assert "database restored from" in failed.stdout
+    assert current(app.root) == current(web2) == "r1"
+    assert app.schema() == before  # the migration web1 ran is undone
+    assert not app.in_maintenance and not (web2 / "shared" / "storage" / "framework" / "down").exists()
+    assert (app.root / "releases" / "r2" / ".release-bad.json").exists()
+    assert (web2 / "releases" / "r2" / ".release-bad.json").exists()
+    web1_calls = [command for release, command in app.artisan_log() if release == "r2" or command != "config:cache"]
+    # web1: the r2 deploy (down, migrate, restart, up), then the fleet rollback (down, restart on r1, up)
+    assert web1_calls[-3:] == ["down --retry=60", "queue:restart", "up"], web1_calls
+    assert ("r1", "queue:restart") in app.artisan_log()[-2:]
+    recovery = recovery_seconds(failed.stdout)
+    assert recovery < 120, recovery
