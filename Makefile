@@ -20,6 +20,7 @@ lint: bootstrap
 	ruff format --check .
 	yamllint -s .
 	ansible-lint --profile production
+	shellcheck .ci/run scripts/*.sh bench/*.sh
 
 sanity: bootstrap
 	scripts/sanity.sh

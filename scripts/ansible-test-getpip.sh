@@ -10,7 +10,8 @@ mkdir -p "$WHEEL_DIR"
 if ! ls "$WHEEL_DIR"/pip-24.2-*.whl >/dev/null 2>&1; then
   "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$WHEEL_DIR" pip==24.2
 fi
-WHEEL="$(ls "$WHEEL_DIR"/pip-24.2-*.whl | head -n1)"
+WHEELS=("$WHEEL_DIR"/pip-24.2-*.whl)
+WHEEL="${WHEELS[0]}"
 cat > "$CACHE/get_pip_24_2.py" <<PYEOF
 """Stand-in for get-pip.py 24.2: installs with the pip 24.2 wheel from PyPI."""
 import sys

@@ -8,7 +8,8 @@ cd "$ROOT"
 PY="${PYTHON:-python3}"
 WHAT="${1:-test}"
 
-APT_PACKAGES=(mariadb-server mariadb-client zstd age supervisor php-cli git make rsync python3-venv)
+# ansible-test sanity skips its shellcheck test (with a warning only) when shellcheck is missing.
+APT_PACKAGES=(mariadb-server mariadb-client zstd age supervisor php-cli git make rsync python3-venv shellcheck)
 if [ "$WHAT" = bench ]; then
   APT_PACKAGES+=(mydumper rclone)
 fi

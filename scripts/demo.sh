@@ -124,7 +124,8 @@ say "2. backup.yml on the fleet: backup → restore-verify → off-site copy (bo
 ansible-playbook -i inventories/local playbooks/backup.yml
 
 for h in "${HOSTS[@]}"; do
-  latest="$(ls -1t "$DEMO/$h/backups/app/"*.sql.zst 2>/dev/null | head -n1 || true)"
+  latest="$(find "$DEMO/$h/backups/app" -maxdepth 1 -name '*.sql.zst' -printf '%T@ %p\n' 2>/dev/null \
+    | sort -rn | head -n1 | cut -d' ' -f2- || true)"
   [ -n "$latest" ] || { echo "demo: no backup found for $h" >&2; exit 1; }
   echo
   echo "-- $h --"
