@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 from tests.integration.roles.conftest import App, table_digests, write_inventory
@@ -164,14 +165,8 @@ def test_rollback_on_demand_with_and_without_restore(app: App, tmp_path: Path) -
     assert app.current == "r1"
 
 
-def test_a_later_server_failing_rolls_back_the_whole_fleet(app: App) -> None:
-    """serial: 1 deploys web1 (which migrates) then web2; web2's health check fails.
-
-    Before, web2 went back to the previous release alone: web1 stayed on the new release
-    and the database stayed migrated under web2's old code. Now the run undoes what it did
-    on web1 too: maintenance, database restored from web1's pre-deploy backup, web1 back
-    on the previous release, workers restarted, maintenance off.
-    """
+def _second_server(app: App, **web2_vars: Any) -> Path:
+    """A second deploy root, web2, on the same database as web1; returns web2's root."""
     web2 = app.base / "web2"
     (web2 / "shared" / "storage").mkdir(parents=True)
     fake_laravel.write_env(web2 / "shared" / ".env", app.database, app.server.socket, "root", app.server.ROOT_PASSWORD)
@@ -186,15 +181,23 @@ def test_a_later_server_failing_rolls_back_the_whole_fleet(app: App) -> None:
         {
             "app": {
                 "web1": {**common, "rollback_deploy_root": str(app.root)},
-                # the health check of web2 fails when the test says so
-                "web2": {
-                    **common,
-                    "rollback_deploy_root": str(web2),
-                    "rollback_healthcheck_command": "{{ web2_health | default('') }}",
-                },
+                "web2": {**common, "rollback_deploy_root": str(web2), **web2_vars},
             }
         },
     )
+    return web2
+
+
+def test_a_later_server_failing_rolls_back_the_whole_fleet(app: App) -> None:
+    """serial: 1 deploys web1 (which migrates) then web2; web2's health check fails.
+
+    Before, web2 went back to the previous release alone: web1 stayed on the new release
+    and the database stayed migrated under web2's old code. Now the run undoes what it did
+    on web1 too: maintenance, database restored from web1's pre-deploy backup, web1 back
+    on the previous release, workers restarted, maintenance off.
+    """
+    # the health check of web2 fails when the test says so
+    web2 = _second_server(app, rollback_healthcheck_command="{{ web2_health | default('') }}")
 
     def current(root: Path) -> str:
         return Path(os.readlink(root / "current")).name
@@ -221,3 +224,31 @@ def test_a_later_server_failing_rolls_back_the_whole_fleet(app: App) -> None:
     assert ("r1", "queue:restart") in app.artisan_log()[-2:]
     recovery = recovery_seconds(failed.stdout)
     assert recovery < 120, recovery
+
+
+def test_manual_rollback_with_restore_on_a_fleet_restores_once_where_the_backup_is(app: App) -> None:
+    """rollback.yml -e rollback_restore_database=true on two servers sharing a database.
+
+    Only web1 migrated, so only its record names a pre-deploy backup. web2 used to fail
+    ("recorded no pre-deploy backup") and stop the play; now it rolls its code back and
+    leaves the database to web1, which restores it.
+    """
+    web2 = _second_server(app)
+
+    def current(root: Path) -> str:
+        return Path(os.readlink(root / "current")).name
+
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    app.release("r2", {**GOOD, "2026_11_28_000005_a": "CREATE TABLE a5 (id int PRIMARY KEY);\n"})
+    deployed = app.deploy("r2")
+    assert deployed.returncode == 0, deployed.stdout[-3000:]
+    assert current(app.root) == current(web2) == "r2" and "a5" in app.schema()
+
+    back = app.rollback(rollback_restore_database=True)
+    assert back.returncode == 0, back.stdout[-4000:]
+    assert current(app.root) == current(web2) == "r1"
+    assert app.schema() == before
+    assert "database restored on web1, which took the pre-deploy backup" in back.stdout, back.stdout[-3000:]
+    assert not app.in_maintenance and not (web2 / "shared" / "storage" / "framework" / "down").exists()
