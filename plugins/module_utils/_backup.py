@@ -29,6 +29,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._flock import wait_fo
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     ConnectionParams,
     ServerInfo,
+    binlog_enabled,
     client_option_file,
     find_program,
 )
@@ -177,12 +178,10 @@ def snapshot_position_args(connection: Any, server: ServerInfo, program: str, ex
     if any(arg.split("=", 1)[0] in _POSITION_OPTIONS for arg in extra):
         return []
     try:
-        with connection.cursor() as cur:
-            cur.execute("SELECT @@GLOBAL.log_bin")
-            row = cur.fetchone()
+        enabled = binlog_enabled(connection)
     except Exception:  # noqa: BLE001 - no position is better than no backup
         return []
-    return list(SNAPSHOT_POSITION_ARGS) if row and str(row[0]) in ("1", "ON") else []
+    return list(SNAPSHOT_POSITION_ARGS) if enabled else []
 
 
 def binlog_position(connection: Any, server: ServerInfo) -> dict[str, Any]:

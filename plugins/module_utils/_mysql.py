@@ -226,6 +226,14 @@ def server_info(connection: Any) -> ServerInfo:
         return ServerInfo(cur.fetchone()[0])
 
 
+def binlog_enabled(connection: Any) -> bool:
+    """Whether the server writes a binary log (``@@GLOBAL.log_bin``; readable without privileges)."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.log_bin")
+        row = cur.fetchone()
+    return bool(row) and str(row[0]) in ("1", "ON")
+
+
 @contextlib.contextmanager
 def client_option_file(conn: ConnectionParams, directory: str | None = None) -> Iterator[str]:
     """A 0600 option file holding the credentials, removed when the block ends.

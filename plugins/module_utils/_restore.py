@@ -47,6 +47,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils import _dumpfile, _re
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     MAX_IDENTIFIER_LENGTH,
     ConnectionParams,
+    binlog_enabled,
     client_option_file,
     quote_identifier,
     validate_identifier,
@@ -1665,7 +1666,7 @@ def _run_restore(
         return
     if not request.write_binlog:
         with contextlib.suppress(Exception):
-            if query(connection, "SELECT @@GLOBAL.log_bin")[0][0]:
+            if binlog_enabled(connection):
                 warn(
                     "write_binlog is false: this restore is not written to the binary log, so replicas do not "
                     "receive it; re-seed them from this server or restore with write_binlog: true"

@@ -252,3 +252,27 @@ def test_manual_rollback_with_restore_on_a_fleet_restores_once_where_the_backup_
     assert app.schema() == before
     assert "database restored on web1, which took the pre-deploy backup" in back.stdout, back.stdout[-3000:]
     assert not app.in_maintenance and not (web2 / "shared" / "storage" / "framework" / "down").exists()
+
+    # a release that migrated nothing: no server has a backup of it, so a restore is refused
+    app.release("r3", GOOD)
+    assert app.deploy("r3").returncode == 0
+    refused = app.rollback(rollback_restore_database=True)
+    assert refused.returncode != 0
+    assert "recorded no pre-deploy backup here or on the other servers of this play" in refused.stdout
+    assert current(app.root) == current(web2) == "r3" and app.schema() == before
+
+
+def test_a_fleet_rollback_whose_restore_fails_stays_in_maintenance_and_says_where_the_backup_is(app: App) -> None:
+    """The peer's restore fails (its pre-deploy backup is gone): no server is taken out of maintenance."""
+    gone = f"rm -f {app.predeploy}/{app.database}-pre-deploy-r2-*"
+    web2 = _second_server(app, rollback_healthcheck_command="{{ web2_health | default('') }}")
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", {**GOOD, "2026_11_28_000005_a": "CREATE TABLE a5 (id int PRIMARY KEY);\n"})
+    failed = app.deploy("r2", web2_health=f"sh -c '{gone}; exit 1'")
+    assert failed.returncode != 0
+    assert "RESTORE FAILED: restoring the database migrated by web1" in failed.stdout, failed.stdout[-4000:]
+    assert f"Restore by hand from {app.predeploy}/{app.database}-pre-deploy-r2-" in failed.stdout
+    assert " on web1 (docs/deploy.md)" in failed.stdout
+    assert "a5" in app.schema()  # not restored
+    assert app.in_maintenance and (web2 / "shared" / "storage" / "framework" / "down").exists()

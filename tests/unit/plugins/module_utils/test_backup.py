@@ -311,6 +311,13 @@ LOG_BIN_ON = {"SELECT @@GLOBAL.log_bin": (1,)}
     [
         (MARIADB_SERVER, "/usr/bin/mariadb-dump", LOG_BIN_ON, [], ["--master-data=2", "--gtid"]),
         (MARIADB_SERVER, "/usr/bin/mariadb-dump", {"SELECT @@GLOBAL.log_bin": (0,)}, [], []),
+        (
+            MARIADB_SERVER,
+            "/usr/bin/mariadb-dump",
+            {"SELECT @@GLOBAL.log_bin": ("ON",)},
+            [],
+            ["--master-data=2", "--gtid"],
+        ),
         # MySQL's mysqldump would take a global read lock for it
         (MYSQL_SERVER, "/usr/bin/mysqldump", {"SELECT @@GLOBAL.log_bin": (1,)}, [], []),
         (MARIADB_SERVER, "/usr/bin/mysqldump", LOG_BIN_ON, [], []),
