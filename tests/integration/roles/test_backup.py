@@ -69,6 +69,17 @@ def host_vars(mariadb: MariaDB, database: str, base: Path, **extra: Any) -> dict
     }
 
 
+def schedule_vars(etc: Path) -> dict[str, Any]:
+    """An on-host schedule written under ``etc``; not activated (no systemd in the test machine)."""
+    return {
+        "backup_schedule": True,
+        "backup_schedule_activate": False,
+        "backup_schedule_config_dir": str(etc / "mutuapix-backup"),
+        "backup_schedule_unit_dir": str(etc / "systemd"),
+        "backup_schedule_wrapper": str(etc / "mutuapix-backup.sh"),
+    }
+
+
 def test_fleet_backup_one_host_failing(
     mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path, webhook: Webhook
 ) -> None:
@@ -136,12 +147,8 @@ def test_schedule_on_host_runs_the_playbook_and_reports_failure(
         mariadb,
         backup_db,
         tmp_path,
-        backup_schedule=True,
         backup_schedule_method="systemd",
-        backup_schedule_activate=False,  # no systemd in the test machine: write the units, don't start them
-        backup_schedule_config_dir=str(etc / "mutuapix-backup"),
-        backup_schedule_unit_dir=str(etc / "systemd"),
-        backup_schedule_wrapper=str(etc / "mutuapix-backup.sh"),
+        **schedule_vars(etc),
         backup_schedule_ansible_playbook=str(ROOT / ".venv" / "bin" / "ansible-playbook"),
         backup_schedule_python=str(ROOT / ".venv" / "bin" / "python"),
         backup_schedule_environment={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)},
@@ -187,3 +194,32 @@ def test_schedule_on_host_runs_the_playbook_and_reports_failure(
     assert "mutuapix-backup: FAILED" in run.stderr
     assert len(webhook.bodies) == 1
     assert "failed at 'Take the backup'" in webhook.bodies[0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        (
+            {"backup_schedule_method": "systemd", "backup_schedule_on_calendar": "daily at 3"},
+            "backup_schedule_on_calendar 'daily at 3' is not a systemd calendar expression "
+            "(Failed to parse calendar specification",
+        ),
+        (
+            {"backup_schedule_method": "cron", "backup_schedule_cron_hour": "3am"},
+            "backup_schedule_cron_hour '3am' must be cron fields",
+        ),
+    ],
+    ids=["systemd-calendar", "cron-hour"],
+)
+def test_a_schedule_that_would_never_fire_is_refused_before_the_backup(
+    mariadb: MariaDB, backup_db: str, tmp_path: Path, schedule: dict[str, str], message: str
+) -> None:
+    etc = tmp_path / "etc"
+    hv = host_vars(mariadb, backup_db, tmp_path, **schedule_vars(etc), **schedule)
+    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+    proc = run_playbook(PLAYBOOKS / "backup.yml", inventory)
+    assert proc.returncode != 0
+    assert message in " ".join(proc.stdout.split()), proc.stdout[-3000:]
+    # refused up front: no backup taken, no schedule file written
+    assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").rglob("*.sql*"))
+    assert not etc.exists()
