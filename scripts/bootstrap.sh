@@ -9,7 +9,9 @@ PY="${PYTHON:-python3}"
 WHAT="${1:-test}"
 
 # ansible-test sanity skips its shellcheck test (with a warning only) when shellcheck is missing.
-APT_PACKAGES=(mariadb-server mariadb-client zstd age supervisor php-cli git make rsync python3-venv shellcheck)
+# systemd: systemd-analyze, which the backup role's schedule check and the tests use (offline; no
+# running systemd needed).
+APT_PACKAGES=(mariadb-server mariadb-client zstd age supervisor php-cli git make rsync python3-venv shellcheck systemd)
 if [ "$WHAT" = bench ]; then
   APT_PACKAGES+=(mydumper rclone)
 fi

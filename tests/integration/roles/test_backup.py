@@ -169,6 +169,12 @@ def test_schedule_on_host_runs_the_playbook_and_reports_failure(
     timer = (etc / "systemd" / "mutuapix-backup.timer").read_text()
     assert "OnCalendar=*-*-* 03:15:00" in timer and "Persistent=true" in timer
     assert f"ExecStart={etc}/mutuapix-backup.sh" in (etc / "systemd" / "mutuapix-backup.service").read_text()
+    # systemd itself loads both units (offline: no running systemd needed), ExecStart included
+    units = [str(etc / "systemd" / name) for name in ("mutuapix-backup.service", "mutuapix-backup.timer")]
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *units], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
     scheduled = yaml.safe_load((conf / "vars.yml").read_text())
     assert scheduled["backup_schedule"] is False and scheduled["backup_database"] == backup_db
     assert scheduled["backup_b2_application_key"] == "not-really-used-but-secret-42"  # only in the 0600 file
