@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)/.build/collections
 export ANSIBLE_NOCOLOR := 1
 PYTEST_ARGS ?=
 
-.PHONY: all bootstrap demo demo-stop test lint sanity units integration bench clean
+.PHONY: all bootstrap demo demo-stop test lint sanity units integration compat bench clean
 
 all: test
 
@@ -35,6 +35,15 @@ integration: bootstrap
 test: lint sanity
 	pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS)
 
+# The unit and integration tests again on ansible-core 2.17 and 2.18, each in its own venv
+# (not part of `make test`: about 7 minutes per release; .ci/run runs it after `make test`).
+compat:
+	@scripts/bootstrap.sh compat
+	@for venv in $(CURDIR)/.venv-core2.17 $(CURDIR)/.venv-core2.18; do \
+	  echo "compat: $$($$venv/bin/ansible --version | head -1)"; \
+	  PATH="$$venv/bin:$$PATH" $$venv/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS) || exit 1; \
+	done
+
 demo: bootstrap
 	scripts/demo.sh start
 
@@ -46,4 +55,4 @@ bench:
 	bench/run_all.sh
 
 clean: demo-stop
-	rm -rf .build .venv .venv-sanity .venv-bench .pytest_cache .ruff_cache
+	rm -rf .build .venv .venv-sanity .venv-bench .venv-core2.17 .venv-core2.18 .pytest_cache .ruff_cache

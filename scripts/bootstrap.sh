@@ -15,6 +15,8 @@ APT_PACKAGES=(mariadb-server mariadb-client zstd age supervisor php-cli git make
 if [ "$WHAT" = bench ]; then
   APT_PACKAGES+=(mydumper rclone)
 fi
+# `make compat`: the tests on the oldest supported ansible-core releases (README: 2.17+).
+COMPAT_CORES=(2.17.14 2.18.19)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -52,6 +54,17 @@ make_venv() {  # make_venv DIR REQFILE...
 make_venv .venv requirements.txt test-requirements.txt
 if [ "$WHAT" = bench ]; then
   make_venv .venv-bench requirements.txt bench-requirements.txt
+fi
+if [ "$WHAT" = compat ]; then
+  # The oldest supported ansible-core releases, each with the same pinned test dependencies
+  # (the linters, which need the newest core, left out): .venv-core2.17, .venv-core2.18.
+  mkdir -p .build
+  for core in "${COMPAT_CORES[@]}"; do
+    req=".build/compat-requirements-${core%.*}.txt"
+    grep -v -E '^(ansible-core|ansible-lint|ruff|yamllint)==' test-requirements.txt > "$req"
+    echo "ansible-core==$core" >> "$req"
+    make_venv ".venv-core${core%.*}" requirements.txt "$req"
+  done
 fi
 if [ "$WHAT" = sanity ] || [ "$WHAT" = test ]; then
   # ansible-test installs its own pinned linters with --requirements: keep them apart.

@@ -64,7 +64,7 @@ def test_backup_playbook_through_ansible_runner(
         "backup_database": backup_db,
         "backup_dir": str(tmp_path / "backups"),
         "backup_install_packages": False,
-        "backup_login_user": None,
+        "backup_login_user": "",  # the account comes from the option file
         "backup_config_file": str(cnf),
         "backup_b2_bucket": bucket,
         "backup_b2_endpoint_url": s3_endpoint.url,

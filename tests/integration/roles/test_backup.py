@@ -63,7 +63,7 @@ def host_vars(mariadb: MariaDB, database: str, base: Path, **extra: Any) -> dict
         "backup_database": database,
         "backup_dir": str(base / "backups"),
         "backup_install_packages": False,
-        "backup_login_user": None,
+        "backup_login_user": "",  # the account comes from the option file
         "backup_config_file": str(write_client_cnf(mariadb, base / "client.cnf")),
         **extra,
     }
