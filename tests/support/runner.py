@@ -12,6 +12,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTIONS = ROOT / ".build" / "collections"
+# The ansible-core under test: the one installed beside the Python running the tests (`make compat`
+# runs them from a venv with an older release).
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 
 def ensure_collection_path() -> None:
@@ -91,7 +94,7 @@ def run_playbook(
     timeout: float = 1200,
 ) -> subprocess.CompletedProcess[str]:
     ensure_collection_path()
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), str(playbook)]
+    cmd = [str(ANSIBLE_PLAYBOOK), str(playbook)]
     if inventory:
         cmd += ["-i", str(inventory)]
     if extra_vars:

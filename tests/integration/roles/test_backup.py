@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -17,7 +18,7 @@ import yaml
 
 from tests.integration.roles.conftest import PLAYBOOKS, S3, S3_APP_KEY, S3_KEY_ID, write_client_cnf, write_inventory
 from tests.support.mariadb import MariaDB
-from tests.support.runner import COLLECTIONS, ROOT, run_playbook
+from tests.support.runner import ANSIBLE_PLAYBOOK, COLLECTIONS, run_playbook
 
 S3_ENV = {"B2_APPLICATION_KEY_ID": S3_KEY_ID, "B2_APPLICATION_KEY": S3_APP_KEY}
 
@@ -149,8 +150,8 @@ def test_schedule_on_host_runs_the_playbook_and_reports_failure(
         tmp_path,
         backup_schedule_method="systemd",
         **schedule_vars(etc),
-        backup_schedule_ansible_playbook=str(ROOT / ".venv" / "bin" / "ansible-playbook"),
-        backup_schedule_python=str(ROOT / ".venv" / "bin" / "python"),
+        backup_schedule_ansible_playbook=str(ANSIBLE_PLAYBOOK),
+        backup_schedule_python=sys.executable,
         backup_schedule_environment={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)},
         backup_verify="never",
         backup_notify_url=webhook.url,
