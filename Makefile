@@ -7,6 +7,9 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
 export PYTHONPATH := $(CURDIR)/.build/collections
 export ANSIBLE_NOCOLOR := 1
 PYTEST_ARGS ?=
+# `make compat`: the oldest supported ansible-core releases (README: 2.17+), one venv each:
+# .venv-core2.17, .venv-core2.18.
+COMPAT_CORES ?= 2.17.14 2.18.19
 
 .PHONY: all bootstrap demo demo-stop test lint sanity units integration compat bench clean
 
@@ -38,10 +41,11 @@ test: lint sanity
 # The unit and integration tests again on ansible-core 2.17 and 2.18, each in its own venv
 # (not part of `make test`: about 7 minutes per release; .ci/run runs it after `make test`).
 compat:
-	@scripts/bootstrap.sh compat
-	@for venv in $(CURDIR)/.venv-core2.17 $(CURDIR)/.venv-core2.18; do \
+	@COMPAT_CORES="$(COMPAT_CORES)" scripts/bootstrap.sh compat
+	@for venv in $(foreach core,$(COMPAT_CORES),$(CURDIR)/.venv-core$(basename $(core))); do \
 	  echo "compat: $$($$venv/bin/ansible --version | head -1)"; \
-	  PATH="$$venv/bin:$$PATH" $$venv/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS) || exit 1; \
+	  PATH="$$venv/bin:$$PATH" $$venv/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS) \
+	    || { echo "compat: the tests failed on $$($$venv/bin/ansible --version | head -1)" >&2; exit 1; }; \
 	done
 
 demo: bootstrap
@@ -55,4 +59,4 @@ bench:
 	bench/run_all.sh
 
 clean: demo-stop
-	rm -rf .build .venv .venv-sanity .venv-bench .venv-core2.17 .venv-core2.18 .pytest_cache .ruff_cache
+	rm -rf .build .venv .venv-sanity .venv-bench .venv-core* .pytest_cache .ruff_cache

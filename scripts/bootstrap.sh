@@ -15,8 +15,6 @@ APT_PACKAGES=(mariadb-server mariadb-client zstd age supervisor php-cli git make
 if [ "$WHAT" = bench ]; then
   APT_PACKAGES+=(mydumper rclone)
 fi
-# `make compat`: the tests on the oldest supported ansible-core releases (README: 2.17+).
-COMPAT_CORES=(2.17.14 2.18.19)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -56,10 +54,11 @@ if [ "$WHAT" = bench ]; then
   make_venv .venv-bench requirements.txt bench-requirements.txt
 fi
 if [ "$WHAT" = compat ]; then
-  # The oldest supported ansible-core releases, each with the same pinned test dependencies
-  # (the linters, which need the newest core, left out): .venv-core2.17, .venv-core2.18.
+  # The ansible-core releases of the Makefile's COMPAT_CORES, each with the same pinned test
+  # dependencies (the linters, which need the newest core, left out): .venv-core<major.minor>.
+  : "${COMPAT_CORES:?set COMPAT_CORES to the ansible-core versions to test, e.g. '2.17.14 2.18.19' (make compat does)}"
   mkdir -p .build
-  for core in "${COMPAT_CORES[@]}"; do
+  for core in $COMPAT_CORES; do
     req=".build/compat-requirements-${core%.*}.txt"
     grep -v -E '^(ansible-core|ansible-lint|ruff|yamllint)==' test-requirements.txt > "$req"
     echo "ansible-core==$core" >> "$req"
