@@ -16,7 +16,7 @@ run() {
   "$PY" "$@" || { echo "bench: $1 FAILED" >&2; status=1; }
 }
 run bench/bench_backup.py --size-mb "$SIZE"
-for extra in bench/bench_parse.py bench/bench_sched.py bench/bench_restore.py bench/bench_b2.py bench/bench_rollback.py; do
+for extra in bench/bench_parse.py bench/bench_pipeline.py bench/bench_sched.py bench/bench_restore.py bench/bench_b2.py bench/bench_rollback.py; do
   if [ -f "$extra" ]; then
     run "$extra" --size-mb "$SIZE"
   fi
