@@ -8,8 +8,8 @@ so each round's drift cancels out in the paired ratios:
   floor      mariadb-dump > /dev/null
   pipe       the module's reader (``_backup.pump``), whose worker thread discards each chunk
   +parse     the worker parses (``_dumpfile.DumpParser``: frames, row counts) and discards
-  +zstd      the worker only compresses (``_dumpfile.FrameWriter``, the module's default
-             zstd settings), into /dev/null, without parsing
+  +zstd      the worker only compresses (``_dumpfile.FrameWriter``: the module's default
+             zstd settings, SHA-256 of the output), into /dev/null, without parsing
   pipeline   parse and compress into a file: the module's hot path without the module
   module     the mysql_backup module itself (preflight, lock, fsync, manifest included)
 
