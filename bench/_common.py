@@ -52,6 +52,17 @@ def module_dump_options(server: MariaDB) -> list[str]:
     return [*_dumpfile.DUMP_OPTIONS, *extra]
 
 
+def module_cmd(args: dict, workdir: Path) -> tuple[list[str], dict[str, str]]:
+    """The command (and environment) that runs mysql_backup with ``args``, as Ansible would."""
+    path = workdir / "args.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": args}, handle)
+    env = dict(os.environ, PYTHONPATH=str(ROOT / ".build" / "collections"))
+    python = str(ROOT / ".venv" / "bin" / "python")
+    return [python, "-m", "ansible_collections.mutuapix.ops.plugins.modules.mysql_backup", str(path)], env
+
+
 def option_file(server: MariaDB) -> Path:
     path = BENCH_DB_DIR / "client.cnf"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

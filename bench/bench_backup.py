@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -33,20 +32,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, bench_server, module_dump_options, option_file, save, size_of, timed
+from _common import ROOT, bench_server, module_cmd, module_dump_options, option_file, save, size_of, timed
 
-PY = str(ROOT / ".venv" / "bin" / "python")
 MB = "mysql_backup (defaults)"
 BENCH_VENV = ROOT / ".venv-bench" / "bin"
-
-
-def module_cmd(args: dict, workdir: Path) -> tuple[list[str], dict[str, str]]:
-    path = workdir / "args.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": args}, handle)
-    env = dict(os.environ, PYTHONPATH=str(ROOT / ".build" / "collections"))
-    return [PY, "-m", "ansible_collections.mutuapix.ops.plugins.modules.mysql_backup", str(path)], env
 
 
 def community_mysql_cmd(server, cnf: Path, db: str, target: Path, workdir: Path) -> list[str]:

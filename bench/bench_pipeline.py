@@ -24,17 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, bench_server, module_dump_options, option_file, save
+from _common import ROOT, bench_server, module_cmd, module_dump_options, option_file, save, timed
 
 STAGES = ("pipe", "+parse", "+zstd", "pipeline")
 
@@ -74,15 +73,6 @@ def child(stage: str, dump: list[str], out_dir: str) -> None:
         sink.close()
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None, stdout: int | None = None) -> tuple[float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    subprocess.run(cmd, env=env, stdout=stdout, check=True)
-    elapsed = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return elapsed, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=1100, help="approximate plain dump size of the database")
@@ -97,54 +87,47 @@ def main() -> None:
 
     server = bench_server(args.size_mb)
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-", dir=str(ROOT / ".build")))
-    env = dict(os.environ, PYTHONPATH=str(ROOT / ".build" / "collections"))
     try:
         cnf = option_file(server)
         dump = ["mariadb-dump", f"--defaults-extra-file={cnf}", *module_dump_options(server), "bench"]
-        args_file = work / "args.json"
-        args_file.write_text(
-            json.dumps(
-                {
-                    "ANSIBLE_MODULE_ARGS": {
-                        "login_unix_socket": server.socket,
-                        "config_file": str(cnf),
-                        "database": "bench",
-                        "dest": str(work / "module"),
-                    }
-                }
-            )
+        module, env = module_cmd(
+            {
+                "login_unix_socket": server.socket,
+                "config_file": str(cnf),
+                "database": "bench",
+                "dest": str(work / "module"),
+            },
+            work,
         )
         me = [sys.executable, str(Path(__file__).resolve())]
-        variants: dict[str, list[str]] = {"floor": dump}
+        # A shell redirect: timed() captures what a command prints, and the dump must not be captured.
+        variants: dict[str, list[str] | str] = {"floor": shlex.join(dump) + " > /dev/null"}
         for stage in STAGES:
             variants[stage] = [*me, "--child", stage, "--dump", json.dumps(dump), "--out", str(work)]
-        variants["module"] = [
-            sys.executable,
-            "-m",
-            "ansible_collections.mutuapix.ops.plugins.modules.mysql_backup",
-            str(args_file),
-        ]
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+        variants["module"] = module
+        results: dict[str, list[dict]] = {name: [] for name in variants}
         for rnd in range(args.rounds):
             print(f"bench: round {rnd + 1}/{args.rounds}", flush=True)
             for name, cmd in variants.items():
                 shutil.rmtree(work / "module", ignore_errors=True)
-                results[name].append(timed(cmd, env=env, stdout=subprocess.DEVNULL))
+                res = timed(cmd, shell=name == "floor", env=env)
+                res.pop("stdout", None)
+                results[name].append(res)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         server.stop()
 
-    floor = [r[0] for r in results["floor"]]
+    floor = [r["seconds"] for r in results["floor"]]
     summary = {}
     previous = 1.0
     print(f"\n{'variant':<9} {'median s':>9} {'cpu s':>6} {'x floor':>8} {'step':>7}   (ratios: paired medians)")
     for name, runs in results.items():
-        ratio = statistics.median(r[0] / f for r, f in zip(runs, floor, strict=True))
+        ratio = statistics.median(r["seconds"] / f for r, f in zip(runs, floor, strict=True))
         row = {
-            "median_s": round(statistics.median(r[0] for r in runs), 2),
-            "cpu_s": round(statistics.median(r[1] for r in runs), 2),
+            "median_s": round(statistics.median(r["seconds"] for r in runs), 2),
+            "cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 2),
             "vs_floor_paired_median": round(ratio, 3),
-            "per_round": [round(r[0] / f, 3) for r, f in zip(runs, floor, strict=True)],
+            "per_round": [round(r["seconds"] / f, 3) for r, f in zip(runs, floor, strict=True)],
         }
         summary[name] = row
         # The "+zstd" variant compresses without parsing: its step is against "pipe".
