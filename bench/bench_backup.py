@@ -15,6 +15,11 @@ round of each, the ratios to mysql_backup's best and median, and CPU seconds: th
 process tree and the database server's (the floor shows what dumping alone costs the two
 cores; whatever a peer adds competes with the server and the dump program for them).
 
+The JSON summary also gives the CPU budget: ``floor_busy_cores`` (the floor's and the server's
+CPU seconds per wall second) and, for mysql_backup, the CPU it adds over the floor and the ratio
+that CPU alone predicts when none of the floor's idle time can be used,
+1 + extra CPU / (cores x floor), with the extra CPU a 1.3 x ratio allows.
+
 Targets (issue 2): mysql_backup <= 1.3 x floor; >= 2 x faster than gzip and community.mysql;
 file no larger than gzip -6's; peak RSS of the module process <= 150 MB.
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -178,6 +184,36 @@ def main() -> None:
         pairs = [a["seconds"] / b["seconds"] for a, b in zip(results[num], results[den], strict=True)]
         return round(statistics.median(pairs), 3)
 
+    def busy_cores(name: str) -> float | None:
+        """Median over rounds of (peer's + server's CPU seconds) / wall seconds."""
+        if name not in results:
+            return None
+        return round(
+            statistics.median((r["cpu_s"] + r.get("server_cpu_s", 0.0)) / r["seconds"] for r in results[name]), 2
+        )
+
+    def cpu_budget(name: str) -> dict[str, float] | None:
+        """The CPU a peer adds over the floor, and the ratio that CPU alone predicts.
+
+        When the floor already keeps the cores busy and none of its idle time can be used
+        (on this 2-core reference machine the dump program and the server keep ~1.7 cores
+        busy), every CPU-second a backup adds costs 1/cores of a second of wall time:
+        predicted ratio = 1 + extra CPU / (cores x floor). Per round, median over rounds.
+        """
+        if name not in results or floor not in results or len(results[name]) != len(results[floor]):
+            return None
+        cores = os.cpu_count() or 1
+        extra, predicted = [], []
+        for a, b in zip(results[name], results[floor], strict=True):
+            added = a["cpu_s"] + a.get("server_cpu_s", 0.0) - b["cpu_s"] - b.get("server_cpu_s", 0.0)
+            extra.append(added)
+            predicted.append(1 + added / (cores * b["seconds"]))
+        return {
+            "extra_cpu_s": round(statistics.median(extra), 2),
+            "predicted_vs_floor": round(statistics.median(predicted), 3),
+            "extra_cpu_s_allowed_at_1_3": round(0.3 * cores * median[floor], 2),
+        }
+
     summary = {
         "plain_dump_bytes": uncompressed,
         "rounds": args.rounds,
@@ -189,6 +225,9 @@ def main() -> None:
         "gzip_vs_mysql_backup_paired_median": paired("dump | gzip -6", MB),
         "community_mysql_vs_mysql_backup": ratio(best, "community.mysql mysql_db dump .gz", MB),
         "community_mysql_vs_mysql_backup_median": ratio(median, "community.mysql mysql_db dump .gz", MB),
+        "cores": os.cpu_count(),
+        "floor_busy_cores": busy_cores(floor),
+        "mysql_backup_cpu_budget": cpu_budget(MB),
         "mysql_backup_peak_rss_mb": max(r["peak_rss_mb"] for r in results[MB]),
         "mysql_backup_bytes": mb_run.get("bytes"),
         "gzip_bytes": min(results["dump | gzip -6"], key=lambda r: r["seconds"]).get("bytes")
