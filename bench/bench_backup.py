@@ -184,6 +184,9 @@ def main() -> None:
         pairs = [a["seconds"] / b["seconds"] for a, b in zip(results[num], results[den], strict=True)]
         return round(statistics.median(pairs), 3)
 
+    # The CPUs this bench may run on (affinity), which is what the dump and the module share.
+    cores = len(os.sched_getaffinity(0))
+
     def busy_cores(name: str) -> float | None:
         """Median over rounds of (peer's + server's CPU seconds) / wall seconds."""
         if name not in results:
@@ -202,7 +205,6 @@ def main() -> None:
         """
         if name not in results or floor not in results or len(results[name]) != len(results[floor]):
             return None
-        cores = os.cpu_count() or 1
         extra, predicted = [], []
         for a, b in zip(results[name], results[floor], strict=True):
             added = a["cpu_s"] + a.get("server_cpu_s", 0.0) - b["cpu_s"] - b.get("server_cpu_s", 0.0)
@@ -225,7 +227,7 @@ def main() -> None:
         "gzip_vs_mysql_backup_paired_median": paired("dump | gzip -6", MB),
         "community_mysql_vs_mysql_backup": ratio(best, "community.mysql mysql_db dump .gz", MB),
         "community_mysql_vs_mysql_backup_median": ratio(median, "community.mysql mysql_db dump .gz", MB),
-        "cores": os.cpu_count(),
+        "cores": cores,
         "floor_busy_cores": busy_cores(floor),
         "mysql_backup_cpu_budget": cpu_budget(MB),
         "mysql_backup_peak_rss_mb": max(r["peak_rss_mb"] for r in results[MB]),
