@@ -187,13 +187,15 @@ def main() -> None:
     # The CPUs this bench may run on (affinity), which is what the dump and the module share.
     cores = len(os.sched_getaffinity(0))
 
+    def total_cpu(run: dict) -> float:
+        """CPU seconds of a round: the peer's process tree and the database server's."""
+        return run["cpu_s"] + run.get("server_cpu_s", 0.0)
+
     def busy_cores(name: str) -> float | None:
-        """Median over rounds of (peer's + server's CPU seconds) / wall seconds."""
+        """Median over rounds of total_cpu / wall seconds."""
         if name not in results:
             return None
-        return round(
-            statistics.median((r["cpu_s"] + r.get("server_cpu_s", 0.0)) / r["seconds"] for r in results[name]), 2
-        )
+        return round(statistics.median(total_cpu(r) / r["seconds"] for r in results[name]), 2)
 
     def cpu_budget(name: str) -> dict[str, float] | None:
         """The CPU a peer adds over the floor, and the ratio that CPU alone predicts.
@@ -207,7 +209,7 @@ def main() -> None:
             return None
         extra, predicted = [], []
         for a, b in zip(results[name], results[floor], strict=True):
-            added = a["cpu_s"] + a.get("server_cpu_s", 0.0) - b["cpu_s"] - b.get("server_cpu_s", 0.0)
+            added = total_cpu(a) - total_cpu(b)
             extra.append(added)
             predicted.append(1 + added / (cores * b["seconds"]))
         return {
