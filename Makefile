@@ -7,6 +7,11 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
 export PYTHONPATH := $(CURDIR)/.build/collections
 export ANSIBLE_NOCOLOR := 1
 PYTEST_ARGS ?=
+# pytest-xdist workers: the tests mostly wait on one busy process at a time (ansible-playbook, a
+# dump, a restore), so two workers halve the wall time on the 2-core reference machine. Each
+# worker starts its own private servers. PYTEST_JOBS=0 runs everything in one process.
+PYTEST_JOBS ?= 2
+PYTEST := pytest -q -p no:cacheprovider -n $(PYTEST_JOBS) --dist worksteal
 # `make compat`: the oldest supported ansible-core releases (README: 2.17+), one venv each:
 # .venv-core2.17, .venv-core2.18.
 COMPAT_CORES ?= 2.17.14 2.18.19
@@ -29,22 +34,22 @@ sanity: bootstrap
 	scripts/sanity.sh
 
 units: bootstrap
-	pytest -q tests/unit $(PYTEST_ARGS)
+	$(PYTEST) tests/unit $(PYTEST_ARGS)
 
 integration: bootstrap
-	pytest -q tests/integration $(PYTEST_ARGS)
+	$(PYTEST) tests/integration $(PYTEST_ARGS)
 
 # Static checks first (each blocks), then one pytest run so its summary line ends the output.
 test: lint sanity
-	pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS)
+	$(PYTEST) tests/unit tests/integration $(PYTEST_ARGS)
 
 # The unit and integration tests again on ansible-core 2.17 and 2.18, each in its own venv
-# (not part of `make test`: about 7 minutes per release; .ci/run runs it after `make test`).
+# (not part of `make test`: .ci/run runs it after `make test`).
 compat:
 	@COMPAT_CORES="$(COMPAT_CORES)" scripts/bootstrap.sh compat
 	@for venv in $(foreach core,$(COMPAT_CORES),$(CURDIR)/.venv-core$(basename $(core))); do \
 	  echo "compat: $$($$venv/bin/ansible --version | head -1)"; \
-	  PATH="$$venv/bin:$$PATH" $$venv/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration $(PYTEST_ARGS) \
+	  PATH="$$venv/bin:$$PATH" $$venv/bin/python -m $(PYTEST) tests/unit tests/integration $(PYTEST_ARGS) \
 	    || { echo "compat: the tests failed on $$($$venv/bin/ansible --version | head -1)" >&2; exit 1; }; \
 	done
 

@@ -21,7 +21,10 @@ def ensure_collection_path() -> None:
     link = COLLECTIONS / "ansible_collections" / "mutuapix" / "ops"
     if not link.exists():
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(ROOT)
+        try:
+            link.symlink_to(ROOT)
+        except FileExistsError:  # another pytest-xdist worker made it first
+            pass
 
 
 def module_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,7 @@ from moto.server import ThreadedMotoServer
 
 from tests.integration.b2.b2helpers import APP_KEY, KEY_ID, REGION
 from tests.integration.b2.b2proxy import B2Proxy
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.mariadb import free_port
 
 
 class MotoHandle:

@@ -15,7 +15,8 @@ import pytest
 
 from tests.integration.b2.b2helpers import APP_KEY, MiB, b2_run, remote_keys, write_backup, write_manifest
 from tests.integration.b2.b2proxy import B2Proxy, Fault
-from tests.integration.b2.conftest import MotoHandle, free_port
+from tests.integration.b2.conftest import MotoHandle
+from tests.support.mariadb import free_port
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 PUT_OPS = ("PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload")

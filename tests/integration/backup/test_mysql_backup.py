@@ -331,14 +331,17 @@ def test_password_never_in_argv_environ_results_or_files(mariadb, backup_db, tmp
     datagen.create_database(mariadb, "bk_big", 12_000_000)
     thread = threading.Thread(target=scan, daemon=True)
     thread.start()
+    # The module's own temporary directory, so that option files of other tests' modules
+    # (pytest-xdist runs two at once) cannot be mistaken for this one's.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir(mode=0o700)
     try:
-        before = set(os.listdir("/tmp"))
         result = run_module(
             "mysql_backup",
-            dict(mariadb.login, database="bk_big", dest=str(tmp_path)),
+            dict(mariadb.login, database="bk_big", dest=str(tmp_path / "dest")),
+            env={"TMPDIR": str(private_tmp)},
             popen_hook=lambda proc: module_pid.append(proc.pid),
         )
-        after = set(os.listdir("/tmp"))
     finally:
         stop.set()
         thread.join()
@@ -350,7 +353,14 @@ def test_password_never_in_argv_environ_results_or_files(mariadb, backup_db, tmp
     assert all("--defaults-extra-file=" in cmd for cmd in dumping)
     assert leaks == []
     assert password not in json.dumps(result)
-    assert not [n for n in after - before if n.startswith(".mutuapix-my-")]
+    # the option file the dump program read was in the module's temporary directory, and is gone
+    option_files = {
+        arg.split("=", 1)[1] for cmd in dumping for arg in cmd.split("\x00") if arg.startswith("--defaults-extra-file=")
+    }
+    assert option_files and all(Path(f).parent == private_tmp and not Path(f).exists() for f in option_files), (
+        option_files
+    )
+    assert not [n for n in os.listdir(private_tmp) if n.startswith(".mutuapix-my-")]
     assert password.encode() not in Path(result["path"]).read_bytes()
     assert password not in Path(result["manifest_path"]).read_text()
 

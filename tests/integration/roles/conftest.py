@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from tests.support import datagen, fake_laravel
-from tests.support.mariadb import MariaDB
+from tests.support.mariadb import MariaDB, free_port
 from tests.support.runner import ROOT, run_module, run_playbook
 
 PLAYBOOKS = ROOT / "playbooks"
@@ -153,12 +152,6 @@ def app(mariadb: MariaDB, tmp_path: Path, request: pytest.FixtureRequest) -> Ite
         mariadb.execute(f"DROP DATABASE IF EXISTS `{database}`")
         for (name,) in mariadb.execute("SHOW DATABASES LIKE %s", (f"{database}%",)):
             mariadb.execute(f"DROP DATABASE IF EXISTS `{name}`")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class S3:
