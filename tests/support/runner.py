@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -21,10 +22,8 @@ def ensure_collection_path() -> None:
     link = COLLECTIONS / "ansible_collections" / "mutuapix" / "ops"
     if not link.exists():
         link.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):  # another pytest-xdist worker made it first
             link.symlink_to(ROOT)
-        except FileExistsError:  # another pytest-xdist worker made it first
-            pass
 
 
 def module_env(extra: dict[str, str] | None = None) -> dict[str, str]:
