@@ -30,7 +30,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -44,18 +43,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.mariadb import free_port  # noqa: E402
 from tests.support.runner import COLLECTIONS, ensure_collection_path, module_env  # noqa: E402
 
 KEY_ID, SECRET = "benchkey", "benchsecret"
 LOG_RE = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) (/[^ ]*) HTTP/1\.1" (\d{3})')
 UNVERIFIED = ssl._create_unverified_context()  # noqa: S323 - the bench's own throw-away certificate
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")  # werkzeug colours 3xx/4xx/5xx lines
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Moto:
@@ -75,14 +69,14 @@ class Moto:
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             try:
                 urllib.request.urlopen(self.url + "/moto-api/", timeout=1, context=UNVERIFIED)  # noqa: S310
                 return
             except OSError:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError("moto_server did not start")
+        raise RuntimeError(f"moto_server did not start on port {self.port}: see {self.log_path}")
 
     def mark(self) -> int:
         self._log.flush()

@@ -17,9 +17,27 @@ import pymysql
 
 
 def free_port() -> int:
+    """A loopback port that was free a moment ago.
+
+    Another process (a second pytest worker, or any outgoing connection's ephemeral port) may
+    take it before the caller binds it: servers that can listen on port 0 should, and
+    ``MariaDB.start`` picks another port when its choice was taken.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as the block runs.
+
+    The port stays bound (but not listening), so no other process can start listening on it
+    meanwhile, as it could on a port that was merely released.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 def _server_binary() -> str:
@@ -46,6 +64,7 @@ class MariaDB:
         self.pidfile = self.basedir / "mysqld.pid"
         self.errlog = self.basedir / "error.log"
         self.port = port or free_port()
+        self.port_fixed = port is not None  # a caller's port is never swapped for another
         self.buffer_pool = buffer_pool
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -126,13 +145,33 @@ class MariaDB:
         conn.close()
         return True
 
-    def start(self, timeout: float = 60) -> MariaDB:
+    def start(self, timeout: float = 60, attempts: int = 5) -> MariaDB:
+        """Start the server and wait until root can log in.
+
+        When the port chosen by ``free_port`` was taken in the meantime (the server logs
+        "Address already in use" and exits), start again on another one, up to ``attempts``
+        times; a port the caller asked for is not swapped.
+        """
         if self.proc is None and self._reuse_running():
             return self
         self.basedir.mkdir(parents=True, exist_ok=True)
         (self.basedir / "empty-client.cnf").write_text("[client]\n")
         fresh = not (self.datadir / "mysql").is_dir()
         self.initialize()
+        for attempt in range(1, attempts + 1):
+            log_offset = self.errlog.stat().st_size if self.errlog.exists() else 0
+            try:
+                return self._start_once(fresh, timeout)
+            except RuntimeError:
+                with self.errlog.open("rb") as log:
+                    log.seek(log_offset)
+                    port_taken = b"Address already in use" in log.read()
+                if not port_taken or self.port_fixed or attempt == attempts:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, fresh: bool, timeout: float) -> MariaDB:
         self.proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

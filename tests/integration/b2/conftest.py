@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,49 +11,21 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from tests.integration.b2.b2helpers import APP_KEY, KEY_ID, REGION
 from tests.integration.b2.b2proxy import B2Proxy
-from tests.support.mariadb import free_port
-
-
-class MotoHandle:
-    """moto's server in a thread; stop()/start() keep the stored objects (they live in-process)."""
-
-    def __init__(self) -> None:
-        self.server: ThreadedMotoServer | None = None
-        self.address: tuple[str, int] = ("127.0.0.1", 0)
-
-    def start(self) -> tuple[str, int]:
-        self.address = ("127.0.0.1", free_port())
-        self.server = ThreadedMotoServer(ip_address=self.address[0], port=self.address[1], verbose=False)
-        self.server.start()
-        return self.address
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            inner = getattr(self.server, "_server", None)
-            if inner is not None:
-                inner.server_close()  # ThreadedMotoServer.stop() leaves the socket open
-            self.server = None
+from tests.support.s3server import S3Server
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoHandle]:
-    os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
+def moto_server() -> Iterator[S3Server]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    handle = MotoHandle()
-    handle.start()
-    try:
-        yield handle
-    finally:
-        handle.stop()
+    with S3Server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def b2(moto_server: MotoHandle) -> Iterator[B2Proxy]:
+def b2(moto_server: S3Server) -> Iterator[B2Proxy]:
     proxy = B2Proxy(moto_server.address, {KEY_ID}).start()
     try:
         yield proxy
@@ -63,9 +34,9 @@ def b2(moto_server: MotoHandle) -> Iterator[B2Proxy]:
 
 
 @pytest.fixture
-def proxy(b2: B2Proxy, moto_server: MotoHandle) -> Iterator[B2Proxy]:
+def proxy(b2: B2Proxy, moto_server: S3Server) -> Iterator[B2Proxy]:
     """The proxy with a clean record and no pending faults, pointing at the running moto."""
-    if moto_server.server is None:  # a fault-injection test stopped it and failed early
+    if not moto_server.running:  # a fault-injection test stopped it and failed early
         moto_server.start()
     b2.state.clear()
     b2.state.hook = None
@@ -78,7 +49,7 @@ def proxy(b2: B2Proxy, moto_server: MotoHandle) -> Iterator[B2Proxy]:
 class Admin:
     """Test-side view of the bucket, through whatever moto address is current."""
 
-    def __init__(self, handle: MotoHandle) -> None:
+    def __init__(self, handle: S3Server) -> None:
         self.handle = handle
 
     @property
@@ -95,7 +66,7 @@ class Admin:
 
 
 @pytest.fixture
-def s3(moto_server: MotoHandle) -> Any:
+def s3(moto_server: S3Server) -> Any:
     return Admin(moto_server).client
 
 

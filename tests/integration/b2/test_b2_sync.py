@@ -15,8 +15,8 @@ import pytest
 
 from tests.integration.b2.b2helpers import APP_KEY, MiB, b2_run, remote_keys, write_backup, write_manifest
 from tests.integration.b2.b2proxy import B2Proxy, Fault
-from tests.integration.b2.conftest import MotoHandle
-from tests.support.mariadb import free_port
+from tests.support.mariadb import refused_port
+from tests.support.s3server import S3Server
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 PUT_OPS = ("PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload")
@@ -323,8 +323,9 @@ def test_missing_bucket(args_for, src):
 
 
 def test_unreachable_endpoint(args_for, src):
-    args = args_for("any", src=str(src), endpoint_url=f"http://127.0.0.1:{free_port()}", max_attempts=2)
-    assert_clean_failure(b2_run(args, timeout=120), "cannot reach", "endpoint_url")
+    with refused_port() as port:
+        args = args_for("any", src=str(src), endpoint_url=f"http://127.0.0.1:{port}", max_attempts=2)
+        assert_clean_failure(b2_run(args, timeout=120), "cannot reach", "endpoint_url")
 
 
 def test_bad_options_fail_clearly(args_for, src, dest):
@@ -379,11 +380,11 @@ def test_server_stopped_mid_upload_then_rerun_completes(bucket, args_for, proxy,
     assert sha256_of(dest / backup.name) == pulled["sha256"] == sha256_of(backup)
 
 
-def _restart(moto_server: MotoHandle, proxy: B2Proxy) -> None:
+def _restart(moto_server: S3Server, proxy: B2Proxy) -> None:
     proxy.state.upstream = moto_server.start()
 
 
-def s3_now(moto_server: MotoHandle) -> Any:
+def s3_now(moto_server: S3Server) -> Any:
     from tests.integration.b2.conftest import Admin
 
     return Admin(moto_server).client

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support import datagen
-from tests.support.mariadb import MariaDB, free_port
+from tests.support import mariadb as support_mariadb
+from tests.support.mariadb import MariaDB
 
 
 class Server:
@@ -191,9 +192,10 @@ def posts(server: Server) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def refused_port() -> int:
-    """A port nothing listens on (bound once, then released)."""
-    return free_port()
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections (kept bound, not listening, during the test)."""
+    with support_mariadb.refused_port() as port:
+        yield port
 
 
 # --------------------------------------------------------------------------- Laravel queues

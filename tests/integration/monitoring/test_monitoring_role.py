@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.integration.monitoring.conftest import Queues, Server, posts, start_server
-from tests.support.mariadb import MariaDB, free_port
+from tests.support.mariadb import MariaDB
 from tests.support.runner import ROOT, run_playbook
 
 PLAYBOOK = ROOT / "playbooks" / "monitor.yml"
@@ -78,16 +77,13 @@ def test_monitor_role_rejects_bad_input(mariadb: MariaDB, queues: Queues, tmp_pa
 def test_monitor_backup_freshness_through_b2_sync_status(tmp_path: Path):
     """The role's B2 wiring against b2_sync mode=status and a local S3 endpoint (moto)."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
+    from tests.support.s3server import S3Server
+
+    with S3Server() as server:
         s3 = boto3.client(
             "s3",
-            endpoint_url=f"http://127.0.0.1:{port}",
+            endpoint_url=server.url,
             region_name="us-west-004",
             aws_access_key_id="test-key-id",
             aws_secret_access_key="test-application-key",
@@ -104,7 +100,7 @@ def test_monitor_backup_freshness_through_b2_sync_status(tmp_path: Path):
             "monitoring_b2_bucket": "backups",
             "monitoring_b2_prefix": "prod/db1/",
             "monitoring_b2_region": "us-west-004",
-            "monitoring_b2_endpoint_url": f"http://127.0.0.1:{port}",
+            "monitoring_b2_endpoint_url": server.url,
             "monitoring_b2_key_id": "test-key-id",
             "monitoring_b2_application_key": "test-application-key",
             "monitoring_b2_databases": ["app"],
@@ -118,8 +114,6 @@ def test_monitor_backup_freshness_through_b2_sync_status(tmp_path: Path):
         assert stale.returncode != 0
         assert "backups on B2 are older than 1 h or missing" in stale.stdout, stale.stdout[-3000:]
         assert "test-application-key" not in stale.stdout
-    finally:
-        server.stop()
 
 
 def test_argument_specs_match_defaults():

@@ -15,11 +15,11 @@ import boto3
 import pytest
 import yaml
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from tests.support import datagen, fake_laravel
-from tests.support.mariadb import MariaDB, free_port
+from tests.support.mariadb import MariaDB
 from tests.support.runner import ROOT, run_module, run_playbook
+from tests.support.s3server import S3Server
 
 PLAYBOOKS = ROOT / "playbooks"
 S3_KEY_ID = "roles-test-key-id"
@@ -179,17 +179,8 @@ class S3:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[S3]:
     """moto's S3 server on 127.0.0.1, stopped at the end of the session."""
-    os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "true")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield S3(f"http://127.0.0.1:{port}")
-    finally:
-        server.stop()
-        inner = getattr(server, "_server", None)
-        if inner is not None:
-            inner.server_close()
+    with S3Server() as server:
+        yield S3(server.url)
 
 
 @pytest.fixture
