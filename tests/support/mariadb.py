@@ -163,20 +163,22 @@ class MariaDB:
             try:
                 return self._start_once(fresh, timeout)
             except RuntimeError:
-                with self.errlog.open("rb") as log:
+                port_taken = False
+                with contextlib.suppress(FileNotFoundError), self.errlog.open("rb") as log:
                     log.seek(log_offset)
                     port_taken = b"Address already in use" in log.read()
                 if not port_taken or self.port_fixed or attempt == attempts:
                     raise
                 self.port = free_port()
-        raise AssertionError("unreachable")
+        raise ValueError(f"attempts must be at least 1, not {attempts}")
 
     def _start_once(self, fresh: bool, timeout: float) -> MariaDB:
         self.proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mariadbd exited early: {self.errlog.read_text(errors='replace')[-2000:]}")
+                log = self.errlog.read_text(errors="replace") if self.errlog.exists() else "(no error log)"
+                raise RuntimeError(f"mariadbd exited early (exit code {self.proc.returncode}): {log[-2000:]}")
             try:
                 pw = "" if fresh else self.ROOT_PASSWORD
                 conn = pymysql.connect(unix_socket=self.socket, user="root", password=pw, connect_timeout=2)
