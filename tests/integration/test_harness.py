@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
+import re
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +14,7 @@ import boto3
 import pytest
 
 from tests.support import mariadb as support
-from tests.support.mariadb import MariaDB
+from tests.support.mariadb import MariaDB, temporary_server
 from tests.support.s3server import S3Server
 
 
@@ -87,3 +90,18 @@ def test_s3_server_restart_keeps_objects_on_a_new_port() -> None:
         assert client.get_object(Bucket="harness", Key="k")["Body"].read() == b"v"
     finally:
         server.stop()
+
+
+def test_a_server_that_dies_by_itself_is_reported_with_its_crash_report() -> None:
+    """A crash must not pass for 'connection refused' in the tests after it: the log says which query."""
+    with pytest.raises(RuntimeError, match=r"died during the tests \(exit code") as died:
+        with temporary_server("mutuapix-crash-") as server:
+            assert server.proc is not None
+            os.kill(server.proc.pid, signal.SIGSEGV)
+            server.proc.wait(60)
+    kept = Path(re.search(r"log kept in (\S+):", str(died.value)).group(1))
+    try:
+        assert "got signal 11" in str(died.value)
+        assert "got signal 11" in kept.read_text(errors="replace")
+    finally:
+        kept.unlink()

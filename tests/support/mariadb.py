@@ -258,13 +258,29 @@ class MariaDB:
 
 @contextlib.contextmanager
 def temporary_server(prefix: str = "mutuapix-mariadb-") -> Iterator[MariaDB]:
-    """A private server in a fresh temp dir; stopped and removed when the block ends."""
+    """A private server in a fresh temp dir; stopped and removed when the block ends.
+
+    A server that died by itself meanwhile (not through ``kill()``) is an error at the end of
+    the block, with its error log's tail (the crash report says which query), and the log is
+    kept beside the temp dir.
+    """
     base = tempfile.mkdtemp(prefix=prefix)
     server = MariaDB(base)
+    died: int | None = None
+    kept = Path(base + "-error.log")
     try:
         server.start()
         yield server
     finally:
+        if server.proc is not None and server.proc.poll() is not None:
+            died = server.proc.returncode
+            with contextlib.suppress(OSError):
+                shutil.copyfile(server.errlog, kept)
         with contextlib.suppress(Exception):
             server.stop()
         shutil.rmtree(base, ignore_errors=True)
+    if died is not None:
+        log = kept.read_text(errors="replace") if kept.exists() else "(no error log)"
+        raise RuntimeError(
+            f"the private MariaDB died during the tests (exit code {died}); log kept in {kept}:\n{log[-4000:]}"
+        )
