@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import signal
 import socket
 from collections.abc import Iterator
@@ -105,3 +106,23 @@ def test_a_server_that_dies_by_itself_is_reported_with_its_crash_report() -> Non
         assert "got signal 11" in kept.read_text(errors="replace")
     finally:
         kept.unlink()
+
+
+def test_starting_a_server_leaves_a_running_servers_temporary_tables_alone() -> None:
+    """mariadbd deletes every "#sql*" file in its tmpdir when it starts: each server has its own."""
+    with temporary_server() as running:
+        assert running.execute("SELECT @@tmpdir") == [(str(running.tmpdir),)]
+        in_use = running.tmpdir / "#sql-temptable-probe.MAI"  # what an on-disk internal temporary table looks like
+        in_use.touch()
+        with temporary_server() as starting:
+            assert starting.tmpdir != running.tmpdir
+        assert in_use.exists()
+        # what the separate tmpdir prevents: a server starting on the same tmpdir deletes the file
+        same = MariaDB(Path(running.basedir.parent) / (running.basedir.name + "-same-tmpdir"))
+        same.tmpdir = running.tmpdir
+        try:
+            same.start()
+            assert not in_use.exists()
+        finally:
+            same.stop()
+            shutil.rmtree(same.basedir, ignore_errors=True)

@@ -63,6 +63,10 @@ class MariaDB:
         self.socket = str(self.basedir / "mysqld.sock")
         self.pidfile = self.basedir / "mysqld.pid"
         self.errlog = self.basedir / "error.log"
+        # Its own tmpdir: a starting mariadbd deletes every "#sql*" file in its tmpdir, so with a
+        # shared /tmp it would delete the internal temporary tables of a server that is running
+        # a query (seen: a segfault in ha_maria::drop_table while another test started a server).
+        self.tmpdir = self.basedir / "tmp"
         self.port = port or free_port()
         self.port_fixed = port is not None  # a caller's port is never swapped for another
         self.buffer_pool = buffer_pool
@@ -97,6 +101,7 @@ class MariaDB:
             f"--port={self.port}",
             "--bind-address=127.0.0.1",
             f"--pid-file={self.pidfile}",
+            f"--tmpdir={self.tmpdir}",
             f"--log-error={self.errlog}",
             "--user=root",
             "--character-set-server=utf8mb4",
@@ -155,6 +160,7 @@ class MariaDB:
         if self.proc is None and self._reuse_running():
             return self
         self.basedir.mkdir(parents=True, exist_ok=True)
+        self.tmpdir.mkdir(mode=0o700, exist_ok=True)
         (self.basedir / "empty-client.cnf").write_text("[client]\n")
         fresh = not (self.datadir / "mysql").is_dir()
         self.initialize()
