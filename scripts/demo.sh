@@ -55,28 +55,20 @@ start_s3() {
   if s3_running; then
     echo "demo: S3 endpoint already running on 127.0.0.1:$(cat "$S3_DIR/port")"
   else
-    local port pid attempt up=""
-    # A port free a moment ago may be taken before moto binds it: then moto exits, try another.
-    for attempt in 1 2 3 4 5; do
-      port="$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-      nohup moto_server -H 127.0.0.1 -p "$port" >"$S3_DIR/moto.log" 2>&1 &
-      pid=$!
-      for _ in $(seq 1 150); do
-        kill -0 "$pid" 2>/dev/null || break
-        # werkzeug says so once this moto has bound the port (a connection could reach whatever took it)
-        if grep -q "Running on http://127.0.0.1:$port" "$S3_DIR/moto.log"; then
-          up=1
-          break
-        fi
-        sleep 0.1
-      done
-      if [ -n "$up" ]; then break; fi
-      kill "$pid" 2>/dev/null || true
-      echo "demo: moto_server did not start on 127.0.0.1:$port (attempt $attempt)" >&2
+    local port="" pid
+    # Port 0: moto binds a port the kernel picks and logs it, so no other process can take it first.
+    nohup moto_server -H 127.0.0.1 -p 0 >"$S3_DIR/moto.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 150); do
+      kill -0 "$pid" 2>/dev/null || break
+      port="$(sed -n 's|.*Running on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$S3_DIR/moto.log")"
+      [ -n "$port" ] && break
+      sleep 0.1
     done
-    if [ -z "$up" ]; then
+    if [ -z "$port" ]; then
+      kill "$pid" 2>/dev/null || true
       tail -n 20 "$S3_DIR/moto.log" >&2
-      echo "demo: could not start the local S3 endpoint; see $S3_DIR/moto.log" >&2
+      echo "demo: could not start the local S3 endpoint (moto_server); see $S3_DIR/moto.log" >&2
       exit 1
     fi
     echo "$pid" >"$S3_DIR/pid"

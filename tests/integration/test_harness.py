@@ -10,6 +10,7 @@ import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -70,14 +71,18 @@ def test_refused_port_refuses_and_cannot_be_taken_meanwhile() -> None:
             assert taken.value.errno == errno.EADDRINUSE
 
 
+def s3_client(server: S3Server) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
+    )
+
+
 def test_s3_server_restart_keeps_objects_on_a_new_port() -> None:
     server = S3Server()
     try:
         first = server.start()
         assert first[1] != 0 and server.running
-        client = boto3.client(
-            "s3", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
-        )
+        client = s3_client(server)
         client.create_bucket(Bucket="harness")
         client.put_object(Bucket="harness", Key="k", Body=b"v")
         server.stop()
@@ -85,10 +90,7 @@ def test_s3_server_restart_keeps_objects_on_a_new_port() -> None:
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(first, timeout=5)  # stop() closed the listening socket
         server.start()
-        client = boto3.client(
-            "s3", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
-        )
-        assert client.get_object(Bucket="harness", Key="k")["Body"].read() == b"v"
+        assert s3_client(server).get_object(Bucket="harness", Key="k")["Body"].read() == b"v"
     finally:
         server.stop()
 

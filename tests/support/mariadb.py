@@ -273,7 +273,7 @@ def temporary_server(prefix: str = "mutuapix-mariadb-") -> Iterator[MariaDB]:
     base = tempfile.mkdtemp(prefix=prefix)
     server = MariaDB(base)
     died: int | None = None
-    kept = Path(base + "-error.log")
+    log = "(no error log)"
     try:
         server.start()
         yield server
@@ -281,12 +281,13 @@ def temporary_server(prefix: str = "mutuapix-mariadb-") -> Iterator[MariaDB]:
         if server.proc is not None and server.proc.poll() is not None:
             died = server.proc.returncode
             with contextlib.suppress(OSError):
-                shutil.copyfile(server.errlog, kept)
+                log = server.errlog.read_text(errors="replace")
         with contextlib.suppress(Exception):
             server.stop()
         shutil.rmtree(base, ignore_errors=True)
     if died is not None:
-        log = kept.read_text(errors="replace") if kept.exists() else "(no error log)"
+        kept = Path(base + "-error.log")
+        kept.write_text(log)
         raise RuntimeError(
             f"the private MariaDB died during the tests (exit code {died}); log kept in {kept}:\n{log[-4000:]}"
         )
