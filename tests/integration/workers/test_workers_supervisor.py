@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ansible
 import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _memmon
@@ -241,10 +242,53 @@ def test_supervisor_not_running_is_a_clear_error(workers: Workers, supervisord: 
         assert "Traceback" not in result.stderr
 
 
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+
+
+def unprivileged_module_tree(root: Path) -> tuple[str, Path]:
+    """An interpreter and an import path the user nobody can use, wherever the checkout lives.
+
+    The checkout and its venv are often under /root (mode 0700): nobody cannot read them. So the
+    module runs the way Ansible ships it to a host without become, from copies under ``root``: the
+    ``ansible`` package's module side (what AnsiballZ packs) and the collection's plugins.
+    """
+    lib = root / "lib"
+    package = Path(ansible.__file__).parent
+    (lib / "ansible").mkdir(parents=True)
+    for name in ("__init__.py", "release.py"):
+        shutil.copy2(package / name, lib / "ansible" / name)
+    ignore = shutil.ignore_patterns("__pycache__")
+    for sub in ("module_utils", "_vendor"):
+        if (package / sub).is_dir():
+            shutil.copytree(package / sub, lib / "ansible" / sub, ignore=ignore)
+    collection = lib / "ansible_collections" / "mutuapix" / "ops"
+    shutil.copytree(Path(__file__).resolve().parents[3] / "plugins", collection / "plugins", ignore=ignore)
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    # An interpreter nobody can start and import the standard library with.
+    candidates = [
+        sys.executable,
+        os.path.realpath(sys.executable),
+        getattr(sys, "_base_executable", ""),
+        "/usr/bin/python3",
+    ]
+    for python in dict.fromkeys(c for c in candidates if c):
+        probe = subprocess.run(
+            [*AS_NOBODY, python, "-I", "-c", "import json, xmlrpc.client"],
+            capture_output=True,
+            cwd=str(root),
+            check=False,
+        )
+        if probe.returncode == 0:
+            return python, lib
+    raise AssertionError(f"no Python interpreter the user nobody can run, among {candidates}")
+
+
 def test_socket_not_permitted_is_a_clear_error(workers: Workers, supervisord: Supervisord):
     """The socket is root's, mode 0700: an unprivileged user gets an actionable message."""
     work = Path(tempfile.mkdtemp(prefix="mpx-np-"))  # pytest's own tmp dirs are private to root
     try:
+        python, lib = unprivileged_module_tree(work)
         (work / "confd").mkdir()
         args = workers.args("alpha", config_dir=str(work / "confd"))
         args_file = work / "args.json"
@@ -252,12 +296,11 @@ def test_socket_not_permitted_is_a_clear_error(workers: Workers, supervisord: Su
         os.chmod(work, 0o755)  # noqa: S103 - the unprivileged user must reach the arguments file
         args_file.chmod(0o644)
         module = "ansible_collections.mutuapix.ops.plugins.modules.supervisor_worker_limits"
-        as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
         proc = subprocess.run(
-            [*as_nobody, sys.executable, "-m", module, str(args_file)],
+            [*AS_NOBODY, python, "-m", module, str(args_file)],
             capture_output=True,
             text=True,
-            env=module_env({"HOME": str(work)}),
+            env=module_env({"HOME": str(work), "PYTHONPATH": str(lib)}),
             cwd=str(work),
             timeout=60,
             check=False,
