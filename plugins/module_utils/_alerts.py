@@ -16,7 +16,15 @@ OK -> OK                  nothing
 unknown -> failing        one alert (state missing or corrupt: better one extra
                           alert than a silent outage)
 unknown -> OK             nothing: never a recovery we cannot prove
+failing -> not evaluated  nothing: the failure is kept as it was (see below)
 ========================  =====================================================
+
+A check missing from ``problems`` is only a recovery when the probe could evaluate it. A
+probe names the checks it could not evaluate this run in ``not_evaluated`` (an endpoint
+that does not answer has no status code and shows no certificate; a database that refuses
+the connection shows no queue): a previous failure of such a check is carried over
+unchanged - no recovery, no reminder - until a run evaluates it again. ``EVERY_OTHER_CHECK``
+in ``not_evaluated`` stands for every check not in ``problems``.
 
 The state file is written atomically (temporary file, fsync, rename) with mode 0600.
 Notifications that could not be delivered stay in the state file and go out with the next
@@ -35,7 +43,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +56,8 @@ STATE_VERSION = 1
 # Undelivered notifications kept for the next run; older ones are dropped first.
 MAX_UNDELIVERED = 20
 DEFAULT_STATE_DIR = "/var/lib/mutuapix-ops"
+# In ``not_evaluated``: every check missing from ``problems`` was not evaluated this run.
+EVERY_OTHER_CHECK = "*"
 # The notification options of every probe module (documented in doc_fragments/alerts.py).
 ALERT_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "realert_after_s": {"type": "int", "default": 3600},
@@ -68,6 +78,8 @@ class Evaluation:
     recoveries: list[dict[str, Any]] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Checks failing before that this run could not evaluate: kept failing, not recovered.
+    not_evaluated: list[str] = field(default_factory=list)
     previous_known: bool = True
 
     @property
@@ -148,8 +160,13 @@ def evaluate(
     realert_after_s: int,
     probe: str,
     target: str,
+    not_evaluated: Collection[str] = (),
 ) -> Evaluation:
-    """Decide alerts and recoveries from the previous state and the current problems."""
+    """Decide alerts and recoveries from the previous state and the current problems.
+
+    ``not_evaluated``: checks this run could not evaluate (or ``EVERY_OTHER_CHECK``); their
+    previous failure is carried over instead of being reported as recovered.
+    """
     result = Evaluation(previous_known=previous is not None)
     old_failing: dict[str, dict[str, Any]] = (previous or {}).get("failing", {})
     failing: dict[str, dict[str, Any]] = {}
@@ -167,16 +184,21 @@ def evaluate(
             entry["last_alert_at"] = now
         failing[check] = entry
     for check, before in sorted(old_failing.items()):
-        if check not in problems:
-            since = float(before.get("since", now))
-            result.recoveries.append(
-                {
-                    "check": check,
-                    "message": f"recovered: {before.get('message', check)}",
-                    "failing_since": _iso(since),
-                    "duration_s": int(now - since),
-                }
-            )
+        if check in problems:
+            continue
+        if check in not_evaluated or EVERY_OTHER_CHECK in not_evaluated:
+            failing[check] = dict(before)
+            result.not_evaluated.append(check)
+            continue
+        since = float(before.get("since", now))
+        result.recoveries.append(
+            {
+                "check": check,
+                "message": f"recovered: {before.get('message', check)}",
+                "failing_since": _iso(since),
+                "duration_s": int(now - since),
+            }
+        )
     result.state = {
         "version": STATE_VERSION,
         "probe": probe,
@@ -310,8 +332,11 @@ def run_transitions(
     validate_certs: bool = True,
     check_mode: bool = False,
     now: float | None = None,
+    not_evaluated: Collection[str] = (),
 ) -> dict[str, Any]:
     """The whole probe epilogue: load state, evaluate, notify, save. Returns result keys.
+
+    ``not_evaluated`` names the checks the probe could not evaluate this run (see :func:`evaluate`).
 
     In check mode the decision is computed and returned but nothing is sent or written.
     The state is saved even when the webhook fails (the transition is never lost); a state
@@ -323,7 +348,15 @@ def run_transitions(
         # The clock is read once the lock is held, so a run that waited sees the other's state.
         now = time.time() if now is None else now
         previous, warning = load_state(state_file)
-        evaluation = evaluate(previous, problems, now=now, realert_after_s=realert_after_s, probe=probe, target=target)
+        evaluation = evaluate(
+            previous,
+            problems,
+            now=now,
+            realert_after_s=realert_after_s,
+            probe=probe,
+            target=target,
+            not_evaluated=not_evaluated,
+        )
         warnings = [warning] if warning else []
         outcome: dict[str, Any] = {"notified": False, "notify_error": None}
         if not check_mode:
@@ -342,6 +375,7 @@ def run_transitions(
     return {
         "alerts": evaluation.alerts,
         "recoveries": evaluation.recoveries,
+        "not_evaluated": evaluation.not_evaluated,
         "previous_state_known": evaluation.previous_known,
         "state_file": state_file,
         "notified": outcome["notified"],

@@ -163,6 +163,8 @@ class EndpointResult:
     error: str | None = None
     problems: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Checks this request could not evaluate (no answer, no certificate): not a recovery.
+    not_evaluated: set[str] = field(default_factory=set)
 
 
 def _ssl_context(validate_certs: bool, ca_path: str | None) -> ssl.SSLContext:
@@ -202,6 +204,7 @@ def _record_tls(result: EndpointResult, not_after: datetime.datetime | None, tls
     if not_after is None:
         result.warnings.append("could not read the certificate's expiry (install cryptography on the managed host)")
         return
+    result.not_evaluated.discard("tls_expiry")
     seconds_left = not_after.timestamp() - now
     result.tls_not_after = not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
     result.tls_days_left = int(seconds_left // 86400)
@@ -228,7 +231,9 @@ def check_endpoint(
     """One request to ``url``: status, latency and, for HTTPS, the certificate's remaining days.
 
     Redirects are not followed: a 301 is reported as 301, so list it in ``expected_status``
-    when that is the healthy answer.
+    when that is the healthy answer. A check the request could not get to (the status of a
+    server that does not answer, the certificate of one that refuses the connection) is
+    left in ``not_evaluated``: it is neither healthy nor failing this run.
     """
     expected = expected_status or [200]
     parts = urllib.parse.urlsplit(url)
@@ -238,6 +243,7 @@ def check_endpoint(
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     result = EndpointResult()
+    result.not_evaluated = {"status", "tls_expiry", "tls_invalid"} if parts.scheme == "https" else {"status"}
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
         context = _ssl_context(validate_certs, ca_path)
@@ -252,6 +258,7 @@ def check_endpoint(
         if parts.scheme == "https":
             # Read the certificate now: with "Connection: close" the socket is gone after the response.
             tls_sock: Any = connection.sock
+            result.not_evaluated.discard("tls_invalid")
             der = tls_sock.getpeercert(binary_form=True)
             verified = tls_sock.getpeercert() if validate_certs else None
             _record_tls(result, _not_after(der, verified), tls_min_days, time.time())
@@ -260,9 +267,11 @@ def check_endpoint(
         response.read(MAX_BODY_BYTES)
         result.latency_ms = int((time.monotonic() - started) * 1000)
         result.status = response.status
+        result.not_evaluated.discard("status")
     except ssl.SSLCertVerificationError as exc:
         result.error = f"TLS verification failed for {host}:{port}: {exc.verify_message or exc}"
         result.problems["tls_invalid"] = result.error
+        result.not_evaluated.discard("tls_invalid")
         der = _fetch_certificate_unverified(host, port, timeout)
         if der is not None and HAS_CRYPTOGRAPHY:
             _record_tls(result, _not_after(der, None), tls_min_days, time.time())

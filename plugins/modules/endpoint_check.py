@@ -16,6 +16,10 @@ description:
     recovery) - plus a reminder every O(realert_after_s) while a problem lasts.
   - A missing or corrupt state file is treated as unknown, with a warning; it never produces a
     recovery notification.
+  - A check this run could not evaluate is not a recovery - when the server does not answer there is
+    no status code, and when it refuses the connection no certificate to read, so a C(status) or
+    C(tls_expiry) problem from before is kept as it was (see RV(not_evaluated)) until a run can
+    evaluate it again.
   - Redirects are not followed; list a redirect status in O(expected_status) if it is the healthy answer.
   - The task reports C(changed) when it alerted or recovered.
 options:
@@ -162,6 +166,14 @@ recoveries:
   type: list
   elements: dict
   sample: [{"check": "status", "message": "recovered: ...", "failing_since": "2026-11-28T15:00:00Z", "duration_s": 300}]
+not_evaluated:
+  description:
+    - Problems of the previous run that this run could not evaluate, for example C(tls_expiry) while the server is
+      unreachable. They stay failing in the state file, with no recovery and no reminder.
+  returned: always
+  type: list
+  elements: str
+  sample: ["tls_expiry"]
 previous_state_known:
   description: False when the state file was missing or corrupt (then no recovery can be reported).
   returned: always
@@ -238,6 +250,7 @@ def main() -> None:
             notify_url=p["notify_url"],
             notify_timeout=p["notify_timeout"],
             check_mode=module.check_mode,
+            not_evaluated=probe.not_evaluated,
         )
     except (ProbeError, StateError) as exc:
         module.fail_json(msg=str(exc))

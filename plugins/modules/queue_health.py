@@ -180,6 +180,14 @@ recoveries:
   elements: dict
   sample: [{"check": "failed_jobs", "message": "recovered: ...", "failing_since": "2026-11-28T15:00:00Z",
             "duration_s": 600}]
+not_evaluated:
+  description:
+    - Problems of the previous run that this run could not evaluate. They stay failing in the state file,
+      with no recovery and no reminder.
+  returned: success
+  type: list
+  elements: str
+  sample: []
 previous_state_known:
   description: False when the state file was missing or corrupt (then no recovery can be reported).
   returned: success

@@ -98,6 +98,36 @@ def test_refused_port_is_unreachable(refused_port: int, tmp_path: Path):
     assert result["error"] == result["problems"]["unreachable"]
 
 
+def test_server_down_is_no_recovery_of_what_it_cannot_show(
+    https_server, certs: CertFactory, refused_port: int, webhook: Server, tmp_path: Path
+):
+    """A certificate about to expire, then the site goes down: 'unreachable' alerts, nothing recovers."""
+    state = tmp_path / "s.json"
+    soon = https_server(5)
+    first = probe(soon.url, state, ca_path=str(certs.ca_path), notify_url=webhook.url)
+    assert [a["check"] for a in first["alerts"]] == ["tls_expiry"]
+    # the same state file, the site gone (a refused https port stands for the stopped server)
+    down = probe(f"https://127.0.0.1:{refused_port}/health", state, notify_url=webhook.url)
+    assert [a["check"] for a in down["alerts"]] == ["unreachable"]
+    assert down["recoveries"] == [] and down["not_evaluated"] == ["tls_expiry"]
+    assert "RECOVERED" not in json.dumps(posts(webhook))
+    assert set(json.loads(state.read_text())["failing"]) == {"tls_expiry", "unreachable"}
+    back = probe(soon.url, state, ca_path=str(certs.ca_path), notify_url=webhook.url)
+    assert [r["check"] for r in back["recoveries"]] == ["unreachable"]
+    assert back["alerts"] == []  # tls_expiry was never recovered, so it is not a new problem
+    assert len(posts(webhook)) == 3
+
+    # the same with an HTTP 500: 'down' is no "RECOVERED status"
+    http_state = tmp_path / "http.json"
+    server = start_server(500)
+    try:
+        assert probe(server.url, http_state)["problems"].keys() == {"status"}
+    finally:
+        server.stop()
+    gone = probe(f"http://127.0.0.1:{refused_port}/health", http_state)
+    assert gone["recoveries"] == [] and gone["not_evaluated"] == ["status"]
+
+
 def test_fail_on_unhealthy_fails_after_saving_state(refused_port: int, tmp_path: Path):
     state = tmp_path / "s.json"
     result = probe(f"http://127.0.0.1:{refused_port}/", state, fail_on_unhealthy=True)

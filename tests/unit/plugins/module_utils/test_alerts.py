@@ -18,8 +18,10 @@ from ansible_collections.mutuapix.ops.plugins.module_utils import _alerts
 NOW = 1_800_000_000.0
 
 
-def run(previous, problems, now=NOW, realert=3600):
-    return _alerts.evaluate(previous, problems, now=now, realert_after_s=realert, probe="p", target="t")
+def run(previous, problems, now=NOW, realert=3600, not_evaluated=()):
+    return _alerts.evaluate(
+        previous, problems, now=now, realert_after_s=realert, probe="p", target="t", not_evaluated=not_evaluated
+    )
 
 
 def test_ok_to_ok_is_silent():
@@ -62,6 +64,33 @@ def test_failing_to_ok_recovers_once_with_duration():
 def test_unknown_state_alerts_on_failure_and_never_recovers():
     assert [a["check"] for a in run(None, {"db": "down"}).alerts] == ["db"]
     assert run(None, {}).recoveries == []
+
+
+def test_a_failure_not_evaluated_now_is_kept_not_recovered():
+    """A certificate expiring soon, then the server goes down: no 'RECOVERED tls_expiry'."""
+    soon = run(None, {"tls_expiry": "expires in 5 day(s)"}).state
+    down = run(soon, {"unreachable": "refused"}, now=NOW + 7200, not_evaluated={"status", "tls_expiry"})
+    assert [a["check"] for a in down.alerts] == ["unreachable"]
+    assert down.recoveries == [] and down.not_evaluated == ["tls_expiry"]
+    # carried over as it was: no reminder either, although realert_after_s has passed
+    assert down.state["failing"]["tls_expiry"] == soon["failing"]["tls_expiry"]
+    back = run(down.state, {"tls_expiry": "expires in 5 day(s)"}, now=NOW + 7260)
+    assert [r["check"] for r in back.recoveries] == ["unreachable"]
+    assert [(a["check"], a["repeat"]) for a in back.alerts] == [("tls_expiry", True)]  # a reminder, not a new alert
+    assert back.alerts[0]["since"] == _alerts._iso(NOW)
+    renewed = run(back.state, {}, now=NOW + 7320)
+    assert [(r["check"], r["duration_s"]) for r in renewed.recoveries] == [("tls_expiry", 7320)]
+
+
+def test_every_other_check_not_evaluated():
+    state = run(None, {"queue:default:wait": "waited", "failed_jobs": "11 failed"}).state
+    outage = run(state, {"db_unreachable": "refused"}, now=NOW + 60, not_evaluated={_alerts.EVERY_OTHER_CHECK})
+    assert [a["check"] for a in outage.alerts] == ["db_unreachable"] and outage.recoveries == []
+    assert outage.not_evaluated == ["failed_jobs", "queue:default:wait"]
+    assert set(outage.state["failing"]) == {"db_unreachable", "failed_jobs", "queue:default:wait"}
+    back = run(outage.state, {"failed_jobs": "11 failed"}, now=NOW + 120)
+    assert sorted(r["check"] for r in back.recoveries) == ["db_unreachable", "queue:default:wait"]
+    assert back.alerts == [] and back.not_evaluated == []
 
 
 def test_load_state_missing_corrupt_and_wrong_shape(tmp_path: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _probes
+from tests.support.mariadb import refused_port
 
 
 def stats(queues: dict, failed: int = 0) -> dict:
@@ -62,3 +63,14 @@ def test_bad_urls(url: str):
 def test_safe_url_drops_credentials_and_query():
     parts = _probes.urllib.parse.urlsplit("https://user:pw@example.com:8443/up?token=abc")
     assert _probes._safe_url(parts) == "https://example.com:8443/up"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "not_evaluated"), [("http", {"status"}), ("https", {"status", "tls_expiry", "tls_invalid"})]
+)
+def test_an_unreachable_endpoint_evaluates_nothing_else(scheme: str, not_evaluated: set[str]):
+    """No answer, no certificate: those checks are not evaluated (and so not recovered)."""
+    with refused_port() as port:
+        result = _probes.check_endpoint(f"{scheme}://127.0.0.1:{port}/up", timeout=2)
+    assert set(result.problems) == {"unreachable"}
+    assert result.not_evaluated == not_evaluated
