@@ -34,6 +34,11 @@ DEFAULT_URL = "unix:///var/run/supervisor.sock"
 HEADER = "; Managed by mutuapix.ops.supervisor_worker_limits - local changes will be overwritten.\n"
 # Seconds the hard-memory listener waits between checks (supervisor's TICK_5 event).
 LISTENER_EVENT = "TICK_5"
+# Environment variables whose values are secrets: in the 0600 file, masked in the diff.
+SECRET_ENV_KEYS = ("SUPERVISOR_PASSWORD",)
+SECRET_MASK = "********"  # noqa: S105 - the mask shown instead of a secret, not a secret
+# A secret as written (quoted, '%' doubled) or as an older or hand-edited file may hold it (bare).
+_SECRET_ENV_RE = re.compile(r"\b(" + "|".join(SECRET_ENV_KEYS) + r')=("[^"]*"|[^,\s]*)')
 
 
 class WorkerConfigError(Exception):
@@ -289,6 +294,28 @@ def check_round_trip(spec: WorkerSpec, text: str) -> None:
             raise WorkerConfigError(
                 "environment values do not read back unchanged (avoid commas, quotes and spaces mixed with '=')"
             )
+
+
+def redact_diff(before: str | None, after: str | None) -> tuple[str, str]:
+    """The config before and after for diff mode, secret values masked.
+
+    The value written is escaped for supervisor (``%`` doubled), so masking the option's own
+    value (``no_log``) would miss it; and ``before`` holds the previous password, which no
+    option names. A secret that changes reads ``******** (changed)`` after, so the diff
+    still shows why the file changes.
+    """
+    old = dict(_SECRET_ENV_RE.findall(before or ""))
+    new = dict(_SECRET_ENV_RE.findall(after or ""))
+
+    def mask(text: str, mark_changed: bool) -> str:
+        def replace(match: re.Match[str]) -> str:
+            key = match.group(1)
+            changed = mark_changed and key in old and old[key] != new.get(key)
+            return f'{key}="{SECRET_MASK}{" (changed)" if changed else ""}"'
+
+        return _SECRET_ENV_RE.sub(replace, text)
+
+    return mask(before or "", False), mask(after or "", True)
 
 
 # --------------------------------------------------------------------------- files
@@ -575,11 +602,12 @@ def converge(client: Supervisor, spec: WorkerSpec | None, target: Target, check_
     processes: list[dict[str, Any]] = []
     if spec is not None and target.apply and not check_mode:
         processes = wait_until_running(client, spec.name, spec.numprocs, timeout=0 if plan.empty else 15)
+    diff_before, diff_after = redact_diff(before, after)
     return {
         "changed": file_changed or listener_changed or not plan.empty,
         "diff": {
-            "before": before or "",
-            "after": after or "",
+            "before": diff_before,
+            "after": diff_after,
             "before_header": target.config_path,
             "after_header": target.config_path,
         },

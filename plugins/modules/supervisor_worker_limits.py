@@ -198,7 +198,9 @@ attributes:
         removed or restarted.
   diff_mode:
     support: full
-    description: Shows the config file before and after.
+    description:
+      - Shows the config file before and after, with the listener's C(SUPERVISOR_PASSWORD) masked on both sides;
+        a password that changes is marked as changed.
 notes:
   - The module must run on the host of supervisord (it reads worker memory from C(/proc) and writes the config
     files there); use C(become) when the socket or C(config_dir) belong to root.
@@ -248,7 +250,9 @@ config_path:
   type: str
   sample: /etc/supervisor/conf.d/queue-payments.conf
 diff:
-  description: The config file before and after (empty strings for a file that does not exist).
+  description:
+    - The config file before and after (empty strings for a file that does not exist).
+    - The listener's C(SUPERVISOR_PASSWORD) is masked, the old one as well as the new one.
   returned: always
   type: dict
   sample: {"before": "", "after": "; Managed by mutuapix.ops ...\n[program:queue-payments]\n..."}
@@ -457,6 +461,9 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
+    if p["supervisor_password"]:
+        # The config file holds it escaped for supervisor; mask that form in every result too.
+        module.no_log_values.add(p["supervisor_password"].replace("%", "%%"))
     path = os.path.join(p["config_dir"], p["name"] + p["config_suffix"])
     try:
         spec = build_spec(p) if p["state"] == "present" else None

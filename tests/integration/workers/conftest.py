@@ -83,7 +83,10 @@ class Supervisord:
     def write_config(self) -> Path:
         self.conf_d.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        auth = f"username={self.username}\npassword={self.password}\n" if self.username else ""
+        # supervisord expands %(name)s in its own options too: a literal '%' is written doubled.
+        auth = (
+            f"username={self.username}\npassword={(self.password or '').replace('%', '%%')}\n" if self.username else ""
+        )
         conf = self.base / "supervisord.conf"
         conf.write_text(
             textwrap.dedent(

@@ -338,6 +338,27 @@ def test_wrong_credentials_and_uncovered_config_dir(tmp_path: Path, worker_scrip
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_a_password_with_percent_is_masked_and_still_authenticates(tmp_path: Path, worker_script: Path):
+    """The listener's password is written with '%' doubled: masked in every result, read back as set."""
+    base = Path(tempfile.mkdtemp(prefix="mpx-sp-"))
+    server = Supervisord(base, username="ops", password="s3cret%sv-pass").start()
+    try:
+        workers = Workers(server, worker_script, tmp_path)
+        planned = workers.run("alpha", check=True, diff=True, hard_memory_mb=400)
+        added = workers.run("alpha", diff=True, hard_memory_mb=400)
+        assert not added.failed, added
+        for result in (planned, added):
+            assert "s3cret%sv-pass" not in json.dumps(result) and "s3cret%%sv-pass" not in json.dumps(result)
+        assert 'SUPERVISOR_PASSWORD="********"' in added["diff"]["after"]
+        assert wait_for(lambda: server.pids("alpha_memlimit"))
+        time.sleep(6)  # at least one TICK_5: the listener asks supervisord for the group's processes
+        log = (server.logs / "alpha.log.memlimit.log").read_text()
+        assert "watching group alpha" in log and "cannot check" not in log, log
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_through_ansible_playbook_installs_the_listener(workers: Workers, supervisord: Supervisord, tmp_path: Path):
     """AnsiballZ ships module_utils in a zip: the listener source must still be found and installed."""
     args = workers.args("viaplay", hard_memory_mb=300)

@@ -125,6 +125,23 @@ def test_render_parses_back_and_escapes_percent_and_spaces():
     assert text.startswith("; Managed by mutuapix.ops")
 
 
+def test_diff_masks_the_listener_password_in_every_form():
+    """'%' is written doubled, so the masking of the option's value alone would miss it."""
+    old_text = _supervisor.render_config(spec(listener_environment={"SUPERVISOR_PASSWORD": "old%pw"}))
+    new_text = _supervisor.render_config(spec(listener_environment={"SUPERVISOR_PASSWORD": "n%w,pw"}))
+    assert 'SUPERVISOR_PASSWORD="n%%w,pw"' in new_text  # what supervisor must read
+    before, after = _supervisor.redact_diff(old_text, new_text)
+    for secret in ("old%pw", "old%%pw", "n%w,pw", "n%%w,pw"):
+        assert secret not in before + after
+    assert 'SUPERVISOR_PASSWORD="********"' in before
+    assert 'SUPERVISOR_PASSWORD="******** (changed)"' in after
+    assert 'PCT="100%%"' in after  # other values are shown as written
+    same = _supervisor.redact_diff(new_text, new_text)
+    assert same[0] == same[1] and "(changed)" not in same[1]
+    hand_edited = _supervisor.redact_diff("environment=SUPERVISOR_PASSWORD=bare-secret,X=1\n", None)
+    assert hand_edited == ('environment=SUPERVISOR_PASSWORD="********",X=1\n', "")
+
+
 def test_render_without_hard_limit_has_no_listener():
     worker = spec(hard_memory_mb=None, listener_command=None)
     assert list(_supervisor.parse_config(_supervisor.render_config(worker))) == ["program:w"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import yaml
@@ -124,3 +125,27 @@ def test_option_errors_need_no_supervisord(tmp_path):
     )
     assert secret.failed and "supervisord is not running" in secret["msg"]
     assert "never-printed" not in str(secret)
+
+
+def test_diff_never_shows_the_supervisor_password(tmp_path):
+    """Written with '%' doubled, the password escaped the no_log masking in --diff; the old one on rotation too."""
+    args = {
+        "name": "w",
+        "app_path": "/srv/app",
+        "hard_memory_mb": 600,
+        "supervisor_username": "ops",
+        "apply": False,
+        "config_dir": str(tmp_path),
+        "listener_path": str(tmp_path / "memlimit.py"),
+    }
+    first = run_module("supervisor_worker_limits", {**args, "supervisor_password": "old%Passw0rd"}, diff=True)
+    assert not first.failed, first
+    assert 'SUPERVISOR_PASSWORD="old%%Passw0rd"' in (tmp_path / "w.conf").read_text()  # the file (0600) has it
+    planned = run_module(
+        "supervisor_worker_limits", {**args, "supervisor_password": "new%Passw0rd"}, check=True, diff=True
+    )
+    assert planned["changed"] is True
+    text = json.dumps(first) + json.dumps(planned)
+    for secret in ("old%Passw0rd", "old%%Passw0rd", "new%Passw0rd", "new%%Passw0rd"):
+        assert secret not in text, secret
+    assert 'SUPERVISOR_PASSWORD="******** (changed)"' in planned["diff"]["after"]
