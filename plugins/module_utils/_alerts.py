@@ -66,6 +66,11 @@ ALERT_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 }
 
 
+def alert_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The module's ALERT_ARGUMENT_SPEC options, as keyword arguments of :func:`run_transitions`."""
+    return {name: params[name] for name in ALERT_ARGUMENT_SPEC}
+
+
 class StateError(Exception):
     """The state file cannot be written: the probe result would be lost."""
 

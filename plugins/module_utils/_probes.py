@@ -43,6 +43,12 @@ class ProbeError(Exception):
 # --------------------------------------------------------------------------- queues
 
 
+# The problem of a run that cannot read the queues at all: the server is down or refuses the login.
+DB_UNREACHABLE = "db_unreachable"
+# PyMySQL error codes of a connection lost while reading (server gone away, lost during query).
+CONNECTION_LOST = (2006, 2013)
+
+
 @dataclass
 class QueueLimits:
     name: str

@@ -203,6 +203,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
     ALERT_ARGUMENT_SPEC,
     StateError,
+    alert_options,
     default_state_file,
     run_transitions,
 )
@@ -246,11 +247,9 @@ def main() -> None:
             target=name,
             problems=probe.problems,
             state_file=p["state_file"] or default_state_file("endpoint_check", name.split("://", 1)[-1]),
-            realert_after_s=p["realert_after_s"],
-            notify_url=p["notify_url"],
-            notify_timeout=p["notify_timeout"],
             check_mode=module.check_mode,
             not_evaluated=probe.not_evaluated,
+            **alert_options(p),
         )
     except (ProbeError, StateError) as exc:
         module.fail_json(msg=str(exc))

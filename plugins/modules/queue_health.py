@@ -20,6 +20,10 @@ description:
     recovery) - plus a reminder every O(realert_after_s) while a problem lasts. A missing or corrupt
     state file is treated as unknown, with a warning, and never produces a recovery.
   - Times are measured with the database server's clock.
+  - When the server cannot be reached, refuses the login or drops the connection while the tables are
+    read, that is the problem C(db_unreachable) - alerted once, recovered once like any other - and
+    the task fails after notifying. The queue checks, not evaluated then, keep their previous verdict
+    (no recovery, see RV(not_evaluated)).
   - The task reports C(changed) when it alerted or recovered.
 extends_documentation_fragment:
   - mutuapix.ops.mysql
@@ -127,7 +131,7 @@ EXAMPLES = r"""
 RETURN = r"""
 healthy:
   description: Whether no problem was found.
-  returned: success
+  returned: success, and on failure when the database cannot be reached
   type: bool
   sample: false
 queues:
@@ -163,19 +167,19 @@ failed_recent:
   sample: 0
 problems:
   description: Every problem seen now, by check (C(queue:<name>:wait), C(queue:<name>:pending),
-    C(queue:<name>:expired_reservations), C(failed_jobs)).
-  returned: success
+    C(queue:<name>:expired_reservations), C(failed_jobs), C(db_unreachable)).
+  returned: success, and on failure when the database cannot be reached
   type: dict
   sample: {"queue:default:wait": "queue default: the oldest pending job has waited 912 s (max_wait_s 300) ..."}
 alerts:
   description: Problems notified by this run - new ones, and reminders (C(repeat=true)) after O(realert_after_s).
-  returned: success
+  returned: success, and on failure when the database cannot be reached
   type: list
   elements: dict
   sample: [{"check": "queue:default:wait", "message": "...", "since": "2026-11-28T15:00:00Z", "repeat": false}]
 recoveries:
   description: Problems of the previous run that are gone now.
-  returned: success
+  returned: success, and on failure when the database cannot be reached
   type: list
   elements: dict
   sample: [{"check": "failed_jobs", "message": "recovered: ...", "failing_since": "2026-11-28T15:00:00Z",
@@ -184,40 +188,47 @@ not_evaluated:
   description:
     - Problems of the previous run that this run could not evaluate. They stay failing in the state file,
       with no recovery and no reminder.
-  returned: success
+  returned: success, and on failure when the database cannot be reached
   type: list
   elements: str
-  sample: []
+  sample: ["queue:default:wait"]
 previous_state_known:
   description: False when the state file was missing or corrupt (then no recovery can be reported).
-  returned: success
+  returned: success, and on failure when the database cannot be reached
   type: bool
   sample: true
 state_file:
   description: The state file used.
-  returned: success
+  returned: success, and on failure when the database cannot be reached
   type: str
   sample: /var/lib/mutuapix-ops/queue_health-app.json
 notified:
   description: Whether a webhook notification was delivered by this run.
-  returned: success
+  returned: success, and on failure when the database cannot be reached
   type: bool
   sample: true
 notify_error:
   description: Why the webhook failed; the notification is kept in the state file and retried by the next run.
-  returned: success
+  returned: success, and on failure when the database cannot be reached
   type: str
   sample: "webhook POST failed: HTTP 500 Internal Server Error"
 """
 
+from collections.abc import Collection
+from typing import Any, NoReturn
+
 from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
     ALERT_ARGUMENT_SPEC,
+    EVERY_OTHER_CHECK,
     StateError,
+    alert_options,
     default_state_file,
     run_transitions,
 )
-from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, MySQLModule
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, MySQLModule, connect
 from ansible_collections.mutuapix.ops.plugins.module_utils._probes import (
+    CONNECTION_LOST,
+    DB_UNREACHABLE,
     ProbeError,
     queue_limits,
     queue_problems,
@@ -255,7 +266,36 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    connection = module.connect()
+    state_file = p["state_file"] or default_state_file("queue_health", p["database"])
+
+    def transitions(problems: dict[str, str], not_evaluated: Collection[str] = ()) -> dict[str, Any]:
+        return run_transitions(
+            probe="queue_health",
+            target=p["database"],
+            problems=problems,
+            state_file=state_file,
+            check_mode=module.check_mode,
+            not_evaluated=not_evaluated,
+            **alert_options(p),
+        )
+
+    def fail_unreachable(message: str) -> NoReturn:
+        # The outage itself is the problem: alert db_unreachable once; the queues, unseen, keep their verdict.
+        problems = {DB_UNREACHABLE: message}
+        try:
+            outcome = transitions(problems, not_evaluated={EVERY_OTHER_CHECK})
+        except StateError as exc:
+            module.fail_json(msg=f"{message}; the alert could not be recorded either: {exc}")
+        for warning in outcome.pop("warnings"):
+            module.warn(warning)
+        changed = bool(outcome["alerts"] or outcome["recoveries"])
+        module.fail_json(msg=message, changed=changed, healthy=False, problems=problems, **outcome)
+        raise AssertionError("unreachable: fail_json exits")
+
+    try:
+        connection = connect(module.conn_params)
+    except MySQLError as exc:
+        fail_unreachable(str(exc))
     try:
         stats = read_queue_stats(
             connection,
@@ -265,29 +305,25 @@ def main() -> None:
             retry_after_s=p["retry_after_s"],
             failed_window_s=p["failed_window_s"],
         )
-        queues, problems = queue_problems(
-            stats,
-            queue_limits(p["queues"], list(stats["queues"])),
-            retry_after_s=p["retry_after_s"],
-            failed_window_s=p["failed_window_s"],
-            max_failed=p["max_failed"],
-        )
-        outcome = run_transitions(
-            probe="queue_health",
-            target=p["database"],
-            problems=problems,
-            state_file=p["state_file"] or default_state_file("queue_health", p["database"]),
-            realert_after_s=p["realert_after_s"],
-            notify_url=p["notify_url"],
-            notify_timeout=p["notify_timeout"],
-            check_mode=module.check_mode,
-        )
-    except (ProbeError, StateError, MySQLError) as exc:
+    except ProbeError as exc:
         module.fail_json(msg=str(exc))
     except pymysql.err.MySQLError as exc:
+        if exc.args and exc.args[0] in CONNECTION_LOST:
+            fail_unreachable(f"lost the connection to MySQL while reading the queue tables of {p['database']}: {exc}")
         module.fail_json(msg=f"reading the queue tables of {p['database']} failed: {exc}")
     finally:
         connection.close()
+    queues, problems = queue_problems(
+        stats,
+        queue_limits(p["queues"], list(stats["queues"])),
+        retry_after_s=p["retry_after_s"],
+        failed_window_s=p["failed_window_s"],
+        max_failed=p["max_failed"],
+    )
+    try:
+        outcome = transitions(problems)
+    except StateError as exc:
+        module.fail_json(msg=str(exc))
     for warning in outcome.pop("warnings"):
         module.warn(warning)
     result = {

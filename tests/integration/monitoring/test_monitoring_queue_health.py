@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,63 @@ def test_transitions_with_webhook(mariadb: MariaDB, queues: Queues, webhook: Ser
     assert run()["recoveries"] == []
     assert len(posts(webhook)) == 3
     assert json.loads(state.read_text())["failing"] == {}
+
+
+def test_database_outage_is_one_alert_one_recovery_and_no_false_recovery(
+    mariadb: MariaDB, queues: Queues, webhook: Server, tmp_path: Path
+):
+    """The server goes away: db_unreachable alerts once and fails the task; the stalled queue is not 'recovered'."""
+    state = tmp_path / "state.json"
+    down = {"login_unix_socket": str(tmp_path / "gone.sock"), "notify_url": webhook.url}
+    queues.job(age_s=1000)
+    assert [a["check"] for a in health(mariadb, queues, state, notify_url=webhook.url)["alerts"]] == [
+        "queue:default:wait"
+    ]
+    outage = health(mariadb, queues, state, **down)
+    assert outage.failed and "cannot connect to MySQL" in outage["msg"] and "is the server running" in outage["msg"]
+    assert [a["check"] for a in outage["alerts"]] == ["db_unreachable"]
+    assert outage["recoveries"] == [] and outage["not_evaluated"] == ["queue:default:wait"]
+    assert outage["notified"] is True and "FAILING db_unreachable" in posts(webhook)[-1]["text"]
+    assert mariadb.ROOT_PASSWORD not in json.dumps(outage)
+    still = health(mariadb, queues, state, **down)
+    assert still.failed and still["alerts"] == [] and still["changed"] is False  # failing -> failing: silent
+    assert set(json.loads(state.read_text())["failing"]) == {"db_unreachable", "queue:default:wait"}
+    back = health(mariadb, queues, state, notify_url=webhook.url)  # the queue is still stalled
+    assert not back.failed, back
+    assert [r["check"] for r in back["recoveries"]] == ["db_unreachable"] and back["alerts"] == []
+    assert len(posts(webhook)) == 3  # wait, db_unreachable, its recovery: never "RECOVERED queue:default:wait"
+    assert "RECOVERED queue" not in json.dumps(posts(webhook))
+
+
+def test_connection_lost_while_reading_is_db_unreachable(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    """The server drops the probe's connection mid-query (here: KILL while it waits for a table lock)."""
+    state = tmp_path / "state.json"
+    locker = mariadb.connect(queues.database)
+    try:
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLES jobs WRITE")
+        args = {**mariadb.login, "database": queues.database, "state_file": str(state)}
+        killer_done: list[int] = []
+
+        def kill_when_waiting(proc: subprocess.Popen[bytes]) -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not killer_done and proc.poll() is None:
+                waiting = mariadb.execute(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE STATE LIKE %s AND INFO LIKE %s",
+                    ("%metadata lock%", "%reserved_at%"),
+                )
+                if waiting:
+                    mariadb.execute(f"KILL CONNECTION {int(waiting[0][0])}")
+                    killer_done.append(int(waiting[0][0]))
+                time.sleep(0.1)
+
+        result = run_module("queue_health", args, popen_hook=kill_when_waiting, timeout=120)
+    finally:
+        locker.close()
+    assert killer_done, "the probe never waited on the lock"
+    assert result.failed and "lost the connection to MySQL while reading the queue tables" in result["msg"]
+    assert [a["check"] for a in result["alerts"]] == ["db_unreachable"]
+    assert "db_unreachable" in json.loads(state.read_text())["failing"]
 
 
 def test_check_mode_and_fail_on_unhealthy(mariadb: MariaDB, queues: Queues, tmp_path: Path):

@@ -68,6 +68,42 @@ def test_monitor_playbook_healthy_then_failing_then_recovered(
         broken.stop()
 
 
+def test_database_down_still_runs_every_probe_and_alerts(
+    mariadb: MariaDB, queues: Queues, http_server: Server, webhook: Server, tmp_path: Path
+):
+    """The worst outage, database and site down, was the silent one: queue_health's failure ended the play."""
+    common = {
+        "monitoring_endpoints": [{"url": http_server.url, "name": "app"}],
+        "monitoring_notify_url": webhook.url,
+        "monitoring_fail_on_unhealthy": False,  # probe errors fail the play anyway
+    }
+    assert monitor(mariadb, queues, tmp_path, **common).returncode == 0
+    http_server.status = 500
+    gone = {"monitoring_login_unix_socket": str(tmp_path / "gone.sock")}
+    # plus an endpoint that cannot even be probed: its error must not hide the others either
+    broken_config = {
+        **common,
+        "monitoring_endpoints": [{"url": "ftp://example.invalid/"}, *common["monitoring_endpoints"]],
+    }
+    down = monitor(mariadb, queues, tmp_path, **gone, **broken_config)
+    assert down.returncode != 0
+    assert "localhost is unhealthy:" in down.stdout and "cannot connect to MySQL" in down.stdout
+    assert "must be an absolute http:// or https:// URL" in down.stdout
+    assert "answered HTTP 500" in down.stdout  # the endpoint was probed after the database error
+    alerts = [a["check"] for post in posts(webhook) for a in post["mutuapix"]["alerts"]]
+    assert sorted(alerts) == ["db_unreachable", "status"]
+    assert mariadb.ROOT_PASSWORD not in down.stdout
+
+    again = monitor(mariadb, queues, tmp_path, **gone, **common)
+    assert again.returncode != 0 and len(posts(webhook)) == 2  # still down: no repeated alert
+
+    http_server.status = 200
+    back = monitor(mariadb, queues, tmp_path, **common)
+    assert back.returncode == 0, back.stdout[-3000:]
+    recovered = [r["check"] for post in posts(webhook) for r in post["mutuapix"]["recoveries"]]
+    assert sorted(recovered) == ["db_unreachable", "status"]
+
+
 def test_monitor_role_rejects_bad_input(mariadb: MariaDB, queues: Queues, tmp_path: Path):
     result = monitor(mariadb, queues, tmp_path, monitoring_endpoints=[{"name": "no url"}])
     assert result.returncode != 0

@@ -45,10 +45,12 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
             "login_unix_socket": str(tmp_path / "no.sock"),
             "login_password": "pw-never-shown",
             "config_file": str(tmp_path / "none.cnf"),
+            "state_file": str(tmp_path / "s.json"),
         },
     )
     assert result.failed
     assert "config_file" in result["msg"] and "does not exist" in result["msg"]
+    assert not (tmp_path / "s.json").exists()  # a configuration error, not a database outage
     empty_cnf = tmp_path / "empty.cnf"
     empty_cnf.write_text("[client]\n")
     no_config = run_module(
@@ -58,11 +60,15 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
             "login_unix_socket": str(tmp_path / "no.sock"),
             "login_password": "pw-never-shown",
             "config_file": str(empty_cnf),
+            "state_file": str(tmp_path / "s.json"),
         },
     )
     assert no_config.failed and "cannot connect to MySQL" in no_config["msg"]
     assert "is the server running" in no_config["msg"]
     assert "pw-never-shown" not in str(no_config)
+    # the outage is a problem of its own, recorded and alerted before the task fails
+    assert no_config["problems"] == {"db_unreachable": no_config["msg"]} and no_config["healthy"] is False
+    assert [a["check"] for a in no_config["alerts"]] == ["db_unreachable"]
 
 
 def test_queue_entries_need_a_name():
