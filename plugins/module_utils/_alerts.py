@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import os
 import socket
 import tempfile
@@ -101,14 +102,41 @@ def load_state(path: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"state file {path} does not exist yet: previous state unknown, no recovery will be reported"
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         return None, f"state file {path} is unreadable or corrupt ({exc}): previous state unknown, it will be rewritten"
-    if (
-        not isinstance(data, dict)
-        or data.get("version") != STATE_VERSION
-        or not isinstance(data.get("failing"), dict)
-        or not all(isinstance(v, dict) for v in data["failing"].values())
-    ):
-        return None, f"state file {path} has an unexpected format: previous state unknown, it will be rewritten"
+    problem = _format_problem(data)
+    if problem:
+        return None, (
+            f"state file {path} has an unexpected format ({problem}): previous state unknown, it will be rewritten"
+        )
     return data, None
+
+
+def _format_problem(data: Any) -> str | None:
+    """What makes parsed state unusable (a hand edit, another tool's file), or None when it is sound.
+
+    Every field :func:`evaluate` and :func:`notify` use is checked here, so a valid JSON file
+    of the wrong shape is an unknown state with a warning, never a crash mid-run.
+    """
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        return f"not a version {STATE_VERSION} state"
+    failing = data.get("failing")
+    if not isinstance(failing, dict):
+        return "'failing' is not an object"
+    for check, entry in failing.items():
+        if not isinstance(entry, dict):
+            return f"failing.{check} is not an object"
+        for key in ("since", "last_alert_at"):
+            if key in entry and not _is_time(entry[key]):
+                return f"failing.{check}.{key} is not a time in seconds"
+        if "message" in entry and not isinstance(entry["message"], str):
+            return f"failing.{check}.message is not a string"
+    undelivered = data.get("undelivered", [])
+    if not isinstance(undelivered, list) or not all(isinstance(item, dict) for item in undelivered):
+        return "'undelivered' is not a list of notifications"
+    return None
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def save_state(path: str, state: dict[str, Any]) -> None:

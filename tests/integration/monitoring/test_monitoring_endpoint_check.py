@@ -230,6 +230,12 @@ def test_corrupt_or_missing_state_never_gives_a_false_recovery(http_server: Serv
     unknown_failing = probe(http_server.url, state)
     assert "unexpected format" in warnings_text(unknown_failing)
     assert [a["check"] for a in unknown_failing["alerts"]] == ["status"]
+    # valid JSON, a field of the wrong type: the same warning, not a traceback
+    state.write_text('{"version": 1, "failing": {"status": {"since": null}}}')
+    odd = probe(http_server.url, state)
+    assert not odd.failed, odd
+    assert "failing.status.since is not a time" in warnings_text(odd) and "Traceback" not in odd.stderr
+    assert [a["check"] for a in odd["alerts"]] == ["status"]
 
 
 def test_webhook_failure_keeps_the_transition_and_retries(http_server: Server, tmp_path: Path):

@@ -112,6 +112,33 @@ def test_load_state_missing_corrupt_and_wrong_shape(tmp_path: Path):
         assert state is None and expected in warning, text
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"version": 1, "failing": {"status": {"since": null}}}', "failing.status.since is not a time"),
+        ('{"version": 1, "failing": {"status": {"since": "yesterday"}}}', "failing.status.since is not a time"),
+        ('{"version": 1, "failing": {"status": {"since": NaN}}}', "failing.status.since is not a time"),
+        ('{"version": 1, "failing": {"status": {"last_alert_at": true}}}', "failing.status.last_alert_at is not"),
+        ('{"version": 1, "failing": {"status": {"message": 5}}}', "failing.status.message is not a string"),
+        ('{"version": 1, "failing": {}, "undelivered": 3}', "'undelivered' is not a list"),
+        ('{"version": 1, "failing": {}, "undelivered": ["x"]}', "'undelivered' is not a list"),
+    ],
+)
+def test_valid_json_with_bad_fields_is_an_unknown_state_not_a_crash(tmp_path: Path, text: str, reason: str):
+    path = tmp_path / "s.json"
+    path.write_text(text)
+    for problems in ({"status": "HTTP 500"}, {}):  # still failing (would re-alert), and recovered
+        out = _alerts.run_transitions(
+            probe="p", target="t", problems=problems, state_file=str(path), realert_after_s=60, notify_url=None
+        )
+        assert out["previous_state_known"] is False and out["recoveries"] == []
+        assert [a["check"] for a in out["alerts"]] == list(problems)
+        assert "unexpected format" in out["warnings"][0] and reason in out["warnings"][0]
+        path.write_text(text)
+    _alerts.save_state(str(path), run(None, {"status": "HTTP 500"}).state)
+    assert _alerts.load_state(str(path))[1] is None  # what save_state writes passes the checks
+
+
 def test_save_state_is_atomic_0600_and_creates_the_directory(tmp_path: Path):
     path = tmp_path / "deep" / "dir" / "s.json"
     state = run(None, {"db": "down"}).state
