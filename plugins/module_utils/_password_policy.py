@@ -72,6 +72,11 @@ KNOWN_WEAK_PASSWORDS = frozenset(
 )
 # Substrings that mark a template value however it is dressed up.
 PLACEHOLDER_MARKERS = ("changethis", "changeme", "replaceme", "placeholder", "yourpassword", "securepassword")
+# Fewer different characters than this is trivial at any length (24 spaces and an 'x').
+MIN_DISTINCT_CHARACTERS = 8
+# Share of neighbouring characters that are equal or adjacent (aa, ab, ba, 90) from which the
+# password is a run or a sequence ('aaaa', 'abcdef', '1234567890') rather than a secret.
+MAX_SEQUENCE_SHARE = 0.75
 
 
 class PasswordPolicyError(ValueError):
@@ -94,6 +99,49 @@ def character_classes(password: str) -> int:
     )
 
 
+def repeating_unit(text: str) -> str:
+    """The shortest prefix that ``text`` repeats ('abcab' -> 'abc'), or ``text`` itself."""
+    for period in range(1, len(text) // 2 + 1):
+        if all(text[i] == text[i + period] for i in range(len(text) - period)):
+            return text[:period]
+    return text
+
+
+def sequence_share(password: str) -> float:
+    """The share of neighbouring characters that are equal or next to each other (case-insensitive)."""
+    text = password.lower()
+    pairs = [(text[i], text[i + 1]) for i in range(len(text) - 1)]
+    if not pairs:
+        return 0.0
+    close = sum(1 for a, b in pairs if abs(ord(a) - ord(b)) <= 1 or {a, b} == {"0", "9"})
+    return close / len(pairs)
+
+
+def _weak_word_problem(password: str, squashed: str) -> str | None:
+    if squashed in KNOWN_WEAK_PASSWORDS or any(marker in squashed for marker in PLACEHOLDER_MARKERS):
+        return "it is a known placeholder or common password"
+    letters = "".join(ch for ch in password.lower() if ch.isalpha())
+    if repeating_unit(squashed) in KNOWN_WEAK_PASSWORDS or (
+        letters and repeating_unit(letters) in KNOWN_WEAK_PASSWORDS
+    ):
+        return "it is a common password repeated or with only digits and symbols added"
+    return None
+
+
+def _triviality_problem(password: str) -> str | None:
+    """Rules that hold at any length: a long password is not a strong one by itself."""
+    distinct = len(set(password))
+    if distinct == 1:
+        return "it is a single repeated character"
+    if len(password) >= 4 and len(repeating_unit(password)) <= len(password) // 2:
+        return "it repeats a short pattern"
+    if distinct < MIN_DISTINCT_CHARACTERS:
+        return f"it uses only {distinct} different characters; at least {MIN_DISTINCT_CHARACTERS} are required"
+    if len(password) >= 4 and sequence_share(password) >= MAX_SEQUENCE_SHARE:
+        return "it is mostly runs or sequences of neighbouring characters (aaaa, abcd, 1234)"
+    return None
+
+
 def password_problems(
     password: str, min_length: int = DEFAULT_MIN_LENGTH, forbidden_words: tuple[str, ...] = ()
 ) -> list[str]:
@@ -104,14 +152,16 @@ def password_problems(
     if len(password) < min_length:
         problems.append(f"it is {len(password)} characters long; at least {min_length} are required")
     squashed = _squash(password)
-    if squashed in KNOWN_WEAK_PASSWORDS or any(marker in squashed for marker in PLACEHOLDER_MARKERS):
-        problems.append("it is a known placeholder or common password")
+    weak = _weak_word_problem(password, squashed)
+    if weak:
+        problems.append(weak)
     for word in forbidden_words:
         word_squashed = _squash(word)
         if len(word_squashed) >= 3 and word_squashed in squashed:
             problems.append(f"it contains the account or database name {word!r}")
-    if len(set(password)) == 1:
-        problems.append("it is a single repeated character")
+    trivial = _triviality_problem(password)
+    if trivial:
+        problems.append(trivial)
     if len(password) < CLASSES_EXEMPT_LENGTH and character_classes(password) < 3:
         problems.append(
             f"it uses fewer than three character classes (lower case, upper case, digits, symbols); "

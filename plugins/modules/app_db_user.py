@@ -13,8 +13,10 @@ description:
     app, migrations, backups, read-only reporting) so that each holds exactly the grants
     it needs. Privileges beyond the desired set are revoked.
   - Refuses weak passwords (length, known placeholders such as C(CHANGE_THIS_SECURE_PASSWORD),
-    the account or database name inside the password, a repeated character, fewer than
-    three character classes below 24 characters). The error names the rule, never the password.
+    also repeated or with only digits and symbols added, the account or database name inside
+    the password, a repeated short pattern, fewer than 8 different characters, mostly runs or
+    sequences such as C(aaaa) or C(1234), fewer than three character classes below 24
+    characters). The error names the rule, never the password.
   - The password is hashed on the managed host and only the hash is sent to the server, so
     the plaintext never reaches the server's general log, slow log or binary log. The
     only exception is O(rotate=retain_current) on MySQL, see the notes.

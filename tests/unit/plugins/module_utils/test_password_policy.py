@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import secrets
 import warnings
 
 import pytest
@@ -56,6 +57,60 @@ def test_each_rule_is_named_and_password_never_echoed(password: str, rule: str) 
 )
 def test_strong_passwords_pass(password: str) -> None:
     assert pp.password_problems(password, 16, ("app", "laravel_db")) == []
+
+
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        (" " * 23 + "x", "only 2 different characters"),
+        (" \t" * 12, "repeats a short pattern"),
+        ("passwordpasswordpassword", "common password repeated"),
+        ("123456789012345678901234", "common password repeated"),
+        ("Password123456789!", "only digits and symbols added"),
+        ("Test-2024-0815-4711-!!", "only digits and symbols added"),
+        ("Xq7!Xq7!Xq7!Xq7!Xq7!Xq7!", "repeats a short pattern"),
+        ("aaaaBBBB1111!!!!", "only 4 different characters"),
+        ("abcdefghijklmnopqrstuvwxyz", "runs or sequences"),
+        ("AAAAAAAAbbbbbbbbCDEFGHIJ12345", "runs or sequences"),
+    ],
+)
+def test_long_but_trivial_passwords_are_refused(password: str, rule: str) -> None:
+    """From 24 characters the class rule no longer applies; length alone must not make these pass."""
+    problems = pp.password_problems(password, 16, ("mutuapix_app",))
+    assert rule in "; ".join(problems), problems
+    assert password not in "; ".join(problems)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "tundra mosaic velvet anchor",  # diceware, four words
+        "crane-oyster-gravel-mitten-sprout",
+        "see tree bee free knee glee",  # few letters, but words, not a pattern
+        "Bk-user-pw-0123456789!",  # a short digit run inside a varied password
+        "rootpw-Test-4-harness!",  # the test harness's root password
+    ],
+)
+def test_passphrases_and_fixture_passwords_still_pass(password: str) -> None:
+    assert pp.password_problems(password, 16, ("mutuapix_app", "mutuapix")) == []
+
+
+def test_generated_secrets_pass() -> None:
+    """What the docs tell people to use: ``openssl rand -base64 24`` (and 33), ``openssl rand -hex 16``."""
+    for _index in range(300):
+        for secret in (
+            base64.b64encode(secrets.token_bytes(24)).decode(),
+            base64.b64encode(secrets.token_bytes(33)).decode(),
+            secrets.token_hex(16),
+        ):
+            assert pp.password_problems(secret, 16, ()) == [], secret
+
+
+def test_repeating_unit_and_sequence_share() -> None:
+    assert pp.repeating_unit("abcabcab") == "abc"
+    assert pp.repeating_unit("abcd") == "abcd"
+    assert pp.sequence_share("7890") == 1.0  # 9 -> 0 wraps like a keypad
+    assert pp.sequence_share("Xk7#pQ2v!Lm9@wZr") == 2 / 15  # "pQ" and "Lm"
 
 
 def test_short_names_are_not_forbidden_words() -> None:

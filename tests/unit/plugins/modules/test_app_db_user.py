@@ -36,6 +36,10 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         ("CHANGE_THIS_SECURE_PASSWORD", "known placeholder or common password"),
         ("short-Pw-1", "at least 16 are required"),
         ("Xy7!Mutuapix-App-2024", "contains the account or database name"),
+        # 24+ characters: no class rule, but still trivial
+        (" " * 23 + "x", "only 2 different characters"),
+        ("passwordpasswordpassword", "common password repeated"),
+        ("Password123456789!", "only digits and symbols added"),
     ],
 )
 def test_weak_password_fails_before_connecting(base: dict[str, object], password: str, rule: str) -> None:
