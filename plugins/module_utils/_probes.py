@@ -59,9 +59,18 @@ class QueueLimits:
 def queue_limits(option: list[dict[str, Any]] | None, found: list[str]) -> list[QueueLimits]:
     """Queues to judge: the ones configured, or every queue present in the table plus ``default``."""
     if option:
-        return [QueueLimits(q["name"], int(q.get("max_wait_s") or 300), q.get("max_pending")) for q in option]
+        return [_configured_limits(q) for q in option]
     names = sorted(set(found) | {"default"})
     return [QueueLimits(name) for name in names]
+
+
+def _configured_limits(queue: dict[str, Any]) -> QueueLimits:
+    # Only a missing value takes the default: max_wait_s 0 means no job may wait at all.
+    max_wait_s = queue.get("max_wait_s")
+    default = QueueLimits(queue["name"])
+    return QueueLimits(
+        queue["name"], default.max_wait_s if max_wait_s is None else int(max_wait_s), queue.get("max_pending")
+    )
 
 
 def _table_exists(cur: Any, database: str, table: str) -> bool:

@@ -28,6 +28,13 @@ def test_default_limits_cover_found_queues_and_default():
     assert [(q.name, q.max_wait_s, q.max_pending) for q in configured] == [("x", 5, 2)]
 
 
+def test_max_wait_zero_is_kept_not_replaced_by_the_default():
+    limits = _probes.queue_limits([{"name": "payments", "max_wait_s": 0}, {"name": "mail", "max_wait_s": None}], [])
+    assert [(q.name, q.max_wait_s) for q in limits] == [("payments", 0), ("mail", 300)]
+    _judged, problems = judge(stats({"payments": {"pending": 1, "oldest_wait_s": 1}}), limits)
+    assert "(max_wait_s 0)" in problems["queue:payments:wait"]
+
+
 def test_each_problem_kind():
     data = stats(
         {"default": {"pending": 9, "oldest_wait_s": 301, "expired_reservations": 2}, "mail": {"pending": 1}},
