@@ -27,8 +27,10 @@ from typing import Any
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
     MANIFEST_SUFFIX,
+    BackupName,
     parse_backup_name,
     select_for_deletion,
+    select_incomplete_for_deletion,
 )
 from ansible_collections.mutuapix.ops.plugins.module_utils._s3 import (
     CLIENT_ERRORS,
@@ -338,15 +340,23 @@ class PushPlan:
 
 
 def retention_split(names: Iterable[str], retention: dict[str, int | None], now: dt.datetime) -> set[str]:
-    """Data file names retention would delete, grouped per (database, label) by stem."""
-    parsed = []
+    """Data file names retention would delete, grouped per (database, label) by stem.
+
+    Only complete backups (a manifest among ``names``) count towards the rules, so a data file
+    whose manifest is missing never pushes out the last complete backup; it is deleted itself
+    only when the rules would delete it were it complete.
+    """
+    names = set(names)
+    complete: list[BackupName] = []
+    incomplete: list[BackupName] = []
     for name in names:
         stem = backup_stem(name)
         if stem and not is_manifest(name):
             backup = parse_backup_name(name, stem)
             if backup:
-                parsed.append(backup)
-    _keep, delete = select_for_deletion(parsed, now=now, **retention)
+                (complete if backup.manifest_name in names else incomplete).append(backup)
+    _keep, delete = select_for_deletion(complete, now=now, **retention)
+    delete += select_incomplete_for_deletion(complete, incomplete, now=now, **retention)
     return {b.name for b in delete}
 
 
@@ -361,6 +371,8 @@ def plan_push(
     plan = PushPlan()
     doomed: set[str] = set()
     if config.retention_enabled:
+        # Retention runs after this run's uploads: a backup is complete when its manifest is
+        # remote or about to be uploaded.
         doomed = retention_split(set(remote) | {f.name for f in local}, config.retention, now)
         plan.delete = sorted(n for n in doomed if n in remote)
     candidates = []

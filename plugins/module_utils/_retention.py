@@ -148,5 +148,26 @@ def select_for_deletion(
     return keep, delete
 
 
+def select_incomplete_for_deletion(
+    complete: list[BackupName],
+    incomplete: list[BackupName],
+    now: dt.datetime | None = None,
+    **rules: int | None,
+) -> list[BackupName]:
+    """The incomplete backups (data without a manifest) that retention may delete.
+
+    They never count towards the rules: an incomplete backup must not push a complete one out.
+    One is deleted only when the rules, applied to the complete backups and it, would delete
+    it. As the newest backup of a group is always kept, an incomplete backup newer than every
+    complete one of its group (its manifest may still be on its way) is never deleted.
+    """
+    doomed = []
+    for candidate in incomplete:
+        _keep, delete = select_for_deletion([*complete, candidate], now=now, **rules)
+        if any(b.name == candidate.name for b in delete):
+            doomed.append(candidate)
+    return doomed
+
+
 def retention_params(params: dict[str, Any]) -> dict[str, int | None]:
     return {name: params.get(name) for name in RETENTION_OPTIONS}

@@ -21,6 +21,9 @@ description:
     M(mutuapix.ops.mysql_backup)) deletes old backups and their manifests by version ID, as
     B2 keeps every version. Versions under Object Lock are reported in RV(retained_locked).
     Only names of backups under O(prefix) are ever considered; nothing local is ever deleted.
+  - Only complete backups (with a manifest) count towards the retention rules. A data file
+    without manifest is deleted only when the rules would delete it were it complete, so it
+    never pushes out the newest complete backup.
   - C(pull) downloads one backup and its manifest into O(dest), checks the sha256 against
     the manifest and renames the file into place, so O(dest) never holds a partial backup.
   - C(status) reports the newest complete backup per database and whether it is fresh.

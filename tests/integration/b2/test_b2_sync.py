@@ -216,6 +216,40 @@ def test_retention_deletes_every_version_only_of_managed_keys(bucket, args_for, 
     assert len(again["not_uploaded_retention"]) == 6
 
 
+def complete_remote(s3: Any, bucket: str, prefix: str) -> list[str]:
+    keys = remote_keys(s3, bucket, prefix)
+    return sorted(k for k in keys if not k.endswith(".manifest.json") and k + ".manifest.json" in keys)
+
+
+def test_retention_never_lets_a_backup_without_manifest_push_out_a_complete_one(bucket, args_for, src, s3):
+    old = write_backup(src, "app", NOW - dt.timedelta(days=2), 1000)
+    args = args_for(bucket, src=str(src), prefix="db", keep_last=1)
+    assert not b2_run(args).failed
+    # mysql_backup renamed a new data file into place but its manifest is not written (or failed).
+    local_new = write_backup(src, "app", NOW, 1000)
+    Path(f"{local_new}.manifest.json").unlink()
+    result = b2_run(args)
+    assert not result.failed and result["deleted"] == [], result
+    assert result["uploaded"] == [local_new.name] and result["not_uploaded_retention"] == []
+    # A newer data object whose manifest never arrived (the local copy is gone since).
+    local_new.unlink()
+    remote_new = f"app-{(NOW + dt.timedelta(hours=1)).strftime('%Y%m%dT%H%M%SZ')}.sql.zst"
+    s3.put_object(Bucket=bucket, Key="db/" + remote_new, Body=b"partial")
+    result = b2_run(args)
+    assert not result.failed and result["deleted"] == [], result
+    assert complete_remote(s3, bucket, "db/") == ["db/" + old.name]
+    report = b2_run(args_for(bucket, mode="status", prefix="db", database=["app"], max_age_hours=100))
+    assert report["backups"]["app"]["count"] == 1 and report["healthy"], report
+    assert report["backups"]["app"]["incomplete"] == sorted([local_new.name, remote_new])
+    # Once a newer complete backup exists, the rules apply to the data-only objects as well.
+    newest = write_backup(src, "app", NOW + dt.timedelta(hours=2), 1000)
+    result = b2_run(args)
+    assert not result.failed, result
+    assert complete_remote(s3, bucket, "db/") == ["db/" + newest.name]
+    gone = {"db/" + old.name, f"db/{old.name}.manifest.json", "db/" + local_new.name, "db/" + remote_new}
+    assert {d["key"] for d in result["deleted"]} == gone
+
+
 def test_object_lock_upload_and_locked_versions_retained(locked_bucket, args_for, proxy, src, s3):
     for day in range(3):
         write_backup(src, "app", NOW - dt.timedelta(days=day), 6 * MiB if day == 0 else 1000)

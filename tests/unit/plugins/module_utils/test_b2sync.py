@@ -86,6 +86,18 @@ def test_retention_split_groups_by_stem_and_keeps_newest():
     assert retention_split(names, {"keep_last": None}, NOW) == set()
 
 
+def test_retention_split_counts_only_complete_backups():
+    stamp = [(NOW - dt.timedelta(days=d)).strftime("%Y%m%dT%H%M%SZ") for d in range(4)]
+    complete = f"app-{stamp[2]}.sql.zst"
+    newer_incomplete = f"app-{stamp[0]}.sql.zst"  # its manifest is not written (or uploaded) yet
+    older_incomplete = f"app-{stamp[3]}.sql.zst"  # a manifest that never came
+    names = [complete, complete + ".manifest.json", newer_incomplete, older_incomplete]
+    assert retention_split(names, {"keep_last": 1}, NOW) == {older_incomplete}
+    second = f"app-{stamp[1]}.sql.zst"
+    doomed = retention_split([*names, second, second + ".manifest.json"], {"keep_last": 1}, NOW)
+    assert doomed == {complete, older_incomplete}
+
+
 def remote(name: str, size: int = 1) -> RemoteObject:
     return RemoteObject(name, "p/" + name, size, '"e"', NOW)
 

@@ -14,6 +14,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
     retention_argument_spec,
     retention_params,
     select_for_deletion,
+    select_incomplete_for_deletion,
     validate_label,
 )
 
@@ -169,3 +170,14 @@ def test_rules_are_a_union():
 def test_negative_counts_are_refused():
     with pytest.raises(ValueError, match="0 or more"):
         select_for_deletion([], keep_last=-1)
+
+
+def test_incomplete_backups_never_count_and_go_only_when_the_rules_would_delete_them():
+    complete = backups("app", [NOW - dt.timedelta(days=d) for d in (1, 2, 3)])
+    newer, between, older = backups("app", [NOW, NOW - dt.timedelta(hours=36), NOW - dt.timedelta(days=5)])
+    incomplete = [newer, between, older]
+    assert select_incomplete_for_deletion(complete, incomplete, now=NOW) == []  # no rule, nothing
+    doomed = select_incomplete_for_deletion(complete, incomplete, now=NOW, keep_last=1)
+    assert names(doomed) == names([between, older])  # the newer one may still get its manifest
+    assert names(select_incomplete_for_deletion(complete, incomplete, now=NOW, keep_days=2)) == names([older])
+    assert select_incomplete_for_deletion([], [older], now=NOW, keep_last=0) == []  # alone: the newest
