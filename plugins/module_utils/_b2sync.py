@@ -701,8 +701,10 @@ def apply_retention(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Delete every version of each named backup and its manifest; returns (deleted, retained_locked).
 
-    B2 keeps versions: deleting by key only hides a file, so delete by VersionId. Manifests
-    go first, so a manifest never points at a deleted backup. Versions under Object Lock are
+    B2 keeps versions: deleting by key only hides a file, so delete by VersionId. The lock of
+    every version of both files is read before anything is deleted: a backup with any version
+    under Object Lock or legal hold is kept whole, so a held data file keeps its manifest.
+    Manifests go first, so a manifest never points at a deleted backup. Locked versions are
     reported, not treated as errors.
     """
     if not names:
@@ -711,38 +713,48 @@ def apply_retention(
     deleted: list[dict[str, Any]] = []
     locked: list[dict[str, Any]] = []
     for name in names:
-        manifest = name + MANIFEST_SUFFIX
-        backup_locked = False
-        for target in (manifest, name):
-            if backup_locked:
-                break
-            entries = versions.get(target, [])
-            to_delete = []
-            for version in entries:
-                vid = version.get("VersionId")
-                key = version["Key"]
-                if "ETag" in version:  # a real version, not a delete marker: may be locked
-                    head = _call(
-                        f"reading the lock of {key} version {vid}",
-                        client.head_object,
-                        Bucket=config.bucket,
-                        Key=key,
-                        VersionId=vid,
-                    )
-                    if _is_locked(version, head, now):
-                        locked.append(_locked_entry(key, vid, head))
-                        backup_locked = True
-                        continue
-                to_delete.append({"Key": key, "VersionId": vid})
+        targets = (name + MANIFEST_SUFFIX, name)
+        plan, held = _plan_backup_deletion(client, config, [versions.get(t, []) for t in targets], now)
+        if held:
+            locked.extend(held)
+            continue
+        for to_delete in plan:
             if config.check_mode:
                 deleted.extend({"key": o["Key"], "version_id": o["VersionId"]} for o in to_delete)
                 continue
             ok, refused = _delete_versions(client, config, to_delete)
             deleted.extend(ok)
-            if refused:
+            if refused:  # locked since we looked: keep the data file when its manifest stays
                 locked.extend(refused)
-                backup_locked = True
+                break
     return deleted, locked
+
+
+def _plan_backup_deletion(
+    client: Any, config: SyncConfig, per_file: list[list[dict[str, Any]]], now: dt.datetime
+) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """(versions to delete per file, locked versions) of one backup's files."""
+    plan: list[list[dict[str, Any]]] = []
+    held: list[dict[str, Any]] = []
+    for entries in per_file:
+        to_delete = []
+        for version in entries:
+            vid = version.get("VersionId")
+            key = version["Key"]
+            if "ETag" in version:  # a real version, not a delete marker: may be locked
+                head = _call(
+                    f"reading the lock of {key} version {vid}",
+                    client.head_object,
+                    Bucket=config.bucket,
+                    Key=key,
+                    VersionId=vid,
+                )
+                if _is_locked(version, head, now):
+                    held.append(_locked_entry(key, vid, head))
+                    continue
+            to_delete.append({"Key": key, "VersionId": vid})
+        plan.append(to_delete)
+    return plan, held
 
 
 def _locked_entry(key: str, vid: str | None, head: dict[str, Any]) -> dict[str, Any]:

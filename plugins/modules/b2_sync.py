@@ -263,7 +263,8 @@ deleted:
 retained_locked:
   description:
     - Versions retention selected but could not delete because of Object Lock or a legal
-      hold; the backup's other versions are kept too. Not an error.
+      hold; the backup's other versions, of its data file and its manifest, are kept too,
+      as the lock of every version is read before anything is deleted. Not an error.
   returned: always
   type: list
   elements: dict

@@ -271,6 +271,26 @@ def test_object_lock_upload_and_locked_versions_retained(locked_bucket, args_for
     assert len(remote_keys(s3, locked_bucket)) == 6
 
 
+@pytest.mark.parametrize("held", ["data", "manifest"])
+def test_a_legal_hold_on_one_file_keeps_the_whole_backup(locked_bucket, args_for, proxy, src, s3, held):
+    old = write_backup(src, "app", NOW - dt.timedelta(days=1), 1000)
+    write_backup(src, "app", NOW, 1000)
+    args = args_for(locked_bucket, src=str(src), prefix="p")
+    assert not b2_run(args).failed
+    held_key = "p/" + old.name + (".manifest.json" if held == "manifest" else "")
+    s3.put_object_legal_hold(Bucket=locked_bucket, Key=held_key, LegalHold={"Status": "ON"})
+    proxy.state.clear()
+    result = b2_run({**args, "keep_last": 1})
+    assert not result.failed and result["deleted"] == [], result
+    assert [e["key"] for e in result["retained_locked"]] == [held_key]
+    assert proxy.state.count("DeleteObjects") == 0
+    assert complete_remote(s3, locked_bucket, "p/") == sorted(f"p/{f.name}" for f in src.glob("*.zst"))
+    # Once the hold is lifted, the next run deletes the backup, manifest first.
+    s3.put_object_legal_hold(Bucket=locked_bucket, Key=held_key, LegalHold={"Status": "OFF"})
+    result = b2_run({**args, "keep_last": 1})
+    assert [d["key"] for d in result["deleted"]] == [f"p/{old.name}.manifest.json", f"p/{old.name}"], result
+
+
 # ----------------------------------------------------------------------------- status
 
 
