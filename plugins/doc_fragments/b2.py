@@ -48,7 +48,8 @@ options:
     description:
       - Attempts per request, including the first. Failed requests (HTTP 500 and 503,
         C(SlowDown), throttling, connection errors) are retried with exponential backoff and
-        jitter; upload bodies are re-sent from the start of the part.
+        jitter; upload bodies are re-sent from the start of the part. A download whose
+        connection breaks half way is resumed from the first byte not yet received, as often.
     type: int
     default: 6
   connect_timeout:

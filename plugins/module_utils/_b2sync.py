@@ -34,6 +34,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
 )
 from ansible_collections.mutuapix.ops.plugins.module_utils._s3 import (
     CLIENT_ERRORS,
+    TRANSFER_ERRORS,
     FileRange,
     file_sha256,
     is_not_found,
@@ -54,6 +55,7 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 STALE_UPLOAD_AGE = dt.timedelta(hours=24)
 CACHE_VERSION = 1
+RETRY_BASE_S = 0.25
 
 
 class SyncError(Exception):
@@ -215,6 +217,7 @@ class SyncConfig:
     include: list[str] = field(default_factory=lambda: list(DEFAULT_INCLUDE))
     exclude: list[str] = field(default_factory=list)
     verify: str = "head"
+    max_attempts: int = 6
     lock_mode: str | None = None
     lock_days: int | None = None
     retention: dict[str, int | None] = field(default_factory=dict)
@@ -590,44 +593,64 @@ def upload_all(
 # Downloading
 
 
-def _download_ranges(
-    client: Any, config: SyncConfig, key: str, size: int, sink: Callable[[int, bytes], None], stats: Stats
+def _stream_object(
+    client: Any, config: SyncConfig, key: str, start: int, end: int, sink: Callable[[int, bytes], None], stats: Stats
 ) -> None:
-    part = max(config.part_size, MIN_PART_SIZE)
-    ranges = [(off, min(off + part, size) - 1) for off in range(0, size, part)] or [(0, -1)]
+    """GET bytes ``start``..``end`` of ``key`` and hand each chunk to ``sink`` with its offset, in order.
 
-    def fetch(span: tuple[int, int]) -> None:
-        start, end = span
-        kwargs: dict[str, Any] = {"Bucket": config.bucket, "Key": key}
-        if end >= start:
-            kwargs["Range"] = f"bytes={start}-{end}"
-        response = _call(f"downloading {key}", client.get_object, **kwargs)
-        offset = start
+    botocore retries a request that fails, not a body whose connection breaks half way
+    (IncompleteReadError, ResponseStreamingError, ReadTimeoutError): such a break is resumed
+    from the first byte not yet received, up to ``max_attempts`` times with backoff.
+    """
+    offset = start
+    attempt = 1
+    while True:
+        response = _call(
+            f"downloading {key}", client.get_object, Bucket=config.bucket, Key=key, Range=f"bytes={offset}-{end}"
+        )
         body = response["Body"]
         try:
             for chunk in body.iter_chunks(chunk_size=MiB):
                 sink(offset, chunk)
                 offset += len(chunk)
                 stats.add(len(chunk))
+            if offset > end + 1:
+                raise SyncError(f"downloading {key}: the endpoint sent more than range {start}-{end}; nothing was kept")
+            if offset == end + 1:
+                return
+            error: BaseException | None = None
+        except TRANSFER_ERRORS as exc:
+            error = exc
         finally:
             body.close()
-        if end >= start and offset != end + 1:
-            raise SyncError(f"downloading {key}: got {offset - start} bytes of range {start}-{end}; run again")
+        if attempt >= config.max_attempts:
+            raise SyncError(
+                f"downloading {key} (the connection broke at byte {offset} of range {start}-{end}, {attempt} attempts)",
+                error,
+            )
+        attempt += 1
+        _backoff(attempt)
 
-    if size == 0:
-        return
-    with ThreadPoolExecutor(max_workers=max(1, min(config.concurrency, len(ranges)))) as pool:
-        list(pool.map(fetch, ranges))
+
+def _backoff(attempt: int) -> None:
+    """Wait before ``attempt`` (2, 3, ...) of a transfer whose connection broke."""
+    time.sleep(min(RETRY_BASE_S * 2 ** (attempt - 2), 20.0))
+
+
+def _download_ranges(
+    client: Any, config: SyncConfig, key: str, size: int, sink: Callable[[int, bytes], None], stats: Stats
+) -> None:
+    part = max(config.part_size, MIN_PART_SIZE)
+    ranges = [(off, min(off + part, size) - 1) for off in range(0, size, part)]
+    with ThreadPoolExecutor(max_workers=max(1, min(config.concurrency, len(ranges) or 1))) as pool:
+        list(pool.map(lambda span: _stream_object(client, config, key, *span, sink, stats), ranges))
 
 
 def download_sha256(client: Any, config: SyncConfig, key: str, size: int, stats: Stats) -> str:
     """sha256 of a remote object, streamed in order (single stream keeps hashing sequential)."""
     digest = hashlib.sha256()
     if size:
-        response = _call(f"downloading {key}", client.get_object, Bucket=config.bucket, Key=key)
-        for chunk in response["Body"].iter_chunks(chunk_size=MiB):
-            digest.update(chunk)
-            stats.add(len(chunk))
+        _stream_object(client, config, key, 0, size - 1, lambda _offset, chunk: digest.update(chunk), stats)
     return digest.hexdigest()
 
 
@@ -825,11 +848,24 @@ def push(client: Any, config: SyncConfig, src: str, cache: HashCache, now: dt.da
     return result
 
 
+def _read_small_object(client: Any, config: SyncConfig, key: str) -> bytes:
+    """The whole body of a small object; a body cut half way is fetched again (``max_attempts``)."""
+    attempt = 1
+    while True:
+        response = client.get_object(Bucket=config.bucket, Key=key)
+        try:
+            return bytes(response["Body"].read())
+        except TRANSFER_ERRORS:
+            if attempt >= config.max_attempts:
+                raise
+        attempt += 1
+        _backoff(attempt)
+
+
 def read_manifest(client: Any, config: SyncConfig, name: str) -> tuple[bytes, dict[str, Any]]:
     key = config.prefix + name + MANIFEST_SUFFIX
     try:
-        response = client.get_object(Bucket=config.bucket, Key=key)
-        raw = response["Body"].read()
+        raw = _read_small_object(client, config, key)
     except CLIENT_ERRORS as exc:
         if is_not_found(exc):
             raise SyncError(

@@ -300,6 +300,13 @@ def describe_error(exc: BaseException, settings: ClientSettings, bucket: str, ac
             f"{action} failed: cannot reach {settings.endpoint_url} ({exc}); check endpoint_url/region, DNS, "
             "firewall and proxy settings"
         )
+    if HAS_BOTO3 and isinstance(
+        exc, (botocore.exceptions.IncompleteReadError, botocore.exceptions.ResponseStreamingError)
+    ):
+        return (
+            f"{action} failed on {where}: the connection broke during the transfer ({exc}); check the network "
+            "and any proxy in between, then run again (raise max_attempts to retry more)"
+        )
     if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ReadTimeoutError):
         return f"{action} failed on {where}: the endpoint stopped answering ({exc}); raise read_timeout or retry"
     if HAS_BOTO3 and isinstance(exc, botocore.exceptions.SSLError):
@@ -328,6 +335,10 @@ def error_code(exc: BaseException) -> str:
 CLIENT_ERRORS: tuple[type[BaseException], ...] = (
     (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) if HAS_BOTO3 else ()
 )
+
+# What a response body raises when its connection breaks half way; botocore retries
+# requests, not the reading of a body.
+TRANSFER_ERRORS: tuple[type[BaseException], ...] = (botocore.exceptions.BotoCoreError,) if HAS_BOTO3 else ()
 
 
 # ---------------------------------------------------------------------------------------

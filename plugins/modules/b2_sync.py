@@ -355,7 +355,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
     retention_argument_spec,
     retention_params,
 )
-from ansible_collections.mutuapix.ops.plugins.module_utils._s3 import B2Module
+from ansible_collections.mutuapix.ops.plugins.module_utils._s3 import CLIENT_ERRORS, B2Module
 
 DEFAULT_CACHE_FILE = "~/.cache/mutuapix/b2_sync.json"
 
@@ -415,6 +415,7 @@ def build_config(module: B2Module) -> SyncConfig:
         include=p["include"],
         exclude=p["exclude"],
         verify=p["verify"],
+        max_attempts=max(1, p["max_attempts"]),
         lock_mode=p["object_lock_mode"],
         lock_days=p["object_lock_days"],
         retention=retention_params(p),
@@ -463,6 +464,9 @@ def main() -> None:
         if exc.cause is not None:
             module.fail_b2(exc.cause, str(exc))
         module.fail_json(msg=str(exc))
+    except CLIENT_ERRORS as exc:  # a service error some path did not name: still no traceback
+        save_cache(module, cache)
+        module.fail_b2(exc, p["mode"])
     except OSError as exc:
         save_cache(module, cache)
         module.fail_json(msg=f"{p['mode']} failed on the local side: {exc}")

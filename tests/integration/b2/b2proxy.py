@@ -2,7 +2,7 @@
 
 It answers what B2 answers for requests B2 rejects (checksum headers, storage class, ACLs,
 missing or wrong Content-MD5, unknown key IDs), records every request it sees on
-the wire, and injects faults (503 SlowDown, a dropped connection) on demand.
+the wire, and injects faults (503 SlowDown, a dropped connection, a body cut in half) on demand.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Fault:
     status: int = 503
     code: str = "SlowDown"
     drop: bool = False  # close the connection without answering
+    truncate: bool = False  # forward the request, send half of the answer's body, close
 
 
 @dataclass
@@ -139,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if fault:
+        if fault and not fault.truncate:
             seen.status = fault.status
             self._answer(fault.status, _error_xml(fault.code, "Please reduce your request rate."), head)
             return
@@ -162,7 +163,13 @@ class _Handler(BaseHTTPRequestHandler):
         # HEAD answers carry the object's length with no body.
         self.send_header("Content-Length", response.getheader("Content-Length", "0") if head else str(len(data)))
         self.end_headers()
-        if not head:
+        if fault and fault.truncate:
+            # The connection breaks mid-body: the client has the headers and part of the data.
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        elif not head:
             self.wfile.write(data)
         conn.close()
 

@@ -408,6 +408,33 @@ def test_slowdown_beyond_max_attempts_fails_clearly(bucket, args_for, proxy, src
     assert set(remote_keys(s3, bucket)) == set(), "no manifest without its data"
 
 
+def test_a_download_cut_mid_body_is_resumed(bucket, args_for, proxy, src, dest):
+    backup = write_backup(src, "app", NOW, 11 * MiB)
+    args = args_for(bucket, src=str(src), part_size_mb=5, verify="download")
+    proxy.state.faults.append(Fault("GetObject", 1, truncate=True))
+    pushed = b2_run(args)
+    assert pushed["changed"] and not pushed.failed, pushed
+    proxy.state.faults.append(Fault("GetObject", 2, truncate=True))
+    pulled = b2_run(args_for(bucket, mode="pull", dest=str(dest), name=backup.name, part_size_mb=5))
+    assert not pulled.failed and sha256_of(dest / backup.name) == pulled["sha256"] == sha256_of(backup), pulled
+    assert not proxy.state.faults[-1].count and proxy.state.count("GetObject") >= 2 + 3 + 2
+    resumed = [s.headers["range"] for s in proxy.state.seen if s.operation == "GetObject" and "range" in s.headers]
+    assert any(not r.startswith(("bytes=0-", f"bytes={5 * MiB}-", f"bytes={10 * MiB}-")) for r in resumed), resumed
+
+
+def test_a_download_that_keeps_breaking_fails_clearly(bucket, args_for, proxy, src, dest, s3):
+    backup = write_backup(src, "app", NOW, 3 * MiB)
+    assert b2_run(args_for(bucket, src=str(src)))["changed"]
+    proxy.state.faults.append(Fault("GetObject", 100, truncate=True))
+    pulled = b2_run(args_for(bucket, mode="pull", dest=str(dest), name=backup.name, max_attempts=2))
+    assert_clean_failure(pulled, "connection broke", "run again")
+    assert list(dest.iterdir()) == [], "no partial file, no temporary file"
+    newer = write_backup(src, "app", NOW + dt.timedelta(hours=1), 3 * MiB)
+    checked = b2_run(args_for(bucket, src=str(src), verify="download", max_attempts=2))
+    assert_clean_failure(checked, f"downloading {newer.name}", "connection broke at byte", "2 attempts", "run again")
+    assert f"{newer.name}.manifest.json" not in remote_keys(s3, bucket), "no manifest for an unchecked upload"
+
+
 def test_server_stopped_mid_upload_then_rerun_completes(bucket, args_for, proxy, src, dest, s3, moto_server):
     backup = write_backup(src, "app", NOW, 26 * MiB)
     stopped = threading.Event()

@@ -191,6 +191,8 @@ def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
         (client_error("SlowDown", 503), ["max_attempts"]),
         (botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), ["cannot reach", "endpoint_url"]),
         (botocore.exceptions.ReadTimeoutError(endpoint_url="http://x"), ["read_timeout"]),
+        (botocore.exceptions.IncompleteReadError(actual_bytes=1, expected_bytes=2), ["connection broke", "run again"]),
+        (botocore.exceptions.ResponseStreamingError(error="reset"), ["connection broke", "max_attempts"]),
         (OSError(28, "No space left on device"), ["No space left"]),
     ],
 )
