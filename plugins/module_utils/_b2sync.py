@@ -28,6 +28,7 @@ from typing import Any
 from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
     MANIFEST_SUFFIX,
     BackupName,
+    manifest_confirms,
     parse_backup_name,
     select_for_deletion,
     select_incomplete_for_deletion,
@@ -106,13 +107,16 @@ def matches(name: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
 
 
 class HashCache:
-    """sha256 values of local files and remote objects, persisted as a 0600 JSON file."""
+    """sha256 values of local files and remote objects, and the database each remote manifest
+    names, persisted as a 0600 JSON file."""
 
     def __init__(self, path: str | None, scope: str) -> None:
         self.path = path
         self.scope = scope
         self.local: dict[str, list[Any]] = {}
         self.remote: dict[str, list[Any]] = {}
+        self.owners: dict[str, list[Any]] = {}
+        self._other_scopes: dict[str, dict[str, Any]] = {"remote": {}, "owners": {}}
         self._lock = threading.Lock()
         self.dirty = False
         if path and os.path.exists(path):
@@ -122,11 +126,12 @@ class HashCache:
                 if data.get("version") == CACHE_VERSION:
                     self.local = dict(data.get("local", {}))
                     self.remote = dict(data.get("remote", {}).get(scope, {}))
-                    self._other_scopes = {k: v for k, v in data.get("remote", {}).items() if k != scope}
+                    self.owners = dict(data.get("owners", {}).get(scope, {}))
+                    for section in self._other_scopes:
+                        scopes = data.get(section, {}).items()
+                        self._other_scopes[section] = {k: v for k, v in scopes if k != scope}
             except (OSError, ValueError, AttributeError):
-                self.local, self.remote = {}, {}  # a damaged cache is only a slower run
-        if not hasattr(self, "_other_scopes"):
-            self._other_scopes: dict[str, Any] = {}
+                self.local, self.remote, self.owners = {}, {}, {}  # a damaged cache is only a slower run
 
     @staticmethod
     def _stat_key(st: os.stat_result) -> list[Any]:
@@ -143,16 +148,31 @@ class HashCache:
             self.local[path] = [*self._stat_key(st), sha256]
             self.dirty = True
 
-    def remote_sha256(self, key: str, etag: str, size: int, modified: int) -> str | None:
-        entry = self.remote.get(key)
+    @staticmethod
+    def _object_value(table: dict[str, list[Any]], key: str, etag: str, size: int, modified: int) -> str | None:
+        """What ``table`` remembers of the object version (ETag, size, modified second), if anything."""
+        entry = table.get(key)
         if entry and entry[:3] == [etag, size, modified]:
             return str(entry[3])
         return None
 
-    def set_remote(self, key: str, etag: str, size: int, modified: int, sha256: str) -> None:
+    def _remember(self, table: dict[str, list[Any]], key: str, etag: str, size: int, modified: int, value: str) -> None:
         with self._lock:
-            self.remote[key] = [etag, size, modified, sha256]
+            table[key] = [etag, size, modified, value]
             self.dirty = True
+
+    def remote_sha256(self, key: str, etag: str, size: int, modified: int) -> str | None:
+        return self._object_value(self.remote, key, etag, size, modified)
+
+    def set_remote(self, key: str, etag: str, size: int, modified: int, sha256: str) -> None:
+        self._remember(self.remote, key, etag, size, modified, sha256)
+
+    def manifest_owner(self, key: str, etag: str, size: int, modified: int) -> str | None:
+        """The ``database`` a remote manifest names ("" for none), or None when not known."""
+        return self._object_value(self.owners, key, etag, size, modified)
+
+    def set_manifest_owner(self, key: str, etag: str, size: int, modified: int, database: str) -> None:
+        self._remember(self.owners, key, etag, size, modified, database)
 
     def forget_remote(self, key: str) -> None:
         with self._lock:
@@ -165,7 +185,12 @@ class HashCache:
             return None
         directory = os.path.dirname(self.path) or "."
         local = {p: v for p, v in self.local.items() if os.path.exists(p)}
-        data = {"version": CACHE_VERSION, "local": local, "remote": {**self._other_scopes, self.scope: self.remote}}
+        data = {
+            "version": CACHE_VERSION,
+            "local": local,
+            "remote": {**self._other_scopes["remote"], self.scope: self.remote},
+            "owners": {**self._other_scopes["owners"], self.scope: self.owners},
+        }
         tmp = None
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -881,18 +906,59 @@ def read_manifest(client: Any, config: SyncConfig, name: str) -> tuple[bytes, di
     return raw, manifest
 
 
-def latest_backup(remote: dict[str, RemoteObject], database: str, label: str | None = None) -> str | None:
-    """Newest complete backup (data and manifest present) of ``database``."""
-    best = None
+def latest_backup(
+    remote: dict[str, RemoteObject],
+    database: str,
+    label: str | None = None,
+    confirm: Callable[[BackupName], bool] | None = None,
+) -> str | None:
+    """Newest complete backup (data and manifest present) of ``database`` that ``confirm`` accepts."""
+    candidates = []
     for name in remote:
         backup = parse_backup_name(name, database)
-        if not backup or name + MANIFEST_SUFFIX not in remote:
+        if not backup or backup.manifest_name not in remote:
             continue
         if label is not None and backup.label != label:
             continue
-        if best is None or (backup.timestamp, backup.name) > (best.timestamp, best.name):
-            best = backup
-    return best.name if best else None
+        candidates.append(backup)
+    for backup in sorted(candidates, key=lambda b: (b.timestamp, b.name), reverse=True):
+        if confirm is None or confirm(backup):
+            return backup.name
+    return None
+
+
+def manifest_owner(client: Any, config: SyncConfig, obj: RemoteObject, cache: HashCache) -> str:
+    """The database a remote manifest names ("" when it names none or is no JSON object)."""
+    cached = cache.manifest_owner(obj.key, obj.etag, obj.size, obj.modified_s)
+    if cached is not None:
+        return cached
+    try:
+        raw = _read_small_object(client, config, obj.key)
+    except CLIENT_ERRORS as exc:
+        raise SyncError(f"reading {obj.key}", exc) from exc
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        manifest = None
+    owner = str(manifest.get("database") or "") if isinstance(manifest, dict) else ""
+    cache.set_manifest_owner(obj.key, obj.etag, obj.size, obj.modified_s, owner)
+    return owner
+
+
+def is_owned(
+    client: Any, config: SyncConfig, remote: dict[str, RemoteObject], backup: BackupName, cache: HashCache
+) -> bool:
+    """Whether ``backup`` belongs to the database its name was parsed for.
+
+    Only an ambiguous name (``app-archive-<ts>``: app labelled archive, or app-archive) costs a
+    read of its manifest, once per manifest version thanks to the cache; a data file without
+    manifest is taken by its name.
+    """
+    obj = remote.get(backup.manifest_name)
+    if not backup.ambiguous or obj is None:
+        return True
+    owner = manifest_owner(client, config, obj, cache)
+    return manifest_confirms(backup, {"database": owner} if owner else {})
 
 
 def pull(
@@ -902,15 +968,17 @@ def pull(
     name: str | None,
     database: str | None,
     label: str | None = None,
+    cache: HashCache | None = None,
 ) -> dict[str, Any]:
     stats = Stats()
+    cache = cache or HashCache(None, "")
     if not os.path.isdir(dest):
         raise SyncError(f"dest {dest} is not a directory; create it first (mode 0700)")
     if not name:
         if not database:
             raise SyncError("pull needs name, or latest=true with database")
         remote = list_remote(client, config.bucket, config.prefix)
-        name = latest_backup(remote, database, label)
+        name = latest_backup(remote, database, label, lambda b: is_owned(client, config, remote, b, cache))
         if not name:
             raise SyncError(
                 f"no complete backup of database {database!r} under {config.bucket}/{config.prefix}; "
@@ -973,16 +1041,20 @@ def status(
     databases: list[str] | None,
     max_age_hours: float,
     now: dt.datetime | None = None,
+    cache: HashCache | None = None,
 ) -> dict[str, Any]:
     """Per database (or per backup stem when no database is given): newest, age, count, bytes."""
     now = now or dt.datetime.now(dt.UTC)
+    cache = cache or HashCache(None, "")
     remote = list_remote(client, config.bucket, config.prefix)
     groups: dict[str, list[Any]] = {db: [] for db in databases or []}
+    longest_first = sorted(databases or [], key=len, reverse=True)
     for name in remote:
         if is_manifest(name):
             continue
         if databases:
-            backup = next((b for b in (parse_backup_name(name, db) for db in databases) if b), None)
+            parsed = (parse_backup_name(name, db) for db in longest_first)
+            backup = next((b for b in parsed if b and is_owned(client, config, remote, b, cache)), None)
         else:
             stem = backup_stem(name)
             backup = parse_backup_name(name, stem) if stem else None

@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import json
 import os
 import queue
 import re
@@ -616,14 +617,31 @@ def describe_os_error(exc: OSError, where: str) -> str:
 
 
 def local_backups(dest: str, database: str) -> list[_retention.BackupName]:
-    """This database's backups in ``dest`` that are complete (their manifest exists)."""
+    """This database's backups in ``dest`` that are complete (their manifest exists).
+
+    In a ``dest`` shared by ``app`` and ``app-archive``, ``app-archive-<ts>`` parses as app's
+    backup labelled ``archive`` too: where the name is ambiguous, its manifest must name
+    ``database``, so retention never deletes another database's backups.
+    """
     names = set(os.listdir(dest))
     found = []
     for name in names:
         parsed = _retention.parse_backup_name(name, database)
-        if parsed and parsed.manifest_name in names:
-            found.append(parsed)
+        if not parsed or parsed.manifest_name not in names:
+            continue
+        if parsed.ambiguous and not _retention.manifest_confirms(parsed, _read_json(dest, parsed.manifest_name)):
+            continue
+        found.append(parsed)
     return found
+
+
+def _read_json(dest: str, name: str) -> Any:
+    """A manifest's JSON, or None when it cannot be read (then it confirms nothing)."""
+    try:
+        with open(os.path.join(dest, name), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
 
 
 def apply_retention(dest: str, database: str, rules: dict[str, int | None], dry_run: bool = False) -> list[str]:

@@ -5,7 +5,8 @@
 A backup is ``<database>[-<label>]-<YYYYmmddTHHMMSSZ>.sql.<zst|gz>[.age]`` (or ``.sql``
 without compression) with ``<file>.manifest.json`` beside it. Retention only ever looks at
 names of that shape for one database, groups them by label, and never selects the newest
-backup of a group for deletion.
+backup of a group for deletion. A name alone can be ambiguous when one database's name is
+another's plus ``-<something>``; the manifest, which names its database, then decides.
 """
 
 from __future__ import annotations
@@ -63,6 +64,27 @@ class BackupName:
     @property
     def group(self) -> tuple[str, str | None]:
         return (self.database, self.label)
+
+    @property
+    def ambiguous(self) -> bool:
+        """Whether the name could also be another database's: its stem splits at more than one '-'.
+
+        ``app-archive-<ts>`` is database ``app`` with label ``archive``, or database
+        ``app-archive``; only the manifest, which names its database, tells.
+        """
+        return self.label is not None or "-" in self.database
+
+
+def manifest_confirms(backup: BackupName, manifest: Any) -> bool:
+    """Whether the manifest beside ``backup`` names the database its file name was parsed for.
+
+    A manifest without a ``database`` field (not written by mysql_backup) leaves the name as
+    the only evidence; one that is no JSON object confirms nothing.
+    """
+    if not isinstance(manifest, dict):
+        return False
+    owner = manifest.get("database")
+    return owner is None or owner == backup.database
 
 
 def parse_backup_name(name: str, database: str) -> BackupName | None:

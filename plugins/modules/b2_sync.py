@@ -138,6 +138,10 @@ options:
   database:
     description:
       - Database name(s). O(mode=pull) with O(latest=true) needs exactly one.
+      - A backup name that could belong to more than one database (C(app-archive-<ts>) is
+        C(app) labelled C(archive), or C(app-archive)) counts for a database only when its
+        manifest names it; that costs one read per such manifest, remembered in O(cache_file).
+        Among the databases given, the longest name that fits is tried first.
       - With O(mode=status), report these databases (all labels together), and report a
         database without any backup as unhealthy. Without it, status reports one entry per
         database-and-label found under O(prefix).
@@ -456,9 +460,10 @@ def main() -> None:
             result = push(client, config, p["src"], cache, dt.datetime.now(dt.timezone.utc))
         elif p["mode"] == "pull":
             database = (p["database"] or [None])[0]
-            result = pull(client, config, p["dest"], p["name"], database if p["latest"] else None, p["label"])
+            latest_of = database if p["latest"] else None
+            result = pull(client, config, p["dest"], p["name"], latest_of, p["label"], cache)
         else:
-            result = status(client, config, p["database"], p["max_age_hours"])
+            result = status(client, config, p["database"], p["max_age_hours"], cache=cache)
     except SyncError as exc:
         save_cache(module, cache)
         if exc.cause is not None:

@@ -165,6 +165,8 @@ options:
 notes:
   - Retention only considers files whose names this module writes for O(database), and only those with a
     manifest (complete backups). It runs per label, never deletes the newest backup, and never runs after a failure.
+  - A name that could belong to another database in a shared O(dest) (C(app-archive-<ts>) is C(app) labelled
+    C(archive), or C(app-archive)) is only considered when its manifest names O(database).
   - With no retention option set, nothing is deleted.
   - Two runs for the same database and O(dest) never overlap; the second waits up to O(lock_timeout).
   - A table or view whose name contains a line break is refused before anything is written - its name would

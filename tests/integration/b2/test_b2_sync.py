@@ -320,6 +320,40 @@ def test_status_reports_freshness_per_database(bucket, args_for, src, s3):
     assert empty["healthy"] is False and empty["backups"] == {}
 
 
+def test_databases_whose_names_extend_each_other_are_told_apart(bucket, args_for, proxy, src, dest):
+    app = write_backup(src, "app", NOW - dt.timedelta(days=3), 100)
+    archive = write_backup(src, "app-archive", NOW - dt.timedelta(hours=1), 100)
+    predeploy = write_backup(src, "app", NOW - dt.timedelta(days=4), 100, label="predeploy")
+    assert not b2_run(args_for(bucket, src=str(src), prefix="h")).failed
+    # app-archive-<ts> also parses as app's backup labelled "archive": its manifest says whose it is.
+    args = args_for(bucket, mode="status", prefix="h", database=["app", "app-archive"])
+    report = b2_run(args)
+    assert not report.failed, report
+    assert report["backups"]["app"] == {**report["backups"]["app"], "count": 2, "newest": app.name, "healthy": False}
+    assert report["backups"]["app-archive"] == {**report["backups"]["app-archive"], "count": 1, "healthy": True}
+    only_app = b2_run(args_for(bucket, mode="status", prefix="h", database=["app"]))
+    assert only_app["backups"]["app"]["newest"] == app.name and only_app["healthy"] is False, only_app
+    proxy.state.clear()
+    again = b2_run(args)["backups"]
+    assert {db: (e["newest"], e["count"]) for db, e in again.items()} == {
+        "app": (app.name, 2),
+        "app-archive": (archive.name, 1),
+    }
+    assert proxy.state.count("GetObject") == 0, "manifest owners come from the cache"
+
+    pulled = b2_run(args_for(bucket, mode="pull", dest=str(dest), prefix="h", latest=True, database="app"))
+    assert pulled["name"] == app.name, pulled
+    labelled = b2_run(
+        args_for(bucket, mode="pull", dest=str(dest), prefix="h", latest=True, database="app", label="predeploy")
+    )
+    assert labelled["name"] == predeploy.name, labelled
+    none = b2_run(
+        args_for(bucket, mode="pull", dest=str(dest), prefix="h", latest=True, database="app", label="archive")
+    )
+    assert none.failed and "no complete backup of database 'app'" in none["msg"], none
+    assert archive.name not in os.listdir(dest)
+
+
 # ----------------------------------------------------------------------------- pull safety
 
 

@@ -119,6 +119,35 @@ def test_latest_backup_needs_a_manifest_and_honours_label():
     assert latest_backup(objects, "crm") is None
 
 
+def test_latest_backup_skips_what_confirm_refuses():
+    objects = {
+        n: remote(n)
+        for base in ("app-20260101T000000Z.sql.zst", "app-archive-20260102T000000Z.sql.zst")
+        for n in (base, base + ".manifest.json")
+    }
+    assert latest_backup(objects, "app") == "app-archive-20260102T000000Z.sql.zst"  # by name alone
+    mine = latest_backup(objects, "app", confirm=lambda b: b.label is None)
+    assert mine == "app-20260101T000000Z.sql.zst"
+    assert latest_backup(objects, "app", confirm=lambda b: False) is None
+
+
+def test_hash_cache_keeps_manifest_owners_per_scope(tmp_path: Path):
+    path = str(tmp_path / "cache.json")
+    cache = HashCache(path, "https://s3/b1")
+    cache.set_manifest_owner("p/a.manifest.json", '"e"', 10, 5, "app-archive")
+    cache.set_remote("p/a.manifest.json", '"e"', 10, 5, "f" * 64)
+    assert cache.save() is None
+    other = HashCache(path, "https://s3/b2")
+    assert other.manifest_owner("p/a.manifest.json", '"e"', 10, 5) is None
+    other.set_manifest_owner("p/a.manifest.json", '"e"', 10, 5, "")
+    assert other.save() is None
+    again = HashCache(path, "https://s3/b1")
+    assert again.manifest_owner("p/a.manifest.json", '"e"', 10, 5) == "app-archive"
+    assert again.manifest_owner("p/a.manifest.json", '"e2"', 10, 5) is None  # overwritten since
+    assert again.remote_sha256("p/a.manifest.json", '"e"', 10, 5) == "f" * 64
+    assert HashCache(path, "https://s3/b2").manifest_owner("p/a.manifest.json", '"e"', 10, 5) == ""
+
+
 def test_hash_cache_round_trip_and_invalidation(tmp_path: Path):
     path = tmp_path / "c" / "cache.json"
     data = tmp_path / "f"

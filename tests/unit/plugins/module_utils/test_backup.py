@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import threading
 
@@ -112,6 +113,24 @@ def test_local_retention_keeps_newest_and_ignores_foreign_files(tmp_path):
     # keep_last=0 still keeps the newest
     assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 0}) == [names[4]]
     assert names[5] in set(os.listdir(tmp_path))
+
+
+def test_local_retention_never_takes_a_database_whose_name_extends_ours(tmp_path):
+    base = dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc)
+    app = [_retention.backup_file_name("app", base + dt.timedelta(days=i)) for i in range(3)]
+    archive = [_retention.backup_file_name("app-archive", base + dt.timedelta(days=i)) for i in range(3)]
+    labelled = [_retention.backup_file_name("app", base + dt.timedelta(days=i), "predeploy") for i in range(3)]
+    for database, names in (("app", app), ("app-archive", archive), ("app", labelled)):
+        for name in names:
+            (tmp_path / name).write_bytes(b"x")
+            (tmp_path / (name + _retention.MANIFEST_SUFFIX)).write_text(json.dumps({"database": database}))
+    unreadable = _retention.backup_file_name("app", base, "old")
+    (tmp_path / unreadable).write_bytes(b"x")
+    (tmp_path / (unreadable + _retention.MANIFEST_SUFFIX)).write_text("{not json")
+    # app-archive-<ts> also parses as app's backup labelled "archive": its manifest says otherwise.
+    deleted = _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1})
+    assert sorted(deleted) == sorted(app[:2] + labelled[:2])
+    assert all((tmp_path / n).exists() for n in [*archive, unreadable])
 
 
 def test_no_retention_rule_deletes_nothing(tmp_path):

@@ -10,6 +10,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
     RETENTION_OPTIONS,
     BackupName,
     backup_file_name,
+    manifest_confirms,
     parse_backup_name,
     retention_argument_spec,
     retention_params,
@@ -63,6 +64,18 @@ def test_database_and_label_with_dashes():
     assert as_db is not None and as_db.label == "pre-deploy"
     whole = parse_backup_name(name, "my-app-pre-deploy")
     assert whole is not None and whole.label is None
+    assert as_db.ambiguous and whole.ambiguous  # only the manifest tells whose it is
+    plain = parse_backup_name("app-20260102T030405Z.sql.gz", "app")
+    assert plain is not None and not plain.ambiguous
+
+
+def test_the_manifest_decides_an_ambiguous_name():
+    backup = parse_backup_name("app-archive-20260102T030405Z.sql.zst", "app")
+    assert backup is not None
+    assert manifest_confirms(backup, {"database": "app"})
+    assert not manifest_confirms(backup, {"database": "app-archive"})
+    assert manifest_confirms(backup, {"format_version": 1})  # no database field: the name decides
+    assert not manifest_confirms(backup, None) and not manifest_confirms(backup, [])  # unreadable
 
 
 @pytest.mark.parametrize(
