@@ -457,6 +457,8 @@ def abort_stale_uploads(client: Any, config: SyncConfig, keys: set[str], now: dt
     """Abort incomplete multipart uploads of the keys we are about to write, and old ones of ours.
 
     A run killed mid-upload (or an endpoint that went away) leaves parts that B2 bills for.
+    Ours are directly under the prefix, as everything this module touches: never a deeper
+    folder's (another host's prefix, another tool's uploads).
     """
     aborted = []
     paginator = client.get_paginator("list_multipart_uploads")
@@ -465,6 +467,8 @@ def abort_stale_uploads(client: Any, config: SyncConfig, keys: set[str], now: dt
             for upload in page.get("Uploads", []):
                 key = upload["Key"]
                 name = key[len(config.prefix) :]
+                if not key.startswith(config.prefix) or not name or "/" in name:
+                    continue
                 initiated = upload.get("Initiated") or now
                 stale = now - initiated > STALE_UPLOAD_AGE and matches(name, config.include, config.exclude)
                 if key in keys or stale:

@@ -13,6 +13,11 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
+    STALE_UPLOAD_AGE,
+    SyncConfig,
+    abort_stale_uploads,
+)
 from tests.integration.b2.b2helpers import APP_KEY, MiB, b2_run, remote_keys, write_backup, write_manifest
 from tests.integration.b2.b2proxy import B2Proxy, Fault
 from tests.support.mariadb import refused_port
@@ -493,6 +498,19 @@ def test_server_stopped_mid_upload_then_rerun_completes(bucket, args_for, proxy,
     assert not s3_now(moto_server).list_multipart_uploads(Bucket=bucket).get("Uploads")
     pulled = b2_run(args_for(bucket, mode="pull", dest=str(dest), name=backup.name))
     assert sha256_of(dest / backup.name) == pulled["sha256"] == sha256_of(backup)
+
+
+@pytest.mark.parametrize("prefix", ["db/", ""])
+def test_stale_upload_cleanup_stays_directly_under_the_prefix(bucket, s3, prefix):
+    name = "app-20260101T000000Z.sql.zst"
+    keys = [prefix + name, f"{prefix}sub/{name}", f"other-host/{name}", f"{prefix}notes.txt"]
+    for key in keys:
+        s3.create_multipart_upload(Bucket=bucket, Key=key)
+    config = SyncConfig(bucket=bucket, prefix=prefix)
+    a_day_later = dt.datetime.now(dt.timezone.utc) + STALE_UPLOAD_AGE + dt.timedelta(hours=1)
+    assert abort_stale_uploads(s3, config, set(), a_day_later) == [prefix + name]
+    left = {u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+    assert left == set(keys[1:])
 
 
 def _restart(moto_server: S3Server, proxy: B2Proxy) -> None:
