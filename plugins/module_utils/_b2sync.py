@@ -1015,7 +1015,7 @@ def pull(
         result["downloaded"].append(name)
         if not config.check_mode:
             key = config.prefix + name
-            head = _call(f"reading metadata of {key}", client.head_object, Bucket=config.bucket, Key=key)
+            head = _head_data_file(client, config, key, name)
             if int(head["ContentLength"]) != expected_size:
                 raise SyncError(
                     f"{key} is {head['ContentLength']} bytes but its manifest says {expected_size}; "
@@ -1032,6 +1032,18 @@ def pull(
     result["changed"] = bool(result["downloaded"])
     result.update(stats.summary())
     return result
+
+
+def _head_data_file(client: Any, config: SyncConfig, key: str, name: str) -> dict[str, Any]:
+    try:
+        return dict(client.head_object(Bucket=config.bucket, Key=key))
+    except CLIENT_ERRORS as exc:
+        if is_not_found(exc):
+            raise SyncError(
+                f"{key} does not exist although its manifest does: the backup {name} is incomplete (its data "
+                "file was deleted); pull another backup"
+            ) from exc
+        raise SyncError(f"reading metadata of {key}", exc) from exc
 
 
 def _read_bytes(path: str) -> bytes:

@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - exercised by ansible-test's import san
 # Headers B2 answers with 400 (or that make no sense on B2): removed before signing.
 FORBIDDEN_HEADER_PREFIXES = ("x-amz-checksum-", "x-amz-sdk-checksum-algorithm", "x-amz-storage-class", "x-amz-acl")
 READ_CHUNK = 1024 * 1024
+OBJECT_OPERATIONS = ("HeadObject", "GetObject")
 
 
 def b2_argument_spec() -> dict[str, Any]:
@@ -271,10 +272,14 @@ def describe_error(exc: BaseException, settings: ClientSettings, bucket: str, ac
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         text = error.get("Message") or code
+        # A HEAD answer has no body, so a missing object and a missing bucket both come as a bare 404.
+        on_object = getattr(exc, "operation_name", "") in OBJECT_OPERATIONS
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken") or status == 401:
             hint = "the key ID or application key is wrong or revoked: check key_id/application_key"
-        elif code in ("NoSuchBucket",) or (status == 404 and code in ("404", "NotFound") and "object" not in action):
+        elif code == "NoSuchBucket" or (status == 404 and code in ("404", "NotFound") and not on_object):
             hint = "the bucket does not exist (or the key is restricted to another bucket): check bucket and region"
+        elif status == 404:
+            hint = "the object does not exist (deleted, or never uploaded): check prefix and name"
         elif code == "AccessDenied" or status == 403:
             hint = (
                 "the application key lacks a capability for this (needs listBuckets, listFiles, readFiles, "

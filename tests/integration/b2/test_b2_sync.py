@@ -379,6 +379,17 @@ def test_pull_of_an_incomplete_backup_fails_clearly(bucket, args_for, src, dest,
     assert missing.failed and "no complete backup of database 'nope'" in missing["msg"]
 
 
+def test_pull_of_a_backup_whose_data_file_was_deleted_says_so(bucket, args_for, src, dest, s3):
+    backup = write_backup(src, "app", NOW, 1000)
+    assert not b2_run(args_for(bucket, src=str(src), prefix="db")).failed
+    for version in s3.list_object_versions(Bucket=bucket, Prefix="db/" + backup.name)["Versions"]:
+        if version["Key"] == "db/" + backup.name:
+            s3.delete_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
+    result = b2_run(args_for(bucket, mode="pull", dest=str(dest), prefix="db", name=backup.name))
+    assert_clean_failure(result, f"db/{backup.name} does not exist although its manifest does", "incomplete")
+    assert "bucket" not in result["msg"] and list(dest.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- faults
 
 

@@ -175,9 +175,9 @@ def test_file_range_reads_seeks_and_hashes(tmp_path: Path):
     assert file_sha256(str(path)) == hashlib.sha256(data).hexdigest()
 
 
-def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
+def client_error(code: str, status: int, operation: str = "Op") -> botocore.exceptions.ClientError:
     return botocore.exceptions.ClientError(
-        {"Error": {"Code": code, "Message": "msg"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op"
+        {"Error": {"Code": code, "Message": "msg"}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
     )
 
 
@@ -187,6 +187,10 @@ def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
         (client_error("InvalidAccessKeyId", 403), ["key ID or application key"]),
         (client_error("SignatureDoesNotMatch", 403), ["key ID or application key"]),
         (client_error("NoSuchBucket", 404), ["bucket does not exist"]),
+        (client_error("NoSuchBucket", 404, "GetObject"), ["bucket does not exist"]),
+        (client_error("404", 404, "HeadBucket"), ["bucket does not exist"]),
+        (client_error("404", 404, "HeadObject"), ["object does not exist"]),
+        (client_error("NoSuchKey", 404, "GetObject"), ["object does not exist"]),
         (client_error("AccessDenied", 403), ["lacks a capability"]),
         (client_error("SlowDown", 503), ["max_attempts"]),
         (botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"), ["cannot reach", "endpoint_url"]),
