@@ -229,13 +229,30 @@ def backup_lock(dest: str, database: str, timeout: float) -> Iterator[str]:
         os.close(fd)  # closing releases the flock
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def remove_stale_partials(dest: str, database: str) -> list[str]:
-    """Partial files a killed run left behind. Only called while holding the lock."""
+    """Partial files a killed run left behind. Only called while holding the lock.
+
+    A partial file is named after the process writing it (``.<file>.partial-<pid>``). One whose
+    process still runs is never removed: a backup file name alone cannot tell database ``shop``
+    with label ``eu`` from database ``shop-eu``, whose run holds another lock.
+    """
     removed = []
     for entry in os.listdir(dest):
         if not entry.startswith(".") or ".partial-" not in entry:
             continue
-        final = entry[1:].split(".partial-", 1)[0]
+        final, _sep, pid = entry[1:].rpartition(".partial-")
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
         if final.endswith(_retention.MANIFEST_SUFFIX):
             final = final[: -len(_retention.MANIFEST_SUFFIX)]
         if _retention.parse_backup_name(final, database):

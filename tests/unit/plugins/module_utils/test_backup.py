@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import subprocess
 import threading
 
 import pytest
@@ -131,6 +132,32 @@ def test_local_retention_never_takes_a_database_whose_name_extends_ours(tmp_path
     deleted = _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1})
     assert sorted(deleted) == sorted(app[:2] + labelled[:2])
     assert all((tmp_path / n).exists() for n in [*archive, unreadable])
+
+
+def test_stale_partials_of_running_processes_are_kept(tmp_path):
+    """Only partial files of dead processes go, whichever database the name seems to belong to."""
+    running = subprocess.Popen(["sleep", "60"])  # a live process owns a partial file
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    try:
+        when = dt.datetime(2026, 11, 1, 3, tzinfo=dt.timezone.utc)
+        names = {
+            "ours_dead": f".{_retention.backup_file_name('shop', when)}.partial-{dead.pid}",
+            "ours_manifest_dead": f".{_retention.backup_file_name('shop', when)}.manifest.json.partial-{dead.pid}",
+            # database shop-eu's backup in progress: by its name alone, shop with label eu
+            "theirs_running": f".{_retention.backup_file_name('shop-eu', when)}.partial-{running.pid}",
+            "not_a_pid": f".{_retention.backup_file_name('shop', when)}.partial-x",
+            "other_database": f".{_retention.backup_file_name('other', when)}.partial-{dead.pid}",
+        }
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"partial")
+        removed = _backup.remove_stale_partials(str(tmp_path), "shop")
+    finally:
+        running.kill()
+        running.wait()
+    assert sorted(removed) == sorted([names["ours_dead"], names["ours_manifest_dead"]])
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([names["theirs_running"], names["not_a_pid"], names["other_database"]])
 
 
 def test_no_retention_rule_deletes_nothing(tmp_path):
