@@ -578,3 +578,52 @@ def test_restore_playbook_requires_confirmation(mariadb: MariaDB, live_db: Any, 
     done = run_playbook(ROOT / "playbooks" / "restore.yml", inventory, dict(extra, restore_confirm=name))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert table_checksums(mariadb, name) == reference
+
+
+def test_restore_playbook_replaces_only_the_confirmed_database(mariadb: MariaDB, tmp_path: Path) -> None:
+    """restore_src of another database than the confirmed one: refused, nothing touched. The target is
+    always the confirmed name, never the database named by the file's manifest."""
+    prod, staging = "pb_prod", "pb_staging"
+    try:
+        for db in (prod, staging):
+            mariadb.execute(f"CREATE DATABASE {db}")
+            mariadb.execute(f"CREATE TABLE {db}.orders (id int PRIMARY KEY)")
+            mariadb.execute(f"INSERT INTO {db}.orders VALUES (1)")
+        mariadb.execute(f"INSERT INTO {prod}.orders VALUES (10)")
+        path = make_backup(mariadb, prod, tmp_path / "b")
+        mariadb.execute(f"INSERT INTO {prod}.orders VALUES (2), (3)")
+        before = {db: table_checksums(mariadb, db) for db in (prod, staging)}
+        inventory, cnf = _playbook_env(mariadb, tmp_path)
+        extra = {
+            "restore_database": staging,
+            "restore_confirm": staging,
+            "restore_src": path,  # production's backup
+            "restore_login_unix_socket": mariadb.socket,
+            "restore_config_file": str(cnf),
+        }
+        refused = run_playbook(ROOT / "playbooks" / "restore.yml", inventory, extra)
+        assert refused.returncode != 0
+        assert f"is a backup of database '{prod}', not of '{staging}'" in refused.stdout, refused.stdout[-3000:]
+        assert {db: table_checksums(mariadb, db) for db in (prod, staging)} == before
+        assert sorted(s for s in schemas(mariadb) if s.startswith("pb_")) == [prod, staging]
+
+        # Restoring production's backup into staging on purpose: the confirmed target is the one replaced.
+        copied = run_playbook(
+            ROOT / "playbooks" / "restore.yml",
+            inventory,
+            dict(extra, restore_database=prod, restore_target_database=staging),
+        )
+        assert copied.returncode == 0, copied.stdout[-3000:] + copied.stderr[-2000:]
+        assert f"{staging} restored from {path}" in copied.stdout
+        assert table_checksums(mariadb, prod) == before[prod]
+        assert mariadb.execute(f"SELECT id FROM {staging}.orders ORDER BY id") == [(1,), (10,)]
+        missing = run_playbook(
+            ROOT / "playbooks" / "restore.yml",
+            inventory,
+            {k: v for k, v in extra.items() if k != "restore_database"},
+        )
+        assert missing.returncode != 0 and "restore_database" in missing.stdout
+    finally:
+        for schema in schemas(mariadb):
+            if schema.startswith("pb_"):
+                mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
