@@ -125,7 +125,13 @@ _TEXT_PARTS = ("header", "schema", "triggers", "events", "routines", "footer")
 # The end of an INSERT statement inside a run of rows (values never hold a raw line break).
 _STATEMENT_END = re.compile(rb";\n")
 _QUOTED = re.compile(rb"'(?:[^'\\]|\\.|'')*'", re.S)
-_TRIGGER_NAME = re.compile(rb"(?i)\btrigger\s+(`(?:[^`]|``)+`|[^\s(]+)")
+_IDENT = rb"(?:`(?:[^`]|``)+`|\"(?:[^\"]|\"\")+\"|[^\s.`\"(]+)"
+# The head of a CREATE TRIGGER as SHOW CREATE TRIGGER keeps it, i.e. as it was written: the trigger
+# name and its table may be schema-qualified (groups: keyword, schema, name, timing, schema, table).
+TRIGGER_HEADER = re.compile(
+    rb"(?i)(\btrigger\s+(?:if\s+not\s+exists\s+)?)(?:(" + _IDENT + rb")\s*\.\s*)?(" + _IDENT + rb")"
+    rb"(\s+(?:before|after)\s+(?:insert|update|delete)\s+on\s+)(?:(" + _IDENT + rb")\s*\.\s*)?(" + _IDENT + rb")"
+)
 _ROUTINE_NAME = re.compile(
     rb"(?i)^CREATE\s+(?:DEFINER=\S+\s+)?(?:AGGREGATE\s+)?(PROCEDURE|FUNCTION)\s+(`(?:[^`]|``)+`|[^\s(]+)", re.M
 )
@@ -143,9 +149,15 @@ class DumpFileError(Exception):
 
 def _unquote(name: bytes) -> str:
     text = name.decode("utf-8", "surrogateescape")
-    if text.startswith("`") and text.endswith("`"):
-        text = text[1:-1].replace("``", "`")
+    for quote in ("`", '"'):
+        if len(text) > 1 and text.startswith(quote) and text.endswith(quote):
+            return text[1:-1].replace(quote * 2, quote)
     return text
+
+
+def trigger_names(sql: bytes) -> list[str]:
+    """Names of the triggers created by ``sql``, without the schema they may be qualified with."""
+    return [_unquote(m.group(3)) for m in TRIGGER_HEADER.finditer(sql)]
 
 
 def _next_insert(segment: bytes, pos: int, end: int | None = None) -> int:
@@ -532,7 +544,7 @@ class DumpParser:
     def _flush_section_text(self, part: str) -> None:
         text = b"".join(self._section_text or [])
         if part == "triggers" and self._frame_owner is not None:
-            self._frame_owner.triggers = [_unquote(m) for m in _TRIGGER_NAME.findall(text)]
+            self._frame_owner.triggers = trigger_names(text)
         elif part == "routines":
             self.routines = [f"{kind.decode().lower()} {_unquote(name)}" for kind, name in _ROUTINE_NAME.findall(text)]
         elif part == "events":

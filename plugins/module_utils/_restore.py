@@ -480,6 +480,17 @@ def read_frame(stream_path: str, frame: dict[str, Any], compression: str) -> Ite
                 yield tail
 
 
+def unqualify_triggers(sql: bytes) -> bytes:
+    """Drop the schema qualifiers of trigger names and their tables in ``sql``.
+
+    SHOW CREATE TRIGGER (and so the dump) keeps a trigger as it was written, e.g.
+    ``CREATE TRIGGER app.t_audit BEFORE INSERT ON app.t``: run as is in a scratch, shadow or
+    other target database, it would create the trigger on ``app.t``, the live table. Unqualified,
+    it is created on the table of the session's database, which is the one being restored.
+    """
+    return _dumpfile.TRIGGER_HEADER.sub(lambda m: m.group(1) + m.group(3) + m.group(4) + m.group(6), sql)
+
+
 def strip_definers(sql: bytes) -> bytes:
     """Remove ``DEFINER=user@host`` clauses so objects are created as the restoring account."""
     return _DEFINER.sub(b"", sql)
@@ -836,9 +847,12 @@ def _finish_interrupted_cutover(
         # The RENAME never happened: the target still has its tables; put back what we dropped.
         for phase, _target, body in journal:
             if phase.startswith("undo:"):
-                text = body.encode("utf-8") if isinstance(body, str) else body
                 try:
-                    client(target, [text], f"the dropped {phase[5:].lower()} (undoing an interrupted cutover)")
+                    client(
+                        target,
+                        [_undo_body(phase, body)],
+                        f"the dropped {phase[5:].lower()} (undoing an interrupted cutover)",
+                    )
                 except RestoreError as exc:
                     if "already exists" not in str(exc):
                         raise
@@ -966,7 +980,12 @@ class Restorer:
                 yield block
 
     def trigger_sql(self, name: str) -> bytes:
-        return self._ddl(self._frames(name, ("triggers",)))
+        return unqualify_triggers(self._ddl(self._frames(name, ("triggers",))))
+
+    def trigger_names(self, name: str) -> set[str]:
+        """The triggers of table ``name`` in the backup, read from the file itself (older manifests
+        recorded a schema-qualified trigger under its schema's name)."""
+        return set(_dumpfile.trigger_names(self.trigger_sql(name)))
 
     def view_sql(self) -> bytes:
         views = [n for n, o in self.objects.items() if o.get("kind") == "view"]
@@ -1186,11 +1205,12 @@ class Restorer:
         for table, trigger in triggers:
             by_table.setdefault(table, set()).add(trigger)
         for name, obj in self.objects.items():
-            if obj.get("kind") == "table" and set(obj.get("triggers") or []) != by_table.get(name, set()):
-                self.mismatches.append(
-                    f"table {name}: triggers {sorted(by_table.get(name, set()))} restored, "
-                    f"{sorted(obj.get('triggers') or [])} in the backup"
-                )
+            if obj.get("kind") != "table":
+                continue
+            expected = self.trigger_names(name)
+            if expected != by_table.get(name, set()):
+                restored = sorted(by_table.get(name, set()))
+                self.mismatches.append(f"table {name}: triggers {restored} restored, {sorted(expected)} in the backup")
         if not with_routines:
             return
         routines = {
@@ -1292,6 +1312,16 @@ def _show_create(connection: Any, kind: str, schema: str, name: str) -> str:
 def _undo_sql(create: str) -> str:
     """Client input recreating an object from its SHOW CREATE text (bodies may contain ';')."""
     return f"DELIMITER ;;\n{create} ;;\nDELIMITER ;\n"
+
+
+def _undo_body(phase: str, body: Any) -> bytes:
+    """A journaled undo statement as client input.
+
+    A trigger's text is kept as written, possibly naming its schema: unqualified, it is recreated
+    in the database the client session runs on (the target, or the old schema after the RENAME).
+    """
+    text = body.encode("utf-8") if isinstance(body, str) else body
+    return unqualify_triggers(text) if phase == "undo:TRIGGER" else text
 
 
 @dataclass
@@ -1400,7 +1430,7 @@ def cutover(
     for phase, body in journal:
         if phase == "undo:TRIGGER":
             try:
-                runner.run(old, [body.encode("utf-8")], "a previous trigger")
+                runner.run(old, [_undo_body(phase, body)], "a previous trigger")
             except RestoreError as exc:
                 warnings.append(f"could not recreate a previous trigger in {old}: {exc}")
     query(connection, f"INSERT INTO {q_old}.{JOURNAL_TABLE} (phase, target, body) VALUES ('done', %s, '')", (target,))

@@ -343,6 +343,63 @@ def test_selective_restore(mariadb: MariaDB, login: dict[str, Any], live_db: Any
     assert unknown.failed and "tables not in this backup: nope" in unknown["msg"]
 
 
+def _triggers(server: MariaDB, database: str) -> list[tuple[str, str]]:
+    return server.execute(
+        "SELECT EVENT_OBJECT_TABLE, TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s "
+        "ORDER BY TRIGGER_NAME",
+        (database,),
+    )
+
+
+def test_schema_qualified_triggers_are_created_where_the_restore_runs(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
+) -> None:
+    """SHOW CREATE TRIGGER keeps `CREATE TRIGGER db.t ... ON db.tbl` as written: verify mode must create it
+    in its scratch database (not on the live table), a restore into another database in that database."""
+    name, copy = "qual_app", "qual_app_copy"
+    mariadb.execute(f"CREATE DATABASE {name}")
+    try:
+        mariadb.execute(f"CREATE TABLE {name}.payments (id int PRIMARY KEY, amount int, audited int DEFAULT 0)")
+        mariadb.execute(
+            f"CREATE TRIGGER {name}.payments_audit BEFORE INSERT ON {name}.payments FOR EACH ROW SET NEW.audited = 1"
+        )
+        mariadb.execute(
+            f"CREATE TRIGGER `{name}`.`payments_touch` BEFORE UPDATE ON `{name}`.`payments` "
+            "FOR EACH ROW SET NEW.audited = 2"
+        )
+        mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (1, 10), (2, 20)")
+        path = make_backup(mariadb, name, tmp_path)
+        assert read_manifest(path)["tables"]["payments"]["triggers"] == ["payments_audit", "payments_touch"]
+        live = _triggers(mariadb, name)
+        assert len(live) == 2
+
+        result = verify(login, src=path, verify="rows")
+        assert not result.failed, result.get("msg")
+        assert _triggers(mariadb, name) == live
+        # A migration drops a trigger from the live database: verifying the backup does not bring it back.
+        mariadb.execute(f"DROP TRIGGER {name}.payments_audit")
+        result = verify(login, src=path, verify="rows")
+        assert not result.failed, result.get("msg")
+        assert _triggers(mariadb, name) == live[1:]
+
+        restored = verify(login, src=path, mode="restore", target_database=copy, verify="rows")
+        assert not restored.failed, restored.get("msg")
+        assert _triggers(mariadb, copy) == live
+        assert _triggers(mariadb, name) == live[1:]
+        mariadb.execute(f"INSERT INTO {copy}.payments (id, amount) VALUES (3, 30)")
+        assert mariadb.execute(f"SELECT audited FROM {copy}.payments WHERE id = 3") == [(1,)]
+        # Restoring in place: the live database's previous (qualified) trigger is recreated beside its
+        # previous table, not on the restored one.
+        again = verify(login, src=path, mode="restore", verify="rows", force=True)
+        assert not again.failed, again.get("msg")
+        assert "previous trigger" not in json.dumps(again.get("warnings")), again.get("warnings")
+        assert _triggers(mariadb, name) == live and _triggers(mariadb, again["old_database"]) == live[1:]
+    finally:
+        for schema in schemas(mariadb):
+            if schema.startswith((name, f"_verify_{name}", f"_restore_{name}")):
+                mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
 # --- killed mid-restore -----------------------------------------------------------------------------
 
 

@@ -72,6 +72,28 @@ def test_strip_definers_all_forms() -> None:
     assert b"SQL SECURITY DEFINER" in out and b"TRIGGER x" in out and b"PROCEDURE p()" in out
 
 
+QUALIFIED_TRIGGERS = (
+    b"/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 TRIGGER app.pay_audit BEFORE INSERT ON "
+    b"app.payments FOR EACH ROW INSERT INTO app.audit VALUES (NEW.id) */;;\n"
+    b"/*!50003 CREATE*/ /*!50003 trigger `app`.`pay``2` after update on `app` . `payments` for each row set @x = 1 */;;\n"
+    b'CREATE TRIGGER IF NOT EXISTS "app"."p3" BEFORE DELETE ON "app"."payments" FOR EACH ROW SET @y = 1;\n'
+    b"/*!50003 CREATE*/ /*!50003 TRIGGER plain BEFORE INSERT ON `payments` FOR EACH ROW SET NEW.a = 1 */;;\n"
+)
+
+
+def test_unqualify_triggers_creates_them_in_the_session_database() -> None:
+    out = _restore.unqualify_triggers(QUALIFIED_TRIGGERS)
+    assert out == (
+        b"/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 TRIGGER pay_audit BEFORE INSERT ON "
+        b"payments FOR EACH ROW INSERT INTO app.audit VALUES (NEW.id) */;;\n"  # the body is left as written
+        b"/*!50003 CREATE*/ /*!50003 trigger `pay``2` after update on `payments` for each row set @x = 1 */;;\n"
+        b'CREATE TRIGGER IF NOT EXISTS "p3" BEFORE DELETE ON "payments" FOR EACH ROW SET @y = 1;\n'
+        b"/*!50003 CREATE*/ /*!50003 TRIGGER plain BEFORE INSERT ON `payments` FOR EACH ROW SET NEW.a = 1 */;;\n"
+    )
+    assert _restore.unqualify_triggers(out) == out
+    assert _dumpfile.trigger_names(QUALIFIED_TRIGGERS) == ["pay_audit", "pay`2", "p3", "plain"]
+
+
 def test_derived_names_fit_mysql_identifier_limit() -> None:
     stamp = "20261128T150000Z"
     long_db = "d" * 64
