@@ -1330,6 +1330,10 @@ class CutoverResult:
     moved: list[str]
     cutover_ms: float
     warnings: list[str] = field(default_factory=list)
+    # Tables and views of the target that were replaced (moved or dropped) at the swap itself.
+    replaced: list[str] = field(default_factory=list)
+    # Whether ``old_schema`` holds anything of the target: tables, or journaled definitions.
+    keeps_anything: bool = False
 
 
 def cutover(
@@ -1339,12 +1343,17 @@ def cutover(
     target: str,
     old: str,
     full: bool,
+    checked: set[str] | None = None,
 ) -> CutoverResult:
     """Swap the shadow tables into ``target`` with one RENAME TABLE; previous ones go to ``old``.
 
     Triggers cannot cross schemas in a RENAME (error 1435), so they are dropped first and
     recreated after; what is dropped from the target is journaled in ``old`` first, so a run
     killed before the RENAME is undone by the next run.
+
+    ``checked``: when given, the only tables and views of the target this run may replace (what
+    was there when ``force`` was checked); finding others now, e.g. written by the application
+    while the shadow loaded, refuses the swap before anything is changed.
     """
     runner = restorer.active_runner()
     q_target, q_shadow, q_old = quote_identifier(target), quote_identifier(shadow), quote_identifier(old)
@@ -1352,6 +1361,14 @@ def cutover(
     current = schema_objects(connection, target)
     old_tables = [n for n, k in current.items() if k == "table" and (full or n in tables)]
     old_views = [n for n, k in current.items() if k == "view" and (full or n in restorer.objects)]
+    appeared = sorted(set(old_tables + old_views) - checked) if checked is not None else []
+    if appeared:
+        raise RestoreError(
+            f"{', '.join(appeared)} appeared in {target!r} while the backup was being restored (not there when "
+            "the run checked the target, and force is false), so nothing was swapped: the target is as it was. "
+            "Check what writes to it and run again; with force: true they are replaced too (and kept in "
+            f"{old_name(target, '<timestamp>')})"
+        )
     journal: list[tuple[str, str]] = []
     for name in old_tables:
         for trigger in table_triggers(connection, target, name):
@@ -1434,7 +1451,9 @@ def cutover(
             except RestoreError as exc:
                 warnings.append(f"could not recreate a previous trigger in {old}: {exc}")
     query(connection, f"INSERT INTO {q_old}.{JOURNAL_TABLE} (phase, target, body) VALUES ('done', %s, '')", (target,))
-    return CutoverResult(old, old_tables, cutover_ms, warnings)
+    return CutoverResult(
+        old, old_tables, cutover_ms, warnings, sorted(old_tables + old_views), bool(old_tables or journal)
+    )
 
 
 def apply_keep_old(connection: Any, database: str, keep_old: int) -> list[str]:
@@ -1692,6 +1711,8 @@ def _run_restore(
     result.update(
         {"changed": True, "replaced": replaced, "old_database": old if replaced else None, "shadow_database": shadow}
     )
+    # Without force only an empty target may be restored into: whatever appears in it meanwhile is refused.
+    checked = None if request.force else set(replaced)
     if check_mode:
         return
     if not request.write_binlog:
@@ -1724,12 +1745,15 @@ def _run_restore(
                     f"CREATE DATABASE {quote_identifier(target)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
                 )
             with schema_guard(connection, old):
-                outcome = cutover(connection, restorer, shadow, target, old, full)
+                outcome = cutover(connection, restorer, shadow, target, old, full, checked)
+            # What the swap itself found and replaced, which may be more than at the check (with force).
+            result["replaced"] = outcome.replaced
+            result["old_database"] = old if outcome.keeps_anything else None
             result["cutover_ms"] = round(outcome.cutover_ms, 1)
             result.setdefault("warnings_", []).extend(outcome.warnings)
         finally:
             _drop_work_schema(connection, shadow, result)
-    if not replaced:
+    if not outcome.keeps_anything:
         drop_schema(connection, old)
     result["old_dropped"] = apply_keep_old(connection, target, request.keep_old)
     result["verified"] = True

@@ -80,6 +80,9 @@ options:
     description:
       - Required to replace a target that has tables or views (for a selective restore, when any of O(tables)
         exists in the target). Without it the task fails before touching anything.
+      - Without it, tables or views that appear in the target while the backup is being restored (the
+        application writing into it) also make the task fail, just before the swap, with the target as it was.
+        With it they are replaced too, and kept in C(<target>_old_<timestamp>).
     type: bool
     default: false
   scratch_database:
@@ -252,13 +255,16 @@ bytes:
   type: int
   sample: 1030000000
 replaced:
-  description: Tables and views of the target that are (or in check mode would be) replaced.
+  description:
+    - Tables and views of the target that were replaced, as found at the swap (with O(force), tables created
+      while the backup was being restored are among them).
+    - In check mode, the ones that would be replaced now.
   returned: mode=restore
   type: list
   elements: str
   sample: [transactions, users]
 old_database:
-  description: Database holding the previous tables (null when the target was empty).
+  description: Database holding the previous tables (null when the target had nothing to replace).
   returned: mode=restore
   type: str
   sample: mutuapix_old_20261128T150000Z

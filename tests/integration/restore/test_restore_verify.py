@@ -330,6 +330,52 @@ def test_restore_into_a_new_database_and_check_mode(mariadb: MariaDB, login: dic
     assert not [s for s in schemas(mariadb) if s.startswith(f"{target}_old_")]
 
 
+def test_tables_written_into_the_target_during_the_restore_are_never_dropped(
+    mariadb: MariaDB, login: dict[str, Any], backup: str
+) -> None:
+    """An empty target (no force needed) gets a table while the shadow loads: without force the swap is
+    refused and the table stays; with force it is replaced and kept in the old schema, never dropped."""
+    target = "race_target"
+    mariadb.execute(f"CREATE DATABASE {target}")
+
+    def write_meanwhile(_proc: Any) -> None:
+        mariadb.execute(f"CREATE TABLE {target}.orders_written_meanwhile (id int PRIMARY KEY)")
+        mariadb.execute(f"INSERT INTO {target}.orders_written_meanwhile VALUES (1), (2), (3)")
+
+    try:
+        hook = _act_when_shadow_loads(mariadb, write_meanwhile, "_restore_race_target_")
+        refused = run_module(
+            MODULE, dict(login, src=backup, mode="restore", target_database=target, verify="rows"), popen_hook=hook
+        )
+        assert refused.failed and "orders_written_meanwhile appeared in 'race_target'" in refused["msg"]
+        assert "nothing was swapped" in refused["msg"]
+        assert schema_objects_of(mariadb, target) == ["orders_written_meanwhile"]
+        assert mariadb.execute(f"SELECT COUNT(*) FROM {target}.orders_written_meanwhile") == [(3,)]
+        assert sorted(s for s in schemas(mariadb) if "race_target" in s) == [target]
+
+        mariadb.execute(f"DROP TABLE {target}.orders_written_meanwhile")
+        hook = _act_when_shadow_loads(mariadb, write_meanwhile, "_restore_race_target_")
+        forced = run_module(
+            MODULE,
+            dict(login, src=backup, mode="restore", target_database=target, verify="rows", force=True),
+            popen_hook=hook,
+        )
+        assert not forced.failed, forced.get("msg")
+        assert forced["replaced"] == ["orders_written_meanwhile"]
+        old = forced["old_database"]
+        assert old and old.startswith("race_target_old_")
+        assert mariadb.execute(f"SELECT COUNT(*) FROM {old}.orders_written_meanwhile") == [(3,)]
+        assert "users" in schema_objects_of(mariadb, target)
+    finally:
+        for schema in schemas(mariadb):
+            if "race_target" in schema:
+                mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
+def schema_objects_of(server: MariaDB, database: str) -> list[str]:
+    return sorted(r[0] for r in server.execute(f"SHOW TABLES FROM `{database}`"))
+
+
 def test_selective_restore(mariadb: MariaDB, login: dict[str, Any], live_db: Any) -> None:
     name, path, reference, changed = live_db
     result = verify(login, src=path, mode="restore", tables=["transactions"], force=True)
@@ -403,7 +449,7 @@ def test_schema_qualified_triggers_are_created_where_the_restore_runs(
 # --- killed mid-restore -----------------------------------------------------------------------------
 
 
-def _kill_when_shadow_appears(server: MariaDB, action: Any, prefix: str = "_restore_") -> Any:
+def _act_when_shadow_loads(server: MariaDB, action: Any, prefix: str = "_restore_") -> Any:
     def hook(proc: Any) -> None:
         def watch() -> None:
             deadline = time.monotonic() + 60
@@ -435,7 +481,7 @@ def test_module_killed_mid_restore_leaves_the_target_and_next_run_cleans_up(
         path = make_backup(mariadb, name, tmp_path, chunk_size="256K")
         mariadb.execute(f"UPDATE {name}.users SET name = 'after backup' WHERE id < 10")
         before = table_checksums(mariadb, name)
-        hook = _kill_when_shadow_appears(mariadb, lambda proc: os.kill(proc.pid, signal.SIGKILL))
+        hook = _act_when_shadow_loads(mariadb, lambda proc: os.kill(proc.pid, signal.SIGKILL))
         killed = run_module(MODULE, dict(login, src=path, mode="restore", force=True), popen_hook=hook)
         assert killed.rc == -signal.SIGKILL, killed
         time.sleep(0.5)  # the orphaned client sessions notice their closed stdin
@@ -459,7 +505,7 @@ def test_server_killed_mid_restore(private_server: MariaDB, tmp_path: Path) -> N
     path = make_backup(server, name, tmp_path, chunk_size="256K")
     server.execute(f"UPDATE {name}.users SET name = 'after backup' WHERE id < 10")
     before = table_checksums(server, name)
-    hook = _kill_when_shadow_appears(server, lambda proc: server.kill())
+    hook = _act_when_shadow_loads(server, lambda proc: server.kill())
     result = run_module(MODULE, dict(server.login, src=path, mode="restore", force=True), popen_hook=hook)
     assert result.failed and "Traceback" not in result["msg"]
     assert "crash_app" in result["msg"] or "restor" in result["msg"]
