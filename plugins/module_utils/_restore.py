@@ -1344,12 +1344,16 @@ def cutover(
     old: str,
     full: bool,
     checked: set[str] | None = None,
+    lock_wait_timeout: int = 30,
 ) -> CutoverResult:
     """Swap the shadow tables into ``target`` with one RENAME TABLE; previous ones go to ``old``.
 
     Triggers cannot cross schemas in a RENAME (error 1435), so they are dropped first and
     recreated after; what is dropped from the target is journaled in ``old`` first, so a run
     killed before the RENAME is undone by the next run.
+
+    A swap that fails before its RENAME (a lock wait beyond ``lock_wait_timeout`` seconds, typically)
+    puts the dropped triggers back at once and raises: the target is as it was.
 
     ``checked``: when given, the only tables and views of the target this run may replace (what
     was there when ``force`` was checked); finding others now, e.g. written by the application
@@ -1370,9 +1374,10 @@ def cutover(
             f"{old_name(target, '<timestamp>')})"
         )
     journal: list[tuple[str, str]] = []
-    for name in old_tables:
-        for trigger in table_triggers(connection, target, name):
-            journal.append(("undo:TRIGGER", _undo_sql(_show_create(connection, "TRIGGER", target, trigger))))
+    # Exactly the triggers journaled are dropped: one created meanwhile makes the RENAME fail (1435), undone.
+    dropped_triggers = [t for name in old_tables for t in table_triggers(connection, target, name)]
+    for trigger in dropped_triggers:
+        journal.append(("undo:TRIGGER", _undo_sql(_show_create(connection, "TRIGGER", target, trigger))))
     for name in old_views:
         journal.append(("undo:VIEW", _undo_sql(_show_create(connection, "VIEW", target, name))))
     if full:
@@ -1407,20 +1412,32 @@ def cutover(
         recreate += restorer.routines_sql() + restorer.events_sql()
     started = time.monotonic()
     # Everything from here to the end changes the target; the window is what cutover_ms reports.
-    for name in tables:
-        for trigger in table_triggers(connection, shadow, name):
-            query(connection, f"DROP TRIGGER {q_shadow}.{quote_identifier(trigger)}")
-    for name in old_tables:
-        for trigger in table_triggers(connection, target, name):
-            query(connection, f"DROP TRIGGER {q_target}.{quote_identifier(trigger)}")
-    pairs = [f"{q_target}.{quote_identifier(n)} TO {q_old}.{quote_identifier(n)}" for n in old_tables]
-    pairs += [f"{q_shadow}.{quote_identifier(n)} TO {q_target}.{quote_identifier(n)}" for n in tables]
-    if pairs:
-        query(connection, "RENAME TABLE " + ", ".join(pairs))
-    query(
-        connection, f"INSERT INTO {q_old}.{JOURNAL_TABLE} (phase, target, body) VALUES ('renamed', %s, '')", (target,)
-    )
+    # Behind an open transaction on one of its tables, DROP TRIGGER and RENAME wait for its metadata
+    # lock (up to a day by default) while the target's triggers are gone: wait briefly, then undo.
+    query(connection, f"SET SESSION lock_wait_timeout = {int(lock_wait_timeout)}")
+    failed: Exception | None = None
     try:
+        for name in tables:
+            for trigger in table_triggers(connection, shadow, name):
+                query(connection, f"DROP TRIGGER {q_shadow}.{quote_identifier(trigger)}")
+        for trigger in dropped_triggers:
+            query(connection, f"DROP TRIGGER {q_target}.{quote_identifier(trigger)}")
+        pairs = [f"{q_target}.{quote_identifier(n)} TO {q_old}.{quote_identifier(n)}" for n in old_tables]
+        pairs += [f"{q_shadow}.{quote_identifier(n)} TO {q_target}.{quote_identifier(n)}" for n in tables]
+        if pairs:
+            query(connection, "RENAME TABLE " + ", ".join(pairs))
+    except Exception as exc:  # noqa: BLE001 - undone and reported below
+        failed = exc
+    with contextlib.suppress(Exception):
+        query(connection, "SET SESSION lock_wait_timeout = DEFAULT")
+    if failed is not None:
+        _undo_failed_swap(connection, runner.run, target, old, failed, lock_wait_timeout)
+    try:
+        query(
+            connection,
+            f"INSERT INTO {q_old}.{JOURNAL_TABLE} (phase, target, body) VALUES ('renamed', %s, '')",
+            (target,),
+        )
         for name in old_views:
             query(connection, f"DROP VIEW IF EXISTS {q_target}.{quote_identifier(name)}")
         if full:
@@ -1454,6 +1471,30 @@ def cutover(
     return CutoverResult(
         old, old_tables, cutover_ms, warnings, sorted(old_tables + old_views), bool(old_tables or journal)
     )
+
+
+def _undo_failed_swap(
+    connection: Any,
+    client: Callable[[str, list[bytes], str], Any],
+    target: str,
+    old: str,
+    error: Exception,
+    lock_wait_timeout: int,
+) -> None:
+    """The swap failed before its RENAME took effect: put the target's triggers back now, then raise."""
+    try:
+        _finish_interrupted_cutover(connection, client, old, [])
+    except Exception as exc:  # noqa: BLE001 - reported together with the swap's own error
+        raise RestoreError(
+            f"the swap into {target!r} failed before any table was moved ({error}), and putting back the triggers "
+            f"it had dropped failed too ({exc}): tables of {target!r} may lack their triggers. Run this restore (or "
+            f"a verify of the same database) again as soon as possible: it puts them back from the journal in {old!r}"
+        ) from error
+    raise RestoreError(
+        f"the swap into {target!r} failed before any table was moved: {error}. The triggers it had dropped are "
+        f"back, so the target is as it was. Usually a transaction held one of its tables longer than "
+        f"lock_wait_timeout ({lock_wait_timeout} s): let it finish (maintenance mode) and run again"
+    ) from error
 
 
 def apply_keep_old(connection: Any, database: str, keep_old: int) -> list[str]:
@@ -1493,6 +1534,7 @@ class Request:
     identity: str | None = None
     strip_definers: bool = False
     write_binlog: bool = False
+    lock_wait_timeout: int = 30
 
 
 def resolve_source(request: Request) -> str:
@@ -1745,7 +1787,7 @@ def _run_restore(
                     f"CREATE DATABASE {quote_identifier(target)} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
                 )
             with schema_guard(connection, old):
-                outcome = cutover(connection, restorer, shadow, target, old, full, checked)
+                outcome = cutover(connection, restorer, shadow, target, old, full, checked, request.lock_wait_timeout)
             # What the swap itself found and replaced, which may be more than at the check (with force).
             result["replaced"] = outcome.replaced
             result["old_database"] = old if outcome.keeps_anything else None

@@ -115,6 +115,16 @@ options:
         are left alone. Other tables of the target are untouched.
     type: list
     elements: str
+  lock_wait_timeout:
+    description:
+      - With O(mode=restore), seconds the swap waits for a table of the target that another session holds
+        (an open transaction on it, a long query) before it gives up. The target's triggers are dropped just
+        before the C(RENAME TABLE) (see the notes), so a swap that cannot get its locks puts them back at once
+        and the task fails with the target as it was; run it again when the other session is done.
+      - The server's own default (C(lock_wait_timeout), often a day) would keep the target's tables without
+        their triggers, and the application's queries queued behind the swap, for that long.
+    type: int
+    default: 30
   workers:
     description:
       - Parallel client sessions. Default is the number of CPUs of the managed host.
@@ -145,9 +155,10 @@ notes:
     ALTER ROUTINE, EVENT, LOCK TABLES; plus BINLOG ADMIN (see O(write_binlog))."
   - A scratch/shadow database carries a C(__mutuapix_restore) marker table and a server lock while in use;
     the next run for the same database drops leftovers whose lock is free.
-  - The cutover drops the triggers of the swapped tables just before the C(RENAME TABLE) (MySQL cannot rename a
+  - "The cutover drops the triggers of the swapped tables just before the C(RENAME TABLE) (MySQL cannot rename a
     table with triggers into another database) and recreates them right after; C(cutover_ms) measures that
-    window. What it drops is journaled first, so a run killed in between is undone by the next run.
+    window. What it drops is journaled first: a swap that fails before its C(RENAME) (see O(lock_wait_timeout))
+    puts them back at once, and a run killed in between is undone by the next run."
 seealso:
   - module: mutuapix.ops.mysql_backup
   - module: mutuapix.ops.b2_sync
@@ -307,6 +318,7 @@ def argument_spec():
         "identity": {"type": "str", "no_log": True},
         "strip_definers": {"type": "bool", "default": False},
         "write_binlog": {"type": "bool", "default": False},
+        "lock_wait_timeout": {"type": "int", "default": 30},
     }
 
 
@@ -321,6 +333,8 @@ def main():
     params = module.params
     if params["keep_old"] < 0 or (params["workers"] is not None and params["workers"] < 1):
         module.fail_json(msg="keep_old must be 0 or more and workers 1 or more")
+    if params["lock_wait_timeout"] < 1:
+        module.fail_json(msg="lock_wait_timeout must be 1 second or more")
     if not _dumpfile.HAS_ZSTANDARD:
         module.warn("the zstandard Python library is missing: only gzip or uncompressed backups can be read")
     request = _restore.Request(
@@ -339,6 +353,7 @@ def main():
         identity=params["identity"],
         strip_definers=params["strip_definers"],
         write_binlog=params["write_binlog"],
+        lock_wait_timeout=params["lock_wait_timeout"],
     )
     client, dump = module.program("client"), module.program("dump")
     try:

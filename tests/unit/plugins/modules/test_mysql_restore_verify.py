@@ -81,3 +81,5 @@ def test_bad_numbers() -> None:
     assert result.failed and "keep_old" in result["msg"]
     result = run_module("mysql_restore_verify", dict(NO_SERVER, src="/x.sql.zst", workers=0))
     assert result.failed and "workers" in result["msg"]
+    result = run_module("mysql_restore_verify", dict(NO_SERVER, src="/x.sql.zst", lock_wait_timeout=0))
+    assert result.failed and "lock_wait_timeout must be 1 second or more" in result["msg"]
