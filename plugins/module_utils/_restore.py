@@ -76,6 +76,8 @@ _DEFINER = re.compile(
 )
 _KEY_LINE = re.compile(rb"^  (?:UNIQUE )?KEY `(?:[^`]|``)+` \(.*\)(?: USING \w+)?(?: COMMENT '.*')?,?$")
 _AUTO_INC_COLUMN = re.compile(rb"^  (`(?:[^`]|``)+`) [^\n]* AUTO_INCREMENT[ ,]", re.M)
+# A foreign key's parent in SHOW CREATE TABLE: `t`, or `db`.`t` when it is in another database.
+_REFERENCES = re.compile(rb"\) REFERENCES (`(?:[^`]|``)+`)(\.`(?:[^`]|``)+`)? \(")
 
 
 class RestoreError(Exception):
@@ -987,6 +989,11 @@ class Restorer:
         recorded a schema-qualified trigger under its schema's name)."""
         return set(_dumpfile.trigger_names(self.trigger_sql(name)))
 
+    def referenced_tables(self, name: str) -> set[str]:
+        """Tables of the same database that the foreign keys of table ``name`` reference, per the backup."""
+        ddl = self._ddl(self._frames(name, ("schema",)))
+        return {_dumpfile._unquote(m.group(1)) for m in _REFERENCES.finditer(ddl) if not m.group(2)}
+
     def view_sql(self) -> bytes:
         views = [n for n, o in self.objects.items() if o.get("kind") == "view"]
         stubs = [f for n in views for f in self._frames(n, ("view_stub",))]
@@ -1303,6 +1310,55 @@ def table_triggers(connection: Any, schema: str, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+def outside_references(connection: Any, schema: str, tables: Iterable[str]) -> list[str]:
+    """Foreign keys of other tables that reference ``tables`` of ``schema``, as ``db.table.fk -> table``.
+
+    "Other" is any table that is not one of ``tables`` of ``schema``. Moving a referenced table into
+    another schema (RENAME TABLE) takes such foreign keys with it: they would point at the moved
+    copy, and dropping that copy later fails (error 1451).
+    """
+    moved = set(tables)
+    rows = query(
+        connection,
+        "SELECT DISTINCT TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME "
+        "FROM information_schema.KEY_COLUMN_USAGE WHERE REFERENCED_TABLE_SCHEMA = %s",
+        (schema,),
+    )
+    return sorted(
+        f"{db}.{table}.{fk} -> {ref}"
+        for db, table, fk, ref in rows
+        if ref in moved and not (db == schema and table in moved)
+    )
+
+
+def refuse_parents_left_out(restorer: Restorer, target: str) -> None:
+    """Refuse a selective restore of a table whose foreign keys reference a table left out of it.
+
+    The restored table is created in the shadow database, so its foreign keys would reference the
+    shadow's (absent) parent table, still after the RENAME into the target: every insert would fail.
+    """
+    tables = {n for n, o in restorer.objects.items() if o.get("kind") == "table"}
+    missing = sorted(f"{n} -> {ref}" for n in tables for ref in restorer.referenced_tables(n) - tables)
+    if missing:
+        raise RestoreError(
+            f"tables of this restore have foreign keys to tables it leaves out ({'; '.join(missing[:10])}): restored "
+            f"alone, they would reference a table that is not in {target!r}. Nothing was changed. Add the "
+            "referenced tables to tables (or restore the whole database)"
+        )
+
+
+def refuse_outside_references(connection: Any, target: str, moved: list[str]) -> None:
+    """Refuse a swap that would leave other tables' foreign keys pointing at the previous copy."""
+    found = outside_references(connection, target, moved)
+    if found:
+        raise RestoreError(
+            f"tables outside this restore reference tables it replaces in {target!r} ({'; '.join(found[:10])}): "
+            "after the swap their foreign keys would point at the previous copy in "
+            f"{old_name(target, '<timestamp>')}, not at the restored table. Nothing was changed. Add the "
+            "referencing tables to tables (or restore the whole database)"
+        )
+
+
 def _show_create(connection: Any, kind: str, schema: str, name: str) -> str:
     row = query(connection, f"SHOW CREATE {kind} {quote_identifier(schema)}.{quote_identifier(name)}")[0]
     index = {"TRIGGER": 2, "VIEW": 1, "PROCEDURE": 2, "FUNCTION": 2, "EVENT": 3}[kind]
@@ -1373,6 +1429,7 @@ def cutover(
             "Check what writes to it and run again; with force: true they are replaced too (and kept in "
             f"{old_name(target, '<timestamp>')})"
         )
+    refuse_outside_references(connection, target, old_tables)
     journal: list[tuple[str, str]] = []
     # Exactly the triggers journaled are dropped: one created meanwhile makes the RENAME fail (1435), undone.
     dropped_triggers = [t for name in old_tables for t in table_triggers(connection, target, name)]
@@ -1497,13 +1554,30 @@ def _undo_failed_swap(
     ) from error
 
 
-def apply_keep_old(connection: Any, database: str, keep_old: int) -> list[str]:
-    """Drop completed ``<db>_old_<ts>`` schemas beyond the ``keep_old`` newest."""
+def apply_keep_old(connection: Any, database: str, keep_old: int, warnings: list[str]) -> list[str]:
+    """Drop completed ``<db>_old_<ts>`` schemas beyond the ``keep_old`` newest; returns the dropped ones.
+
+    A schema that cannot be dropped is kept, with a warning: the restore itself is done.
+    """
     schemas = old_schemas(connection, database)
-    drop = schemas[: max(0, len(schemas) - keep_old)]
-    for name in drop:
-        drop_schema(connection, name)
-    return drop
+    dropped = []
+    for name in schemas[: max(0, len(schemas) - keep_old)]:
+        tables = [n for n, k in schema_objects(connection, name).items() if k == "table"]
+        # Checked first: DROP DATABASE would drop the journal, then fail on the referenced table (1451).
+        referenced = outside_references(connection, name, tables)
+        if referenced:
+            warnings.append(
+                f"kept {name!r} (beyond keep_old): other tables' foreign keys reference its tables "
+                f"({'; '.join(referenced[:10])}); re-point or drop those foreign keys, then drop it"
+            )
+            continue
+        try:
+            drop_schema(connection, name)
+        except Exception as exc:  # noqa: BLE001 - reported; the restore itself is done
+            warnings.append(f"could not drop {name!r} (beyond keep_old): {exc}; drop it by hand when possible")
+            continue
+        dropped.append(name)
+    return dropped
 
 
 def validate_names(*names: str | None) -> None:
@@ -1611,6 +1685,13 @@ def run(
             raise
         except Exception as exc:
             # The server went away or refused a statement mid-run: say where, never a traceback.
+            if "cutover_ms" in result:
+                raise RestoreError(
+                    f"{src} was restored into {result.get('database')!r} (verified, swapped in; previous tables in "
+                    f"{result.get('old_database')!r}), but cleaning up afterwards failed on the server "
+                    f"({conn_params.describe()}): {exc}. The restore stands; the next run cleans up",
+                    **{k: result[k] for k in ("tables", "mismatches", "cleaned_up", "old_database") if k in result},
+                ) from exc
             raise RestoreError(
                 f"{request.mode} of {src} failed on the server ({conn_params.describe()}): {exc}; nothing was "
                 "swapped into the target. Check the server, then run again (leftovers are cleaned up then)",
@@ -1755,6 +1836,11 @@ def _run_restore(
     )
     # Without force only an empty target may be restored into: whatever appears in it meanwhile is refused.
     checked = None if request.force else set(replaced)
+    # Checked again at the swap; here so that a refused restore fails before loading anything.
+    refuse_outside_references(connection, target, [n for n in replaced if existing[n] == "table"])
+    restorer = _restorer(request, conn_params, client_program, dump_program, backup, with_events=False)
+    if not full:
+        refuse_parents_left_out(restorer, target)
     if check_mode:
         return
     if not request.write_binlog:
@@ -1770,7 +1856,6 @@ def _run_restore(
         target,
         result.setdefault("warnings_", []),
     )
-    restorer = _restorer(request, conn_params, client_program, dump_program, backup, with_events=False)
     with schema_guard(connection, shadow), restorer:
         create_work_schema(connection, shadow, target, "restore")
         try:
@@ -1797,5 +1882,5 @@ def _run_restore(
             _drop_work_schema(connection, shadow, result)
     if not outcome.keeps_anything:
         drop_schema(connection, old)
-    result["old_dropped"] = apply_keep_old(connection, target, request.keep_old)
+    result["old_dropped"] = apply_keep_old(connection, target, request.keep_old, result.setdefault("warnings_", []))
     result["verified"] = True

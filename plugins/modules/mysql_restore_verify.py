@@ -98,6 +98,8 @@ options:
     description:
       - With O(mode=restore), how many C(<target>_old_<timestamp>) databases holding previous tables to keep
         (newest first). C(0) drops the one this run created once the restore has succeeded.
+      - A copy that cannot be dropped (e.g. a foreign key of another table references it) is kept, with a
+        warning naming it and why; the restore still succeeds.
     type: int
     default: 1
   verify:
@@ -113,6 +115,10 @@ options:
     description:
       - Restore (or verify) only these tables or views of the backup, with their triggers. Routines and events
         are left alone. Other tables of the target are untouched.
+      - With O(mode=restore), both ends of a foreign key must be in the selection or both out of it. A table
+        other tables reference (C(users) referenced by C(transactions)) cannot be swapped alone, as the
+        C(RENAME TABLE) would take their foreign keys along to the previous copy; and a table referencing one left
+        out would reference the shadow database. Either is refused before anything is loaded, naming the keys.
     type: list
     elements: str
   lock_wait_timeout:

@@ -446,6 +446,102 @@ def test_schema_qualified_triggers_are_created_where_the_restore_runs(
                 mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
 
 
+def _foreign_keys(server: MariaDB, database: str) -> list[tuple[str, str, str]]:
+    return server.execute(
+        "SELECT DISTINCT TABLE_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME FROM "
+        "information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = %s AND REFERENCED_TABLE_NAME IS NOT NULL",
+        (database,),
+    )
+
+
+def test_selective_restore_of_a_referenced_table(mariadb: MariaDB, login: dict[str, Any], tmp_path: Path) -> None:
+    """RENAME TABLE takes the foreign keys referencing a table along: restoring users alone would leave the live
+    transactions referencing <db>_old_<ts>.users. Refused before anything is loaded; with the referencing table
+    in the selection the keys reference the restored table."""
+    name = "fk_app"
+    mariadb.execute(f"CREATE DATABASE {name}")
+    try:
+        mariadb.execute(f"CREATE TABLE {name}.users (id int PRIMARY KEY, email varchar(50))")
+        mariadb.execute(
+            f"CREATE TABLE {name}.transactions (id int PRIMARY KEY, user_id int NOT NULL, "
+            "CONSTRAINT transactions_user_id_foreign FOREIGN KEY (user_id) REFERENCES users (id))"
+        )
+        mariadb.execute(f"INSERT INTO {name}.users VALUES (1, 'a'), (2, 'b')")
+        mariadb.execute(f"INSERT INTO {name}.transactions VALUES (1, 1)")
+        path = make_backup(mariadb, name, tmp_path)
+        mariadb.execute(f"UPDATE {name}.users SET email = 'broken'")
+        before = table_checksums(mariadb, name)
+
+        for check in (True, False):
+            refused = run_module(
+                MODULE, dict(login, src=path, mode="restore", tables=["users"], force=True, verify="rows"), check=check
+            )
+            assert refused.failed, refused
+            assert "fk_app.transactions.transactions_user_id_foreign -> users" in refused["msg"]
+            assert "Add the referencing tables to tables" in refused["msg"]
+        # The other way round: transactions restored alone would reference the shadow database's users.
+        child = verify(login, src=path, mode="restore", tables=["transactions"], force=True, verify="rows")
+        assert child.failed and "foreign keys to tables it leaves out (transactions -> users)" in child["msg"]
+        assert table_checksums(mariadb, name) == before
+        assert _foreign_keys(mariadb, name) == [("transactions", name, "users")]
+        assert sorted(s for s in schemas(mariadb) if name in s) == [name]
+
+        both = verify(login, src=path, mode="restore", tables=["users", "transactions"], force=True, verify="rows")
+        assert not both.failed, both.get("msg")
+        assert _foreign_keys(mariadb, name) == [("transactions", name, "users")]
+        assert mariadb.execute(f"SELECT email FROM {name}.users ORDER BY id") == [("a",), ("b",)]
+        mariadb.execute(f"INSERT INTO {name}.users VALUES (3, 'new')")
+        mariadb.execute(f"INSERT INTO {name}.transactions VALUES (2, 3)")
+    finally:
+        for schema in schemas(mariadb):
+            if schema.startswith((name, f"_restore_{name}")):
+                mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
+def test_keep_old_keeps_an_old_copy_that_live_tables_reference(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
+) -> None:
+    """An old copy a live foreign key references (left by a selective restore before that was refused) cannot
+    be dropped (1451): the restore succeeds, the copy is kept with its journal, and a warning says why."""
+    name = "fk_prune"
+    legacy = f"{name}_old_20261128T000000Z"
+    conn = mariadb.connect()
+    try:
+        mariadb.execute(f"CREATE DATABASE {name}")
+        mariadb.execute(f"CREATE TABLE {name}.users (id int PRIMARY KEY, email varchar(50))")
+        mariadb.execute(f"CREATE TABLE {name}.transactions (id int PRIMARY KEY, user_id int NOT NULL)")
+        mariadb.execute(f"INSERT INTO {name}.users VALUES (1, 'a'), (2, 'b')")
+        mariadb.execute(f"INSERT INTO {name}.transactions VALUES (1, 1)")
+        path = make_backup(mariadb, name, tmp_path)
+        mariadb.execute(f"CREATE DATABASE {legacy}")
+        mariadb.execute(f"CREATE TABLE {legacy}.users LIKE {name}.users")
+        mariadb.execute(f"INSERT INTO {legacy}.users SELECT * FROM {name}.users")
+        mariadb.execute(
+            f"CREATE TABLE {legacy}.__mutuapix_cutover (id int NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+            "phase varchar(16) NOT NULL, target varchar(64) NOT NULL, body longtext NOT NULL)"
+        )
+        mariadb.execute(
+            f"INSERT INTO {legacy}.__mutuapix_cutover (phase, target, body) VALUES ('done', %s, '')", (name,)
+        )
+        mariadb.execute(
+            f"ALTER TABLE {name}.transactions ADD CONSTRAINT tx_user FOREIGN KEY (user_id) REFERENCES {legacy}.users (id)"
+        )
+        result = verify(login, src=path, mode="restore", tables=["users"], force=True, verify="rows", keep_old=0)
+        assert not result.failed, result.get("msg")
+        assert result["old_dropped"] == [result["old_database"]]
+        warnings = json.dumps(result.get("warnings"))
+        assert f"kept '{legacy}' (beyond keep_old)" in warnings and "tx_user" in warnings, warnings
+        assert mariadb.execute(f"SELECT COUNT(*) FROM {legacy}.__mutuapix_cutover") == [(1,)]
+        assert sorted(s for s in schemas(mariadb) if s.startswith(name)) == [name, legacy]
+    finally:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION foreign_key_checks = 0")
+            for schema in schemas(mariadb):
+                if schema.startswith((name, f"_restore_{name}")):
+                    cur.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+        conn.close()
+
+
 # --- killed mid-restore -----------------------------------------------------------------------------
 
 
