@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import os
 import re
@@ -61,6 +62,12 @@ except ImportError:  # pragma: no cover - exercised by ansible-test's import san
     HAS_ZSTANDARD = False
 
 MARKER_TABLE = "__mutuapix_restore"
+# Private directories holding the decrypted stream of an .age backup while a run uses it; the run
+# holds an flock on WORKDIR_LOCK inside, so a later run can tell a killed run's directory.
+WORKDIR_PREFIX = ".mutuapix-restore-"
+WORKDIR_LOCK = "lock"
+# A directory without its lock file yet belongs to a run between mkdtemp and open, unless older.
+WORKDIR_UNLOCKED_GRACE_S = 300
 JOURNAL_TABLE = "__mutuapix_cutover"
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _TS = r"\d{8}T\d{6}Z"
@@ -179,6 +186,7 @@ class CheckedBackup:
     frames: int
     uncompressed: int
     workdir: str | None = None
+    workdir_lock: int | None = None
     # The decompressed stream parsed as mysql_backup parsed the dump: rows and data digests per table.
     contents: _dumpfile.DumpParser | None = None
     # Per table, the checksums in the trailers of its data frames (data_head, data, data_tail).
@@ -197,6 +205,9 @@ class CheckedBackup:
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+        if self.workdir_lock is not None:
+            os.close(self.workdir_lock)
+            self.workdir_lock = None
 
 
 def check_backup(
@@ -278,8 +289,8 @@ def _open_stream(path: str, manifest: dict[str, Any], identities: list[bytes], t
         return CheckedBackup(path, manifest, path, 0, 0)
     if not identities:
         raise RestoreError(f"{path} is age-encrypted: give the age identity (identity option) that decrypts it")
-    workdir = _private_workdir(tmp_dir or os.path.dirname(path))
-    checked = CheckedBackup(path, manifest, os.path.join(workdir, "stream"), 0, 0, workdir)
+    workdir, lock = _private_workdir(tmp_dir or os.path.dirname(path))
+    checked = CheckedBackup(path, manifest, os.path.join(workdir, "stream"), 0, 0, workdir, workdir_lock=lock)
     try:
         _decrypt_to(path, checked.stream_path, identities)
     except BaseException:
@@ -288,11 +299,62 @@ def _open_stream(path: str, manifest: dict[str, Any], identities: list[bytes], t
     return checked
 
 
-def _private_workdir(preferred: str) -> str:
+def _private_workdir(preferred: str) -> tuple[str, int]:
+    """A new 0700 directory (beside the backup, else in the temporary directory) and its held lock."""
     for base in (preferred, None):
-        with contextlib.suppress(OSError):
-            return tempfile.mkdtemp(prefix=".mutuapix-restore-", dir=base)
+        try:
+            path = tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=base)
+        except OSError:
+            continue
+        try:
+            fd = os.open(os.path.join(path, WORKDIR_LOCK), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+        return path, fd
     raise RestoreError("cannot create a private temporary directory for the decrypted stream")
+
+
+def _workdir_in_use(path: str) -> bool:
+    try:
+        fd = os.open(os.path.join(path, WORKDIR_LOCK), os.O_RDONLY)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            return time.time() - os.stat(path).st_mtime < WORKDIR_UNLOCKED_GRACE_S
+        return False
+    except OSError:
+        return True  # not ours to judge (another account's directory)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True  # its run holds the lock
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_stale_workdirs(bases: Iterable[str]) -> list[str]:
+    """Remove the private directories (decrypted streams, plaintext) of runs that were killed.
+
+    A run removes its own on the way out, but not when it is killed; its lock is then free.
+    """
+    removed = []
+    for base in dict.fromkeys(bases):
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        for name in sorted(names):
+            path = os.path.join(base, name)
+            if not name.startswith(WORKDIR_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+                continue
+            if _workdir_in_use(path):
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.exists(path):
+                removed.append(path)
+    return removed
 
 
 def _decrypt_to(path: str, dest: str, identities: list[bytes]) -> None:
@@ -1634,6 +1696,7 @@ def run(
     validate_names(request.database, request.target_database, request.scratch_database)
     src = resolve_source(request)
     identities = load_identities(request.identity)
+    stale = remove_stale_workdirs([os.path.dirname(os.path.abspath(src)), tempfile.gettempdir()])
     backup = check_backup(src, identities, content_digests=request.verify == "content")
     try:
         manifest = backup.manifest
@@ -1647,7 +1710,7 @@ def run(
             "verified": False,
             "tables": {},
             "mismatches": [],
-            "cleaned_up": [],
+            "cleaned_up": stale,
             "bytes": 0,
             "restore_s": 0.0,
             "verify_s": 0.0,
@@ -1782,7 +1845,7 @@ def _run_verify(
         )
     if check_mode:
         return
-    result["cleaned_up"] = cleanup_leftovers(
+    result["cleaned_up"] += cleanup_leftovers(
         connection,
         _client_for_cleanup(conn_params, client_program, request.write_binlog),
         source_db,
@@ -1850,7 +1913,7 @@ def _run_restore(
                     "write_binlog is false: this restore is not written to the binary log, so replicas do not "
                     "receive it; re-seed them from this server or restore with write_binlog: true"
                 )
-    result["cleaned_up"] = cleanup_leftovers(
+    result["cleaned_up"] += cleanup_leftovers(
         connection,
         _client_for_cleanup(conn_params, client_program, request.write_binlog),
         target,

@@ -141,6 +141,8 @@ options:
         C(age-keygen)) or the C(AGE-SECRET-KEY-1...) key itself.
       - The decrypted (still compressed) stream is written to a private 0600 temporary file beside the backup
         while the module runs, so the directory needs free space of about the file's size.
+      - A run that is killed cannot remove that file; the next run of the module on a backup in the same
+        directory does (it is in a C(.mutuapix-restore-*) directory whose lock the killed run no longer holds).
     type: str
   strip_definers:
     description:
@@ -292,7 +294,9 @@ old_dropped:
   elements: str
   sample: [mutuapix_old_20261101T150000Z]
 cleaned_up:
-  description: Leftovers of killed runs that this run dropped or undid.
+  description:
+    - Leftovers of killed runs that this run dropped or undid, and the private directories of their decrypted
+      streams that it removed.
   returned: always
   type: list
   elements: str

@@ -118,6 +118,49 @@ def test_gzip_and_age_encrypted_backup(mariadb: MariaDB, login: dict[str, Any], 
     assert schemas(mariadb) == before
 
 
+def test_the_decrypted_stream_of_a_killed_run_is_removed_by_the_next(
+    mariadb: MariaDB, login: dict[str, Any], source_db: str, tmp_path: Path
+) -> None:
+    """A run killed while it holds the decrypted (plaintext) stream beside the backup cannot remove it:
+    the next run does, and leaves alone the one of a run still in progress."""
+    from ansible_collections.mutuapix.ops.plugins.module_utils._age import generate_identity
+
+    identity, recipient = generate_identity()
+    path = make_backup(mariadb, source_db, tmp_path, encrypt_recipients=[recipient])
+
+    def workdirs() -> list[str]:
+        return sorted(str(tmp_path / d) for d in os.listdir(tmp_path) if d.startswith(".mutuapix-restore-"))
+
+    def kill_when_decrypted(proc: Any) -> None:
+        def watch() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if [d for d in workdirs() if os.path.exists(f"{d}/stream") and os.path.getsize(f"{d}/stream") > 0]:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    return
+                time.sleep(0.005)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    killed = run_module(MODULE, dict(login, src=path, identity=identity, verify="rows"), popen_hook=kill_when_decrypted)
+    assert killed.rc == -signal.SIGKILL, killed
+    left = workdirs()
+    assert len(left) == 1 and os.path.getsize(os.path.join(left[0], "stream")) > 0
+    from ansible_collections.mutuapix.ops.plugins.module_utils._restore import _private_workdir
+
+    busy, busy_lock = _private_workdir(str(tmp_path))  # a run in progress
+    try:
+        again = verify(login, src=path, identity=identity, verify="rows")
+        assert not again.failed, again.get("msg")
+        assert left[0] in again["cleaned_up"]
+        assert workdirs() == [busy]
+    finally:
+        os.close(busy_lock)
+    for schema in schemas(mariadb):
+        if schema.startswith("_verify_rsrc_"):
+            mariadb.execute(f"DROP DATABASE `{schema}`")
+
+
 # --- the file is checked before anything is touched -----------------------------------------------
 
 

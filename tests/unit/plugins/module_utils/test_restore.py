@@ -303,6 +303,29 @@ def test_check_backup_for_row_verification_hashes_nothing_it_does_not_need(tmp_p
         _restore.check_backup(old, [], content_digests=False)
 
 
+def test_remove_stale_workdirs_only_removes_those_of_dead_runs(tmp_path: Path) -> None:
+    live, live_lock = _restore._private_workdir(str(tmp_path))
+    dead, dead_lock = _restore._private_workdir(str(tmp_path))
+    for workdir in (live, dead):
+        Path(workdir, "stream").write_bytes(b"decrypted")
+        assert os.stat(workdir).st_mode & 0o777 == 0o700
+    os.close(dead_lock)  # what the kernel does when the run is killed
+    starting = tmp_path / ".mutuapix-restore-starting"  # between mkdtemp and its lock file
+    starting.mkdir()
+    unlocked = tmp_path / ".mutuapix-restore-unlocked"  # killed right there, long ago
+    unlocked.mkdir()
+    os.utime(unlocked, (time.time() - 3600, time.time() - 3600))
+    (tmp_path / ".mutuapix-restore-file").write_text("not a directory")
+    try:
+        removed = _restore.remove_stale_workdirs([str(tmp_path), str(tmp_path), str(tmp_path / "missing")])
+        assert removed == [dead, str(unlocked)]
+        assert sorted(os.listdir(tmp_path)) == sorted(
+            [os.path.basename(live), ".mutuapix-restore-starting", ".mutuapix-restore-file"]
+        )
+    finally:
+        os.close(live_lock)
+
+
 def test_find_backup_picks_the_newest_valid_one(tmp_path: Path) -> None:
     old = _framed_backup(tmp_path, "app-20261101T031500Z.sql.zst")
     new = _framed_backup(tmp_path, "app-20261128T031500Z.sql.zst")
