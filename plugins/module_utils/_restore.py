@@ -83,6 +83,9 @@ _DEFINER = re.compile(
 )
 _KEY_LINE = re.compile(rb"^  (?:UNIQUE )?KEY `(?:[^`]|``)+` \(.*\)(?: USING \w+)?(?: COMMENT '.*')?,?$")
 _AUTO_INC_COLUMN = re.compile(rb"^  (`(?:[^`]|``)+`) [^\n]* AUTO_INCREMENT[ ,]", re.M)
+# How the client reports a statement reading a table that does not exist (a view's base table).
+_MISSING_TABLE = re.compile(r"ERROR 1146 \(42S02\)[^:]*: Table '(?:[^'.]*\.)?([^']+)' doesn't exist")
+_BACKTICKED = re.compile(rb"`((?:[^`]|``)+)`")
 # A foreign key's parent in SHOW CREATE TABLE: `t`, or `db`.`t` when it is in another database.
 _REFERENCES = re.compile(rb"\) REFERENCES (`(?:[^`]|``)+`)(\.`(?:[^`]|``)+`)? \(")
 
@@ -1051,6 +1054,31 @@ class Restorer:
         recorded a schema-qualified trigger under its schema's name)."""
         return set(_dumpfile.trigger_names(self.trigger_sql(name)))
 
+    def _create_views(self, schema: str, views: bytes) -> None:
+        try:
+            self.active_runner().run(schema, [views], "the views")
+        except RestoreError as exc:
+            missing = _MISSING_TABLE.search(str(exc.details.get("stderr") or ""))
+            if not (self.options.tables and missing):
+                raise
+            names = sorted(n for n, o in self.objects.items() if o.get("kind") == "view")
+            read = sorted(self._read_by_views() - set(self.objects)) or [missing.group(1)]
+            raise RestoreError(
+                f"the views in tables ({', '.join(names)}) read {missing.group(1)!r}, which is not in tables: a "
+                "selective restore creates a view from the tables restored with it, so add the tables it reads "
+                f"(here: {', '.join(read)}), or restore the view by hand. Nothing was changed in the target",
+                **exc.details,
+            ) from exc
+
+    def _read_by_views(self) -> set[str]:
+        """Objects of the backup that the selected views' definitions name (for the message above)."""
+        views = [n for n, o in self.objects.items() if o.get("kind") == "view"]
+        text = self._ddl([f for n in views for f in self._frames(n, ("view_final",))])
+        known = set(self.manifest.get("tables") or {})
+        return {
+            n for n in (_dumpfile._unquote(b"`" + m.group(1) + b"`") for m in _BACKTICKED.finditer(text)) if n in known
+        }
+
     def referenced_tables(self, name: str) -> set[str]:
         """Tables of the same database that the foreign keys of table ``name`` reference, per the backup."""
         ddl = self._ddl(self._frames(name, ("schema",)))
@@ -1128,7 +1156,7 @@ class Restorer:
         if with_views:
             views = self.view_sql()
             if views:
-                tasks.append(Task("views", _bind(runner.run, schema, [views], "the views"), set(schema_keys)))
+                tasks.append(Task("views", _bind_call(self._create_views, schema, views), set(schema_keys)))
         routines = self.routines_sql()
         if routines.strip():
             tasks.append(Task("routines", _bind(runner.run, schema, [routines], "the routines")))

@@ -119,6 +119,9 @@ options:
         other tables reference (C(users) referenced by C(transactions)) cannot be swapped alone, as the
         C(RENAME TABLE) would take their foreign keys along to the previous copy; and a table referencing one left
         out would reference the shadow database. Either is refused before anything is loaded, naming the keys.
+      - A view is created from the tables restored with it, so a selected view needs the tables it reads in the
+        selection too (a view alone is refused, naming them, with nothing changed). To bring back only a view,
+        verify with those tables and O(keep_scratch=true), then recreate it from the scratch copy by hand.
     type: list
     elements: str
   lock_wait_timeout:

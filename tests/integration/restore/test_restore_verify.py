@@ -373,6 +373,30 @@ def test_restore_into_a_new_database_and_check_mode(mariadb: MariaDB, login: dic
     assert not [s for s in schemas(mariadb) if s.startswith(f"{target}_old_")]
 
 
+def test_selective_restore_of_a_view_needs_the_tables_it_reads(
+    mariadb: MariaDB, login: dict[str, Any], live_db: Any
+) -> None:
+    """A view alone cannot be created in the shadow/scratch database (its tables are not there): refused,
+    naming the tables to add, target untouched; with them it is restored."""
+    name, path, reference, changed = live_db
+    mariadb.execute(f"DROP VIEW {name}.user_balances")
+    dropped = table_checksums(mariadb, name)
+    before = schemas(mariadb)
+    for mode in ("restore", "verify"):
+        result = verify(login, src=path, mode=mode, tables=["user_balances"], force=True, verify="rows")
+        assert result.failed, result
+        assert "the views in tables (user_balances) read 'users', which is not in tables" in result["msg"]
+        assert "(here: transactions, users)" in result["msg"] and "Nothing was changed" in result["msg"]
+        assert table_checksums(mariadb, name) == dropped and schemas(mariadb) == before
+    result = verify(
+        login, src=path, mode="restore", tables=["user_balances", "users", "transactions"], force=True, verify="rows"
+    )
+    assert not result.failed, result.get("msg")
+    now = table_checksums(mariadb, name)
+    assert now["__views"] == ["user_balances"] and now["users"] == reference["users"]
+    assert now["migration_leftover"] == changed["migration_leftover"]
+
+
 def test_tables_written_into_the_target_during_the_restore_are_never_dropped(
     mariadb: MariaDB, login: dict[str, Any], backup: str
 ) -> None:
