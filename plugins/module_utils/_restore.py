@@ -940,7 +940,11 @@ def _finish_interrupted_cutover(
 
 
 def old_schemas(connection: Any, database: str) -> list[str]:
-    """Completed ``<db>_old_<ts>`` schemas, oldest first."""
+    """Completed ``<db>_old_<ts>`` schemas of ``database``, oldest first.
+
+    The name is cut to fit 64 characters, so databases sharing a long prefix share the name pattern:
+    the journal's target says whose copy it is.
+    """
     pattern = name_pattern(old_name, database)
     names = sorted(
         r[0]
@@ -950,7 +954,11 @@ def old_schemas(connection: Any, database: str) -> list[str]:
     done = []
     for name in names:
         with contextlib.suppress(Exception):
-            if query(connection, f"SELECT 1 FROM {quote_identifier(name)}.{JOURNAL_TABLE} WHERE phase = 'done'"):
+            if query(
+                connection,
+                f"SELECT 1 FROM {quote_identifier(name)}.{JOURNAL_TABLE} WHERE phase = 'done' AND target = %s",
+                (database,),
+            ):
                 done.append(name)
     return done
 

@@ -609,6 +609,34 @@ def test_keep_old_keeps_an_old_copy_that_live_tables_reference(
         conn.close()
 
 
+def test_keep_old_prunes_only_its_own_database_when_long_names_share_a_prefix(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
+) -> None:
+    """<db>_old_<ts> keeps only the first 43 characters of a long name: two databases sharing them share the
+    name pattern, and keep_old of one must not drop the other's previous tables."""
+    prefix = "p" * 43
+    first, second = f"{prefix}_first", f"{prefix}_second"
+    try:
+        paths = {}
+        for db in (first, second):
+            mariadb.execute(f"CREATE DATABASE {db}")
+            mariadb.execute(f"CREATE TABLE {db}.orders (id int PRIMARY KEY)")
+            mariadb.execute(f"INSERT INTO {db}.orders VALUES (1)")
+            paths[db] = make_backup(mariadb, db, tmp_path / db[-6:])
+        kept = verify(login, src=paths[first], mode="restore", force=True, verify="rows", keep_old=1)
+        assert not kept.failed, kept.get("msg")
+        time.sleep(1.1)  # another timestamp for the second old schema
+        pruned = verify(login, src=paths[second], mode="restore", force=True, verify="rows", keep_old=0)
+        assert not pruned.failed, pruned.get("msg")
+        assert pruned["old_dropped"] == [pruned["old_database"]]
+        assert kept["old_database"] in schemas(mariadb)
+        assert mariadb.execute(f"SELECT COUNT(*) FROM `{kept['old_database']}`.orders") == [(1,)]
+    finally:
+        for schema in schemas(mariadb):
+            if schema.startswith(prefix):
+                mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
 # --- killed mid-restore -----------------------------------------------------------------------------
 
 
