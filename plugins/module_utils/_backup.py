@@ -31,6 +31,8 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     ConnectionParams,
     ServerInfo,
     binlog_enabled,
+    client_command,
+    client_environment,
     client_option_file,
     find_program,
 )
@@ -280,7 +282,7 @@ def output_buffering_prefix() -> list[str]:
 def dump_command(
     program: str, option_file: str, database: str, exclude_tables: list[str], exclude_data: list[str], extra: list[str]
 ) -> list[str]:
-    cmd = [*output_buffering_prefix(), program, f"--defaults-extra-file={option_file}", *_dumpfile.DUMP_OPTIONS]
+    cmd = [*output_buffering_prefix(), *client_command(program, option_file), *_dumpfile.DUMP_OPTIONS]
     cmd += extra
     cmd += [f"--ignore-table={database}.{t}" for t in exclude_tables]
     cmd += [f"--ignore-table-data={database}.{t}" for t in exclude_data]
@@ -513,7 +515,13 @@ def run_dump(
             parser = _dumpfile.DumpParser(writer, chunk_bytes, digest=False)
             with client_option_file(conn) as option_file:
                 cmd = dump_command(program, option_file, plan.database, exclude_tables, exclude_data, extra)
-                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=subprocess.PIPE,
+                    stderr=errfile,
+                    stdin=subprocess.DEVNULL,
+                    env=client_environment(option_file),
+                )
                 try:
                     priority_lowered = pump(proc.stdout, parser.feed, cpu_priority)
                 except BaseException:

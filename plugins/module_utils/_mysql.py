@@ -3,8 +3,8 @@
 """Shared MySQL/MariaDB plumbing for mutuapix.ops modules (private API).
 
 One argument spec, one connection path (PyMySQL), one way to hand credentials to the
-server's client programs (a 0600 option file passed as ``--defaults-extra-file``), and
-identifier quoting. Modules build on :class:`MySQLModule`.
+server's client programs (a 0600 option file passed as ``--defaults-file``, see
+:func:`client_command`), and identifier quoting. Modules build on :class:`MySQLModule`.
 """
 
 from __future__ import annotations
@@ -238,8 +238,8 @@ def binlog_enabled(connection: Any) -> bool:
 def client_option_file(conn: ConnectionParams, directory: str | None = None) -> Iterator[str]:
     """A 0600 option file holding the credentials, removed when the block ends.
 
-    Client programs get it as their first argument ``--defaults-extra-file=<path>`` so the
-    password is never in argv or the environment.
+    Client programs are started with :func:`client_command` and :func:`client_environment`,
+    so the password is never in argv or the environment.
     """
     fd, path = tempfile.mkstemp(prefix=".mutuapix-my-", suffix=".cnf", dir=directory)
     try:
@@ -250,6 +250,33 @@ def client_option_file(conn: ConnectionParams, directory: str | None = None) -> 
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def client_command(program: str, option_file: str) -> list[str]:
+    """The start of a client program's argv: the program, reading our option file and no other.
+
+    ``--defaults-file`` (it must come first), not ``--defaults-extra-file``: the clients read
+    an extra file *before* the user's ``~/.my.cnf``, whose ``[client]`` group then wins, so a
+    root's ``~/.my.cnf`` silently replaced the module's account, password, host or socket for
+    the client program while PyMySQL used the module's. With ``--defaults-file`` the client
+    connects exactly as the module's own connection does (everything it needs from
+    ``config_file`` is resolved into the file by :meth:`ConnectionParams.option_file_text`);
+    the global files (``/etc/mysql/my.cnf``) are not read either.
+    """
+    return [program, f"--defaults-file={option_file}"]
+
+
+def client_environment(option_file: str) -> dict[str, str]:
+    """The environment for a client program started with :func:`client_command`.
+
+    MySQL's client programs read the login path file ``~/.mylogin.cnf`` even with
+    ``--defaults-file``, after it (so its user, password, host win). ``MYSQL_TEST_LOGIN_FILE``
+    names that file; it is pointed at a path below our option file, which cannot exist and
+    nobody can create while the option file does. MariaDB's programs ignore the variable.
+    """
+    env = dict(os.environ)
+    env["MYSQL_TEST_LOGIN_FILE"] = os.path.join(option_file, "no-login-path-file")
+    return env
 
 
 DUMP_PROGRAMS = ("mariadb-dump", "mysqldump")

@@ -20,7 +20,10 @@ description:
   - The file is written to a temporary name in O(dest), fsynced and renamed; on any failure the
     temporary file is removed and earlier backups are untouched. Retention runs only after success.
   - The password is handed to the dump program in a 0600 temporary option file, never in argv or
-    the environment.
+    the environment. The dump program reads that file alone (C(--defaults-file)), so it connects
+    exactly as the module's own checks did - a C([client]) group in the user's C(~/.my.cnf) is only
+    used through O(config_file), and C(/etc/mysql/my.cnf) is not read. Give the socket, TLS files
+    and dump settings (C(--max-allowed-packet=1G) in O(extra_dump_args)) to the module instead.
   - "Least-privilege account: C(GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON db.* TO backup)
     plus, on MariaDB, C(GRANT SELECT ON mysql.proc TO backup) to dump routines (MySQL 8.0.20+: C(SHOW_ROUTINE)).
     On MariaDB with binary logging on, the exact binlog position and GTID of the dump's snapshot are

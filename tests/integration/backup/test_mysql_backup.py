@@ -150,6 +150,28 @@ def test_least_privilege_backup_account(mariadb, backup_db, tmp_path):
         mariadb.execute("DROP USER IF EXISTS 'bk_user'@'localhost'")
 
 
+def test_home_my_cnf_does_not_replace_the_modules_account_for_the_dump(mariadb, tmp_path):
+    """The dump program connects as the preflight did, whatever the user's ~/.my.cnf says."""
+    db = "bk_mycnf"
+    mariadb.execute(f"DROP DATABASE IF EXISTS {db}")
+    mariadb.execute(f"CREATE DATABASE {db}")
+    mariadb.execute(f"CREATE TABLE {db}.t (id INT PRIMARY KEY)")
+    mariadb.execute(f"INSERT INTO {db}.t VALUES (1), (2)")
+    home = tmp_path / "home"
+    home.mkdir()
+    # root's ~/.my.cnf with another account and a stale password, read by the clients after an extra file
+    my_cnf = home / ".my.cnf"
+    my_cnf.write_text("[client]\nuser=admin\npassword=stale-admin-pw\nsocket=/nonexistent/mysqld.sock\n")
+    my_cnf.chmod(0o600)
+    try:
+        # explicit login options and an explicit config_file: ~/.my.cnf is not the module's
+        result = backup(mariadb, db, tmp_path / "dest", env={"HOME": str(home)})
+        assert result.rc == 0, result.get("msg")
+        assert result["tables"] == {"t": 2}
+    finally:
+        mariadb.execute(f"DROP DATABASE IF EXISTS {db}")
+
+
 def test_check_mode_writes_nothing(mariadb, backup_db, tmp_path):
     dest = tmp_path / "planned"
     result = backup(mariadb, backup_db, dest, check=True)
@@ -350,12 +372,12 @@ def test_password_never_in_argv_environ_results_or_files(mariadb, backup_db, tmp
     # The module also runs `mariadb-dump --version` (no credentials involved) for the manifest.
     dumping = [cmd for cmd in seen if "--version" not in cmd.split("\x00")]
     assert dumping, "the scanner never saw mariadb-dump dumping"
-    assert all("--defaults-extra-file=" in cmd for cmd in dumping)
+    assert all("--defaults-file=" in cmd for cmd in dumping)
     assert leaks == []
     assert password not in json.dumps(result)
     # the option file the dump program read was in the module's temporary directory, and is gone
     option_files = {
-        arg.split("=", 1)[1] for cmd in dumping for arg in cmd.split("\x00") if arg.startswith("--defaults-extra-file=")
+        arg.split("=", 1)[1] for cmd in dumping for arg in cmd.split("\x00") if arg.startswith("--defaults-file=")
     }
     assert option_files and all(Path(f).parent == private_tmp and not Path(f).exists() for f in option_files), (
         option_files

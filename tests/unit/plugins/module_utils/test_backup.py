@@ -12,7 +12,12 @@ import threading
 import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _retention
-from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import ConnectionParams, ServerInfo, quote_identifier
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
+    ConnectionParams,
+    ServerInfo,
+    client_environment,
+    quote_identifier,
+)
 
 
 def test_granted_privileges_db_and_global_levels():
@@ -78,9 +83,23 @@ def test_option_file_escapes_and_never_argv():
     cmd = _backup.dump_command("/usr/bin/mariadb-dump", "/tmp/opt.cnf", "app", ["a"], ["b"], [])
     program = cmd.index("/usr/bin/mariadb-dump")
     assert cmd[:program] == _backup.output_buffering_prefix()
-    assert cmd[program + 1] == "--defaults-extra-file=/tmp/opt.cnf"
+    # --defaults-file, first: the dump program reads no ~/.my.cnf or global file that could change the account
+    assert cmd[program + 1] == "--defaults-file=/tmp/opt.cnf"
     assert all("p\\" not in part for part in cmd)
     assert cmd[-2:] == ["--", "app"]
+
+
+def test_client_environment_hides_the_login_path_file(tmp_path):
+    """MySQL's clients read ~/.mylogin.cnf even with --defaults-file, unless told another file."""
+    option_file = tmp_path / "opt.cnf"
+    option_file.write_text("[client]\n")
+    env = client_environment(str(option_file))
+    login_file = env["MYSQL_TEST_LOGIN_FILE"]
+    assert not os.path.exists(login_file)
+    assert os.path.dirname(login_file) == str(option_file)  # below a file: nobody can create it
+    assert {k: v for k, v in env.items() if k != "MYSQL_TEST_LOGIN_FILE"} == {
+        k: v for k, v in os.environ.items() if k != "MYSQL_TEST_LOGIN_FILE"
+    }
 
 
 def test_quote_identifier():
