@@ -66,6 +66,41 @@ class Plan:
         return os.path.join(self.dest, self.file_name)
 
 
+# --- file mode -------------------------------------------------------------------------------
+
+# A backup holds every customer's data: its owner may read it, at most its group too, nobody else.
+FORBIDDEN_MODE_BITS = 0o7037
+
+
+def backup_file_mode(value: Any) -> int:
+    """The ``mode`` option as a file mode, the way Ansible's file options read it; refuses loose modes.
+
+    YAML reads an unquoted ``0640`` as the integer 416, which is that mode already: an int is
+    taken as it is, a string as octal digits (``'0640'``, ``'640'``). Reading the int's decimal
+    digits as octal again made ``0640`` mode 0416 (world-writable). Group write or execute,
+    any permission for others and the setuid/setgid/sticky bits are refused.
+    """
+    if isinstance(value, bool):
+        mode = None
+    elif isinstance(value, int):
+        mode = value
+    else:
+        text = str(value).strip()
+        digits = text[2:] if text[:2].lower() == "0o" else text
+        mode = int(digits, 8) if digits and all(c in "01234567" for c in digits) else None
+    if mode is None:
+        raise BackupError(f"mode {value!r} is not an octal file mode such as '0600' or '0640' (quote it in YAML)")
+    if mode < 0 or mode & FORBIDDEN_MODE_BITS or mode > 0o7777:
+        hint = ""
+        if isinstance(value, int) and 100 <= value <= 777 and set(str(value)) <= set("01234567"):
+            hint = f" (YAML read an unquoted {value} as a decimal number; write '0{value}')"
+        raise BackupError(
+            f"mode {mode:04o} would let others read or change the backup, which holds all the database's data"
+            f"{hint}; use '0600' (the default), '0640', '0400' or '0440': at most the group may read it"
+        )
+    return mode
+
+
 # --- preflight -------------------------------------------------------------------------------
 
 

@@ -156,7 +156,12 @@ options:
     type: int
     default: 300
   mode:
-    description: File mode of the backup and its manifest.
+    description:
+      - File mode of the backup and its manifest, as for Ansible's file options - a quoted octal string
+        (V('0640')) or the number YAML makes of an unquoted leading-zero octal (V(0640)).
+      - A backup holds all the database's data, so at most the group may read it - V('0600'), V('0640'),
+        V('0400') or V('0440'). Group write or execute, any permission for others, and the setuid, setgid
+        and sticky bits are refused. An unquoted V(640) is the decimal number 640 (mode 1200) and is refused.
     type: raw
     default: '0600'
   owner:
@@ -412,9 +417,9 @@ def main():
     chunk_bytes = _size(module, "chunk_size")
     min_size = _size(module, "min_size")
     try:
-        mode = int(str(params["mode"]), 8)
-    except ValueError:
-        module.fail_json(msg=f"mode {params['mode']!r} is not an octal file mode such as 0600")
+        mode = _backup.backup_file_mode(params["mode"])
+    except _backup.BackupError as exc:
+        module.fail_json(msg=to_native(exc))
     owner, group = _ids(module)
     database, dest = params["database"], params["dest"]
     recipients = params["encrypt_recipients"]

@@ -387,7 +387,8 @@ def test_password_never_in_argv_environ_results_or_files(mariadb, backup_db, tmp
     assert password not in Path(result["manifest_path"]).read_text()
 
 
-def test_password_not_in_vvv_output(mariadb, backup_db, tmp_path):
+def backup_playbook(mariadb, db, tmp_path, task_yaml="", verbose=False):
+    """Run mysql_backup from a real playbook (YAML typing included) into tmp_path/out."""
     from tests.support.runner import run_playbook
 
     playbook = tmp_path / "pb.yml"
@@ -396,14 +397,32 @@ def test_password_not_in_vvv_output(mariadb, backup_db, tmp_path):
         "    - mutuapix.ops.mysql_backup:\n"
         f"        login_unix_socket: {mariadb.socket}\n        login_user: root\n"
         f"        login_password: '{mariadb.ROOT_PASSWORD}'\n        config_file: {mariadb.login['config_file']}\n"
-        f"        database: {backup_db}\n        dest: {tmp_path / 'out'}\n"
+        f"        database: {db}\n        dest: {tmp_path / 'out'}\n{task_yaml}"
     )
-    proc = run_playbook(
-        playbook, "localhost,", args=["-vvv", "-c", "local", "-e", "ansible_python_interpreter=" + os.sys.executable]
-    )
+    args = ["-c", "local", "-e", "ansible_python_interpreter=" + os.sys.executable]
+    return run_playbook(playbook, "localhost,", args=["-vvv", *args] if verbose else args)
+
+
+def test_password_not_in_vvv_output(mariadb, backup_db, tmp_path):
+    proc = backup_playbook(mariadb, backup_db, tmp_path, verbose=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "changed=1" in proc.stdout
     assert mariadb.ROOT_PASSWORD not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("written", "expected"), [("0640", 0o640), ("0644", None)])
+def test_mode_as_a_playbook_writes_it(mariadb, backup_db, tmp_path, written, expected):
+    """YAML makes an unquoted 0640 the integer 416: the files get 0640, not 0416 (world-writable)."""
+    proc = backup_playbook(mariadb, backup_db, tmp_path, f"        mode: {written}\n")
+    out = tmp_path / "out"
+    if expected is None:
+        assert proc.returncode != 0
+        assert "mode 0644 would let others read" in proc.stdout, proc.stdout[-3000:]
+        assert not out.exists()
+        return
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir() if not p.name.startswith(".")}
+    assert len(modes) == 2 and set(modes.values()) == {expected}, modes
 
 
 def test_server_killed_mid_dump_fails_cleanly(second_server, tmp_path):

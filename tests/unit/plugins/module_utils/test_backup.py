@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import threading
 
@@ -71,6 +72,46 @@ def test_extra_dump_args_refused(arg):
 
 def test_extra_dump_args_allowed():
     _backup.check_extra_args(["--max-allowed-packet=64M", "--net-buffer-length=1048576", "--master-data=2"])
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [
+        ("0600", 0o600),
+        ("0640", 0o640),
+        ("640", 0o640),
+        ("0o440", 0o440),
+        # YAML reads an unquoted 0640 as the integer 416: that is the mode, not octal digits to read again
+        (416, 0o640),
+        (0o600, 0o600),
+        (0o400, 0o400),
+    ],
+)
+def test_backup_file_mode_reads_strings_as_octal_and_ints_as_they_are(value, mode):
+    assert _backup.backup_file_mode(value) == mode
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0644", "would let others read"),
+        (0o666, "would let others read"),
+        ("0660", "would let others read"),
+        ("0604", "would let others read"),
+        ("4600", "would let others read"),
+        ("0610", "would let others read"),
+        # an unquoted 640 is the decimal 640, mode 1200
+        (640, "YAML read an unquoted 640 as a decimal number; write '0640'"),
+        ("rw", "not an octal file mode"),
+        ("u=rw", "not an octal file mode"),
+        ("", "not an octal file mode"),
+        (True, "not an octal file mode"),
+        ("0800", "not an octal file mode"),
+    ],
+)
+def test_backup_file_mode_refuses_loose_or_unreadable_modes(value, message):
+    with pytest.raises(_backup.BackupError, match=re.escape(message)):
+        _backup.backup_file_mode(value)
 
 
 def test_option_file_escapes_and_never_argv():
