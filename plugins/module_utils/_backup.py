@@ -198,7 +198,7 @@ def free_bytes(path: str) -> int | None:
 
 # The dump program records the binlog position (and, with --gtid, the GTID) of its own snapshot.
 SNAPSHOT_POSITION_ARGS = ["--master-data=2", "--gtid"]
-_POSITION_OPTIONS = ("--master-data", "--dump-slave", "--source-data", "--dump-replica")
+_POSITION_OPTIONS = ("master-data", "dump-slave", "source-data", "dump-replica")
 
 
 def snapshot_position_args(connection: Any, server: ServerInfo, program: str, extra: list[str]) -> list[str]:
@@ -213,7 +213,7 @@ def snapshot_position_args(connection: Any, server: ServerInfo, program: str, ex
     """
     if not server.is_mariadb or os.path.basename(program) != "mariadb-dump":
         return []
-    if any(arg.split("=", 1)[0] in _POSITION_OPTIONS for arg in extra):
+    if any(_names(reading, _POSITION_OPTIONS) for arg in extra for reading in dump_arg_readings(arg)):
         return []
     try:
         enabled = binlog_enabled(connection)
@@ -325,16 +325,88 @@ def dump_command(
     return cmd
 
 
+# What the client programs' option parser (my_getopt) accepts around a long option's name: a
+# leading "loose-", then, when the whole name is no option, one of these prefixes.
+_LOOSE_PREFIX = "loose-"
+_SPECIAL_PREFIXES = ("skip-", "disable-", "enable-", "maximum-", "loose-", "autoset-")
+_NEGATING_PREFIXES = ("skip-", "disable-")
+_TRUE_VALUES = ("1", "on", "true")
+_FALSE_VALUES = ("0", "off", "false")
+
+
+@dataclass(frozen=True)
+class DumpArgReading:
+    """One way the dump program may read an extra argument: an option name or its prefix, set how."""
+
+    name: str  # as given, normalised: lower case, "-" for "_"; the program expands unambiguous prefixes
+    negated: bool  # --skip-/--disable- prefix
+    value: str | None  # after "=", None without one
+
+    @property
+    def turned_on(self) -> bool:
+        """Conservative: only an option given plainly or with a true value is surely on."""
+        return not self.negated and (self.value is None or self.value.lower() in _TRUE_VALUES)
+
+    @property
+    def turned_off(self) -> bool:
+        """Conservative: only a negated option or one given a false value is surely off."""
+        return self.negated or (self.value is not None and self.value.lower() in _FALSE_VALUES)
+
+
+def dump_arg_readings(arg: str) -> list[DumpArgReading]:
+    """Every reading the dump program could make of one long option ``--[loose-][prefix-]name[=value]``.
+
+    The program takes the whole name as an option (or an unambiguous prefix of one) first and
+    tries the special prefixes only when that fails; without its option list both readings are
+    kept, so ``--skip-disable-keys`` is read as ``skip-disable-keys`` and as ``disable-keys`` off.
+    """
+    name, sep, value = arg[2:].partition("=")
+    name = name.lower().replace("_", "-")
+    while name.startswith(_LOOSE_PREFIX):
+        name = name[len(_LOOSE_PREFIX) :]
+    readings = [DumpArgReading(name, False, value if sep else None)]
+    for prefix in _SPECIAL_PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            readings.append(DumpArgReading(name[len(prefix) :], prefix in _NEGATING_PREFIXES, value if sep else None))
+    return readings
+
+
+def _names(reading: DumpArgReading, options: Any) -> list[str]:
+    """The options of ``options`` the reading may name: the program expands unambiguous prefixes."""
+    return [option for option in options if reading.name and option.startswith(reading.name)]
+
+
 def check_extra_args(extra: list[str]) -> None:
+    """Refuse extra dump arguments that would break the backup, however they are spelled.
+
+    Only long options (``--name`` or ``--name=value``, one per entry) are accepted: a short
+    option (``-p``, ``-uroot``, ``-xB``) or a separate value (``--where`` ``id>5``) could not be
+    told from a positional argument, which the program would take as a database or table name.
+    Each long option is matched against ``FORBIDDEN_DUMP_OPTIONS`` in every reading the
+    program's option parser could make of it: any ``_``/``-`` spelling, a ``--loose-``,
+    ``--skip-``, ``--disable-``, ``--enable-`` or ``--maximum-`` prefix, ``=0``/``=off``/``=false``,
+    and any prefix of the option's name (``--skip-single``, ``--res=/x``).
+    """
     for arg in extra:
-        name = arg.split("=", 1)[0]
-        if name in _dumpfile.FORBIDDEN_DUMP_ARGS or (
-            len(name) > 2 and name[:2] in ("-p", "-u", "-h", "-S", "-P", "-r", "-T") and not name.startswith("--")
-        ):
+        shown = arg.split("=", 1)[0]  # never a value: it may be a password
+        if not arg.startswith("--") or len(arg) == 2 or arg[2] in "-=":
             raise BackupError(
-                f"extra_dump_args may not contain {name}: it would break the backup format, its consistency "
-                "or the credential handling (connection details come from the login_* options)"
+                f"extra_dump_args may not contain {shown!r}: give each option in its long form, --name or "
+                "--name=value, one per entry (short options and separate values are not accepted)"
             )
+        for reading in dump_arg_readings(arg):
+            for option in _names(reading, _dumpfile.FORBIDDEN_DUMP_OPTIONS):
+                when = _dumpfile.FORBIDDEN_DUMP_OPTIONS[option]
+                if (
+                    when == "any"
+                    or (when == "on" and not reading.turned_off)
+                    or (when == "off" and not reading.turned_on)
+                ):
+                    raise BackupError(
+                        f"extra_dump_args may not contain {shown}: the dump program reads it as --{option}"
+                        f"{' turned off' if when == 'off' else ''}, which would break the backup format, its "
+                        "consistency or the credential handling (connection details come from the login_* options)"
+                    )
 
 
 PIPE_SIZE = 1024 * 1024

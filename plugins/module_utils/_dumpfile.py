@@ -67,44 +67,48 @@ DUMP_OPTIONS = [
     "--default-character-set=utf8mb4",
     "--no-tablespaces",
 ]
-# Options that would break the framing, the row counts, the digests or the consistency guarantee
-# (--replace and --insert-ignore write statements the parser does not count rows in).
-FORBIDDEN_DUMP_ARGS = (
-    "--skip-comments",
-    "--compact",
-    "--tab",
-    "-T",
-    "--xml",
-    "-X",
-    "--skip-opt",
-    "--skip-add-locks",
-    "--skip-disable-keys",
-    "--result-file",
-    "-r",
-    "--databases",
-    "-B",
-    "--all-databases",
-    "-A",
-    "--lock-all-tables",
-    "-x",
-    "--skip-single-transaction",
-    "--dump-date",
-    "--replace",
-    "--insert-ignore",
-    "--defaults-file",
-    "--defaults-extra-file",
-    "--no-defaults",
-    "--password",
-    "-p",
-    "--user",
-    "-u",
-    "--host",
-    "-h",
-    "--socket",
-    "-S",
-    "--port",
-    "-P",
-)
+# Dump options extra_dump_args may not set, by their full long name, and when: "off" (turned
+# off: --skip-X, --disable-X, --X=0), "on" (turned on) or "any" (given at all). They would break
+# the framing, the row counts, the digests or the consistency guarantee (--replace and
+# --insert-ignore write statements the parser does not count rows in; --compatible=ansi quotes
+# names with " so no table marker matches), the credential handling, or delete data
+# (--delete-master-logs purges the binary logs a point-in-time recovery replays).
+FORBIDDEN_DUMP_OPTIONS = {
+    "single-transaction": "off",
+    "comments": "off",
+    "opt": "off",
+    "add-locks": "off",
+    "disable-keys": "off",
+    "compact": "on",
+    "xml": "on",
+    "databases": "on",
+    "all-databases": "on",
+    "lock-all-tables": "on",
+    "dump-date": "on",
+    "replace": "on",
+    "insert-ignore": "on",
+    "delete-master-logs": "on",
+    "delete-source-logs": "on",
+    "tab": "any",
+    "result-file": "any",
+    "compatible": "any",
+    "default-character-set": "any",
+    "defaults-file": "any",
+    "defaults-extra-file": "any",
+    "defaults-group-suffix": "any",
+    "no-defaults": "any",
+    "print-defaults": "any",
+    "login-path": "any",
+    "no-login-paths": "any",
+    "password": "any",
+    "password1": "any",  # MySQL 8.0.27+ multifactor authentication
+    "password2": "any",
+    "password3": "any",
+    "user": "any",
+    "host": "any",
+    "socket": "any",
+    "port": "any",
+}
 
 _MARKERS = [
     (re.compile(rb"^-- Table structure for table `((?:[^`]|``)+)`$"), "table"),

@@ -116,9 +116,12 @@ options:
     default: []
   extra_dump_args:
     description:
-      - Extra arguments for the dump program, passed as separate argv entries (no shell).
+      - Extra arguments for the dump program, passed as separate argv entries (no shell). Each entry is one
+        long option, C(--name) or C(--name=value); short options (C(-K)) and separate values are refused.
       - Options that would break the file format, its consistency or the credential handling
-        (C(--skip-comments), C(--compact), C(--tab), C(--skip-opt), C(--replace), C(--password), ...) are refused.
+        (C(--skip-comments), C(--compact), C(--compatible), C(--tab), C(--skip-opt), C(--replace), C(--password),
+        C(--skip-single-transaction), C(--delete-master-logs), ...) are refused in every spelling the dump program
+        accepts - an unambiguous prefix (C(--skip-single)), C(--loose-), C(--skip-), C(--disable-), C(=0), C(=off).
       - A C(--master-data), C(--source-data) or C(--dump-slave) here replaces the position options the
         module adds on MariaDB (see RV(binlog)); C(--master-data=0) records no exact position.
     type: list

@@ -63,6 +63,43 @@ def test_granted_privileges_db_and_global_levels():
         "-uroot",
         "--replace",
         "--insert-ignore",
+        # the spellings the client option parser accepts for the same options (review F8)
+        "--skip-single",
+        "--skip-single-transaction",
+        "--disable-single-transaction",
+        "--single-transaction=0",
+        "--single-transaction=OFF",
+        "--single_transaction=false",
+        "--loose-skip-single-transaction",
+        "--pass=x",
+        "--password1=x",
+        "--loose-password=x",
+        "--res=/x",
+        "--result_file=/x",
+        "--comments=0",
+        "--disable-comments",
+        "--skip-disable-keys",
+        "--disable-keys=0",
+        "--opt=off",
+        "--skip-add-locks",
+        "--compact=1",
+        "--enable-compact",
+        "--compatible=ansi",
+        "--default-character-set=latin1",
+        "--lock-all",
+        "--all-databases",
+        "--delete-master-logs",
+        "--dump-date=ON",
+        "--us=root",
+        "--sock=/tmp/other.sock",
+        "--defaults-extra-file=/root/.my.cnf",
+        "--print-defaults",
+        # short options, separate values and positional arguments (a database or table name)
+        "-x",
+        "-K",
+        "otherdb",
+        "--",
+        "--=x",
     ],
 )
 def test_extra_dump_args_refused(arg):
@@ -70,8 +107,32 @@ def test_extra_dump_args_refused(arg):
         _backup.check_extra_args([arg])
 
 
+def test_extra_dump_args_refusal_never_shows_a_value():
+    with pytest.raises(_backup.BackupError) as refused:
+        _backup.check_extra_args(["--pass=Secret-Value-1"])
+    assert "Secret-Value-1" not in str(refused.value)
+    assert "--password" in str(refused.value)
+
+
 def test_extra_dump_args_allowed():
-    _backup.check_extra_args(["--max-allowed-packet=64M", "--net-buffer-length=1048576", "--master-data=2"])
+    _backup.check_extra_args(
+        [
+            "--max-allowed-packet=64M",
+            "--net-buffer-length=1048576",
+            "--master-data=2",
+            "--no-data",
+            "--skip-triggers",
+            "--disable-keys",
+            "--single-transaction",
+            "--single-transaction=ON",
+            "--skip-dump-date",
+            "--compact=0",
+            "--skip-extended-insert",
+            "--order-by-primary",
+            "--ssl-ca=/etc/ssl/ca.pem",
+            "--where=id > 5",
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -430,6 +491,11 @@ LOG_BIN_ON = {"SELECT @@GLOBAL.log_bin": (1,)}
         # the user's own choice of position options wins
         (MARIADB_SERVER, "/usr/bin/mariadb-dump", LOG_BIN_ON, ["--master-data=0"], []),
         (MARIADB_SERVER, "/usr/bin/mariadb-dump", LOG_BIN_ON, ["--dump-slave=2"], []),
+        # in any spelling the dump program accepts
+        (MARIADB_SERVER, "/usr/bin/mariadb-dump", LOG_BIN_ON, ["--loose-master-data=1"], []),
+        (MARIADB_SERVER, "/usr/bin/mariadb-dump", LOG_BIN_ON, ["--skip-master-data"], []),
+        (MARIADB_SERVER, "/usr/bin/mariadb-dump", LOG_BIN_ON, ["--source_data=2"], []),
+        (MARIADB_SERVER, "/usr/bin/mariadb-dump", LOG_BIN_ON, ["--net-buffer-length=1"], ["--master-data=2", "--gtid"]),
     ],
 )
 def test_snapshot_position_args(server, program, answers, extra, expected):
