@@ -125,6 +125,10 @@ _FOOTER_LINES = (
     b"-- The deferred gtid setting",
 )
 _COMPLETED = b"-- Dump completed"
+# The first lines of a table's trigger block (both dump programs save the session settings first).
+# After a data section any other line starts it; a table dumped without its data
+# (exclude_table_data, --no-data) goes from its structure straight to its triggers.
+_TRIGGERS_START = (b"/*!50003 SET @saved_cs_client ", b"DELIMITER ;;")
 _TEXT_PARTS = ("header", "schema", "triggers", "events", "routines", "footer")
 # The end of an INSERT statement inside a run of rows (values never hold a raw line break).
 _STATEMENT_END = re.compile(rb";\n")
@@ -716,6 +720,9 @@ class DumpParser:
             if line.startswith((b"/*!40000 ALTER TABLE", b"UNLOCK TABLES", b"commit;")):
                 self._data_write(line)
                 return
+            self._state = "triggers"
+            self._begin_frame("triggers", self._current)
+        elif state == "schema" and line.startswith(_TRIGGERS_START):
             self._state = "triggers"
             self._begin_frame("triggers", self._current)
         if state != "footer" and line.startswith(_FOOTER_LINES):

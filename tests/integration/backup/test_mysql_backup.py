@@ -127,6 +127,32 @@ def test_exclusions(mariadb, backup_db, tmp_path):
     assert result["tables"]["users"] > 0
 
 
+@pytest.mark.parametrize("how", ["exclude_table_data", "no_data"])
+def test_triggers_of_tables_backed_up_without_data_are_in_the_manifest_and_verify(mariadb, tmp_path, how):
+    """A table dumped without its rows goes from its structure to its triggers (no data section)."""
+    db = "bk_trg"
+    mariadb.execute(f"DROP DATABASE IF EXISTS {db}")
+    mariadb.execute(f"CREATE DATABASE {db}")
+    for table in ("sessions", "orders"):
+        mariadb.execute(f"CREATE TABLE {db}.{table} (id INT PRIMARY KEY, s TEXT)")
+        mariadb.execute(f"INSERT INTO {db}.{table} VALUES (1, 'a'), (2, 'b')")
+        mariadb.execute(f"CREATE TRIGGER {table}_bi BEFORE INSERT ON {table} FOR EACH ROW SET NEW.s = 'x'", database=db)
+    options = (
+        {"exclude_table_data": ["sessions"]} if how == "exclude_table_data" else {"extra_dump_args": ["--no-data"]}
+    )
+    try:
+        result = backup(mariadb, db, tmp_path, **options)
+        assert result.rc == 0, result.get("msg")
+        tables = json.loads(Path(result["manifest_path"]).read_text())["tables"]
+        assert tables["sessions"]["triggers"] == ["sessions_bi"]
+        assert tables["orders"]["triggers"] == ["orders_bi"]
+        assert [f["part"] for f in tables["sessions"]["frames"]] == ["schema", "triggers"]
+        verified = run_module("mysql_restore_verify", dict(mariadb.login, src=result["path"]))
+        assert verified.rc == 0, verified.get("msg")
+    finally:
+        mariadb.execute(f"DROP DATABASE IF EXISTS {db}")
+
+
 def test_least_privilege_backup_account(mariadb, backup_db, tmp_path):
     mariadb.execute("DROP USER IF EXISTS 'bk_user'@'localhost'")
     mariadb.execute("CREATE USER 'bk_user'@'localhost' IDENTIFIED BY 'Bk-user-pw-0123456789!'")

@@ -131,6 +131,60 @@ def test_mariadb_dialect_rows_names_and_roundtrip(block):
     assert parser.routines == ["procedure p"]
 
 
+# A table dumped without its data (exclude_table_data, --no-data): its triggers follow its structure.
+STRUCTURE_ONLY_WITH_TRIGGER = b"""
+--
+-- Table structure for table `sessions`
+--
+
+DROP TABLE IF EXISTS `sessions`;
+/*!40101 SET @saved_cs_client     = @@character_set_client */;
+/*!40101 SET character_set_client = utf8mb4 */;
+CREATE TABLE `sessions` (
+  `id` int(11) NOT NULL,
+  `s` text DEFAULT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+/*!40101 SET character_set_client = @saved_cs_client */;
+/*!50003 SET @saved_cs_client      = @@character_set_client */ ;
+/*!50003 SET @saved_cs_results     = @@character_set_results */ ;
+/*!50003 SET character_set_client  = utf8mb4 */ ;
+/*!50003 SET @saved_sql_mode       = @@sql_mode */ ;
+/*!50003 SET sql_mode              = 'STRICT_TRANS_TABLES' */ ;
+DELIMITER ;;
+/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 TRIGGER sessions_bi BEFORE INSERT ON sessions FOR EACH ROW SET NEW.s = 'x'
+*/;;
+DELIMITER ;
+/*!50003 SET sql_mode              = @saved_sql_mode */ ;
+/*!50003 SET character_set_client  = @saved_cs_client */ ;
+/*!50003 SET character_set_results = @saved_cs_results */ ;
+"""
+
+
+@pytest.mark.parametrize("block", [1, 64, 1 << 20])
+def test_triggers_of_a_table_dumped_without_its_data_get_their_frame(block):
+    dump = MARIADB_DUMP.replace(
+        b"\n--\n-- Table structure for table `np`",
+        STRUCTURE_ONLY_WITH_TRIGGER + b"\n--\n-- Table structure for table `np`",
+    )
+    blob, parser, manifest = frame(dump, block=block)
+    sessions = parser.tables()["sessions"]
+    assert sessions.triggers == ["sessions_bi"] and sessions.rows == 0 and sessions.primary_key
+    assert [f.part for f in sessions.frames] == ["schema", "triggers"]
+    text = {
+        f["part"]: zstandard.ZstdDecompressor()
+        .decompressobj()
+        .decompress(blob[f["offset"] : f["offset"] + f["length"]])
+        for f in manifest["tables"]["sessions"]["frames"]
+    }
+    assert text["schema"].endswith(b"/*!40101 SET character_set_client = @saved_cs_client */;\n")
+    assert text["triggers"].startswith(b"/*!50003 SET @saved_cs_client ") and b"TRIGGER sessions_bi" in text["triggers"]
+    assert b"TRIGGER" not in text["schema"]
+    # the tables around it are unchanged
+    assert {n: t.rows for n, t in parser.tables().items()} == {"a`b": 5, "sessions": 0, "np": 0}
+    assert parser.tables()["a`b"].triggers == ["tr"] and parser.tables()["np"].triggers == []
+
+
 def test_digest_independent_of_feeding_and_chunking():
     digests = set()
     for chunk in (1, 50, 1 << 20):
