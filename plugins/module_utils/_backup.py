@@ -144,7 +144,27 @@ def _wildcard_match(pattern: str, name: str) -> bool:
     return re.fullmatch(regex, name) is not None
 
 
-def preflight(connection: Any, database: str) -> tuple[list[str], int, list[str]]:
+def account_grants(cur: Any, server: ServerInfo) -> list[str]:
+    """SHOW GRANTS lines of this session's account, with the privileges of its active roles.
+
+    ``SHOW GRANTS FOR CURRENT_USER()`` lists only what the account was granted itself, so a
+    backup account that gets its privileges from a (default) role looked empty. MariaDB's plain
+    ``SHOW GRANTS`` adds the grants of the session's current role and of the roles granted to
+    it; MySQL 8 needs its active roles named in ``USING``. The dump program logs in the same
+    way, so it gets the same default roles - a role granted but not active is not counted.
+    """
+    if server.is_mariadb:
+        cur.execute("SHOW GRANTS")
+        return [r[0] for r in cur.fetchall()]
+    cur.execute("SELECT CURRENT_ROLE()")
+    row = cur.fetchone()
+    roles = row[0] if row and row[0] else "NONE"
+    # MySQL returns the active roles quoted and comma-separated (`r1`@`%`,`r2`@`%`), or NONE.
+    cur.execute("SHOW GRANTS FOR CURRENT_USER()" + ("" if roles == "NONE" else f" USING {roles}"))
+    return [r[0] for r in cur.fetchall()]
+
+
+def preflight(connection: Any, database: str, server: ServerInfo) -> tuple[list[str], int, list[str]]:
     """Check the database exists and the account may dump it; returns (tables, bytes, missing).
 
     Tables and views whose name holds a line break are refused: the dump program writes names
@@ -164,8 +184,7 @@ def preflight(connection: Any, database: str) -> tuple[list[str], int, list[str]
             (database,),
         )
         rows = cur.fetchall()
-        cur.execute("SHOW GRANTS FOR CURRENT_USER()")
-        grants = [r[0] for r in cur.fetchall()]
+        grants = account_grants(cur, server)
     broken = [r[0] for r in rows if "\n" in r[0]]
     if broken:
         raise BackupError(

@@ -29,7 +29,7 @@ description:
     On MariaDB with binary logging on, the exact binlog position and GTID of the dump's snapshot are
     recorded with no further privilege. On MySQL, C(REPLICATION CLIENT) lets the module record an
     approximate position (see RV(binlog)).
-    The app_db_user module's C(backup) preset grants exactly this."
+    The app_db_user module's C(backup) preset grants exactly this. Grants through the account's default role count."
 author:
   - MutuaPix ops team (@mutuapix)
 extends_documentation_fragment:
@@ -432,7 +432,7 @@ def main():
     connection = module.connect()
     try:
         server = server_info(connection)
-        tables, data_bytes, missing = _backup.preflight(connection, database)
+        tables, data_bytes, missing = _backup.preflight(connection, database, server)
         # The user's own options first: the position options come last on the command line.
         extra = params["extra_dump_args"]
         position_args = _backup.snapshot_position_args(connection, server, program, extra)

@@ -459,6 +459,9 @@ class _Cursor:
     def fetchone(self):
         return self.row
 
+    def fetchall(self):
+        return self.row or []
+
 
 class _Connection:
     def __init__(self, answers=None, fail=()):
@@ -500,6 +503,38 @@ LOG_BIN_ON = {"SELECT @@GLOBAL.log_bin": (1,)}
 )
 def test_snapshot_position_args(server, program, answers, extra, expected):
     assert _backup.snapshot_position_args(_Connection(answers), server, program, extra) == expected
+
+
+ROLE_GRANTS = [
+    ("GRANT `dumpers`@`%` TO `backup`@`%`",),
+    ("GRANT USAGE ON *.* TO `backup`@`%`",),
+    ("GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON `app`.* TO `dumpers`@`%`",),
+]
+
+
+def test_account_grants_include_the_active_roles_on_mysql8():
+    """SHOW GRANTS FOR CURRENT_USER() alone lists a role, not its privileges: name the active ones in USING."""
+    using = "SHOW GRANTS FOR CURRENT_USER() USING `dumpers`@`%`,`audit`@`%`"
+    conn = _Connection({"SELECT CURRENT_ROLE()": ("`dumpers`@`%`,`audit`@`%`",), using: ROLE_GRANTS})
+    with conn.cursor() as cur:
+        grants = _backup.account_grants(cur, MYSQL_SERVER)
+    assert conn.cur.sql == ["SELECT CURRENT_ROLE()", using]
+    assert set(_backup.REQUIRED_PRIVILEGES) <= _backup.granted_privileges(grants, "app")
+
+
+def test_account_grants_without_an_active_role_on_mysql8():
+    conn = _Connection({"SELECT CURRENT_ROLE()": ("NONE",), "SHOW GRANTS FOR CURRENT_USER()": ROLE_GRANTS[:2]})
+    with conn.cursor() as cur:
+        assert _backup.account_grants(cur, MYSQL_SERVER) == [r[0] for r in ROLE_GRANTS[:2]]
+    assert conn.cur.sql[-1] == "SHOW GRANTS FOR CURRENT_USER()"
+
+
+def test_account_grants_on_mariadb_is_plain_show_grants():
+    """MariaDB's SHOW GRANTS (no FOR) adds the grants of the current role and the roles granted to it."""
+    conn = _Connection({"SHOW GRANTS": ROLE_GRANTS})
+    with conn.cursor() as cur:
+        assert _backup.account_grants(cur, MARIADB_SERVER) == [r[0] for r in ROLE_GRANTS]
+    assert conn.cur.sql == ["SHOW GRANTS"]
 
 
 def test_snapshot_position_args_never_fail_the_backup():
