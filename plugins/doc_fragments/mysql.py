@@ -36,6 +36,9 @@ options:
     description:
       - A MySQL option file whose C([client]) group supplies any connection detail not given
         as an option. The default is only read when it exists; an explicit path must exist.
+      - Its C([client]), C([mysql]), C([mariadb-client]) and C([client-mariadb]) groups are read as the
+        client programs read them - quotes, escapes such as C(\\) and C(\"), C(#) comments outside
+        quotes, later lines winning; C(!include) directives are not followed.
     type: path
     default: ~/.my.cnf
   ssl_ca:

@@ -9,7 +9,6 @@ server's client programs (a 0600 option file passed as ``--defaults-file``, see
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import os
 import re
@@ -80,27 +79,93 @@ def quote_string(value: str) -> str:
     return "X'" + value.encode("utf-8").hex() + "'" if value else "''"
 
 
+# The groups of an option file whose connection details the modules use.
+OPTION_FILE_GROUPS = ("client", "mysql", "mariadb-client", "client-mariadb")
+# Escape sequences in option values, as the client library reads them; any other "\x" stays as it is.
+_OPTION_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "s": " ", '"': '"', "'": "'", "\\": "\\"}
+
+
+def _remove_end_comment(line: str) -> str:
+    """Cut a ``#`` comment outside quotes (a backslash escapes a quote inside quotes)."""
+    quote = ""
+    escape = False
+    for i, char in enumerate(line):
+        if char in "'\"" and not escape:
+            if not quote:
+                quote = char
+            elif quote == char:
+                quote = ""
+        if not quote and char == "#":
+            return line[:i]
+        escape = bool(quote) and char == "\\" and not escape
+    return line
+
+
+def option_file_value(raw: str) -> str:
+    """An option's value as MySQL's and MariaDB's clients read it from an option file.
+
+    Surrounding spaces are removed, then one pair of matching quotes, then the escapes
+    ``\\n \\t \\r \\b \\s \\" \\' \\\\`` are replaced (in quoted and unquoted values alike).
+    """
+    value = raw.strip()
+    if len(value) > 1 and value[0] in "'\"" and value[-1] == value[0]:
+        value = value[1:-1]
+    out = []
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char == "\\" and i + 1 < len(value):
+            nxt = value[i + 1]
+            out.append(_OPTION_ESCAPES.get(nxt, char + nxt))
+            i += 2
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def parse_option_file(text: str, groups: tuple[str, ...] = OPTION_FILE_GROUPS) -> dict[str, str]:
+    """The options of ``groups`` in an option file's text, later ones winning, as the clients read them.
+
+    Lines starting with ``#`` or ``;`` are comments, a ``#`` outside quotes ends a line,
+    ``!include`` directives are not followed, option names take ``-`` for ``_`` and lose a
+    ``loose-`` prefix, and options without a value are left out.
+    """
+    values: dict[str, str] = {}
+    group = None
+    for number, raw_line in enumerate(text.splitlines(), 1):
+        line = raw_line.strip()
+        if not line or line[0] in "#;!":
+            continue
+        if line[0] == "[":
+            if "]" not in line:
+                raise MySQLError(f"line {number}: a group header without ']': {line[:40]!r}")
+            group = line[1 : line.index("]")].strip().lower()
+            continue
+        if group is None:
+            # The client programs refuse such a file too ("Found option without preceding group").
+            raise MySQLError(f"line {number}: an option before any [group]")
+        name, sep, value = _remove_end_comment(line).partition("=")
+        name = name.strip().lower().replace("_", "-")
+        if name.startswith("loose-"):
+            name = name[len("loose-") :]
+        if group in groups and sep and name:
+            values[name] = option_file_value(value)
+    return values
+
+
 def read_option_file(path: str | None) -> dict[str, str]:
-    """Read the [client] group (and [mysql]/[mariadb-client]) of a MySQL option file."""
+    """Read the [client] group (and [mysql]/[mariadb-client]/[client-mariadb]) of a MySQL option file."""
     if not path:
         return {}
     path = os.path.expanduser(path)
     if not os.path.exists(path):
         return {}
-    parser = configparser.ConfigParser(allow_no_value=True, interpolation=None, strict=False)
     try:
         with open(path, encoding="utf-8") as handle:
-            lines = [ln for ln in handle if not ln.lstrip().startswith("!")]
-        parser.read_string("".join(lines), source=path)
-    except (OSError, configparser.Error) as exc:
+            return parse_option_file(handle.read())
+    except (OSError, UnicodeDecodeError, MySQLError) as exc:
         raise MySQLError(f"cannot read option file {path}: {exc}") from exc
-    values: dict[str, str] = {}
-    for section in ("client", "mysql", "mariadb-client", "client-mariadb"):
-        if parser.has_section(section):
-            for key, val in parser.items(section):
-                if val is not None:
-                    values[key.replace("_", "-")] = val.strip().strip("'\"")
-    return values
 
 
 class ConnectionParams:
@@ -161,7 +226,17 @@ class ConnectionParams:
         """The [client] group the client programs read from our temporary option file."""
 
         def esc(value: str) -> str:
-            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            # The escapes option_file_value reads back; a line break must not end the value.
+            for char, escaped in (
+                ("\\", "\\\\"),
+                ('"', '\\"'),
+                ("\n", "\\n"),
+                ("\r", "\\r"),
+                ("\t", "\\t"),
+                ("\b", "\\b"),
+            ):
+                value = value.replace(char, escaped)
+            return '"' + value + '"'
 
         lines = ["[client]"]
         if self.user:

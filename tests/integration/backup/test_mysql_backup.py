@@ -229,6 +229,36 @@ def test_backup_account_with_its_grants_in_a_default_role(mariadb, backup_db, tm
             mariadb.execute(f"DROP ROLE IF EXISTS {role}")
 
 
+def test_config_file_with_escapes_and_quotes_as_mysqls_clients_read_it(mariadb, backup_db, tmp_path):
+    """A password with a backslash and a '#', written in an option file the way MySQL's documentation says."""
+    password = "Ab1\\x#y 'q\""
+    mariadb.execute("DROP USER IF EXISTS 'bk_cnf'@'localhost'")
+    mariadb.execute("CREATE USER 'bk_cnf'@'localhost' IDENTIFIED BY %s", (password,))
+    for grant in BACKUP_GRANTS:
+        mariadb.execute(grant.replace("'bk_user'", "'bk_cnf'"))
+    cnf = tmp_path / "backup.cnf"
+    cnf.write_text(
+        "[client]\nuser = bk_cnf  # the backup account\n"
+        'password = "Ab1\\\\x#y \'q\\""\n'
+        f"socket = '{mariadb.socket}'\n"
+    )
+    cnf.chmod(0o600)
+    try:
+        # the file is right for the server's own client programs
+        client = subprocess.run(
+            ["mariadb", f"--defaults-file={cnf}", "-e", "SELECT CURRENT_USER()"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert client.returncode == 0 and "bk_cnf@localhost" in client.stdout, client.stderr
+        result = run_module("mysql_backup", dict(config_file=str(cnf), database=backup_db, dest=str(tmp_path / "d")))
+        assert result.rc == 0, result.get("msg")
+        assert password not in json.dumps(result)
+    finally:
+        mariadb.execute("DROP USER IF EXISTS 'bk_cnf'@'localhost'")
+
+
 def test_check_mode_writes_nothing(mariadb, backup_db, tmp_path):
     dest = tmp_path / "planned"
     result = backup(mariadb, backup_db, dest, check=True)

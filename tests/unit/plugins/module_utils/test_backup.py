@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 
@@ -14,10 +15,13 @@ import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _retention
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
+    OPTION_FILE_GROUPS,
     ConnectionParams,
+    MySQLError,
     ServerInfo,
     client_environment,
     quote_identifier,
+    read_option_file,
 )
 
 
@@ -307,6 +311,63 @@ def test_default_option_file_is_optional(tmp_path, monkeypatch):
     (tmp_path / ".my.cnf").write_text("[client]\nuser=fromfile\npassword='p w'\n")
     conn = ConnectionParams({"config_file": str(tmp_path / ".my.cnf")})
     assert (conn.user, conn.password) == ("fromfile", "p w")
+
+
+# Option-file lines whose values MySQL's own option reader unescapes, unquotes or cuts at a comment.
+TRICKY_OPTION_FILE = r"""# a comment
+; another comment
+[client]
+user = rvesc   # the backup account
+password="Ab1\\x#y"
+host=a\sb\tc
+socket='/run/my sql.sock'
+port = "3307"
+ssl_ca = /etc/ssl/"odd".pem
+ssl-key="unterminated\"
+loose-ssl-cert='c\'d#e'
+[mysqldump]
+user=not-for-us
+[client-mariadb]
+default-character-set=utf8mb4 ; not a comment
+"""
+
+
+def test_option_file_values_read_as_the_client_programs_read_them(tmp_path):
+    """The same file through my_print_defaults (MySQL's option reader) and through the modules' reader."""
+    path = tmp_path / "client.cnf"
+    path.write_text(TRICKY_OPTION_FILE)
+    ours = read_option_file(str(path))
+    assert ours["password"] == "Ab1\\x#y"
+    assert ours["host"] == "a b\tc" and ours["port"] == "3307" and ours["user"] == "rvesc"
+    assert ours["socket"] == "/run/my sql.sock" and ours["ssl-cert"] == "c'd#e"
+    program = shutil.which("my_print_defaults")
+    if program is None:
+        pytest.skip("my_print_defaults is not installed")
+    printed = subprocess.run(
+        [program, f"--defaults-file={path}", *OPTION_FILE_GROUPS], capture_output=True, text=True, check=True
+    ).stdout
+    theirs = dict(line[2:].split("=", 1) for line in printed.splitlines())
+    assert ours == {name.replace("_", "-").removeprefix("loose-"): value for name, value in theirs.items()}
+
+
+@pytest.mark.parametrize("value", ['p"w', "p'w", "p\\w", "a#b", " spaced ", "tab\there", "line\nbreak", "\\n", "ção"])
+def test_option_file_text_reads_back_exactly(tmp_path, value):
+    conn = ConnectionParams({"login_user": value, "login_password": value, "config_file": None})
+    path = tmp_path / "opt.cnf"
+    path.write_text(conn.option_file_text())
+    read = read_option_file(str(path))
+    assert (read["user"], read["password"]) == (value, value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("user=x\n[client]\n", "an option before any [group]"), ("[client\nuser=x\n", "a group header without")],
+)
+def test_option_file_errors_name_the_line(tmp_path, text, message):
+    path = tmp_path / "bad.cnf"
+    path.write_text(text)
+    with pytest.raises(MySQLError, match=f"cannot read option file {path}: line 1: {re.escape(message)}"):
+        read_option_file(str(path))
 
 
 def _pipe_with(data: bytes):
