@@ -795,10 +795,22 @@ def _read_json(dest: str, name: str) -> Any:
         return None
 
 
-def apply_retention(dest: str, database: str, rules: dict[str, int | None], dry_run: bool = False) -> list[str]:
+def apply_retention(
+    dest: str, database: str, rules: dict[str, int | None], dry_run: bool = False, planned: str | None = None
+) -> list[str]:
+    """Delete (``dry_run``: only name) the backups the rules do not keep.
+
+    ``planned``: the file name of the backup a check-mode run would write. It counts as one of
+    the complete backups, as it will when the real run applies retention after writing it, so
+    check mode names exactly what the run would delete.
+    """
     if all(v is None for v in rules.values()):
         return []
-    _keep, delete = _retention.select_for_deletion(local_backups(dest, database), **rules)
+    backups = local_backups(dest, database)
+    planned_backup = _retention.parse_backup_name(planned, database) if planned else None
+    if planned_backup is not None:
+        backups.append(planned_backup)  # the newest of its group, so kept
+    _keep, delete = _retention.select_for_deletion(backups, **rules)
     deleted = []
     for backup in delete:
         for name in (backup.name, backup.manifest_name):

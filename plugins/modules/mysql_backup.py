@@ -476,7 +476,7 @@ def main():
     if module.check_mode:
         if os.path.isdir(dest):
             result["retention_deleted"] = _backup.apply_retention(
-                dest, database, _retention.retention_params(params), dry_run=True
+                dest, database, _retention.retention_params(params), dry_run=True, planned=file_name
             )
         module.exit_json(**result)
 

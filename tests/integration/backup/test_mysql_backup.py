@@ -283,6 +283,20 @@ def test_retention_after_success_only_and_never_newest(mariadb, backup_db, tmp_p
     assert Path(second["path"]).exists()
 
 
+def test_check_mode_names_exactly_what_retention_will_delete(mariadb, backup_db, tmp_path):
+    """The backup a run writes counts for retention: check mode must count it too."""
+    first = backup(mariadb, backup_db, tmp_path)
+    time.sleep(1.1)
+    second = backup(mariadb, backup_db, tmp_path)
+    assert first.rc == 0 and second.rc == 0
+    time.sleep(1.1)
+    planned = backup(mariadb, backup_db, tmp_path, check=True, keep_last=2)
+    assert planned.rc == 0 and Path(first["path"]).exists()
+    real = backup(mariadb, backup_db, tmp_path, keep_last=2)
+    assert real.rc == 0, real
+    assert planned["retention_deleted"] == real["retention_deleted"] == [Path(first["path"]).name]
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

@@ -285,6 +285,24 @@ def test_stale_partials_of_running_processes_are_kept(tmp_path):
     assert left == sorted([names["theirs_running"], names["not_a_pid"], names["other_database"]])
 
 
+def test_retention_dry_run_counts_the_planned_backup(tmp_path):
+    """Check mode: the backup the run would write is one of the kept ones, as it is after a real run."""
+    base = dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc)
+    names = [_retention.backup_file_name("app", base + dt.timedelta(days=i), None, "zstd") for i in range(2)]
+    for name in names:
+        _touch(tmp_path, name)
+    planned = _retention.backup_file_name("app", base + dt.timedelta(days=2), None, "zstd")
+    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 2}, dry_run=True) == []
+    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 2}, dry_run=True, planned=planned) == [names[0]]
+    assert sorted(os.listdir(tmp_path)) == sorted([*names, *(n + _retention.MANIFEST_SUFFIX for n in names)])
+    # what the real run deletes once the planned backup is written
+    _touch(tmp_path, planned)
+    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 2}) == [names[0]]
+    # another label's planned backup leaves this group alone
+    labelled = _retention.backup_file_name("app", base + dt.timedelta(days=3), "pre-deploy", "zstd")
+    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1}, dry_run=True, planned=labelled) == [names[1]]
+
+
 def test_no_retention_rule_deletes_nothing(tmp_path):
     _touch(tmp_path, _retention.backup_file_name("app", dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)))
     assert _backup.apply_retention(str(tmp_path), "app", dict.fromkeys(_retention.RETENTION_OPTIONS)) == []
