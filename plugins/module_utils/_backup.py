@@ -104,7 +104,10 @@ def backup_file_mode(value: Any) -> int:
 # --- preflight -------------------------------------------------------------------------------
 
 
-_GRANT_RE = re.compile(r"^GRANT (.+?) ON (\S+) TO ", re.I)
+# The grant target of a SHOW GRANTS line: `db`.* or *.* (names quoted, `` for a backtick, and
+# free to hold spaces and dots) or a table; routine grants (ON PROCEDURE ...) do not match.
+_GRANT_NAME = r"(?:`(?:[^`]|``)+`|\*|[^\s.`]+)"
+_GRANT_RE = re.compile(rf"^GRANT (.+?) ON ({_GRANT_NAME})\.({_GRANT_NAME}) TO ", re.I)
 
 
 def granted_privileges(grant_lines: list[str], database: str) -> set[str]:
@@ -114,12 +117,11 @@ def granted_privileges(grant_lines: list[str], database: str) -> set[str]:
         match = _GRANT_RE.match(line)
         if not match:
             continue
-        target = match.group(2)
-        db_part = target.split(".", 1)[0]
-        db_name = db_part.strip("`").replace("``", "`")
+        db_part, table_part = match.group(2), match.group(3)
+        db_name = db_part[1:-1].replace("``", "`") if db_part.startswith("`") else db_part
         if db_part != "*" and db_name != database and not _wildcard_match(db_name, database):
             continue
-        if not target.endswith(".*"):
+        if table_part != "*":
             continue
         for priv in match.group(1).split(","):
             name = priv.strip().upper()

@@ -319,6 +319,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _dump
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     MySQLError,
     MySQLModule,
+    quote_identifier,
     server_info,
     validate_identifier,
 )
@@ -443,9 +444,10 @@ def main():
     finally:
         connection.close()
     if missing:
+        level = f"{quote_identifier(database)}.*"
         module.fail_json(
-            msg=f"the account {module.conn_params.describe()} lacks {', '.join(missing)} on {database}.*; "
-            f"grant SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON {database}.* (see the module documentation)",
+            msg=f"the account {module.conn_params.describe()} lacks {', '.join(missing)} on {level}; "
+            f"grant SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON {level} (see the module documentation)",
             missing_privileges=missing,
         )
     unknown = [t for t in params["exclude_tables"] + params["exclude_table_data"] if t not in tables]

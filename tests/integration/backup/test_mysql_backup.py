@@ -259,6 +259,29 @@ def test_config_file_with_escapes_and_quotes_as_mysqls_clients_read_it(mariadb, 
         mariadb.execute("DROP USER IF EXISTS 'bk_cnf'@'localhost'")
 
 
+def test_least_privilege_account_on_a_database_whose_name_has_a_space(mariadb, tmp_path):
+    db = "bk my db"
+    mariadb.execute(f"DROP DATABASE IF EXISTS `{db}`")
+    mariadb.execute(f"CREATE DATABASE `{db}`")
+    mariadb.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY)")
+    mariadb.execute(f"INSERT INTO `{db}`.t VALUES (1), (2), (3)")
+    mariadb.execute("DROP USER IF EXISTS 'bk_space'@'localhost'")
+    mariadb.execute("CREATE USER 'bk_space'@'localhost' IDENTIFIED BY 'Bk-space-pw-0123456789!'")
+    for grant in BACKUP_GRANTS:
+        mariadb.execute(grant.replace("`bk_app`", f"`{db}`").replace("'bk_user'", "'bk_space'"))
+    args = dict(mariadb.login, login_user="bk_space", login_password="Bk-space-pw-0123456789!")
+    try:
+        result = run_module("mysql_backup", dict(args, database=db, dest=str(tmp_path)))
+        assert result.rc == 0, result.get("msg")
+        assert result["tables"] == {"t": 3}
+        mariadb.execute(f"REVOKE EVENT ON `{db}`.* FROM 'bk_space'@'localhost'")
+        refused = run_module("mysql_backup", dict(args, database=db, dest=str(tmp_path / "x")))
+        assert refused.failed and f"lacks EVENT on `{db}`.*" in refused["msg"], refused.get("msg")
+    finally:
+        mariadb.execute("DROP USER IF EXISTS 'bk_space'@'localhost'")
+        mariadb.execute(f"DROP DATABASE IF EXISTS `{db}`")
+
+
 def test_check_mode_writes_nothing(mariadb, backup_db, tmp_path):
     dest = tmp_path / "planned"
     result = backup(mariadb, backup_db, dest, check=True)

@@ -25,6 +25,19 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
 )
 
 
+@pytest.mark.parametrize("database", ["my db", "my.db", "we`ird db", "a `.` b"])
+def test_granted_privileges_for_names_with_spaces_dots_and_backticks(database):
+    quoted = quote_identifier(database)
+    grants = [
+        "GRANT USAGE ON *.* TO `backup`@`localhost`",
+        f"GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON {quoted}.* TO `backup`@`localhost`",
+        f"GRANT INSERT ON {quoted}.`t 1` TO `backup`@`localhost`",
+        f"GRANT EXECUTE ON PROCEDURE {quoted}.`p` TO `backup`@`localhost`",
+    ]
+    assert _backup.granted_privileges(grants, database) == {"USAGE", *_backup.REQUIRED_PRIVILEGES, "LOCK TABLES"}
+    assert _backup.granted_privileges(grants, database + "x") == {"USAGE"}
+
+
 def test_granted_privileges_db_and_global_levels():
     grants = [
         "GRANT USAGE ON *.* TO `backup`@`localhost` IDENTIFIED BY PASSWORD '*AB'",
