@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _age, _backup, _retention
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import quote_identifier
 from tests.support import datagen
 from tests.support.runner import run_module
 
@@ -21,6 +23,33 @@ BACKUP_GRANTS = [
     "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON `bk_app`.* TO 'bk_user'@'localhost'",
     "GRANT SELECT ON `mysql`.`proc` TO 'bk_user'@'localhost'",
 ]
+
+
+@contextlib.contextmanager
+def scratch_db(mariadb, db, rows=2):
+    """A database ``db`` with one table ``t`` of ``rows`` rows, dropped afterwards."""
+    quoted = quote_identifier(db)
+    mariadb.execute(f"DROP DATABASE IF EXISTS {quoted}")
+    mariadb.execute(f"CREATE DATABASE {quoted}")
+    mariadb.execute(f"CREATE TABLE {quoted}.t (id INT PRIMARY KEY)")
+    mariadb.execute(f"INSERT INTO {quoted}.t VALUES " + ", ".join(f"({i})" for i in range(1, rows + 1)))
+    try:
+        yield db
+    finally:
+        mariadb.execute(f"DROP DATABASE IF EXISTS {quoted}")
+
+
+@contextlib.contextmanager
+def backup_account(mariadb, user, password, db="bk_app"):
+    """An account with exactly the documented backup grants on ``db``; yields its login options."""
+    mariadb.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
+    mariadb.execute(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY %s", (password,))
+    for grant in BACKUP_GRANTS:
+        mariadb.execute(grant.replace("`bk_app`", quote_identifier(db)).replace("'bk_user'", f"'{user}'"))
+    try:
+        yield dict(mariadb.login, login_user=user, login_password=password)
+    finally:
+        mariadb.execute(f"DROP USER IF EXISTS '{user}'@'localhost'")
 
 
 def backup(mariadb, db, dest, check=False, env=None, **kwargs):
@@ -154,12 +183,7 @@ def test_triggers_of_tables_backed_up_without_data_are_in_the_manifest_and_verif
 
 
 def test_least_privilege_backup_account(mariadb, backup_db, tmp_path):
-    mariadb.execute("DROP USER IF EXISTS 'bk_user'@'localhost'")
-    mariadb.execute("CREATE USER 'bk_user'@'localhost' IDENTIFIED BY 'Bk-user-pw-0123456789!'")
-    for grant in BACKUP_GRANTS:
-        mariadb.execute(grant)
-    try:
-        args = dict(mariadb.login, login_user="bk_user", login_password="Bk-user-pw-0123456789!")
+    with backup_account(mariadb, "bk_user", "Bk-user-pw-0123456789!") as args:
         result = run_module("mysql_backup", dict(args, database=backup_db, dest=str(tmp_path)))
         assert result.rc == 0, result
         manifest = json.loads(Path(result["manifest_path"]).read_text())
@@ -172,30 +196,21 @@ def test_least_privilege_backup_account(mariadb, backup_db, tmp_path):
         refused = run_module("mysql_backup", dict(args, database=backup_db, dest=str(tmp_path / "x")))
         assert refused.failed and "lacks SHOW VIEW, TRIGGER" in refused["msg"]
         assert not (tmp_path / "x").exists()
-    finally:
-        mariadb.execute("DROP USER IF EXISTS 'bk_user'@'localhost'")
 
 
 def test_home_my_cnf_does_not_replace_the_modules_account_for_the_dump(mariadb, tmp_path):
     """The dump program connects as the preflight did, whatever the user's ~/.my.cnf says."""
-    db = "bk_mycnf"
-    mariadb.execute(f"DROP DATABASE IF EXISTS {db}")
-    mariadb.execute(f"CREATE DATABASE {db}")
-    mariadb.execute(f"CREATE TABLE {db}.t (id INT PRIMARY KEY)")
-    mariadb.execute(f"INSERT INTO {db}.t VALUES (1), (2)")
     home = tmp_path / "home"
     home.mkdir()
     # root's ~/.my.cnf with another account and a stale password, read by the clients after an extra file
     my_cnf = home / ".my.cnf"
     my_cnf.write_text("[client]\nuser=admin\npassword=stale-admin-pw\nsocket=/nonexistent/mysqld.sock\n")
     my_cnf.chmod(0o600)
-    try:
+    with scratch_db(mariadb, "bk_mycnf") as db:
         # explicit login options and an explicit config_file: ~/.my.cnf is not the module's
         result = backup(mariadb, db, tmp_path / "dest", env={"HOME": str(home)})
         assert result.rc == 0, result.get("msg")
         assert result["tables"] == {"t": 2}
-    finally:
-        mariadb.execute(f"DROP DATABASE IF EXISTS {db}")
 
 
 def test_backup_account_with_its_grants_in_a_default_role(mariadb, backup_db, tmp_path):
@@ -231,11 +246,6 @@ def test_backup_account_with_its_grants_in_a_default_role(mariadb, backup_db, tm
 
 def test_config_file_with_escapes_and_quotes_as_mysqls_clients_read_it(mariadb, backup_db, tmp_path):
     """A password with a backslash and a '#', written in an option file the way MySQL's documentation says."""
-    password = "Ab1\\x#y 'q\""
-    mariadb.execute("DROP USER IF EXISTS 'bk_cnf'@'localhost'")
-    mariadb.execute("CREATE USER 'bk_cnf'@'localhost' IDENTIFIED BY %s", (password,))
-    for grant in BACKUP_GRANTS:
-        mariadb.execute(grant.replace("'bk_user'", "'bk_cnf'"))
     cnf = tmp_path / "backup.cnf"
     cnf.write_text(
         "[client]\nuser = bk_cnf  # the backup account\n"
@@ -243,7 +253,7 @@ def test_config_file_with_escapes_and_quotes_as_mysqls_clients_read_it(mariadb, 
         f"socket = '{mariadb.socket}'\n"
     )
     cnf.chmod(0o600)
-    try:
+    with backup_account(mariadb, "bk_cnf", "Ab1\\x#y 'q\"") as args:
         # the file is right for the server's own client programs
         client = subprocess.run(
             ["mariadb", f"--defaults-file={cnf}", "-e", "SELECT CURRENT_USER()"],
@@ -254,32 +264,20 @@ def test_config_file_with_escapes_and_quotes_as_mysqls_clients_read_it(mariadb, 
         assert client.returncode == 0 and "bk_cnf@localhost" in client.stdout, client.stderr
         result = run_module("mysql_backup", dict(config_file=str(cnf), database=backup_db, dest=str(tmp_path / "d")))
         assert result.rc == 0, result.get("msg")
-        assert password not in json.dumps(result)
-    finally:
-        mariadb.execute("DROP USER IF EXISTS 'bk_cnf'@'localhost'")
+        assert args["login_password"] not in json.dumps(result)
 
 
 def test_least_privilege_account_on_a_database_whose_name_has_a_space(mariadb, tmp_path):
-    db = "bk my db"
-    mariadb.execute(f"DROP DATABASE IF EXISTS `{db}`")
-    mariadb.execute(f"CREATE DATABASE `{db}`")
-    mariadb.execute(f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY)")
-    mariadb.execute(f"INSERT INTO `{db}`.t VALUES (1), (2), (3)")
-    mariadb.execute("DROP USER IF EXISTS 'bk_space'@'localhost'")
-    mariadb.execute("CREATE USER 'bk_space'@'localhost' IDENTIFIED BY 'Bk-space-pw-0123456789!'")
-    for grant in BACKUP_GRANTS:
-        mariadb.execute(grant.replace("`bk_app`", f"`{db}`").replace("'bk_user'", "'bk_space'"))
-    args = dict(mariadb.login, login_user="bk_space", login_password="Bk-space-pw-0123456789!")
-    try:
+    with (
+        scratch_db(mariadb, "bk my db", rows=3) as db,
+        backup_account(mariadb, "bk_space", "Bk-pw-0123456789!", db) as args,
+    ):
         result = run_module("mysql_backup", dict(args, database=db, dest=str(tmp_path)))
         assert result.rc == 0, result.get("msg")
         assert result["tables"] == {"t": 3}
         mariadb.execute(f"REVOKE EVENT ON `{db}`.* FROM 'bk_space'@'localhost'")
         refused = run_module("mysql_backup", dict(args, database=db, dest=str(tmp_path / "x")))
         assert refused.failed and f"lacks EVENT on `{db}`.*" in refused["msg"], refused.get("msg")
-    finally:
-        mariadb.execute("DROP USER IF EXISTS 'bk_space'@'localhost'")
-        mariadb.execute(f"DROP DATABASE IF EXISTS `{db}`")
 
 
 def test_check_mode_writes_nothing(mariadb, backup_db, tmp_path):
