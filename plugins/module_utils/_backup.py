@@ -750,6 +750,31 @@ def finalize(tmp_path: str, final_path: str, mode: int, owner: int | None, group
     fsync_dir(os.path.dirname(final_path))
 
 
+def publish(
+    tmp_path: str, final_path: str, manifest: dict[str, Any], mode: int, owner: int | None, group: int | None
+) -> str:
+    """Rename the data file into place, then write its manifest beside it; returns the manifest's path.
+
+    A manifest means a complete backup, so it is written last. When it cannot be written (disk
+    full, most likely) the data file is removed again: without a manifest it is no backup that
+    verification, restore or retention knows, and it would keep its space forever.
+    """
+    finalize(tmp_path, final_path, mode, owner, group)
+    manifest_path = final_path + _retention.MANIFEST_SUFFIX
+    try:
+        _dumpfile.write_json_atomic(manifest_path, manifest, mode)
+        if owner is not None or group is not None:
+            os.chown(manifest_path, -1 if owner is None else owner, -1 if group is None else group)
+    except BaseException:
+        for path in (manifest_path, final_path):
+            with contextlib.suppress(OSError):  # the manifest's error is the one to report
+                os.unlink(path)
+        with contextlib.suppress(OSError):
+            fsync_dir(os.path.dirname(final_path))
+        raise
+    return manifest_path
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

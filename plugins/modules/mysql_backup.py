@@ -534,14 +534,11 @@ def main():
                     chunk_bytes,
                     duration,
                 )
-                _backup.finalize(tmp_path, plan.path, mode, owner, group)
+                _backup.publish(tmp_path, plan.path, manifest, mode, owner, group)
             except BaseException:
                 if os.path.exists(tmp_path):
                     os.unlink(tmp_path)
                 raise
-            _dumpfile.write_json_atomic(result["manifest_path"], manifest, mode)
-            if owner is not None or group is not None:
-                os.chown(result["manifest_path"], -1 if owner is None else owner, -1 if group is None else group)
             result["retention_deleted"] = _backup.apply_retention(dest, database, _retention.retention_params(params))
     except _backup.BackupError as exc:
         module.fail_json(msg=to_native(exc), **exc.details)

@@ -416,6 +416,25 @@ def test_disk_full_mid_write_removes_partial_and_keeps_earlier_backups(mariadb, 
     assert names == sorted([earlier.name, earlier.name + _retention.MANIFEST_SUFFIX, ".bk_app.backup.lock"])
 
 
+def test_manifest_that_cannot_be_written_takes_the_data_file_with_it(mariadb, tmp_path):
+    """The data file is renamed into place first; when its manifest then fails, it is removed again."""
+    dest = tmp_path / "dest"
+    dest.mkdir(mode=0o700)
+    with scratch_db(mariadb, "bk_nomanifest") as db:
+        earlier = backup(mariadb, db, dest)
+        assert earlier.rc == 0
+        time.sleep(1.1)  # the next backup's name is another second's
+        # a directory where the manifests of the next minute's backups would go: os.replace onto it fails
+        start = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        for second in range(60):
+            name = _retention.backup_file_name(db, start + datetime.timedelta(seconds=second), None, "zstd")
+            (dest / (name + _retention.MANIFEST_SUFFIX)).mkdir(exist_ok=True)
+        failed = backup(mariadb, db, dest, keep_last=0)
+        assert failed.failed and "Traceback" not in failed["msg"], failed
+        files = sorted(p.name for p in dest.iterdir() if not p.is_dir() and not p.name.endswith(".lock"))
+        assert files == sorted([Path(earlier["path"]).name, Path(earlier["manifest_path"]).name]), files
+
+
 def test_unwritable_dest(mariadb, backup_db, tmpfs):
     readonly = tmpfs("ro", size="64m", readonly=True)
     result = backup(mariadb, backup_db, readonly / "sub")

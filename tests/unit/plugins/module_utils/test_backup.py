@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import re
@@ -314,6 +315,26 @@ def test_retention_dry_run_counts_the_planned_backup(tmp_path):
     # another label's planned backup leaves this group alone
     labelled = _retention.backup_file_name("app", base + dt.timedelta(days=3), "pre-deploy", "zstd")
     assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1}, dry_run=True, planned=labelled) == [names[1]]
+
+
+def test_publish_removes_the_data_file_when_its_manifest_cannot_be_written(tmp_path, monkeypatch):
+    """A data file without a manifest is no backup anything knows, and would keep its space forever."""
+    tmp = tmp_path / ".app-x.sql.zst.partial-1"
+    tmp.write_bytes(b"frames")
+    final = tmp_path / "app-x.sql.zst"
+
+    def disk_full(path, data, mode):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(_backup._dumpfile, "write_json_atomic", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        _backup.publish(str(tmp), str(final), {"format": "x"}, 0o600, None, None)
+    assert os.listdir(tmp_path) == []
+    monkeypatch.undo()
+    tmp.write_bytes(b"frames")
+    assert _backup.publish(str(tmp), str(final), {"format": "x"}, 0o640, None, None) == str(final) + ".manifest.json"
+    assert sorted(os.listdir(tmp_path)) == ["app-x.sql.zst", "app-x.sql.zst.manifest.json"]
+    assert {oct(os.stat(tmp_path / n).st_mode & 0o777) for n in os.listdir(tmp_path)} == {"0o640"}
 
 
 def test_no_retention_rule_deletes_nothing(tmp_path):
