@@ -166,8 +166,8 @@ def account_grants(cur: Any, server: ServerInfo) -> list[str]:
     return [r[0] for r in cur.fetchall()]
 
 
-def preflight(connection: Any, database: str, server: ServerInfo) -> tuple[list[str], int, list[str]]:
-    """Check the database exists and the account may dump it; returns (tables, bytes, missing).
+def preflight(connection: Any, database: str, server: ServerInfo) -> tuple[list[str], list[str], int, list[str]]:
+    """Check the database exists and the account may dump it; returns (tables, views, bytes, missing).
 
     Tables and views whose name holds a line break are refused: the dump program writes names
     into the comment lines that frame each table, and such a name would split its marker (the
@@ -195,10 +195,11 @@ def preflight(connection: Any, database: str, server: ServerInfo) -> tuple[list[
             "them. Rename them (RENAME TABLE); nothing was written"
         )
     tables = [r[0] for r in rows if r[1] == "BASE TABLE"]
+    views = [r[0] for r in rows if r[1] == "VIEW"]
     data_bytes = sum(int(r[2]) for r in rows)
     have = granted_privileges(grants, database)
     missing = [p for p in REQUIRED_PRIVILEGES if p not in have and "ALL" not in have]
-    return tables, data_bytes, missing
+    return tables, views, data_bytes, missing
 
 
 def estimate_backup_bytes(data_bytes: int, compression: str) -> int:

@@ -156,6 +156,16 @@ def test_exclusions(mariadb, backup_db, tmp_path):
     assert result["tables"]["users"] > 0
 
 
+def test_excluding_a_view_is_no_unknown_table(mariadb, tmp_path):
+    with scratch_db(mariadb, "bk_exview") as db:
+        mariadb.execute(f"CREATE VIEW {db}.v AS SELECT id FROM {db}.t")
+        result = backup(mariadb, db, tmp_path, exclude_tables=["v", "nope"])
+        assert result.rc == 0, result.get("msg")
+        warnings = str(result.get("warnings"))  # strings, or event records on newer ansible-core
+        assert f"excluded table 'nope' does not exist in {db}" in warnings and "'v'" not in warnings, warnings
+        assert set(json.loads(Path(result["manifest_path"]).read_text())["tables"]) == {"t"}
+
+
 @pytest.mark.parametrize("how", ["exclude_table_data", "no_data"])
 def test_triggers_of_tables_backed_up_without_data_are_in_the_manifest_and_verify(mariadb, tmp_path, how):
     """A table dumped without its rows goes from its structure to its triggers (no data section)."""
