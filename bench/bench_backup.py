@@ -76,7 +76,7 @@ def main() -> None:
     db = "bench"
     work = Path(tempfile.mkdtemp(prefix="bench-backup-", dir=str(ROOT / ".build")))
     # The peers dump with exactly the options mysql_backup uses.
-    dump = ["mariadb-dump", f"--defaults-extra-file={cnf}", *module_dump_options(server), db]
+    dump = ["mariadb-dump", f"--defaults-file={cnf}", *module_dump_options(server), db]
     server_pid = int(server.pidfile.read_text().strip())
     results: dict[str, list[dict]] = {}
     try:

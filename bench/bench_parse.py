@@ -101,7 +101,7 @@ def main() -> None:
     server = bench_server(args.size_mb)
     try:
         dump = subprocess.run(
-            ["mariadb-dump", f"--defaults-extra-file={option_file(server)}", *_dumpfile.DUMP_OPTIONS, "bench"],
+            ["mariadb-dump", f"--defaults-file={option_file(server)}", *_dumpfile.DUMP_OPTIONS, "bench"],
             stdout=subprocess.PIPE,
             check=True,
         ).stdout

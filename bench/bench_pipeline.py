@@ -89,7 +89,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-", dir=str(ROOT / ".build")))
     try:
         cnf = option_file(server)
-        dump = ["mariadb-dump", f"--defaults-extra-file={cnf}", *module_dump_options(server), "bench"]
+        dump = ["mariadb-dump", f"--defaults-file={cnf}", *module_dump_options(server), "bench"]
         module, env = module_cmd(
             {
                 "login_unix_socket": server.socket,

@@ -86,7 +86,7 @@ def main() -> None:
     }
     server = bench_server(args.size_mb)
     try:
-        dump = ["mariadb-dump", f"--defaults-extra-file={option_file(server)}", *module_dump_options(server), "bench"]
+        dump = ["mariadb-dump", f"--defaults-file={option_file(server)}", *module_dump_options(server), "bench"]
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
         for rnd in range(args.rounds):
             print(f"bench: round {rnd + 1}/{args.rounds}", flush=True)

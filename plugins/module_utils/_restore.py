@@ -49,6 +49,8 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     MAX_IDENTIFIER_LENGTH,
     ConnectionParams,
     binlog_enabled,
+    client_command,
+    client_environment,
     client_option_file,
     quote_identifier,
     validate_identifier,
@@ -615,14 +617,19 @@ class ClientRunner:
     def run(self, database: str, chunks: Iterable[bytes], what: str) -> int:
         """Feed ``chunks`` to a client session on ``database``; returns bytes sent."""
         cmd = [
-            self.program,
-            f"--defaults-extra-file={self.option_file}",
+            *client_command(self.program, self.option_file),
             "--max-allowed-packet=1073741824",
             f"--database={database}",
         ]
         sent = 0
         with tempfile.TemporaryFile() as errfile:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errfile)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=errfile,
+                env=client_environment(self.option_file),
+            )
             with self._lock:
                 if self.cancelled:
                     proc.kill()
@@ -1256,8 +1263,7 @@ class Restorer:
     def _redump(self, schema: str, name: str) -> _dumpfile.DumpParser:
         runner = self.active_runner()
         cmd = [
-            self.dump_program,
-            f"--defaults-extra-file={runner.option_file}",
+            *client_command(self.dump_program, runner.option_file),
             *self._dump_options,
             *VERIFY_DUMP_EXTRA,
             "--",
@@ -1266,7 +1272,13 @@ class Restorer:
         ]
         parser = _dumpfile.DumpParser(_dumpfile.NullFrameWriter())
         with tempfile.TemporaryFile() as errfile:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=errfile,
+                stdin=subprocess.DEVNULL,
+                env=client_environment(runner.option_file),
+            )
             if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
                 raise RestoreError(f"could not read from {self.dump_program}")
             try:

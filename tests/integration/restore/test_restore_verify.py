@@ -57,6 +57,21 @@ def test_verify_proves_every_table_and_drops_the_scratch(mariadb: MariaDB, login
     assert schemas(mariadb) == before
 
 
+def test_home_my_cnf_does_not_replace_the_modules_account_for_the_clients(
+    mariadb: MariaDB, login: dict[str, Any], backup: str, tmp_path: Path
+) -> None:
+    """The client and dump programs connect as the module does, whatever the user's ~/.my.cnf says."""
+    home = tmp_path / "home"
+    home.mkdir()
+    # another account, a stale password and a dead socket: read after an extra option file, they won
+    my_cnf = home / ".my.cnf"
+    my_cnf.write_text("[client]\nuser=admin\npassword=stale-admin-pw\nsocket=/nonexistent/mysqld.sock\n")
+    my_cnf.chmod(0o600)
+    result = run_module(MODULE, dict(login, src=backup), env={"HOME": str(home)})
+    assert not result.failed, result.get("msg")
+    assert result["verified"] is True and result["mismatches"] == []
+
+
 def test_backup_dir_takes_the_newest_backup_with_a_valid_manifest(
     login: dict[str, Any], backup: str, tmp_path: Path
 ) -> None:
