@@ -13,6 +13,7 @@ from tests.support import fake_laravel
 
 GOOD = {"2026_11_28_000001_add_phone": fake_laravel.GOOD_MIGRATION}
 BROKEN = {**GOOD, "2026_11_28_000002_add_fees": fake_laravel.FAILING_MIGRATION}
+A5 = {"2026_11_28_000005_a": "CREATE TABLE a5 (id int PRIMARY KEY);\n"}
 
 
 def recovery_seconds(output: str) -> float:
@@ -126,6 +127,54 @@ def test_failure_after_switch_puts_previous_release_back(app: App) -> None:
     assert app.current == "r1"
     assert not app.in_maintenance
     assert app.schema() == schema_before  # the index the migration created is gone again
+
+
+def test_a_release_that_cannot_be_recorded_is_rolled_back_before_the_site_goes_live(app: App) -> None:
+    """The record is written behind maintenance mode: its failure never restores a database the site wrote to.
+
+    Before, .release.json was written after 'Turn maintenance mode off': when that copy failed, the
+    rescue restored the pre-deploy backup with r2 live, and what requests wrote since 'up' was gone.
+    """
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    # a directory where .release.json goes: 'Record the release as deployed' fails
+    fake_laravel.build_release(app.archives, "r2", {**GOOD, **A5}, files={".release.json/keep": "x\n"})
+    mark = len(app.artisan_log())
+
+    proc = app.deploy("r2")
+
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "failed at step 'Record the release as deployed'" in proc.stdout, proc.stdout[-3000:]
+    calls = app.artisan_log()[mark:]
+    assert ("r2", "up") not in calls, calls  # r2 never served a request
+    assert calls[-2:] == [("r1", "queue:restart"), ("r1", "up")], calls
+    assert "Database: restored from" in proc.stdout
+    assert app.current == "r1" and not app.in_maintenance
+    assert app.schema() == before
+
+
+def test_an_up_command_that_fails_after_lifting_maintenance_is_taken_back_down_before_the_restore(app: App) -> None:
+    """'Turn maintenance mode off' fails, but the site did come up: maintenance goes on again, then the restore."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    app.release("r2", {**GOOD, **A5})
+    lifted = app.base / "up-failed-once"
+    up = f"sh -c 'php artisan up && if [ ! -e {lifted} ]; then touch {lifted}; exit 1; fi'"
+    mark = len(app.artisan_log())
+
+    proc = app.deploy("r2", rollback_up_command=up)
+
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "failed at step 'Turn maintenance mode off'" in proc.stdout, proc.stdout[-3000:]
+    calls = app.artisan_log()[mark:]
+    after_up = calls[calls.index(("r2", "up")) + 1 :]
+    assert after_up == [("r2", "down --retry=60"), ("r1", "queue:restart"), ("r1", "up")], calls
+    again_down = proc.stdout.index("Turn maintenance mode on again before the restore")
+    assert again_down < proc.stdout.index("Restore the database from the pre-deploy backup (all or nothing)")
+    assert app.current == "r1" and not app.in_maintenance
+    assert app.schema() == before
 
 
 def test_rollback_on_demand_with_and_without_restore(app: App, tmp_path: Path) -> None:
