@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -104,6 +106,35 @@ def test_failed_migration_restores_database_and_previous_release(app: App, tmp_p
     assert again.returncode != 0
     assert "marked bad" in again.stdout
     assert app.current == "r1"
+
+
+def test_a_pre_deploy_backup_refused_for_free_space_turns_maintenance_off_and_restores_nothing(
+    app: App, tmpfs: Callable[..., Path]
+) -> None:
+    """docs/deploy.md step 4: maintenance off, database untouched, play fails.
+
+    mysql_backup's refusal names the file it would have written (`path`); the rescue took that for
+    a backup, tried to restore from it, and left the site in maintenance mode with 'RESTORE FAILED'.
+    """
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    app.release("r2", {**GOOD, **A5})
+    small = tmpfs("small-disk", size="512k")
+
+    proc = app.deploy("r2", rollback_backup_dir=str(small))
+
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "failed at step 'Take the pre-deploy backup': not enough free space" in proc.stdout, proc.stdout[-3000:]
+    assert "RESTORE FAILED" not in proc.stdout
+    assert "Database: untouched (the failure came before the migrations)" in proc.stdout
+    assert "Maintenance mode: off" in proc.stdout
+    assert not app.in_maintenance and app.current == "r1"
+    assert app.artisan_log()[-2:] == [("r1", "down --retry=60"), ("r1", "up")]
+    assert app.schema() == before
+    assert list(small.iterdir()) == []
+    bad = json.loads((app.root / "releases" / "r2" / ".release-bad.json").read_text())
+    assert bad["step"] == "Take the pre-deploy backup" and bad["database_restored_from"] == ""
 
 
 def test_failure_after_switch_puts_previous_release_back(app: App) -> None:
