@@ -245,6 +245,54 @@ def test_rollback_on_demand_with_and_without_restore(app: App, tmp_path: Path) -
     assert app.current == "r1"
 
 
+def test_deploying_the_live_release_again_keeps_the_release_to_roll_back_to(app: App) -> None:
+    """r2 is live and one of its migrations is pending again; deploying r2 again migrates it.
+
+    Its record used to name r2 itself as previous: rollback.yml then 'rolled back' to r2, exited 0
+    and marked the live release bad, and the way back to r1 was lost.
+    """
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", {**GOOD, **A5})
+    assert app.deploy("r2").returncode == 0
+    record_path = app.root / "releases" / "r2" / ".release.json"
+    first = json.loads(record_path.read_text())
+    assert first["previous"] == "r1"
+    # the migration is pending again, as after a restore from an older backup
+    app.server.execute("DROP TABLE a5", database=app.database)
+    app.server.execute("DELETE FROM migrations WHERE migration = '2026_11_28_000005_a'", database=app.database)
+
+    again = app.deploy("r2")
+
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "it already was" in again.stdout and "a5" in app.schema()
+    record = json.loads(record_path.read_text())
+    [newest] = set(str(p) for p in app.predeploy.glob("*pre-deploy-r2-*.sql.zst")) - {first["backup"]}
+    assert record == {**first, "backup": newest, "migrated": True}
+
+    back = app.rollback(rollback_restore_database=False)
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert "current is release r1 (was r2)" in back.stdout
+    assert app.current == "r1"
+
+
+def test_rollback_refuses_a_record_naming_the_live_release_as_previous(app: App) -> None:
+    """Such records exist (a redeploy of the live release wrote them): a rollback to itself is no rollback."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", GOOD)
+    assert app.deploy("r2").returncode == 0
+    record_path = app.root / "releases" / "r2" / ".release.json"
+    record_path.write_text(json.dumps({**json.loads(record_path.read_text()), "previous": "r2"}))
+
+    refused = app.rollback(rollback_restore_database=False)
+
+    assert refused.returncode == 2, refused.stdout[-3000:]
+    assert "the release to go back to is r2 itself, the live one; set rollback_to=" in refused.stdout
+    assert app.current == "r2"
+    assert not (app.root / "releases" / "r2" / ".release-bad.json").exists()
+
+
 def _second_server(app: App, **web2_vars: Any) -> Path:
     """A second deploy root, web2, on the same database as web1; returns web2's root."""
     web2 = app.base / "web2"
