@@ -337,12 +337,20 @@ def test_a_later_server_failing_rolls_back_the_whole_fleet(app: App) -> None:
     before = app.schema()
 
     app.release("r2", {**GOOD, "2026_11_28_000005_a": "CREATE TABLE a5 (id int PRIMARY KEY);\n"})
-    failed = app.deploy("r2", web2_health="false")
+    # web1 is live on r2 while web2 checks its health: a request writes a row, then web2's check fails
+    live_write = "INSERT INTO audit_logs (user_id, action) VALUES (4242, 0x6c697665)"
+    health = f"sh -c 'mariadb --defaults-extra-file={app.cnf} {app.database} -e \"{live_write}\"; exit 1'"
+    failed = app.deploy("r2", web2_health=health)
     assert failed.returncode != 0, failed.stdout[-3000:]
     assert "Other servers of this run rolled back with it: web1" in failed.stdout, failed.stdout[-4000:]
     assert "database restored from" in failed.stdout
     assert current(app.root) == current(web2) == "r1"
     assert app.schema() == before  # the migration web1 ran is undone
+    # docs/deploy.md: what was written while web1 was live is rolled away, kept only in <db>_old_*
+    count = "SELECT COUNT(*) FROM audit_logs WHERE user_id = 4242"
+    assert app.server.execute(count, database=app.database) == [(0,)]
+    [(old,)] = app.server.execute("SHOW DATABASES LIKE %s", (f"{app.database}_old_%",))
+    assert app.server.execute(count, database=old) == [(1,)]
     assert not app.in_maintenance and not (web2 / "shared" / "storage" / "framework" / "down").exists()
     assert (app.root / "releases" / "r2" / ".release-bad.json").exists()
     assert (web2 / "releases" / "r2" / ".release-bad.json").exists()
