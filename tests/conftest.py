@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,3 +42,21 @@ def fresh_db(mariadb: MariaDB, request: pytest.FixtureRequest) -> Iterator[str]:
     datagen.create_database(mariadb, name, 300_000)
     yield name
     mariadb.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[callable]:
+    """Mount small tmpfs file systems (disk full, read-only) under tmp_path; unmounted afterwards."""
+    mounts: list[Path] = []
+
+    def make(name: str, size: str = "256k", readonly: bool = False) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        opts = f"size={size},mode=0700" + (",ro" if readonly else "")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], check=True)
+        mounts.append(path)
+        return path
+
+    yield make
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -16,7 +16,6 @@ import pytest
 import yaml
 from botocore.config import Config
 
-from tests.integration.backup.conftest import tmpfs  # noqa: F401 (the fixture: small file systems, disk full)
 from tests.support import datagen, fake_laravel
 from tests.support.mariadb import MariaDB
 from tests.support.runner import ROOT, run_module, run_playbook
