@@ -467,7 +467,7 @@ def abort_stale_uploads(client: Any, config: SyncConfig, keys: set[str], now: dt
             for upload in page.get("Uploads", []):
                 key = upload["Key"]
                 name = key[len(config.prefix) :]
-                if not key.startswith(config.prefix) or not name or "/" in name:
+                if not name or "/" in name:  # the listing is by prefix: only deeper folders to skip
                     continue
                 initiated = upload.get("Initiated") or now
                 stale = now - initiated > STALE_UPLOAD_AGE and matches(name, config.include, config.exclude)
@@ -785,10 +785,16 @@ def apply_retention(
 def _plan_backup_deletion(
     client: Any, config: SyncConfig, per_file: list[list[dict[str, Any]]], now: dt.datetime
 ) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
-    """(versions to delete per file, locked versions) of one backup's files."""
+    """(versions to delete per file, locked versions) of one backup's files.
+
+    Stops at the first file with a locked version: the backup is kept whole then, so the locks
+    of its other files need not be read (a HEAD request per version).
+    """
     plan: list[list[dict[str, Any]]] = []
     held: list[dict[str, Any]] = []
     for entries in per_file:
+        if held:
+            break
         to_delete = []
         for version in entries:
             vid = version.get("VersionId")
@@ -931,8 +937,12 @@ def latest_backup(
     return None
 
 
+# What manifest_owner records for a manifest that is no JSON object (NUL is in no database name).
+NOT_A_MANIFEST = "\0"
+
+
 def manifest_owner(client: Any, config: SyncConfig, obj: RemoteObject, cache: HashCache) -> str:
-    """The database a remote manifest names ("" when it names none or is no JSON object)."""
+    """The database a remote manifest names: "" when it names none, NOT_A_MANIFEST when it is no JSON object."""
     cached = cache.manifest_owner(obj.key, obj.etag, obj.size, obj.modified_s)
     if cached is not None:
         return cached
@@ -944,7 +954,7 @@ def manifest_owner(client: Any, config: SyncConfig, obj: RemoteObject, cache: Ha
         manifest = json.loads(raw)
     except ValueError:
         manifest = None
-    owner = str(manifest.get("database") or "") if isinstance(manifest, dict) else ""
+    owner = str(manifest.get("database") or "") if isinstance(manifest, dict) else NOT_A_MANIFEST
     cache.set_manifest_owner(obj.key, obj.etag, obj.size, obj.modified_s, owner)
     return owner
 
@@ -962,7 +972,8 @@ def is_owned(
     if not backup.ambiguous or obj is None:
         return True
     owner = manifest_owner(client, config, obj, cache)
-    return manifest_confirms(backup, {"database": owner} if owner else {})
+    # as the local check (_backup.local_backups) reads it: a manifest that is no JSON object confirms nothing
+    return manifest_confirms(backup, None if owner == NOT_A_MANIFEST else {"database": owner or None})
 
 
 def pull(

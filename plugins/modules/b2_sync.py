@@ -419,7 +419,7 @@ def build_config(module: B2Module) -> SyncConfig:
         include=p["include"],
         exclude=p["exclude"],
         verify=p["verify"],
-        max_attempts=max(1, p["max_attempts"]),
+        max_attempts=module.b2_settings.max_attempts,
         lock_mode=p["object_lock_mode"],
         lock_days=p["object_lock_days"],
         retention=retention_params(p),

@@ -359,6 +359,17 @@ def test_databases_whose_names_extend_each_other_are_told_apart(bucket, args_for
     assert archive.name not in os.listdir(dest)
 
 
+def test_an_ambiguous_name_whose_manifest_is_no_json_counts_for_nobody(bucket, args_for, src, s3):
+    """As local retention reads it: a manifest that is no JSON object confirms no owner."""
+    app = write_backup(src, "app", NOW - dt.timedelta(days=3), 100)
+    archive = write_backup(src, "app-archive", NOW - dt.timedelta(hours=1), 100)
+    assert not b2_run(args_for(bucket, src=str(src), prefix="h")).failed
+    s3.put_object(Bucket=bucket, Key=f"h/{archive.name}.manifest.json", Body=b"not json")
+    report = b2_run(args_for(bucket, mode="status", prefix="h", database=["app"]))
+    assert not report.failed, report
+    assert report["backups"]["app"]["newest"] == app.name, report
+
+
 # ----------------------------------------------------------------------------- pull safety
 
 

@@ -14,11 +14,13 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
     DEFAULT_INCLUDE,
     MAX_PARTS,
     MIN_PART_SIZE,
+    NOT_A_MANIFEST,
     HashCache,
     RemoteObject,
     SyncError,
     backup_stem,
     effective_part_size,
+    is_owned,
     latest_backup,
     matches,
     normalize_prefix,
@@ -26,6 +28,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
     scan_local,
     write_file_atomic,
 )
+from ansible_collections.mutuapix.ops.plugins.module_utils._retention import parse_backup_name
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
@@ -129,6 +132,22 @@ def test_latest_backup_skips_what_confirm_refuses():
     mine = latest_backup(objects, "app", confirm=lambda b: b.label is None)
     assert mine == "app-20260101T000000Z.sql.zst"
     assert latest_backup(objects, "app", confirm=lambda b: False) is None
+
+
+@pytest.mark.parametrize(
+    ("owner", "owned"),
+    [("app", True), ("app-archive", False), ("", True), (NOT_A_MANIFEST, False)],
+)
+def test_an_ambiguous_name_is_owned_only_as_its_manifest_says(tmp_path: Path, owner: str, owned: bool):
+    """app-archive-<ts> as app's backup labelled archive: only a manifest naming app (or no database) says so."""
+    name = "app-archive-20260102T000000Z.sql.zst"
+    manifest = RemoteObject(name + ".manifest.json", "p/" + name + ".manifest.json", 10, '"e"', NOW)
+    cache = HashCache(str(tmp_path / "cache.json"), "https://s3/b1")
+    cache.set_manifest_owner(manifest.key, manifest.etag, manifest.size, manifest.modified_s, owner)
+    backup = parse_backup_name(name, "app")
+    assert backup is not None and backup.ambiguous
+    # the owner comes from the cache: no client call is made
+    assert is_owned(None, None, {manifest.name: manifest}, backup, cache) is owned
 
 
 def test_hash_cache_keeps_manifest_owners_per_scope(tmp_path: Path):
