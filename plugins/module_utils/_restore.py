@@ -1492,13 +1492,11 @@ def _undo_body(phase: str, body: Any) -> bytes:
 
 @dataclass
 class CutoverResult:
-    old_schema: str
-    moved: list[str]
     cutover_ms: float
     warnings: list[str] = field(default_factory=list)
     # Tables and views of the target that were replaced (moved or dropped) at the swap itself.
     replaced: list[str] = field(default_factory=list)
-    # Whether ``old_schema`` holds anything of the target: tables, or journaled definitions.
+    # Whether the old schema holds anything of the target: tables, or journaled definitions.
     keeps_anything: bool = False
 
 
@@ -1635,9 +1633,7 @@ def cutover(
             except RestoreError as exc:
                 warnings.append(f"could not recreate a previous trigger in {old}: {exc}")
     query(connection, f"INSERT INTO {q_old}.{JOURNAL_TABLE} (phase, target, body) VALUES ('done', %s, '')", (target,))
-    return CutoverResult(
-        old, old_tables, cutover_ms, warnings, sorted(old_tables + old_views), bool(old_tables or journal)
-    )
+    return CutoverResult(cutover_ms, warnings, sorted(old_tables + old_views), bool(old_tables or journal))
 
 
 def _undo_failed_swap(

@@ -171,11 +171,16 @@ def laravel_command(
     return args
 
 
+def escape_value(value: str) -> str:
+    """How a value is written into supervisor's INI: '%' doubled (supervisor expands %(name)s)."""
+    return value.replace("%", "%%")
+
+
 def _escape(value: str, what: str) -> str:
-    """A value safe in supervisor's INI: one line, and '%' doubled (supervisor expands %(name)s)."""
+    """A value safe in supervisor's INI: one line, escaped by :func:`escape_value`."""
     if "\n" in value or "\r" in value or "\x00" in value:
         raise WorkerConfigError(f"{what} must not contain line breaks or NUL bytes")
-    return value.replace("%", "%%")
+    return escape_value(value)
 
 
 def _command_line(args: list[str], what: str) -> str:

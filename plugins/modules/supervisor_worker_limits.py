@@ -323,6 +323,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._supervisor import (
     WorkerConfigError,
     WorkerSpec,
     converge,
+    escape_value,
     laravel_command,
     parse_config,
     read_file,
@@ -463,7 +464,7 @@ def main() -> None:
     p = module.params
     if p["supervisor_password"]:
         # The config file holds it escaped for supervisor; mask that form in every result too.
-        module.no_log_values.add(p["supervisor_password"].replace("%", "%%"))
+        module.no_log_values.add(escape_value(p["supervisor_password"]))
     path = os.path.join(p["config_dir"], p["name"] + p["config_suffix"])
     try:
         spec = build_spec(p) if p["state"] == "present" else None

@@ -208,6 +208,24 @@ def test_an_up_command_that_fails_after_lifting_maintenance_is_taken_back_down_b
     assert app.schema() == before
 
 
+def test_maintenance_that_cannot_go_on_again_leaves_the_database_unrestored(app: App) -> None:
+    """The site is up and the down command now fails: no restore behind live requests, and the play says why."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", {**GOOD, **A5})
+    downed = app.base / "down-ran-once"
+    down = f"sh -c 'if [ -e {downed} ]; then echo down refused >&2; exit 1; fi; touch {downed}; php artisan down --retry=60'"
+    up = "sh -c 'php artisan up && exit 1'"
+
+    proc = app.deploy("r2", rollback_down_command=down, rollback_up_command=up)
+
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "turning maintenance mode on again failed, so the database was not restored: down refused." in proc.stdout, (
+        proc.stdout[-3000:]
+    )
+    assert "a5" in app.schema()  # r2's migration stays: nothing was restored behind the live site
+
+
 def test_rollback_on_demand_with_and_without_restore(app: App, tmp_path: Path) -> None:
     app.release("r1", GOOD)
     assert app.deploy("r1").returncode == 0
