@@ -1644,9 +1644,18 @@ def _undo_failed_swap(
     error: Exception,
     lock_wait_timeout: int,
 ) -> None:
-    """The swap failed before its RENAME took effect: put the target's triggers back now, then raise."""
+    """The swap failed before its RENAME took effect: put the target's triggers back now, then raise.
+
+    The sessions that put them back wait for locks no longer than the swap did: the transaction
+    that held the swap up may still hold a table, and the server's default wait is a day.
+    """
+    bound = f"SET SESSION lock_wait_timeout = {int(lock_wait_timeout)};\n".encode()
+
+    def bounded_client(database: str, chunks: list[bytes], what: str) -> Any:
+        return client(database, [bound, *chunks], what)
+
     try:
-        _finish_interrupted_cutover(connection, client, old, [])
+        _finish_interrupted_cutover(connection, bounded_client, old, [])
     except Exception as exc:  # noqa: BLE001 - reported together with the swap's own error
         raise RestoreError(
             f"the swap into {target!r} failed before any table was moved ({error}), and putting back the triggers "

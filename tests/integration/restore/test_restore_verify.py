@@ -748,6 +748,42 @@ def test_interrupted_cutover_is_undone_by_the_next_run(mariadb: MariaDB, login: 
     assert table_checksums(mariadb, name) == changed
 
 
+def test_a_swap_held_up_on_the_triggered_table_fails_within_its_lock_wait_timeout(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
+) -> None:
+    """The transaction holds the very table whose trigger the swap drops: no session waits a day for it."""
+    name = "locked_trg"
+    mariadb.execute(f"CREATE DATABASE {name}")
+    try:
+        mariadb.execute(f"CREATE TABLE {name}.payments (id int PRIMARY KEY, amount int, audited int DEFAULT 0)")
+        mariadb.execute(
+            "CREATE TRIGGER payments_audit BEFORE INSERT ON payments FOR EACH ROW SET NEW.audited = 1", database=name
+        )
+        mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (1, 10)")
+        path = make_backup(mariadb, name, tmp_path)
+        before = table_checksums(mariadb, name)
+        holder = mariadb.connect()
+        try:
+            with holder.cursor() as cur:
+                cur.execute("START TRANSACTION")
+                cur.execute(f"SELECT COUNT(*) FROM {name}.payments")
+            started = time.monotonic()
+            result = verify(login, src=path, mode="restore", force=True, verify="rows", lock_wait_timeout=2)
+            took = time.monotonic() - started
+        finally:
+            holder.rollback()
+            holder.close()
+        assert result.failed and "failed before any table was moved" in result["msg"], result.get("msg")
+        assert took < 60
+        assert table_checksums(mariadb, name) == before
+        mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (2, 20)")
+        assert mariadb.execute(f"SELECT audited FROM {name}.payments WHERE id = 2") == [(1,)]
+    finally:
+        for schema in schemas(mariadb):
+            if schema.startswith((name, f"_restore_{name}")):
+                mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
 def test_a_swap_that_cannot_get_its_locks_puts_the_triggers_back_at_once(
     mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
 ) -> None:
