@@ -748,40 +748,55 @@ def test_interrupted_cutover_is_undone_by_the_next_run(mariadb: MariaDB, login: 
     assert table_checksums(mariadb, name) == changed
 
 
+def held_swap(mariadb: MariaDB, login: dict[str, Any], tmp_path: Path, name: str, held: str) -> tuple[Any, float, str]:
+    """Restore ``name`` (payments with a trigger, ledger) while a transaction holds table ``held``.
+
+    Returns the result, the seconds it took and the backup's path; the target's checksums must
+    not have changed (checked here).
+    """
+    mariadb.execute(f"CREATE DATABASE {name}")
+    mariadb.execute(f"CREATE TABLE {name}.payments (id int PRIMARY KEY, amount int, audited int DEFAULT 0)")
+    mariadb.execute(
+        "CREATE TRIGGER payments_audit BEFORE INSERT ON payments FOR EACH ROW SET NEW.audited = 1", database=name
+    )
+    mariadb.execute(f"CREATE TABLE {name}.ledger (id int PRIMARY KEY)")
+    mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (1, 10), (2, 20)")
+    path = make_backup(mariadb, name, tmp_path)
+    mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (3, 30)")
+    before = table_checksums(mariadb, name)
+    holder = mariadb.connect()
+    try:
+        with holder.cursor() as cur:
+            cur.execute("START TRANSACTION")
+            cur.execute(f"SELECT COUNT(*) FROM {name}.{held}")
+        started = time.monotonic()
+        result = verify(login, src=path, mode="restore", force=True, verify="rows", lock_wait_timeout=2)
+        took = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    assert table_checksums(mariadb, name) == before
+    return result, took, path
+
+
+def drop_schemas_of(mariadb: MariaDB, name: str) -> None:
+    for schema in schemas(mariadb):
+        if schema.startswith((name, f"_restore_{name}")):
+            mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
 def test_a_swap_held_up_on_the_triggered_table_fails_within_its_lock_wait_timeout(
     mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
 ) -> None:
     """The transaction holds the very table whose trigger the swap drops: no session waits a day for it."""
-    name = "locked_trg"
-    mariadb.execute(f"CREATE DATABASE {name}")
     try:
-        mariadb.execute(f"CREATE TABLE {name}.payments (id int PRIMARY KEY, amount int, audited int DEFAULT 0)")
-        mariadb.execute(
-            "CREATE TRIGGER payments_audit BEFORE INSERT ON payments FOR EACH ROW SET NEW.audited = 1", database=name
-        )
-        mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (1, 10)")
-        path = make_backup(mariadb, name, tmp_path)
-        before = table_checksums(mariadb, name)
-        holder = mariadb.connect()
-        try:
-            with holder.cursor() as cur:
-                cur.execute("START TRANSACTION")
-                cur.execute(f"SELECT COUNT(*) FROM {name}.payments")
-            started = time.monotonic()
-            result = verify(login, src=path, mode="restore", force=True, verify="rows", lock_wait_timeout=2)
-            took = time.monotonic() - started
-        finally:
-            holder.rollback()
-            holder.close()
+        result, took, _path = held_swap(mariadb, login, tmp_path, "locked_trg", "payments")
         assert result.failed and "failed before any table was moved" in result["msg"], result.get("msg")
         assert took < 60
-        assert table_checksums(mariadb, name) == before
-        mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (2, 20)")
-        assert mariadb.execute(f"SELECT audited FROM {name}.payments WHERE id = 2") == [(1,)]
+        mariadb.execute("INSERT INTO locked_trg.payments (id, amount) VALUES (4, 40)")
+        assert mariadb.execute("SELECT audited FROM locked_trg.payments WHERE id = 4") == [(1,)]
     finally:
-        for schema in schemas(mariadb):
-            if schema.startswith((name, f"_restore_{name}")):
-                mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+        drop_schemas_of(mariadb, "locked_trg")
 
 
 def test_a_swap_that_cannot_get_its_locks_puts_the_triggers_back_at_once(
@@ -790,33 +805,12 @@ def test_a_swap_that_cannot_get_its_locks_puts_the_triggers_back_at_once(
     """An application transaction holds a table of the target: the RENAME times out after lock_wait_timeout
     and the triggers dropped just before it are back before the task fails, not at some later run."""
     name = "locked_app"
-    mariadb.execute(f"CREATE DATABASE {name}")
     try:
-        mariadb.execute(f"CREATE TABLE {name}.payments (id int PRIMARY KEY, amount int, audited int DEFAULT 0)")
-        mariadb.execute(
-            "CREATE TRIGGER payments_audit BEFORE INSERT ON payments FOR EACH ROW SET NEW.audited = 1", database=name
-        )
-        mariadb.execute(f"CREATE TABLE {name}.ledger (id int PRIMARY KEY)")
-        mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (1, 10), (2, 20)")
-        path = make_backup(mariadb, name, tmp_path)
-        mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (3, 30)")
-        before = table_checksums(mariadb, name)
-        holder = mariadb.connect()
-        try:
-            with holder.cursor() as cur:
-                cur.execute("START TRANSACTION")
-                cur.execute(f"SELECT COUNT(*) FROM {name}.ledger")
-            started = time.monotonic()
-            result = verify(login, src=path, mode="restore", force=True, verify="rows", lock_wait_timeout=2)
-            took = time.monotonic() - started
-        finally:
-            holder.rollback()
-            holder.close()
+        result, took, path = held_swap(mariadb, login, tmp_path, name, "ledger")
         assert result.failed and "failed before any table was moved" in result["msg"], result.get("msg")
         assert "Lock wait timeout" in result["msg"] and "lock_wait_timeout (2 s)" in result["msg"]
         assert "triggers it had dropped are back" in result["msg"]
         assert took < 60
-        assert table_checksums(mariadb, name) == before
         assert sorted(s for s in schemas(mariadb) if name in s) == [name]  # no old schema, no shadow left
         mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (4, 40)")
         assert mariadb.execute(f"SELECT audited FROM {name}.payments WHERE id = 4") == [(1,)]
@@ -825,9 +819,7 @@ def test_a_swap_that_cannot_get_its_locks_puts_the_triggers_back_at_once(
         assert not again.failed, again.get("msg")
         assert mariadb.execute(f"SELECT id FROM {name}.payments ORDER BY id") == [(1,), (2,)]
     finally:
-        for schema in schemas(mariadb):
-            if schema.startswith((name, f"_restore_{name}")):
-                mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+        drop_schemas_of(mariadb, name)
 
 
 def test_a_run_in_progress_is_not_cleaned_up(mariadb: MariaDB, login: dict[str, Any], backup: str) -> None:
