@@ -68,7 +68,7 @@ MARKER_TABLE = "__mutuapix_restore"
 # holds an flock on WORKDIR_LOCK inside, so a later run can tell a killed run's directory.
 WORKDIR_PREFIX = ".mutuapix-restore-"
 WORKDIR_LOCK = "lock"
-# A directory without its lock file yet belongs to a run between mkdtemp and open, unless older.
+# A directory without its lock file yet belongs to a run between mkdtemp and the lock's rename, unless older.
 WORKDIR_UNLOCKED_GRACE_S = 300
 JOURNAL_TABLE = "__mutuapix_cutover"
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -311,12 +311,21 @@ def _private_workdir(preferred: str) -> tuple[str, int]:
             path = tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=base)
         except OSError:
             continue
+        # The lock file appears under its name already locked: created aside, locked, then
+        # renamed. A run cleaning up meanwhile sees no lock file and a fresh directory (in use).
+        pending = os.path.join(path, WORKDIR_LOCK + ".new")
         try:
-            fd = os.open(os.path.join(path, WORKDIR_LOCK), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError:
             shutil.rmtree(path, ignore_errors=True)
             continue
-        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+            os.rename(pending, os.path.join(path, WORKDIR_LOCK))
+        except OSError:
+            os.close(fd)
+            shutil.rmtree(path, ignore_errors=True)
+            continue
         return path, fd
     raise RestoreError("cannot create a private temporary directory for the decrypted stream")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -318,12 +319,34 @@ def test_remove_stale_workdirs_only_removes_those_of_dead_runs(tmp_path: Path) -
     (tmp_path / ".mutuapix-restore-file").write_text("not a directory")
     try:
         removed = _restore.remove_stale_workdirs([str(tmp_path), str(tmp_path), str(tmp_path / "missing")])
-        assert removed == [dead, str(unlocked)]
+        assert removed == sorted([dead, str(unlocked)])  # in name order; mkdtemp's names are random
         assert sorted(os.listdir(tmp_path)) == sorted(
             [os.path.basename(live), ".mutuapix-restore-starting", ".mutuapix-restore-file"]
         )
     finally:
         os.close(live_lock)
+
+
+def test_a_new_workdir_is_never_seen_unlocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another run cleaning up while this one creates its directory must leave it alone."""
+    removed_meanwhile: list[str] = []
+    real_flock = fcntl.flock
+
+    def flock_after_a_cleanup(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX:  # this run is about to lock; another cleans up first
+            removed_meanwhile.extend(_restore.remove_stale_workdirs([str(tmp_path)]))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(_restore.fcntl, "flock", flock_after_a_cleanup)
+    workdir, lock = _restore._private_workdir(str(tmp_path))
+    try:
+        assert removed_meanwhile == []
+        assert os.listdir(workdir) == [_restore.WORKDIR_LOCK]
+        monkeypatch.setattr(_restore.fcntl, "flock", real_flock)
+        assert _restore.remove_stale_workdirs([str(tmp_path)]) == []
+    finally:
+        os.close(lock)
+    assert _restore.remove_stale_workdirs([str(tmp_path)]) == [workdir]
 
 
 def test_find_backup_picks_the_newest_valid_one(tmp_path: Path) -> None:
