@@ -108,6 +108,31 @@ def test_keep_scratch_keeps_a_clean_copy(mariadb: MariaDB, login: dict[str, Any]
         mariadb.execute("DROP DATABASE IF EXISTS kept_copy")
 
 
+def test_verify_creates_events_disabled_and_a_restore_as_they_were(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
+) -> None:
+    """A scratch copy must not run the production's jobs (this one writes to the live schema by name)."""
+    mariadb.execute("CREATE DATABASE ev_src")
+    try:
+        mariadb.execute("CREATE TABLE ev_src.hits (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME)")
+        mariadb.execute("INSERT INTO ev_src.hits (at) VALUES (NOW())")
+        mariadb.execute(
+            "CREATE EVENT ev_src.tick ON SCHEDULE EVERY 1 DAY STARTS '2031-01-01 00:00:00' "
+            "ON COMPLETION PRESERVE ENABLE DO INSERT INTO ev_src.hits (at) VALUES (NOW())"
+        )
+        path = make_backup(mariadb, "ev_src", tmp_path)
+        kept = verify(login, src=path, scratch_database="ev_scratch", keep_scratch=True, verify="rows")
+        assert not kept.failed, kept.get("msg")
+        status = "SELECT EVENT_SCHEMA, STATUS FROM information_schema.EVENTS WHERE EVENT_NAME = 'tick' ORDER BY 1"
+        assert mariadb.execute(status) == [("ev_scratch", "DISABLED"), ("ev_src", "ENABLED")]
+        restored = verify(login, src=path, mode="restore", target_database="ev_dst", verify="rows")
+        assert not restored.failed, restored.get("msg")
+        assert mariadb.execute(status) == [("ev_dst", "ENABLED"), ("ev_scratch", "DISABLED"), ("ev_src", "ENABLED")]
+    finally:
+        for name in ("ev_src", "ev_scratch", "ev_dst"):
+            mariadb.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
 def test_gzip_and_age_encrypted_backup(mariadb: MariaDB, login: dict[str, Any], source_db: str, tmp_path: Path) -> None:
     from ansible_collections.mutuapix.ops.plugins.module_utils._age import generate_identity
 

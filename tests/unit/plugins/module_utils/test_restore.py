@@ -95,6 +95,27 @@ def test_unqualify_triggers_creates_them_in_the_session_database() -> None:
     assert _dumpfile.trigger_names(QUALIFIED_TRIGGERS) == ["pay_audit", "pay`2", "p3", "plain"]
 
 
+def test_disable_events_only_changes_their_status() -> None:
+    sql = (
+        b"/*!50106 CREATE*/ /*!50117 DEFINER=`root`@`localhost`*/ /*!50106 EVENT `purge` ON SCHEDULE EVERY 1 SECOND "
+        b"STARTS '2026-01-01 00:00:00' ON COMPLETION NOT PRESERVE ENABLE DO DELETE FROM app.sessions "
+        b"WHERE note = 'ON COMPLETION PRESERVE ENABLE' */ ;;\n"
+        b"/*!50106 CREATE*/ /*!50106 EVENT `off` ON SCHEDULE AT '2030-01-01 00:00:00' ON COMPLETION PRESERVE "
+        b"DISABLE ON SLAVE COMMENT 'ENABLE later' DO SELECT 1 */ ;;\n"
+        b"/*!50106 CREATE*/ /*!50106 EVENT `we``ird` ON SCHEDULE EVERY 1 DAY ON COMPLETION PRESERVE DISABLE DO "
+        b"SET @s = 'ENABLE' */ ;;\n"
+        b"create event e3 on schedule every 2 hour on completion preserve enable comment 'x' do set @t = 1;\n"
+    )
+    out = _restore.disable_events(sql)
+    assert out == (
+        sql.replace(b"NOT PRESERVE ENABLE DO", b"NOT PRESERVE DISABLE DO").replace(
+            b"preserve enable comment", b"preserve DISABLE comment"
+        )
+    )
+    assert b"WHERE note = 'ON COMPLETION PRESERVE ENABLE'" in out and b"COMMENT 'ENABLE later'" in out
+    assert _restore.disable_events(out) == out
+
+
 def test_derived_names_fit_mysql_identifier_limit() -> None:
     stamp = "20261128T150000Z"
     long_db = "d" * 64
