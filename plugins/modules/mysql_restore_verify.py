@@ -22,9 +22,9 @@ description:
     client (tables without a primary key in one ordered stream) and the indexes are added afterwards.
     Each table is then compared with the backup: exact row count and, with O(verify=content), the SHA-256
     of its data re-dumped with the backup's own dump options against the SHA-256 of the same data region
-    in the file. Views, triggers, routines and events
-    are restored and checked by name; events are created disabled, so a scratch copy never runs them. The scratch database is dropped afterwards, also on failure,
-    unless O(keep_scratch)."
+    in the file. Views, triggers, routines and events are restored and checked by name; events are
+    created disabled, so a scratch copy never runs them. The scratch database is dropped afterwards,
+    also on failure, unless O(keep_scratch)."
   - "C(mode=restore) does the same into a shadow database, and only when it matches the backup swaps it
     into O(target_database) with one C(RENAME TABLE) statement over all tables (atomic), then recreates
     triggers, views, routines and events there. The previous tables are moved into
