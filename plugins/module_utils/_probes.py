@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import http.client
+import re
 import socket
 import ssl
 import time
@@ -19,6 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import quote_identifier
+
+try:
+    import zoneinfo  # Python 3.9+
+
+    HAS_ZONEINFO = True
+except ImportError:  # pragma: no cover - Python 3.8 managed hosts: fixed offsets and UTC only
+    HAS_ZONEINFO = False
 
 try:
     from cryptography import x509
@@ -36,8 +44,33 @@ MAX_BODY_BYTES = 1024 * 1024
 USER_AGENT = "mutuapix.ops-endpoint_check/1"
 
 
+_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
+
+
 class ProbeError(Exception):
     """The probe itself cannot run (bad option, missing table): not a health verdict."""
+
+
+def app_timezone(name: str) -> datetime.tzinfo:
+    """The Laravel app's ``app.timezone``: an IANA name (``America/Sao_Paulo``) or a fixed offset (``-03:00``)."""
+    if name.upper() in ("UTC", "Z", "ETC/UTC"):
+        return _UTC
+    offset = _OFFSET.match(name)
+    if offset:
+        hours, minutes = int(offset.group(2)), int(offset.group(3))
+        if hours > 14 or minutes > 59:
+            raise ProbeError(f"app_timezone {name!r}: offsets run from -14:00 to +14:00")
+        delta = datetime.timedelta(hours=hours, minutes=minutes)
+        return datetime.timezone(-delta if offset.group(1) == "-" else delta)
+    if not HAS_ZONEINFO:
+        raise ProbeError(f"app_timezone {name!r}: this Python has no zoneinfo (3.9+); give an offset like -03:00")
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError) as exc:
+        raise ProbeError(
+            f"app_timezone {name!r} is not a time zone this host knows (an IANA name such as America/Sao_Paulo, "
+            f"or an offset such as -03:00; is tzdata installed?): {exc}"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- queues
@@ -89,6 +122,7 @@ def read_queue_stats(
     failed_jobs_table: str,
     retry_after_s: int,
     failed_window_s: int,
+    app_tz: datetime.tzinfo = _UTC,
 ) -> dict[str, Any]:
     """Per-queue counts from Laravel's ``jobs`` table and recent failures from ``failed_jobs``.
 
@@ -127,7 +161,9 @@ def read_queue_stats(
                 "expired_reservations": int(expired or 0),
                 "oldest_wait_s": max(0, now - int(oldest)) if oldest is not None else 0,
             }
-        cur.execute(f"SELECT COUNT(*) FROM {failed} WHERE failed_at >= NOW() - INTERVAL %s SECOND", (failed_window_s,))
+        # Laravel writes failed_at as the app's wall-clock time (app.timezone), whatever the server's zone.
+        since = datetime.datetime.fromtimestamp(now - failed_window_s, tz=app_tz).strftime("%Y-%m-%d %H:%M:%S")
+        cur.execute(f"SELECT COUNT(*) FROM {failed} WHERE failed_at >= %s", (since,))
         failed_recent = int(cur.fetchone()[0])
     return {"now": now, "queues": queues, "failed_recent": failed_recent}
 

@@ -77,6 +77,17 @@ options:
       - Window, in seconds, over which failed jobs are counted.
     type: int
     default: 3600
+  app_timezone:
+    description:
+      - The Laravel application's time zone (C(config/app.php) C(timezone), often C(APP_TIMEZONE)). Laravel
+        writes C(failed_jobs.failed_at) as that zone's wall-clock time, so the window of O(failed_window_s) is
+        counted in it. With the wrong zone, failures look hours old (never counted) or in the future (counted
+        for hours).
+      - An IANA name (C(America/Sao_Paulo), needs the host's tzdata) or a fixed offset (C(-03:00)).
+      - Assumes the probe's session reads C(failed_at) as Laravel's does, that is the database connection's
+        C(timezone) setting is not set in Laravel (the server's zone is used by both).
+    type: str
+    default: UTC
   max_failed:
     description:
       - More failed jobs than this within O(failed_window_s) is a problem.
@@ -230,6 +241,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._probes import (
     CONNECTION_LOST,
     DB_UNREACHABLE,
     ProbeError,
+    app_timezone,
     queue_limits,
     queue_problems,
     read_queue_stats,
@@ -258,6 +270,7 @@ def main() -> None:
             },
             "retry_after_s": {"type": "int", "default": 90},
             "failed_window_s": {"type": "int", "default": 3600},
+            "app_timezone": {"type": "str", "default": "UTC"},
             "max_failed": {"type": "int", "default": 10},
             "state_file": {"type": "path"},
             **ALERT_ARGUMENT_SPEC,
@@ -293,6 +306,10 @@ def main() -> None:
         raise AssertionError("unreachable: fail_json exits")
 
     try:
+        app_tz = app_timezone(p["app_timezone"])
+    except ProbeError as exc:
+        module.fail_json(msg=str(exc))
+    try:
         connection = connect(module.conn_params)
     except MySQLError as exc:
         fail_unreachable(str(exc))
@@ -304,6 +321,7 @@ def main() -> None:
             failed_jobs_table=p["failed_jobs_table"],
             retry_after_s=p["retry_after_s"],
             failed_window_s=p["failed_window_s"],
+            app_tz=app_tz,
         )
     except ProbeError as exc:
         module.fail_json(msg=str(exc))

@@ -10,6 +10,7 @@ import json
 import ssl
 import threading
 import uuid
+import zoneinfo
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -232,13 +233,13 @@ class Queues:
             database=self.database,
         )
 
-    def failed(self, count: int, age_s: int = 0) -> None:
-        values = ", ".join(
-            ["(%s, 'database', 'default', '{}', 'RuntimeException: boom', NOW() - INTERVAL %s SECOND)"] * count
-        )
+    def failed(self, count: int, age_s: int = 0, app_timezone: str = "UTC") -> None:
+        """As Laravel logs a failure: ``failed_at`` is the wall-clock time of the app's time zone."""
+        when = dt.datetime.fromtimestamp(self.now() - age_s, tz=zoneinfo.ZoneInfo(app_timezone))
+        values = ", ".join(["(%s, 'database', 'default', '{}', 'RuntimeException: boom', %s)"] * count)
         args: list[object] = []
         for _job in range(count):
-            args += [str(uuid.uuid4()), age_s]
+            args += [str(uuid.uuid4()), when.strftime("%Y-%m-%d %H:%M:%S")]
         self.server.execute(
             f"INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at) VALUES {values}",
             args,

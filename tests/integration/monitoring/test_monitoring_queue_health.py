@@ -90,6 +90,25 @@ def test_failed_burst_counts_only_the_window(mariadb: MariaDB, queues: Queues, t
     assert health(mariadb, queues, tmp_path / "s2.json", failed_window_s=600, max_failed=12)["healthy"] is True
 
 
+def test_failed_at_is_read_in_the_apps_time_zone(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    """Laravel writes failed_at in app.timezone: a burst is counted in that zone, not the server's."""
+    queues.failed(12, age_s=30, app_timezone="America/Sao_Paulo")  # UTC-3: the wall clock is 3 h behind UTC
+    args = {"failed_window_s": 600, "max_failed": 10}
+    seen = health(mariadb, queues, tmp_path / "sp.json", app_timezone="America/Sao_Paulo", **args)
+    assert seen["failed_recent"] == 12 and "failed_jobs" in seen["problems"]
+    assert health(mariadb, queues, tmp_path / "off.json", app_timezone="-03:00", **args)["failed_recent"] == 12
+    missed = health(mariadb, queues, tmp_path / "utc.json", **args)  # the wrong zone: they look 3 h old
+    assert missed["failed_recent"] == 0
+    queues.clear()
+    queues.failed(5, age_s=7200, app_timezone="Asia/Kolkata")  # UTC+5:30, two hours ago
+    assert health(mariadb, queues, tmp_path / "in.json", app_timezone="Asia/Kolkata", **args)["failed_recent"] == 0
+    assert health(mariadb, queues, tmp_path / "in2.json", app_timezone="+05:30", **args)["failed_recent"] == 0
+    assert health(mariadb, queues, tmp_path / "utc2.json", **args)["failed_recent"] == 5  # "in the future"
+    bad = health(mariadb, queues, tmp_path / "bad.json", app_timezone="Mars/Olympus_Mons", **args)
+    assert bad.failed and "app_timezone 'Mars/Olympus_Mons' is not a time zone this host knows" in bad["msg"]
+    assert not (tmp_path / "bad.json").exists()
+
+
 def test_transitions_with_webhook(mariadb: MariaDB, queues: Queues, webhook: Server, tmp_path: Path):
     state = tmp_path / "state.json"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _probes
@@ -26,6 +28,17 @@ def test_default_limits_cover_found_queues_and_default():
     ]
     configured = _probes.queue_limits([{"name": "x", "max_wait_s": 5, "max_pending": 2}], ["y"])
     assert [(q.name, q.max_wait_s, q.max_pending) for q in configured] == [("x", 5, 2)]
+
+
+def test_app_timezone_names_and_offsets():
+    at = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.timezone.utc)
+    assert _probes.app_timezone("UTC") is datetime.timezone.utc
+    assert at.astimezone(_probes.app_timezone("-03:00")).strftime("%H:%M") == "09:00"
+    assert at.astimezone(_probes.app_timezone("+05:30")).strftime("%H:%M") == "17:30"
+    assert at.astimezone(_probes.app_timezone("America/Sao_Paulo")).strftime("%H:%M") == "09:00"
+    for bad in ("+15:00", "-03:60", "Nowhere/Atlantis", "../../etc/passwd", ""):
+        with pytest.raises(_probes.ProbeError, match="app_timezone"):
+            _probes.app_timezone(bad)
 
 
 def test_max_wait_zero_is_kept_not_replaced_by_the_default():
