@@ -22,6 +22,7 @@ import socket
 import tempfile
 import time
 import xmlrpc.client
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +35,16 @@ DEFAULT_URL = "unix:///var/run/supervisor.sock"
 HEADER = "; Managed by mutuapix.ops.supervisor_worker_limits - local changes will be overwritten.\n"
 # Seconds the hard-memory listener waits between checks (supervisor's TICK_5 event).
 LISTENER_EVENT = "TICK_5"
-# Environment variables whose values are secrets: in the 0600 file, masked in the diff.
+# Environment variables whose values are secrets: in the 0600 file, masked in the diff. Besides
+# these and the keys of secret_environment, any name that looks like a secret's is masked too.
 SECRET_ENV_KEYS = ("SUPERVISOR_PASSWORD",)
+SECRET_NAME_RE = re.compile(r"(?i)PASS|SECRET|TOKEN|KEY|CREDENTIAL|PRIVATE|AUTH|DSN")
 SECRET_MASK = "********"  # noqa: S105 - the mask shown instead of a secret, not a secret
-# A secret as written (quoted, '%' doubled) or as an older or hand-edited file may hold it (bare).
-_SECRET_ENV_RE = re.compile(r"\b(" + "|".join(SECRET_ENV_KEYS) + r')=("[^"]*"|[^,\s]*)')
+ENVIRONMENT_PREFIX = "environment="
+MASKED_NAMES_COMMENT = "; secret environment, masked in diffs: "
+# One KEY=value of an environment line (without its line break), as written (quoted, '%' doubled)
+# or as an older or hand-edited file may hold it (bare), with the comma that ends it.
+_ENV_ITEM_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|[^,"]*)(,|$)')
 
 
 class WorkerConfigError(Exception):
@@ -133,6 +139,9 @@ class WorkerSpec:
     listener_command: list[str] | None = None
     listener_environment: dict[str, str] = field(default_factory=dict)
     autostart: bool = True
+    # Names in ``environment`` whose values are secrets (secret_environment): listed in the file, so a
+    # later run masks them in the diff's "before" even when it no longer names them.
+    secret_keys: tuple[str, ...] = ()
 
     @property
     def listener_group(self) -> str:
@@ -252,6 +261,8 @@ def render_sections(spec: WorkerSpec) -> dict[str, dict[str, str]]:
 
 def render_config(spec: WorkerSpec) -> str:
     lines = [HEADER.rstrip("\n")]
+    if spec.secret_keys:
+        lines.append(MASKED_NAMES_COMMENT + ",".join(sorted(spec.secret_keys)))
     for section, values in render_sections(spec).items():
         lines.append("")
         lines.append(f"[{section}]")
@@ -301,24 +312,74 @@ def check_round_trip(spec: WorkerSpec, text: str) -> None:
             )
 
 
-def redact_diff(before: str | None, after: str | None) -> tuple[str, str]:
+def is_secret_key(key: str, secret_keys: Collection[str] = ()) -> bool:
+    """Whether an environment variable's value is masked in the diff."""
+    return key in SECRET_ENV_KEYS or key in secret_keys or bool(SECRET_NAME_RE.search(key))
+
+
+def _environment_items(line: str) -> tuple[list[re.Match[str]], int]:
+    """The KEY=value items of an environment line's value (no line break), and where parsing stopped."""
+    items: list[re.Match[str]] = []
+    pos = 0
+    while pos < len(line):
+        match = _ENV_ITEM_RE.match(line, pos)
+        if not match:
+            break
+        items.append(match)
+        pos = match.end()
+        if not match.group(3):
+            break
+    return items, pos
+
+
+def _listed_secret_keys(text: str) -> set[str]:
+    """The secret names a file written by this module lists in its comment."""
+    for line in text.splitlines():
+        if line.startswith(MASKED_NAMES_COMMENT):
+            return set(line[len(MASKED_NAMES_COMMENT) :].split(","))
+    return set()
+
+
+def _secret_values(text: str, secret_keys: Collection[str]) -> dict[str, str]:
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(ENVIRONMENT_PREFIX):
+            items, _end = _environment_items(line[len(ENVIRONMENT_PREFIX) :].rstrip("\r"))
+            found.update({m.group(1): m.group(2) for m in items if is_secret_key(m.group(1), secret_keys)})
+    return found
+
+
+def redact_diff(before: str | None, after: str | None, secret_keys: Collection[str] = ()) -> tuple[str, str]:
     """The config before and after for diff mode, secret values masked.
 
     The value written is escaped for supervisor (``%`` doubled), so masking the option's own
-    value (``no_log``) would miss it; and ``before`` holds the previous password, which no
+    value (``no_log``) would miss it; and ``before`` holds the previous values, which no
     option names. A secret that changes reads ``******** (changed)`` after, so the diff
-    still shows why the file changes.
+    still shows why the file changes. An environment line that does not parse to its end is
+    masked from where parsing stopped.
     """
-    old = dict(_SECRET_ENV_RE.findall(before or ""))
-    new = dict(_SECRET_ENV_RE.findall(after or ""))
+    secret_keys = {*secret_keys, *_listed_secret_keys(before or ""), *_listed_secret_keys(after or "")}
+    old = _secret_values(before or "", secret_keys)
+    new = _secret_values(after or "", secret_keys)
+
+    def mask_line(line: str, mark_changed: bool) -> str:
+        if not line.startswith(ENVIRONMENT_PREFIX):
+            return line
+        value = line[len(ENVIRONMENT_PREFIX) :].rstrip("\r\n")
+        items, end = _environment_items(value)
+        parts = []
+        for match in items:
+            key = match.group(1)
+            if is_secret_key(key, secret_keys):
+                changed = mark_changed and key in old and old[key] != new.get(key)
+                parts.append(f'{key}="{SECRET_MASK}{" (changed)" if changed else ""}"{match.group(3)}')
+            else:
+                parts.append(match.group(0))
+        rest = SECRET_MASK if value[end:] else ""
+        return ENVIRONMENT_PREFIX + "".join(parts) + rest + line[len(line.rstrip("\r\n")) :]
 
     def mask(text: str, mark_changed: bool) -> str:
-        def replace(match: re.Match[str]) -> str:
-            key = match.group(1)
-            changed = mark_changed and key in old and old[key] != new.get(key)
-            return f'{key}="{SECRET_MASK}{" (changed)" if changed else ""}"'
-
-        return _SECRET_ENV_RE.sub(replace, text)
+        return "".join(mask_line(line, mark_changed) for line in text.splitlines(keepends=True))
 
     return mask(before or "", False), mask(after or "", True)
 
@@ -563,6 +624,7 @@ class Target:
     apply: bool
     stop_timeout: float
     call_timeout: float
+    secret_env_keys: frozenset[str] = frozenset()
 
 
 def converge(client: Supervisor, spec: WorkerSpec | None, target: Target, check_mode: bool) -> dict[str, Any]:
@@ -607,7 +669,7 @@ def converge(client: Supervisor, spec: WorkerSpec | None, target: Target, check_
     processes: list[dict[str, Any]] = []
     if spec is not None and target.apply and not check_mode:
         processes = wait_until_running(client, spec.name, spec.numprocs, timeout=0 if plan.empty else 15)
-    diff_before, diff_after = redact_diff(before, after)
+    diff_before, diff_after = redact_diff(before, after, target.secret_env_keys)
     return {
         "changed": file_changed or listener_changed or not plan.empty,
         "diff": {

@@ -116,6 +116,17 @@ options:
   environment:
     description:
       - Extra environment variables of the workers. Values must not contain double quotes or line breaks.
+      - These values appear in the task's results (C(invocation)) and logs. Give secrets in
+        O(secret_environment); a name here that looks like a secret's (C(PASS), C(SECRET), C(TOKEN), C(KEY),
+        C(CREDENTIAL), C(PRIVATE), C(AUTH), C(DSN)) draws a warning, and its value is masked in the diff.
+    type: dict
+    default: {}
+  secret_environment:
+    description:
+      - Environment variables of the workers whose values are secrets (C(DB_PASSWORD), API tokens), for
+        example from Ansible Vault. They are written to the 0600 config file like O(environment), and are
+        never shown - not in results, logs or the diff (C(********), C(******** (changed)) when one changes).
+      - A name may not be in both O(environment) and O(secret_environment).
     type: dict
     default: {}
   log_file:
@@ -199,8 +210,9 @@ attributes:
   diff_mode:
     support: full
     description:
-      - Shows the config file before and after, with the listener's C(SUPERVISOR_PASSWORD) masked on both sides;
-        a password that changes is marked as changed.
+      - Shows the config file before and after, with the listener's C(SUPERVISOR_PASSWORD), the values of
+        O(secret_environment) and of environment variables named like secrets masked on both sides; a secret
+        that changes is marked as changed.
 notes:
   - The module must run on the host of supervisord (it reads worker memory from C(/proc) and writes the config
     files there); use C(become) when the socket or C(config_dir) belong to root.
@@ -225,6 +237,10 @@ EXAMPLES = r"""
     memory_mb: 256
     hard_memory_mb: 384
     max_time_s: 3600
+    environment:
+      APP_ENV: production
+    secret_environment:
+      PIX_CLIENT_SECRET: "{{ vault_pix_client_secret }}"
   become: true
 
 - name: A non-Laravel worker
@@ -252,7 +268,8 @@ config_path:
 diff:
   description:
     - The config file before and after (empty strings for a file that does not exist).
-    - The listener's C(SUPERVISOR_PASSWORD) is masked, the old one as well as the new one.
+    - The listener's C(SUPERVISOR_PASSWORD), the values of O(secret_environment) and of environment variables
+      named like secrets are masked, the old ones as well as the new ones.
   returned: always
   type: dict
   sample: {"before": "", "after": "; Managed by mutuapix.ops ...\n[program:queue-payments]\n..."}
@@ -324,6 +341,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._supervisor import (
     WorkerSpec,
     converge,
     escape_value,
+    is_secret_key,
     laravel_command,
     parse_config,
     read_file,
@@ -377,7 +395,8 @@ def build_spec(p: dict) -> WorkerSpec:
         numprocs=p["numprocs"],
         directory=p["directory"] or p["app_path"],
         user=p["user"],
-        environment={str(k): str(v) for k, v in p["environment"].items()},
+        environment=worker_environment(p),
+        secret_keys=tuple(sorted(str(k) for k in p["secret_environment"] or {})),
         stopwaitsecs=stopwaitsecs,
         log_file=p["log_file"] or f"/var/log/supervisor/{name}.log",
         log_max_mb=p["log_max_mb"],
@@ -397,6 +416,16 @@ def build_spec(p: dict) -> WorkerSpec:
         else None,
         listener_environment=listener_env,
     )
+
+
+def worker_environment(p: dict) -> dict[str, str]:
+    """O(environment) and O(secret_environment) together; a name in both is refused."""
+    plain = {str(k): str(v) for k, v in (p["environment"] or {}).items()}
+    secret = {str(k): str(v) for k, v in (p["secret_environment"] or {}).items()}
+    both = sorted(set(plain) & set(secret))
+    if both:
+        raise WorkerConfigError(f"{', '.join(both)} given in both environment and secret_environment")
+    return {**plain, **secret}
 
 
 def listener_source() -> str:
@@ -442,6 +471,7 @@ def main() -> None:
             "user": {"type": "str"},
             "directory": {"type": "path"},
             "environment": {"type": "dict", "default": {}},
+            "secret_environment": {"type": "dict", "default": {}, "no_log": True},
             "log_file": {"type": "path"},
             "log_max_mb": {"type": "int", "default": 50},
             "log_backups": {"type": "int", "default": 5},
@@ -462,9 +492,16 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    if p["supervisor_password"]:
-        # The config file holds it escaped for supervisor; mask that form in every result too.
-        module.no_log_values.add(escape_value(p["supervisor_password"]))
+    # The config file holds secrets escaped for supervisor; mask that form in every result too.
+    for secret in [p["supervisor_password"], *(p["secret_environment"] or {}).values()]:
+        if secret:
+            module.no_log_values.add(escape_value(str(secret)))
+    for key in sorted(p["environment"] or {}):
+        if is_secret_key(str(key)):
+            module.warn(
+                f"environment {key} looks like a secret: its value shows in the task's results and logs; "
+                "give it in secret_environment instead"
+            )
     path = os.path.join(p["config_dir"], p["name"] + p["config_suffix"])
     try:
         spec = build_spec(p) if p["state"] == "present" else None
@@ -478,6 +515,7 @@ def main() -> None:
             apply=p["apply"],
             stop_timeout=stop_timeout(p, read_file(path), name),
             call_timeout=p["supervisor_timeout"],
+            secret_env_keys=frozenset(str(k) for k in p["secret_environment"] or {}),
         )
         client = Supervisor(
             p["supervisor_url"], p["supervisor_username"], p["supervisor_password"], p["supervisor_timeout"]

@@ -142,6 +142,26 @@ def test_diff_masks_the_listener_password_in_every_form():
     assert hand_edited == ('environment=SUPERVISOR_PASSWORD="********",X=1\n', "")
 
 
+def test_diff_masks_secret_environment_and_secret_looking_names():
+    old_text = _supervisor.render_config(
+        spec(environment={"APP_ENV": "production", "PIX_CERT": "cert-old"}, secret_keys=("PIX_CERT",))
+    )
+    assert "; secret environment, masked in diffs: PIX_CERT\n" in old_text
+    assert _supervisor.parse_config(old_text) == _supervisor.render_sections(
+        spec(environment={"APP_ENV": "production", "PIX_CERT": "cert-old"})
+    )
+    new_text = _supervisor.render_config(spec(environment={"APP_ENV": "staging", "DB_PASSWORD": "pw,1"}))
+    before, after = _supervisor.redact_diff(old_text, new_text)
+    assert 'PIX_CERT="********"' in before and "cert-old" not in before  # listed by the old file
+    assert 'DB_PASSWORD="********"' in after and "pw,1" not in after  # named like a secret
+    assert 'APP_ENV="staging"' in after
+    named = _supervisor.redact_diff(None, 'environment=OPAQUE="x1",PLAIN="y"\n', secret_keys={"OPAQUE"})
+    assert named == ("", 'environment=OPAQUE="********",PLAIN="y"\n')
+    # a line that does not parse to its end is masked from where parsing stopped
+    broken = _supervisor.redact_diff('environment=A="1",B=un"parsed,C_TOKEN=t0k\nuser=x\n', None)
+    assert broken == ('environment=A="1",********\nuser=x\n', "")
+
+
 def test_render_without_hard_limit_has_no_listener():
     worker = spec(hard_memory_mb=None, listener_command=None)
     assert list(_supervisor.parse_config(_supervisor.render_config(worker))) == ["program:w"]

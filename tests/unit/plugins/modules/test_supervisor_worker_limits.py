@@ -38,6 +38,7 @@ def params(**overrides):
         "user": None,
         "directory": None,
         "environment": {},
+        "secret_environment": {},
         "log_file": None,
         "log_max_mb": 50,
         "log_backups": 5,
@@ -149,3 +150,42 @@ def test_diff_never_shows_the_supervisor_password(tmp_path):
     for secret in ("old%Passw0rd", "old%%Passw0rd", "new%Passw0rd", "new%%Passw0rd"):
         assert secret not in text, secret
     assert 'SUPERVISOR_PASSWORD="******** (changed)"' in planned["diff"]["after"]
+
+
+def test_secret_environment_reaches_the_file_and_nothing_else(tmp_path):
+    """Secrets in secret_environment are in the 0600 file only; one in environment draws a warning."""
+    args = {"name": "w", "app_path": "/srv/app", "apply": False, "config_dir": str(tmp_path)}
+    first = run_module(
+        "supervisor_worker_limits",
+        {
+            **args,
+            "environment": {"APP_ENV": "production", "STRIPE_KEY": "pk_live_visible-in-results"},
+            "secret_environment": {"DB_PASSWORD": "old%s3cret", "PIX_CERT": "pix-old-cert"},
+        },
+        diff=True,
+    )
+    assert not first.failed, first
+    text = (tmp_path / "w.conf").read_text()
+    assert 'DB_PASSWORD="old%%s3cret"' in text and 'PIX_CERT="pix-old-cert"' in text and 'APP_ENV="production"' in text
+    assert "environment STRIPE_KEY looks like a secret" in json.dumps(first.get("warnings"))
+    rotated = run_module(
+        "supervisor_worker_limits",
+        {**args, "environment": {"APP_ENV": "production"}, "secret_environment": {"DB_PASSWORD": "new%s3cret"}},
+        check=True,
+        diff=True,
+    )
+    assert rotated["changed"] is True and not rotated.get("warnings")
+    shown = json.dumps(first) + json.dumps(rotated)
+    for secret in ("old%s3cret", "old%%s3cret", "new%s3cret", "new%%s3cret", "pix-old-cert", "pk_live_visible"):
+        assert secret not in json.dumps(rotated["diff"]), secret
+    for secret in ("old%s3cret", "old%%s3cret", "new%s3cret", "new%%s3cret", "pix-old-cert"):
+        assert secret not in shown, secret
+    # the old PIX_CERT is masked too, though this run no longer names it: the file lists its secret names
+    assert 'PIX_CERT="********"' in rotated["diff"]["before"] and "PIX_CERT" not in rotated["diff"]["after"]
+    assert 'DB_PASSWORD="******** (changed)"' in rotated["diff"]["after"]
+    assert 'APP_ENV="production"' in rotated["diff"]["after"]
+    both = run_module(
+        "supervisor_worker_limits",
+        {**args, "environment": {"TOKEN": "shown"}, "secret_environment": {"TOKEN": "a-vaulted-token"}},
+    )
+    assert both.failed and "TOKEN given in both environment and secret_environment" in both["msg"]
