@@ -11,16 +11,20 @@ options:
   login_host:
     description:
       - Host of the MySQL or MariaDB server. Ignored when O(login_unix_socket) is set.
+      - Falls back to C(host) in O(config_file), then C(localhost).
     type: str
-    default: localhost
   login_port:
     description:
-      - TCP port of the server.
+      - TCP port of the server. Falls back to C(port) in O(config_file), then C(3306).
     type: int
-    default: 3306
   login_unix_socket:
     description:
       - Path of the server's Unix socket. Preferred over TCP on the database host.
+      - Falls back to C(socket) in O(config_file). Without either, C(localhost) on port 3306 means the first
+        server socket found of C(/run/mysqld/mysqld.sock), C(/var/run/mysqld/mysqld.sock) and
+        C(/var/lib/mysql/mysql.sock), as the client programs would use (never C(/tmp/mysql.sock), which any
+        local user could create); without one of those, and for any other host or port, TCP. The module's
+        own connection and the client programs always take the same channel.
     type: path
   login_user:
     description:

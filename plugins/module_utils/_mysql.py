@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import traceback
 from collections.abc import Iterator
@@ -31,6 +32,10 @@ except ImportError:  # pragma: no cover - exercised by ansible-test's import san
     PYMYSQL_IMPORT_ERROR = traceback.format_exc()
 
 DEFAULT_CONFIG_FILE = "~/.my.cnf"
+DEFAULT_PORT = 3306
+# Where the server's socket usually is (Debian/Ubuntu, older Debian, RHEL). Never /tmp/mysql.sock:
+# any local user could create it and read the password the module would send there.
+DEFAULT_SOCKETS = ("/run/mysqld/mysqld.sock", "/var/run/mysqld/mysqld.sock", "/var/lib/mysql/mysql.sock")
 # Longest identifier MySQL and MariaDB accept for databases and tables.
 MAX_IDENTIFIER_LENGTH = 64
 
@@ -38,8 +43,8 @@ MAX_IDENTIFIER_LENGTH = 64
 def mysql_common_argument_spec() -> dict[str, Any]:
     """The connection options every MySQL module of the collection accepts."""
     return {
-        "login_host": {"type": "str", "default": "localhost"},
-        "login_port": {"type": "int", "default": 3306},
+        "login_host": {"type": "str"},
+        "login_port": {"type": "int"},
         "login_unix_socket": {"type": "path"},
         "login_user": {"type": "str"},
         "login_password": {"type": "str", "no_log": True},
@@ -168,6 +173,15 @@ def read_option_file(path: str | None) -> dict[str, str]:
         raise MySQLError(f"cannot read option file {path}: {exc}") from exc
 
 
+def default_socket() -> str | None:
+    """The first of the usual server sockets that exists (Debian's first), or None."""
+    for path in DEFAULT_SOCKETS:
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                return path
+    return None
+
+
 class ConnectionParams:
     """Resolved connection details: module options first, then the option file."""
 
@@ -185,8 +199,12 @@ class ConnectionParams:
         if self.password is None:
             self.password = opts.get("password")
         self.host: str = params.get("login_host") or opts.get("host") or "localhost"
-        self.port: int = int(params.get("login_port") or opts.get("port") or 3306)
+        self.port: int = int(params.get("login_port") or opts.get("port") or DEFAULT_PORT)
         self.socket: str | None = params.get("login_unix_socket") or opts.get("socket")
+        if not self.socket and self.host == "localhost" and self.port == DEFAULT_PORT:
+            # What the client programs do with "localhost": the server's socket. PyMySQL would take
+            # TCP instead, so the preflight and the dump could reach different accounts or servers.
+            self.socket = default_socket()
         self.ssl_ca: str | None = params.get("ssl_ca") or opts.get("ssl-ca")
         self.ssl_cert: str | None = params.get("ssl_cert") or opts.get("ssl-cert")
         self.ssl_key: str | None = params.get("ssl_key") or opts.get("ssl-key")
@@ -245,6 +263,10 @@ class ConnectionParams:
             lines.append(f"password={esc(self.password)}")
         if self.socket:
             lines.append(f"socket={esc(self.socket)}")
+        else:
+            # PyMySQL takes TCP without a socket; the clients must too (for "localhost" they would
+            # otherwise take their compiled-in socket: another channel, maybe another account).
+            lines.append("protocol=TCP")
         lines.append(f"host={esc(self.host)}")
         lines.append(f"port={self.port}")
         lines.append("default-character-set=utf8mb4")

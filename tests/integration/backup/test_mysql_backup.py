@@ -364,6 +364,27 @@ def test_unreachable_tcp_port(backup_db, tmp_path, mariadb):
     assert result.failed and "cannot connect" in result["msg"]
 
 
+def test_localhost_with_a_port_reaches_the_server_for_the_dump_too(backup_db, tmp_path, mariadb):
+    """login_host localhost without a socket: the dump program took its compiled-in socket, not the port."""
+    mariadb.execute("CREATE USER tcp_backup@'127.0.0.1' IDENTIFIED BY 'Tcp-backup-pw-2026'")  # TCP only
+    try:
+        mariadb.execute("GRANT ALL ON *.* TO tcp_backup@'127.0.0.1'")
+        args = dict(
+            mariadb.login_tcp,
+            login_host="localhost",
+            login_user="tcp_backup",
+            login_password="Tcp-backup-pw-2026",
+            config_file=mariadb.login["config_file"],
+            database=backup_db,
+            dest=str(tmp_path),
+        )
+        result = run_module("mysql_backup", args)
+        assert not result.failed, result.get("msg")
+        assert result["tables"]
+    finally:
+        mariadb.execute("DROP USER tcp_backup@'127.0.0.1'")
+
+
 def test_missing_trailer_is_a_failure(mariadb, backup_db, tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()

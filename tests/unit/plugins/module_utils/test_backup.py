@@ -365,6 +365,45 @@ def test_default_option_file_is_optional(tmp_path, monkeypatch):
     assert (conn.user, conn.password) == ("fromfile", "p w")
 
 
+def test_host_and_port_fall_back_to_the_option_file(tmp_path):
+    path = tmp_path / "client.cnf"
+    path.write_text("[client]\nhost=db.internal\nport=3307\n")
+    conn = ConnectionParams({"config_file": str(path)})
+    assert (conn.host, conn.port, conn.socket) == ("db.internal", 3307, None)
+    given = ConnectionParams({"config_file": str(path), "login_host": "10.0.0.5", "login_port": 3308})
+    assert (given.host, given.port) == ("10.0.0.5", 3308)
+
+
+def test_localhost_takes_the_same_channel_for_the_module_and_the_clients(tmp_path, monkeypatch):
+    """As the client programs do, localhost:3306 means the server's socket; otherwise both take TCP."""
+    import socket as socketlib
+
+    from ansible_collections.mutuapix.ops.plugins.module_utils import _mysql
+
+    not_a_socket = tmp_path / "file.sock"
+    not_a_socket.write_text("")
+    server_socket = tmp_path / "mysqld.sock"
+    listener = socketlib.socket(socketlib.AF_UNIX)
+    listener.bind(str(server_socket))
+    try:
+        monkeypatch.setattr(
+            _mysql, "DEFAULT_SOCKETS", (str(tmp_path / "none.sock"), str(not_a_socket), str(server_socket))
+        )
+        local = ConnectionParams({"config_file": None})
+        assert local.socket == str(server_socket) and local.pymysql_kwargs()["unix_socket"] == str(server_socket)
+        assert f'socket="{server_socket}"' in local.option_file_text() and "protocol" not in local.option_file_text()
+        for other in ({"login_port": 3307}, {"login_host": "127.0.0.1"}, {"login_host": "db.internal"}):
+            tcp = ConnectionParams({"config_file": None, **other})
+            assert tcp.socket is None and "unix_socket" not in tcp.pymysql_kwargs()
+            assert "protocol=TCP\n" in tcp.option_file_text() and "socket=" not in tcp.option_file_text()
+        monkeypatch.setattr(_mysql, "DEFAULT_SOCKETS", (str(not_a_socket),))
+        assert "protocol=TCP\n" in ConnectionParams({"config_file": None}).option_file_text()
+        explicit = ConnectionParams({"config_file": None, "login_unix_socket": "/run/other.sock"})
+        assert explicit.socket == "/run/other.sock" and "protocol" not in explicit.option_file_text()
+    finally:
+        listener.close()
+
+
 # Option-file lines whose values MySQL's own option reader unescapes, unquotes or cuts at a comment.
 TRICKY_OPTION_FILE = r"""# a comment
 ; another comment
