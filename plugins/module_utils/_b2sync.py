@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -55,6 +56,10 @@ MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 STALE_UPLOAD_AGE = dt.timedelta(hours=24)
+# A download's temporary file (".<name>.<mkstemp's 8 characters>.part") is locked while written;
+# an unlocked one this much older than its last write belongs to a killed run.
+PART_SUFFIX = ".part"
+STALE_PART_AGE_S = 60
 CACHE_VERSION = 1
 RETRY_BASE_S = 0.25
 
@@ -683,26 +688,75 @@ def download_sha256(client: Any, config: SyncConfig, key: str, size: int, stats:
     return digest.hexdigest()
 
 
+def _new_part(dest: str) -> tuple[int, str]:
+    """A locked, private temporary file beside ``dest`` (see :func:`remove_stale_parts`)."""
+    directory = os.path.dirname(dest) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=PART_SUFFIX, dir=directory)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return fd, tmp
+
+
+def remove_stale_parts(directory: str) -> list[str]:
+    """Remove the temporary files of downloads that were killed (a full-size file each).
+
+    Only names a download makes (``.<backup or manifest name>.XXXXXXXX.part``), unlocked and
+    not written for STALE_PART_AGE_S: a running download holds its file's lock.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in sorted(entries, key=lambda e: e.name):
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(PART_SUFFIX)):
+            continue
+        base, _dot, random_part = name[1 : -len(PART_SUFFIX)].rpartition(".")
+        if len(random_part) != 8 or backup_stem(base) is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or time.time() - entry.stat().st_mtime < STALE_PART_AGE_S:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(entry.path)
+            removed.append(entry.path)
+        except OSError:
+            continue  # a download still writes it, or it went meanwhile
+        finally:
+            os.close(fd)
+    return removed
+
+
 def download_to_file(
     client: Any, config: SyncConfig, key: str, size: int, dest: str, expected_sha256: str, stats: Stats
 ) -> None:
     """Download ``key`` to ``dest`` atomically: temp file, sha256 check, fsync, rename."""
     directory = os.path.dirname(dest) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".part", dir=directory)
+    fd, tmp = _new_part(dest)
     try:
-        os.fchmod(fd, 0o600)
         os.ftruncate(fd, size)
         _download_ranges(client, config, key, size, lambda off, chunk: os.pwrite(fd, chunk, off), stats)
         os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        actual = file_sha256(tmp)
+        actual = file_sha256(tmp)  # the lock is held until the rename: a slow hash is not a killed run
         if actual != expected_sha256:
             raise SyncError(
                 f"downloaded {key} has sha256 {actual} but its manifest says {expected_sha256}; the remote "
                 "copy is damaged or was replaced; nothing was written to the destination"
             )
         os.replace(tmp, dest)
+        os.close(fd)
+        fd = -1
         _fsync_dir(directory)
     except BaseException:
         if fd >= 0:
@@ -722,9 +776,8 @@ def _fsync_dir(directory: str) -> None:
 
 def write_file_atomic(dest: str, data: bytes) -> None:
     directory = os.path.dirname(dest) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest) + ".", suffix=".part", dir=directory)
+    fd, tmp = _new_part(dest)
     try:
-        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -989,6 +1042,7 @@ def pull(
     cache = cache or HashCache(None, "")
     if not os.path.isdir(dest):
         raise SyncError(f"dest {dest} is not a directory; create it first (mode 0700)")
+    stale_parts = [] if config.check_mode else remove_stale_parts(dest)
     if not name:
         if not database:
             raise SyncError("pull needs name, or latest=true with database")
@@ -1015,6 +1069,7 @@ def pull(
         "uploaded": [],
         "deleted": [],
         "retained_locked": [],
+        "removed_partials": stale_parts,
     }
     present = (
         os.path.exists(target) and os.path.getsize(target) == expected_size and file_sha256(target) == expected_sha

@@ -280,6 +280,14 @@ downloaded:
   type: list
   elements: str
   sample: [app-20260101T020000Z.sql.zst, app-20260101T020000Z.sql.zst.manifest.json]
+removed_partials:
+  description:
+    - Temporary files (C(.<name>.XXXXXXXX.part), full size) of downloads into O(dest) that were killed, removed
+      before pulling. A running download holds a lock on its file, which is never removed.
+  returned: when O(mode=pull)
+  type: list
+  elements: str
+  sample: [/var/restore/.app-20260101T020000Z.sql.zst.k2j4h5g6.part]
 name:
   description: The backup pulled.
   returned: when O(mode=pull)

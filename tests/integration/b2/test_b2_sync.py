@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -565,6 +567,37 @@ def test_remote_overwrite_invalidates_the_cache(bucket, args_for, proxy, src, s3
     assert result["uploaded"] == [backup.name], result
     assert result["upload_reasons"][backup.name] == "no sha256 metadata"
     assert s3.get_object(Bucket=bucket, Key=backup.name)["Body"].read() == backup.read_bytes()
+
+
+def test_pull_removes_what_killed_downloads_left_and_nothing_else(bucket, args_for, src, dest):
+    backup = write_backup(src, "app", NOW, 4096)
+    assert b2_run(args_for(bucket, src=str(src)))["changed"]
+    long_ago = time.time() - 3600
+
+    def part(name: str, age: float = long_ago) -> Path:
+        path = dest / name
+        path.write_bytes(b"\0" * 1024)
+        os.utime(path, (age, age))
+        return path
+
+    killed = part(f".{backup.name}.k2j4h5g6.part")
+    killed_manifest = part(".app-20250101T000000Z.sql.gz.age.manifest.json.x1y2z3w4.part")
+    starting = part(f".{backup.name}.a1b2c3d4.part", age=time.time())  # another pull just began
+    running = part(f".{backup.name}.r9s8t7u6.part")  # another pull, stalled but alive
+    not_ours = [part(".notes.txt.abcdefgh.part"), part(f".{backup.name}.short.part"), part("plain.part")]
+    held = os.open(running, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        check = b2_run(args_for(bucket, mode="pull", dest=str(dest), latest=True, database="app"), check=True)
+        assert check["removed_partials"] == [] and killed.exists()
+        pulled = b2_run(args_for(bucket, mode="pull", dest=str(dest), latest=True, database="app"))
+        assert not pulled.failed, pulled
+        assert pulled["removed_partials"] == sorted([str(killed), str(killed_manifest)])
+        assert not killed.exists() and not killed_manifest.exists()
+        assert starting.exists() and running.exists() and all(p.exists() for p in not_ours)
+        assert (dest / backup.name).read_bytes() == backup.read_bytes()
+    finally:
+        os.close(held)
 
 
 def test_pull_in_check_mode_writes_nothing(bucket, args_for, proxy, src, dest):
