@@ -1828,9 +1828,14 @@ def run(
         except Exception as exc:
             # The server went away or refused a statement mid-run: say where, never a traceback.
             if "cutover_ms" in result:
+                previous = (
+                    f"previous tables in {result['old_database']!r}"
+                    if result.get("old_database")
+                    else "it replaced nothing"
+                )
                 raise RestoreError(
-                    f"{src} was restored into {result.get('database')!r} (verified, swapped in; previous tables in "
-                    f"{result.get('old_database')!r}), but cleaning up afterwards failed on the server "
+                    f"{src} was restored into {result.get('database')!r} (verified, swapped in; {previous}), "
+                    f"but cleaning up afterwards failed on the server "
                     f"({conn_params.describe()}): {exc}. The restore stands; the next run cleans up",
                     **{k: result[k] for k in ("tables", "mismatches", "cleaned_up", "old_database") if k in result},
                 ) from exc

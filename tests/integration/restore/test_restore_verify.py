@@ -133,6 +133,40 @@ def test_verify_creates_events_disabled_and_a_restore_as_they_were(
             mariadb.execute(f"DROP DATABASE IF EXISTS {name}")
 
 
+def test_a_server_error_after_the_swap_says_what_stands(
+    mariadb: MariaDB, login: dict[str, Any], backup: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process against the real server, the connection "lost" in the cleanup after a swap."""
+    import pymysql
+
+    from ansible_collections.mutuapix.ops.plugins.module_utils import _mysql, _restore
+
+    def lost(*_args: Any, **_kwargs: Any) -> list[str]:
+        raise pymysql.err.OperationalError(2013, "Lost connection to server during query")
+
+    monkeypatch.setattr(_restore, "apply_keep_old", lost)
+    params = _mysql.ConnectionParams(dict(login))
+    programs = (_mysql.find_program(_mysql.CLIENT_PROGRAMS), _mysql.find_program(_mysql.DUMP_PROGRAMS))
+    expected = {n: t["rows"] for n, t in read_manifest(backup)["tables"].items() if t["kind"] == "table"}
+    try:
+        for force, previous in ((False, "it replaced nothing"), (True, "previous tables in 'after_swap_old_")):
+            request = _restore.Request(
+                src=backup, backup_dir=None, database=None, mode="restore", target_database="after_swap", force=force
+            )
+            with pytest.raises(_restore.RestoreError) as failure:
+                _restore.run(request, params, *programs, check_mode=False, warn=lambda _message: None)
+            message = str(failure.value)
+            assert "was restored into 'after_swap' (verified, swapped in; " + previous in message, message
+            assert "Lost connection to server during query'). The restore stands" in message
+            assert "None" not in message
+            for table, rows in expected.items():
+                assert mariadb.execute(f"SELECT COUNT(*) FROM after_swap.`{table}`") == [(rows,)]
+    finally:
+        for name in schemas(mariadb):
+            if name.startswith("after_swap"):
+                mariadb.execute(f"DROP DATABASE `{name}`")
+
+
 def test_gzip_and_age_encrypted_backup(mariadb: MariaDB, login: dict[str, Any], source_db: str, tmp_path: Path) -> None:
     from ansible_collections.mutuapix.ops.plugins.module_utils._age import generate_identity
 
