@@ -10,11 +10,13 @@ server's client programs (a 0600 option file passed as ``--defaults-file``, see
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
 import stat
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +34,9 @@ except ImportError:  # pragma: no cover - exercised by ansible-test's import san
     PYMYSQL_IMPORT_ERROR = traceback.format_exc()
 
 DEFAULT_CONFIG_FILE = "~/.my.cnf"
+# The temporary option files holding the credentials for the client programs.
+OPTION_FILE_PREFIX = ".mutuapix-my-"
+OPTION_FILE_SUFFIX = ".cnf"
 DEFAULT_PORT = 3306
 # Where the server's socket usually is (Debian/Ubuntu, older Debian, RHEL). Never /tmp/mysql.sock:
 # any local user could create it and read the password the module would send there.
@@ -331,22 +336,83 @@ def binlog_enabled(connection: Any) -> bool:
     return bool(row) and str(row[0]) in ("1", "ON")
 
 
+def remove_stale_option_files(directory: str) -> list[str]:
+    """Remove the option files (credentials) of module runs that were killed.
+
+    A run removes its file on the way out, but not when it is killed (SIGKILL, OOM killer, a
+    job timeout); while it runs it holds an flock on the file. Only this account's files with
+    our name are considered; one still being created (``.new``) is left for a minute.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        pending = name.endswith(OPTION_FILE_SUFFIX + ".new")
+        if not name.startswith(OPTION_FILE_PREFIX) or not (name.endswith(OPTION_FILE_SUFFIX) or pending):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                continue
+            if pending and time.time() - info.st_mtime < 60:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(entry.path)
+            removed.append(entry.path)
+        except OSError:
+            continue  # its run is alive (or it went meanwhile)
+        finally:
+            os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
 def client_option_file(conn: ConnectionParams, directory: str | None = None) -> Iterator[str]:
     """A 0600 option file holding the credentials, removed when the block ends.
 
     Client programs are started with :func:`client_command` and :func:`client_environment`,
-    so the password is never in argv or the environment.
+    so the password is never in argv or the environment. The file is locked while the block
+    runs and appears under its name already locked (written aside, then renamed), so the
+    files of killed runs can be told apart and are removed here first.
     """
-    fd, path = tempfile.mkstemp(prefix=".mutuapix-my-", suffix=".cnf", dir=directory)
+    directory = directory or tempfile.gettempdir()
+    remove_stale_option_files(directory)
+    fd, path = _locked_option_file(directory, conn.option_file_text().encode("utf-8"))
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(conn.option_file_text())
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        os.close(fd)
+
+
+def _locked_option_file(directory: str, text: bytes) -> tuple[int, str]:
+    """Write ``text`` aside, lock it, then give it its name (never over another run's file)."""
+    while True:
+        fd, pending = tempfile.mkstemp(prefix=OPTION_FILE_PREFIX, suffix=OPTION_FILE_SUFFIX + ".new", dir=directory)
+        path = pending[: -len(".new")]
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.fchmod(fd, 0o600)
+            os.write(fd, text)
+            os.link(pending, path)
+        except FileExistsError:  # another run's file has that name: draw another
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pending)
+        return fd, path
 
 
 def client_command(program: str, option_file: str) -> list[str]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -737,6 +739,17 @@ def _act_when_shadow_loads(server: MariaDB, action: Any, prefix: str = "_restore
     return hook
 
 
+def _option_files_for(login: dict[str, Any]) -> list[str]:
+    """The credentials files in the temporary directory that name this server's socket."""
+    found = []
+    for name in os.listdir(tempfile.gettempdir()):
+        path = os.path.join(tempfile.gettempdir(), name)
+        with contextlib.suppress(OSError):
+            if name.startswith(".mutuapix-my-") and str(login["login_unix_socket"]) in Path(path).read_text():
+                found.append(path)
+    return found
+
+
 def test_module_killed_mid_restore_leaves_the_target_and_next_run_cleans_up(
     mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -747,8 +760,11 @@ def test_module_killed_mid_restore_leaves_the_target_and_next_run_cleans_up(
         mariadb.execute(f"UPDATE {name}.users SET name = 'after backup' WHERE id < 10")
         before = table_checksums(mariadb, name)
         hook = _act_when_shadow_loads(mariadb, lambda proc: os.kill(proc.pid, signal.SIGKILL))
+        before_kill = set(_option_files_for(login))
         killed = run_module(MODULE, dict(login, src=path, mode="restore", force=True), popen_hook=hook)
         assert killed.rc == -signal.SIGKILL, killed
+        left_credentials = set(_option_files_for(login)) - before_kill
+        assert left_credentials  # a killed run cannot remove its file holding the password
         time.sleep(0.5)  # the orphaned client sessions notice their closed stdin
         leftovers = [s for s in schemas(mariadb) if s.startswith("_restore_kill_app_")]
         assert leftovers
@@ -757,6 +773,7 @@ def test_module_killed_mid_restore_leaves_the_target_and_next_run_cleans_up(
         assert not again.failed, again.get("msg")
         assert set(leftovers) <= set(again["cleaned_up"])
         assert not [s for s in schemas(mariadb) if s.startswith("_restore_kill_app_")]
+        assert not [p for p in left_credentials if os.path.exists(p)]  # the next run removed it
     finally:
         for schema in schemas(mariadb):
             if schema.startswith((name, "_restore_kill_app_")):

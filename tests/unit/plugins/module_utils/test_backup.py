@@ -209,6 +209,43 @@ def test_option_file_escapes_and_never_argv():
     assert cmd[-2:] == ["--", "app"]
 
 
+def test_option_files_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
+    """The credentials file is locked while its run lives; a killed run's is removed by the next run."""
+    import fcntl
+    import time
+
+    from ansible_collections.mutuapix.ops.plugins.module_utils import _mysql
+
+    conn = ConnectionParams({"login_user": "u", "login_password": "killed-runs-password", "config_file": None})
+
+    def ours() -> list[str]:
+        return sorted(p for p in os.listdir(tmp_path) if p.startswith(".mutuapix-my-"))
+
+    killed = tmp_path / ".mutuapix-my-killed01.cnf"  # its run was SIGKILLed: nobody holds its lock
+    killed.write_text("[client]\npassword=killed-runs-password\n")
+    starting = tmp_path / ".mutuapix-my-start001.cnf.new"  # a run between mkstemp and its rename
+    starting.write_text("")
+    abandoned = tmp_path / ".mutuapix-my-abandon1.cnf.new"
+    abandoned.write_text("")
+    os.utime(abandoned, (time.time() - 3600, time.time() - 3600))
+    other = tmp_path / ".mutuapix-my-notours.txt"
+    other.write_text("")
+    with _mysql.client_option_file(conn, str(tmp_path)) as live_path:
+        assert not killed.exists() and not abandoned.exists() and starting.exists() and other.exists()
+        assert os.stat(live_path).st_mode & 0o777 == 0o600
+        assert 'password="killed-runs-password"' in open(live_path).read()
+        probe = os.open(live_path, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):  # held by this run
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(probe)
+        with _mysql.client_option_file(conn, str(tmp_path)) as second:  # a concurrent run keeps the first
+            assert os.path.exists(live_path) and second != live_path
+        assert _mysql.remove_stale_option_files(str(tmp_path)) == []
+    assert ours() == sorted([starting.name, other.name])
+
+
 def test_client_environment_hides_the_login_path_file(tmp_path):
     """MySQL's clients read ~/.mylogin.cnf even with --defaults-file, unless told another file."""
     option_file = tmp_path / "opt.cnf"
