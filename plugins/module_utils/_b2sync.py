@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.mutuapix.ops.plugins.module_utils._flock import remove_if_unlocked
 from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
     MANIFEST_SUFFIX,
     BackupName,
@@ -724,17 +725,10 @@ def remove_stale_parts(directory: str) -> list[str]:
         try:
             if not entry.is_file(follow_symlinks=False) or time.time() - entry.stat().st_mtime < STALE_PART_AGE_S:
                 continue
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(entry.path)
+        if remove_if_unlocked(entry.path):
             removed.append(entry.path)
-        except OSError:
-            continue  # a download still writes it, or it went meanwhile
-        finally:
-            os.close(fd)
     return removed
 
 

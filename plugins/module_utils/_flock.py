@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import time
 
 
@@ -23,3 +24,23 @@ def wait_for_flock(fd: int, timeout: float, interval: float = 0.05) -> bool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(interval)
+
+
+def remove_if_unlocked(path: str) -> bool:
+    """Remove the file ``path`` unless a live process holds an flock on it (its writer).
+
+    For the temporary files of killed runs: a run holds its file's lock until it ends, and
+    the kernel releases it when the run dies. Symbolic links are never followed.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)
+    except OSError:
+        return False  # its run is alive, or the file went meanwhile
+    finally:
+        os.close(fd)
+    return True

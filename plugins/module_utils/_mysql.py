@@ -23,6 +23,8 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.mutuapix.ops.plugins.module_utils._flock import remove_if_unlocked
+
 try:
     import pymysql
     import pymysql.cursors
@@ -359,17 +361,10 @@ def remove_stale_option_files(directory: str) -> list[str]:
                 continue
             if pending and time.time() - info.st_mtime < 60:
                 continue
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.unlink(entry.path)
+        if remove_if_unlocked(entry.path):
             removed.append(entry.path)
-        except OSError:
-            continue  # its run is alive (or it went meanwhile)
-        finally:
-            os.close(fd)
     return removed
 
 
