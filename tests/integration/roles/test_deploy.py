@@ -294,6 +294,29 @@ def test_deploying_the_live_release_again_keeps_the_release_to_roll_back_to(app:
     assert app.current == "r1"
 
 
+def test_a_failed_redeploy_of_the_live_release_leaves_it_live_and_not_marked_bad(app: App) -> None:
+    """Its migration row is gone but the table stays: the redeploy's migration fails ('already exists')."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", {**GOOD, **A5})
+    assert app.deploy("r2").returncode == 0
+    app.server.execute("DELETE FROM migrations WHERE migration = '2026_11_28_000005_a'", database=app.database)
+    schema_before = app.schema()
+
+    failed = app.deploy("r2")
+
+    assert failed.returncode == 2, failed.stdout[-3000:]
+    assert "failed at step 'Run the migrations'" in failed.stdout
+    assert "Release r2 was live before this redeploy and stays live; it is not marked bad." in failed.stdout
+    assert "is marked bad" not in failed.stdout
+    assert app.current == "r2" and not app.in_maintenance
+    assert not (app.root / "releases" / "r2" / ".release-bad.json").exists()
+    assert app.schema() == schema_before  # restored from the redeploy's own pre-deploy backup
+    back = app.rollback(rollback_restore_database=False)  # the way back to r1 is kept
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert app.current == "r1"
+
+
 def test_rollback_refuses_a_record_naming_the_live_release_as_previous(app: App) -> None:
     """Such records exist (a redeploy of the live release wrote them): a rollback to itself is no rollback."""
     app.release("r1", GOOD)
