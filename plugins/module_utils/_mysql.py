@@ -37,8 +37,12 @@ except ImportError:  # pragma: no cover - exercised by ansible-test's import san
 
 DEFAULT_CONFIG_FILE = "~/.my.cnf"
 # The temporary option files holding the credentials for the client programs.
-OPTION_FILE_PREFIX = ".mutuapix-my-"
+OPTION_FILE_PREFIX = ".mutuapix-client-"
 OPTION_FILE_SUFFIX = ".cnf"
+# Before 0.1.0's lock, the files were ".mutuapix-my-*.cnf" and unlocked: a run of an older copy of
+# the collection may still use one, so those are removed only once no run can last that long.
+LEGACY_OPTION_FILE_PREFIX = ".mutuapix-my-"
+LEGACY_OPTION_FILE_AGE_S = 7 * 24 * 3600
 DEFAULT_PORT = 3306
 # Where the server's socket usually is (Debian/Ubuntu, older Debian, RHEL). Never /tmp/mysql.sock:
 # any local user could create it and read the password the module would send there.
@@ -343,7 +347,8 @@ def remove_stale_option_files(directory: str) -> list[str]:
 
     A run removes its file on the way out, but not when it is killed (SIGKILL, OOM killer, a
     job timeout); while it runs it holds an flock on the file. Only this account's files with
-    our name are considered; one still being created (``.new``) is left for a minute.
+    our name are considered; one still being created (``.new``) is left for a minute, and one
+    of an older copy of the collection (unlocked even while used) for a week.
     """
     removed = []
     try:
@@ -352,14 +357,19 @@ def remove_stale_option_files(directory: str) -> list[str]:
         return removed
     for entry in entries:
         name = entry.name
-        pending = name.endswith(OPTION_FILE_SUFFIX + ".new")
-        if not name.startswith(OPTION_FILE_PREFIX) or not (name.endswith(OPTION_FILE_SUFFIX) or pending):
+        if name.startswith(OPTION_FILE_PREFIX) and name.endswith(OPTION_FILE_SUFFIX):
+            min_age = 0
+        elif name.startswith(OPTION_FILE_PREFIX) and name.endswith(OPTION_FILE_SUFFIX + ".new"):
+            min_age = 60
+        elif name.startswith(LEGACY_OPTION_FILE_PREFIX) and name.endswith(OPTION_FILE_SUFFIX):
+            min_age = LEGACY_OPTION_FILE_AGE_S
+        else:
             continue
         try:
             info = entry.stat(follow_symlinks=False)
             if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
                 continue
-            if pending and time.time() - info.st_mtime < 60:
+            if time.time() - info.st_mtime < min_age:
                 continue
         except OSError:
             continue

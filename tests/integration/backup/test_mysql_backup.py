@@ -556,7 +556,7 @@ def test_password_never_in_argv_environ_results_or_files(mariadb, backup_db, tmp
     assert option_files and all(Path(f).parent == private_tmp and not Path(f).exists() for f in option_files), (
         option_files
     )
-    assert not [n for n in os.listdir(private_tmp) if n.startswith(".mutuapix-my-")]
+    assert not [n for n in os.listdir(private_tmp) if n.startswith(".mutuapix-client-")]
     assert password.encode() not in Path(result["path"]).read_bytes()
     assert password not in Path(result["manifest_path"]).read_text()
 

@@ -745,7 +745,7 @@ def _option_files_for(login: dict[str, Any]) -> list[str]:
     for name in os.listdir(tempfile.gettempdir()):
         path = os.path.join(tempfile.gettempdir(), name)
         with contextlib.suppress(OSError):
-            if name.startswith(".mutuapix-my-") and str(login["login_unix_socket"]) in Path(path).read_text():
+            if name.startswith(".mutuapix-client-") and str(login["login_unix_socket"]) in Path(path).read_text():
                 found.append(path)
     return found
 

@@ -219,19 +219,30 @@ def test_option_files_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
     conn = ConnectionParams({"login_user": "u", "login_password": "killed-runs-password", "config_file": None})
 
     def ours() -> list[str]:
-        return sorted(p for p in os.listdir(tmp_path) if p.startswith(".mutuapix-my-"))
+        return sorted(p for p in os.listdir(tmp_path) if p.startswith((".mutuapix-client-", ".mutuapix-my-")))
 
-    killed = tmp_path / ".mutuapix-my-killed01.cnf"  # its run was SIGKILLed: nobody holds its lock
+    def old(path, age_s):
+        os.utime(path, (time.time() - age_s, time.time() - age_s))
+
+    killed = tmp_path / ".mutuapix-client-killed01.cnf"  # its run was SIGKILLed: nobody holds its lock
     killed.write_text("[client]\npassword=killed-runs-password\n")
-    starting = tmp_path / ".mutuapix-my-start001.cnf.new"  # a run between mkstemp and its rename
+    starting = tmp_path / ".mutuapix-client-start001.cnf.new"  # a run between mkstemp and its rename
     starting.write_text("")
-    abandoned = tmp_path / ".mutuapix-my-abandon1.cnf.new"
+    abandoned = tmp_path / ".mutuapix-client-abandon1.cnf.new"
     abandoned.write_text("")
-    os.utime(abandoned, (time.time() - 3600, time.time() - 3600))
-    other = tmp_path / ".mutuapix-my-notours.txt"
+    old(abandoned, 3600)
+    # an older copy of the collection never locked its file: in use for all we know, unless a week old
+    legacy_running = tmp_path / ".mutuapix-my-running1.cnf"
+    legacy_running.write_text("")
+    old(legacy_running, 6 * 3600)
+    legacy_killed = tmp_path / ".mutuapix-my-lastyear.cnf"
+    legacy_killed.write_text("")
+    old(legacy_killed, 8 * 24 * 3600)
+    other = tmp_path / ".mutuapix-client-notours.txt"
     other.write_text("")
     with _mysql.client_option_file(conn, str(tmp_path)) as live_path:
-        assert not killed.exists() and not abandoned.exists() and starting.exists() and other.exists()
+        assert not killed.exists() and not abandoned.exists() and not legacy_killed.exists()
+        assert starting.exists() and other.exists() and legacy_running.exists()
         assert os.stat(live_path).st_mode & 0o777 == 0o600
         assert 'password="killed-runs-password"' in open(live_path).read()
         probe = os.open(live_path, os.O_RDONLY)
@@ -243,7 +254,7 @@ def test_option_files_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
         with _mysql.client_option_file(conn, str(tmp_path)) as second:  # a concurrent run keeps the first
             assert os.path.exists(live_path) and second != live_path
         assert _mysql.remove_stale_option_files(str(tmp_path)) == []
-    assert ours() == sorted([starting.name, other.name])
+    assert ours() == sorted([starting.name, other.name, legacy_running.name])
 
 
 def test_client_environment_hides_the_login_path_file(tmp_path):
