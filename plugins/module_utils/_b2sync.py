@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.mutuapix.ops.plugins.module_utils._flock import remove_if_unlocked
+from ansible_collections.mutuapix.ops.plugins.module_utils._flock import remove_stale_files
 from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
     MANIFEST_SUFFIX,
     BackupName,
@@ -710,26 +710,14 @@ def remove_stale_parts(directory: str) -> list[str]:
     Only names a download makes (``.<backup or manifest name>.XXXXXXXX.part``), unlocked and
     not written for STALE_PART_AGE_S: a running download holds its file's lock.
     """
-    removed = []
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return removed
-    for entry in sorted(entries, key=lambda e: e.name):
-        name = entry.name
+
+    def min_age_s(name: str) -> float | None:
         if not (name.startswith(".") and name.endswith(PART_SUFFIX)):
-            continue
+            return None
         base, _dot, random_part = name[1 : -len(PART_SUFFIX)].rpartition(".")
-        if len(random_part) != 8 or backup_stem(base) is None:
-            continue
-        try:
-            if not entry.is_file(follow_symlinks=False) or time.time() - entry.stat().st_mtime < STALE_PART_AGE_S:
-                continue
-        except OSError:
-            continue
-        if remove_if_unlocked(entry.path):
-            removed.append(entry.path)
-    return removed
+        return STALE_PART_AGE_S if len(random_part) == 8 and backup_stem(base) is not None else None
+
+    return remove_stale_files(directory, min_age_s)
 
 
 def download_to_file(

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
+from collections.abc import Callable
 
 
 def wait_for_flock(fd: int, timeout: float, interval: float = 0.05) -> bool:
@@ -44,3 +46,29 @@ def remove_if_unlocked(path: str) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def remove_stale_files(directory: str, min_age_s: Callable[[str], float | None]) -> list[str]:
+    """Remove the files of killed runs in ``directory``: the paths removed, in name order.
+
+    ``min_age_s(name)`` is None for a name that is not such a file, else how long after its last
+    change it may go. Only this account's regular files are considered, and only unlocked ones.
+    """
+    removed: list[str] = []
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return removed
+    for entry in entries:
+        min_age = min_age_s(entry.name)
+        if min_age is None:
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or time.time() - info.st_mtime < min_age:
+            continue
+        if remove_if_unlocked(entry.path):
+            removed.append(entry.path)
+    return removed

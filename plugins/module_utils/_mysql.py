@@ -16,14 +16,13 @@ import re
 import shutil
 import stat
 import tempfile
-import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.mutuapix.ops.plugins.module_utils._flock import remove_if_unlocked
+from ansible_collections.mutuapix.ops.plugins.module_utils._flock import remove_stale_files
 
 try:
     import pymysql
@@ -350,32 +349,17 @@ def remove_stale_option_files(directory: str) -> list[str]:
     our name are considered; one still being created (``.new``) is left for a minute, and one
     of an older copy of the collection (unlocked even while used) for a week.
     """
-    removed = []
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return removed
-    for entry in entries:
-        name = entry.name
+
+    def min_age_s(name: str) -> float | None:
         if name.startswith(OPTION_FILE_PREFIX) and name.endswith(OPTION_FILE_SUFFIX):
-            min_age = 0
-        elif name.startswith(OPTION_FILE_PREFIX) and name.endswith(OPTION_FILE_SUFFIX + ".new"):
-            min_age = 60
-        elif name.startswith(LEGACY_OPTION_FILE_PREFIX) and name.endswith(OPTION_FILE_SUFFIX):
-            min_age = LEGACY_OPTION_FILE_AGE_S
-        else:
-            continue
-        try:
-            info = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
-                continue
-            if time.time() - info.st_mtime < min_age:
-                continue
-        except OSError:
-            continue
-        if remove_if_unlocked(entry.path):
-            removed.append(entry.path)
-    return removed
+            return 0
+        if name.startswith(OPTION_FILE_PREFIX) and name.endswith(OPTION_FILE_SUFFIX + ".new"):
+            return 60
+        if name.startswith(LEGACY_OPTION_FILE_PREFIX) and name.endswith(OPTION_FILE_SUFFIX):
+            return LEGACY_OPTION_FILE_AGE_S
+        return None
+
+    return remove_stale_files(directory, min_age_s)
 
 
 @contextlib.contextmanager

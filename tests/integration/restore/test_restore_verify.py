@@ -37,6 +37,12 @@ def verify(login: dict[str, Any], **args: Any) -> Any:
     return run_module(MODULE, dict(login, **args))
 
 
+def drop_schemas_of(mariadb: MariaDB, name: str) -> None:
+    for schema in schemas(mariadb):
+        if schema.startswith((name, f"_restore_{name}")):
+            mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
 def data_frames(manifest: dict[str, Any], table: str) -> list[dict[str, Any]]:
     return [f for f in manifest["tables"][table]["frames"] if f["part"] == "data"]
 
@@ -164,9 +170,7 @@ def test_a_server_error_after_the_swap_says_what_stands(
             for table, rows in expected.items():
                 assert mariadb.execute(f"SELECT COUNT(*) FROM after_swap.`{table}`") == [(rows,)]
     finally:
-        for name in schemas(mariadb):
-            if name.startswith("after_swap"):
-                mariadb.execute(f"DROP DATABASE `{name}`")
+        drop_schemas_of(mariadb, "after_swap")
 
 
 def test_gzip_and_age_encrypted_backup(mariadb: MariaDB, login: dict[str, Any], source_db: str, tmp_path: Path) -> None:
@@ -636,9 +640,7 @@ def test_selective_restore_of_a_referenced_table(mariadb: MariaDB, login: dict[s
         mariadb.execute(f"INSERT INTO {name}.users VALUES (3, 'new')")
         mariadb.execute(f"INSERT INTO {name}.transactions VALUES (2, 3)")
     finally:
-        for schema in schemas(mariadb):
-            if schema.startswith((name, f"_restore_{name}")):
-                mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+        drop_schemas_of(mariadb, name)
 
 
 def test_keep_old_keeps_an_old_copy_that_live_tables_reference(
@@ -853,12 +855,6 @@ def held_swap(mariadb: MariaDB, login: dict[str, Any], tmp_path: Path, name: str
         holder.close()
     assert table_checksums(mariadb, name) == before
     return result, took, path
-
-
-def drop_schemas_of(mariadb: MariaDB, name: str) -> None:
-    for schema in schemas(mariadb):
-        if schema.startswith((name, f"_restore_{name}")):
-            mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
 
 
 def test_a_swap_held_up_on_the_triggered_table_fails_within_its_lock_wait_timeout(
