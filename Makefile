@@ -26,6 +26,10 @@ bootstrap:
 lint: bootstrap
 	ruff check .
 	ruff format --check .
+	@# Modules run on the managed hosts, whose Python may be as old as ansible-core allows (3.8):
+	@# their syntax (ruff) and standard-library use (vermin) must hold there.
+	ruff check --isolated --no-cache --target-version py38 --select E9 plugins/modules plugins/module_utils
+	vermin --quiet --no-tips --backport typing --violations --target=3.8- plugins/modules plugins/module_utils
 	yamllint -s .
 	ansible-lint --profile production
 	shellcheck .ci/run scripts/*.sh bench/*.sh
@@ -44,12 +48,16 @@ test: lint sanity
 	$(PYTEST) tests/unit tests/integration $(PYTEST_ARGS)
 
 # The unit and integration tests again on ansible-core 2.17 and 2.18, each in its own venv
-# (not part of `make test`: .ci/run runs it after `make test`).
+# (not part of `make test`: .ci/run runs it after `make test`). There the modules run on what a
+# Debian 12 database host has: its own python3 with Debian's PyMySQL, zstandard, cryptography and
+# boto3 (the backup role installs those), older than the venv's pinned releases.
+COMPAT_MODULE_PYTHON ?= /usr/bin/python3
 compat:
 	@COMPAT_CORES="$(COMPAT_CORES)" scripts/bootstrap.sh compat
 	@for venv in $(foreach core,$(COMPAT_CORES),$(CURDIR)/.venv-core$(basename $(core))); do \
-	  echo "compat: $$($$venv/bin/ansible --version | head -1)"; \
-	  PATH="$$venv/bin:$$PATH" $$venv/bin/python -m $(PYTEST) tests/unit tests/integration $(PYTEST_ARGS) \
+	  echo "compat: $$($$venv/bin/ansible --version | head -1), modules on $(COMPAT_MODULE_PYTHON)"; \
+	  PATH="$$venv/bin:$$PATH" MUTUAPIX_MODULE_PYTHON="$(COMPAT_MODULE_PYTHON)" \
+	    $$venv/bin/python -m $(PYTEST) tests/unit tests/integration $(PYTEST_ARGS) \
 	    || { echo "compat: the tests failed on $$($$venv/bin/ansible --version | head -1)" >&2; exit 1; }; \
 	done
 

@@ -12,6 +12,10 @@ WHAT="${1:-test}"
 # systemd: systemd-analyze, which the backup role's schedule check and the tests use (offline; no
 # running systemd needed).
 APT_PACKAGES=(mariadb-server mariadb-client zstd age supervisor php-cli git make rsync python3-venv shellcheck systemd)
+if [ "$WHAT" = compat ]; then
+  # `make compat` runs the modules on Debian's own python3 with the libraries the backup role installs.
+  APT_PACKAGES+=(python3-pymysql python3-zstandard python3-cryptography python3-boto3)
+fi
 if [ "$WHAT" = bench ]; then
   APT_PACKAGES+=(mydumper rclone)
 fi
@@ -50,6 +54,10 @@ make_venv() {  # make_venv DIR REQFILE...
 }
 
 make_venv .venv requirements.txt test-requirements.txt
+if [ "$WHAT" = compat ]; then
+  # `make compat` runs the modules on Debian's own python3 with the libraries the backup role installs.
+  APT_PACKAGES+=(python3-pymysql python3-zstandard python3-cryptography python3-boto3)
+fi
 if [ "$WHAT" = bench ]; then
   make_venv .venv-bench requirements.txt bench-requirements.txt
 fi
@@ -60,7 +68,7 @@ if [ "$WHAT" = compat ]; then
   mkdir -p .build
   for core in $COMPAT_CORES; do
     req=".build/compat-requirements-${core%.*}.txt"
-    grep -v -E '^(ansible-core|ansible-lint|ruff|yamllint)==' test-requirements.txt > "$req"
+    grep -v -E '^(ansible-core|ansible-lint|ruff|vermin|yamllint)==' test-requirements.txt > "$req"
     echo "ansible-core==$core" >> "$req"
     make_venv ".venv-core${core%.*}" requirements.txt "$req"
   done

@@ -63,7 +63,7 @@ options:
     type: int
     default: 120
 requirements:
-  - boto3 >= 1.36 and botocore on the host that runs the module.
+  - boto3 >= 1.26 and botocore on the host that runs the module (Debian 12's C(python3-boto3) is enough).
 notes:
   - Requests are signed with signature version 4 and never carry C(x-amz-checksum-*),
     C(x-amz-sdk-checksum-algorithm), storage class or ACL headers, which B2 rejects;

@@ -890,7 +890,7 @@ def _delete_versions(
 
 
 def push(client: Any, config: SyncConfig, src: str, cache: HashCache, now: dt.datetime | None = None) -> dict[str, Any]:
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.timezone.utc)
     stats = Stats()
     local = scan_local(src, config.include, config.exclude)
     remote = list_remote(client, config.bucket, config.prefix)
@@ -1108,7 +1108,7 @@ def status(
     cache: HashCache | None = None,
 ) -> dict[str, Any]:
     """Per database (or per backup stem when no database is given): newest, age, count, bytes."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.timezone.utc)
     cache = cache or HashCache(None, "")
     remote = list_remote(client, config.bucket, config.prefix)
     groups: dict[str, list[Any]] = {db: [] for db in databases or []}

@@ -22,7 +22,7 @@ from typing import Any
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import quote_identifier
 
 try:
-    import zoneinfo  # Python 3.9+
+    import zoneinfo  # novm (Python 3.9+; 3.8 hosts take the ImportError below)
 
     HAS_ZONEINFO = True
 except ImportError:  # pragma: no cover - Python 3.8 managed hosts: fixed offsets and UTC only

@@ -83,8 +83,16 @@ def resolve_endpoint(region: str | None, endpoint_url: str | None) -> tuple[str,
     return f"https://s3.{region}.backblazeb2.com", region
 
 
+def _md5(data: bytes = b"") -> Any:
+    """MD5 as a checksum the S3 API asks for (Content-MD5), not for security: allowed under FIPS."""
+    try:
+        return hashlib.md5(data, usedforsecurity=False)  # novm (3.9+; 3.8 takes the TypeError below)
+    except TypeError:  # Python 3.8 managed hosts: no usedforsecurity argument
+        return hashlib.md5(data)  # noqa: S324 - a checksum the protocol requires
+
+
 def content_md5(data: bytes) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode("ascii")
+    return base64.b64encode(_md5(data).digest()).decode("ascii")
 
 
 def _strip_forbidden_headers(request: Any, **_: Any) -> None:
@@ -141,20 +149,26 @@ class ClientSettings:
 
 def client_config(settings: ClientSettings) -> Any:
     """botocore Config: SigV4, path-style, standard retries with backoff, no flexible checksums."""
-    return botocore.config.Config(
-        signature_version="s3v4",
-        region_name=settings.region,
-        s3={"addressing_style": "path"},
+    options: dict[str, Any] = {
+        "signature_version": "s3v4",
+        "region_name": settings.region,
+        "s3": {"addressing_style": "path"},
         # 'standard' retries 500/502/503/504, SlowDown, throttling and connection errors
         # with exponential backoff and jitter, re-sending seekable bodies from the start.
-        retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        max_pool_connections=max(10, settings.pool_size),
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        tcp_keepalive=True,
-    )
+        "retries": {"total_max_attempts": settings.max_attempts, "mode": "standard"},
+        "max_pool_connections": max(10, settings.pool_size),
+        "connect_timeout": settings.connect_timeout,
+        "read_timeout": settings.read_timeout,
+        "tcp_keepalive": True,
+    }
+    known = getattr(botocore.config.Config, "OPTION_DEFAULTS", {})
+    if "request_checksum_calculation" in known:
+        # botocore >= 1.36 adds CRC checksums to every upload unless told otherwise. Older
+        # releases (Debian 12's python3-botocore is 1.29, what the backup role installs) never
+        # send them, and refuse the two options.
+        options["request_checksum_calculation"] = "when_required"
+        options["response_checksum_validation"] = "when_required"
+    return botocore.config.Config(**options)
 
 
 def create_client(settings: ClientSettings, recorder: RequestRecorder | None = None) -> Any:
@@ -396,7 +410,7 @@ class FileRange:
 
     def md5_base64(self) -> str:
         """Content-MD5 of the whole range (reads it once; the file is in the page cache after)."""
-        digest = hashlib.md5(usedforsecurity=False)
+        digest = _md5()
         self.seek(0)
         while True:
             chunk = self.read(READ_CHUNK * 4)

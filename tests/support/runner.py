@@ -16,6 +16,9 @@ COLLECTIONS = ROOT / ".build" / "collections"
 # The ansible-core under test: the one installed beside the Python running the tests (`make compat`
 # runs them from a venv with an older release).
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+# The Python that runs the modules, as a managed host's would (default: the one running the tests).
+# Point it at an older interpreter to run the module tests on it (docs/ci.md).
+MODULE_PYTHON = os.environ.get("MUTUAPIX_MODULE_PYTHON") or sys.executable
 
 
 def ensure_collection_path() -> None:
@@ -24,6 +27,25 @@ def ensure_collection_path() -> None:
         link.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):  # another pytest-xdist worker made it first
             link.symlink_to(ROOT)
+
+
+def _foreign_python_env(env: dict[str, str]) -> dict[str, str]:
+    """For another Python than ours: ansible's own package on its path, alone (as AnsiballZ ships
+    ansible's module_utils to a managed host; our venv's other packages are not that host's)."""
+    if MODULE_PYTHON == sys.executable:
+        return env
+    import ansible
+
+    # One per venv: `make compat` runs the tests again from venvs with older ansible-core releases.
+    shim = ROOT / ".build" / f"module-python-{Path(sys.prefix).name}"
+    link = shim / "ansible"
+    if not link.exists():
+        shim.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another pytest-xdist worker made it first
+            link.symlink_to(Path(ansible.__file__).resolve().parent)
+    env["PYTHONPATH"] += os.pathsep + str(shim)
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
 
 
 def module_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -67,9 +89,13 @@ def run_module(
         args_path = handle.name
     try:
         os.chmod(args_path, 0o600)
-        cmd = [sys.executable, "-m", f"ansible_collections.mutuapix.ops.plugins.modules.{name}", args_path]
+        cmd = [MODULE_PYTHON, "-m", f"ansible_collections.mutuapix.ops.plugins.modules.{name}", args_path]
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=module_env(env), cwd=tempfile.gettempdir()
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_foreign_python_env(module_env(env)),
+            cwd=tempfile.gettempdir(),
         )
         if popen_hook is not None:
             popen_hook(proc)
