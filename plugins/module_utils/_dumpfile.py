@@ -458,6 +458,33 @@ class Frame:
 DATA_PARTS = ("data_head", "data", "data_tail")
 
 
+class LayoutNormalizer:
+    """A data region's bytes without their line layout, so that releases of the dump program that
+    put rows on lines differently give the same bytes: MariaDB 10.5 writes an INSERT on one line
+    (``VALUES (1,…),(2,…);``), 10.11 a row per line (``VALUES\\n(1,…),\\n(2,…);``).
+
+    A dump never has a raw line break inside a value (it writes ``\\n``), so every one is layout
+    and goes; ``" VALUES ("`` becomes ``" VALUES("``. Fed in any pieces, the output is the same.
+    """
+
+    _FROM = b" VALUES ("
+    _TO = b" VALUES("
+
+    def __init__(self) -> None:
+        self._held = b""
+
+    def feed(self, data: bytes | memoryview) -> bytes:
+        text = (self._held + bytes(data).replace(b"\n", b"")).replace(self._FROM, self._TO)
+        # An occurrence can only be cut at the end: hold back what could be its beginning.
+        keep = len(self._FROM) - 1
+        self._held = text[-keep:]
+        return text[:-keep]
+
+    def pending(self) -> bytes:
+        """What a digest of everything fed so far still needs after ``feed``'s outputs."""
+        return self._held
+
+
 @dataclass
 class DumpObject:
     name: str
@@ -468,6 +495,17 @@ class DumpObject:
     triggers: list[str] = field(default_factory=list)
     digest: Any = None
     checksum_algorithm: str | None = None
+    # SHA-256 of the data region through a LayoutNormalizer (DumpParser's layout_digest).
+    layout_digest: Any = None
+    normalizer: LayoutNormalizer | None = None
+
+    def layout_data_digest(self) -> str | None:
+        """``layout-sha256:<hex>`` of the data region without its line layout, or None."""
+        if self.layout_digest is None or self.normalizer is None:
+            return None
+        digest = self.layout_digest.copy()
+        digest.update(self.normalizer.pending())
+        return "layout-sha256:" + digest.hexdigest()
 
     def data_digest(self) -> str | None:
         """``sha256:<hex>`` when digested while parsing, else the data frames' checksums."""
@@ -502,9 +540,13 @@ class DumpParser:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         threaded: bool = True,
         digest: bool = True,
+        layout_digest: bool = False,
     ) -> None:
         self.writer = writer
-        self.digest = digest or writer.checksum_algorithm is None
+        self.digest = digest or writer.checksum_algorithm is None or layout_digest
+        # Also digest each data region without its line layout (LayoutNormalizer): what a backup
+        # written by another release of the dump program is compared by.
+        self.layout_digest = layout_digest
         self._digester = DigestWorker() if threaded and self.digest else None
         self.chunk_bytes = max(1, chunk_bytes)
         self.objects: dict[str, DumpObject] = {}
@@ -615,6 +657,12 @@ class DumpParser:
             self._digester.update(cur.digest, data)
         else:
             cur.digest.update(data)
+        if cur.layout_digest is not None and cur.normalizer is not None:
+            normalized = cur.normalizer.feed(data)
+            if self._digester is not None:
+                self._digester.update(cur.layout_digest, normalized)
+            else:
+                cur.layout_digest.update(normalized)
 
     # the state machine
 
@@ -650,6 +698,9 @@ class DumpParser:
             self._current = self._object(name, "table")
             if self.digest:
                 self._current.digest = hashlib.sha256()
+            if self.layout_digest:
+                self._current.layout_digest = hashlib.sha256()
+                self._current.normalizer = LayoutNormalizer()
             else:
                 self._current.checksum_algorithm = self.writer.checksum_algorithm
             self._state = "data_head"

@@ -106,6 +106,17 @@ class RestoreError(Exception):
         self.details = details
 
 
+def program_version(program: str) -> str:
+    """``program --version`` as mysql_backup records it in the manifest ("" when it cannot be run)."""
+    try:
+        proc = subprocess.run(
+            [program, "--version"], capture_output=True, stdin=subprocess.DEVNULL, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout.decode("utf-8", "replace").strip()
+
+
 def utc_stamp(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).strftime(TIMESTAMP_FORMAT)
 
@@ -204,6 +215,14 @@ class CheckedBackup:
     frame_checksums: dict[str, list[str | None]] = field(default_factory=dict)
     # Whether the check hashed every table's data region (content verification needs it).
     content_digests: bool = True
+    # (the backup's, this host's) dump program releases when they differ: the data regions were
+    # also digested without their line layout, which content verification then compares.
+    versions_differ: tuple[str, str] | None = None
+
+    def layout_digest(self, table: str) -> str | None:
+        """``layout-sha256:<hex>`` of the table's data region without its line layout."""
+        obj = self.contents.objects.get(table) if self.contents is not None else None
+        return obj.layout_data_digest() if obj is not None else None
 
     def data_digest(self, table: str) -> str | None:
         """``sha256:<hex>`` of the table's data region as stored in the file."""
@@ -222,7 +241,11 @@ class CheckedBackup:
 
 
 def check_backup(
-    path: str, identities: list[bytes], tmp_dir: str | None = None, content_digests: bool = True
+    path: str,
+    identities: list[bytes],
+    tmp_dir: str | None = None,
+    content_digests: bool = True,
+    local_dump_version: str = "",
 ) -> CheckedBackup:
     """Prove the file intact before anything is touched; raises RestoreError saying what is wrong.
 
@@ -230,6 +253,8 @@ def check_backup(
     compares re-dumps with. Without it (``verify: rows``) a compressed file's data is proven
     by its frame checksums alone, which saves about 0.5 CPU-s per GB; a manifest holding
     ``sha256:`` data digests (uncompressed files, older backups) is hashed either way.
+    ``local_dump_version``: this host's ``mariadb-dump --version``; when the backup's differs,
+    the data regions are also digested without their line layout (``CheckedBackup.versions_differ``).
     """
     if not os.path.isfile(path):
         raise RestoreError(f"backup file {path} does not exist (or is not a regular file)")
@@ -262,6 +287,7 @@ def check_backup(
         try:
             checked = _open_stream(path, manifest, identities, tmp_dir)
             checked.content_digests = content_digests
+            checked.versions_differ = _versions_differ(manifest, local_dump_version) if content_digests else None
             _check_frames(checked)
         finally:
             hasher.join()
@@ -408,7 +434,9 @@ def _check_frames(checked: CheckedBackup) -> None:
     )
     if checked.content_digests or recorded_sha256:
         checked.content_digests = True
-        contents = _dumpfile.DumpParser(_dumpfile.NullFrameWriter(), digest=True)
+        contents = _dumpfile.DumpParser(
+            _dumpfile.NullFrameWriter(), digest=True, layout_digest=checked.versions_differ is not None
+        )
     else:
         # The frame checksums, checked below, stand for the data digests: nothing is hashed.
         algorithm = _dumpfile.checksum_algorithm(manifest.get("compression"))
@@ -434,6 +462,20 @@ def _check_frames(checked: CheckedBackup) -> None:
                 raise RestoreError(
                     f"{checked.path}: table {name!r} {problem}: the manifest does not belong to this file; {damaged}"
                 )
+
+
+def _versions_differ(manifest: dict[str, Any], local_version: str) -> tuple[str, str] | None:
+    """(the backup's, this host's) dump program release when both are known, MariaDB's, and differ.
+
+    Releases lay rows out differently (MariaDB 10.5: an INSERT on one line; 10.11: a row per line),
+    so a re-dump matches the file's bytes only without the line layout.
+    """
+    dump = manifest.get("dump") or {}
+    backup_version = " ".join(str(dump.get("version") or "").split())
+    local_version = " ".join(local_version.split())
+    if dump.get("dialect") != "mariadb" or not backup_version or not local_version or backup_version == local_version:
+        return None
+    return backup_version, local_version
 
 
 def _table_entry_problem(checked: CheckedBackup, found: _dumpfile.DumpObject | None, obj: dict[str, Any]) -> str:
@@ -1248,6 +1290,8 @@ class Restorer:
             )
         options = list((self.manifest.get("dump") or {}).get("options") or _dumpfile.DUMP_OPTIONS)
         self._dump_options = [o for o in options if not o.startswith(_SKIP_REDUMP_OPTIONS)]
+        # Another release of the dump program wrote the backup: compared without the line layout.
+        self._versions_differ = self.backup.versions_differ if self._digest else None
 
     def _verify_table(self, schema: str, name: str, obj: dict[str, Any]) -> None:
         started = time.monotonic()
@@ -1255,13 +1299,17 @@ class Restorer:
         result = TableResult(expected)
         has_data = any(f["part"] == "data_head" for f in obj.get("frames", []))
         if self._digest and has_data:
-            parsed = self._redump(schema, name)
+            parsed = self._redump(schema, name, layout=self._versions_differ is not None)
             table = parsed.tables().get(name)
             result.rows_restored = table.rows if table else 0
-            got = "sha256:" + (table.digest.hexdigest() if table and table.digest else "")
-            # The data region as stored in the file, digested by check_backup (which also proved
-            # the manifest's digest, frame checksums and the file's SHA-256 to match the file).
-            result.digest_ok = got == self.backup.data_digest(name)
+            if self._versions_differ is not None:
+                got = table.layout_data_digest() if table else None
+                result.digest_ok = got is not None and got == self.backup.layout_digest(name)
+            else:
+                got = "sha256:" + (table.digest.hexdigest() if table and table.digest else "")
+                # The data region as stored in the file, digested by check_backup (which also proved
+                # the manifest's digest, frame checksums and the file's SHA-256 to match the file).
+                result.digest_ok = got == self.backup.data_digest(name)
         else:
             result.rows_restored = self._count(schema, name)
         problems = []
@@ -1269,6 +1317,12 @@ class Restorer:
             problems.append(f"{result.rows_restored} rows restored, {expected} in the backup")
         if result.digest_ok is False:
             problems.append("content digest differs from the backup's")
+            if self._versions_differ is not None:
+                problems.append(
+                    f"compared without line breaks, as the backup was written by {self._versions_differ[0]!r} and "
+                    f"this host has {self._versions_differ[1]!r}; if these releases also write values differently, "
+                    "verify: rows compares row counts only"
+                )
         with self._lock:
             self.results[name] = result
             if problems:
@@ -1286,7 +1340,7 @@ class Restorer:
         finally:
             connection.close()
 
-    def _redump(self, schema: str, name: str) -> _dumpfile.DumpParser:
+    def _redump(self, schema: str, name: str, layout: bool = False) -> _dumpfile.DumpParser:
         runner = self.active_runner()
         cmd = [
             *client_command(self.dump_program, runner.option_file),
@@ -1296,7 +1350,7 @@ class Restorer:
             schema,
             name,
         ]
-        parser = _dumpfile.DumpParser(_dumpfile.NullFrameWriter())
+        parser = _dumpfile.DumpParser(_dumpfile.NullFrameWriter(), layout_digest=layout)
         with tempfile.TemporaryFile() as errfile:
             proc = subprocess.Popen(
                 cmd,
@@ -1776,7 +1830,10 @@ def run(
     src = resolve_source(request)
     identities = load_identities(request.identity)
     stale = remove_stale_workdirs([os.path.dirname(os.path.abspath(src)), tempfile.gettempdir()])
-    backup = check_backup(src, identities, content_digests=request.verify == "content")
+    content = request.verify == "content"
+    backup = check_backup(
+        src, identities, content_digests=content, local_dump_version=program_version(dump_program) if content else ""
+    )
     try:
         manifest = backup.manifest
         source_db = str(manifest.get("database") or request.database or "")

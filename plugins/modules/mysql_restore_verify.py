@@ -108,6 +108,10 @@ options:
         the backup was dumped, with the data in the file (SHA-256 of both).
       - Backups written by MySQL's C(mysqldump) (MySQL dialect) cannot be digested by C(mariadb-dump) the same
         way; they are verified by row counts, with a warning.
+      - Releases of the dump program lay rows out differently (MariaDB 10.5 writes an C(INSERT) on one line,
+        10.11 a row per line). When the backup's recorded C(dump.version) is not this host's, the file's data
+        and the re-dump are both compared without their line breaks, so a backup from another host or an older
+        client is still verified by content.
     type: str
     choices: [rows, content]
     default: content

@@ -79,7 +79,7 @@ def write_manifest(path: str, manifest: dict[str, Any], resign: bool = False) ->
     Path(path + ".manifest.json").write_text(json.dumps(manifest))
 
 
-def frame_sql_file(sql_path: str, dest: Path, database: str, digest: bool = False) -> str:
+def frame_sql_file(sql_path: str, dest: Path, database: str, digest: bool = False, version: str = "") -> str:
     """Frame a plain dump (e.g. MySQL 8's mysqldump output) into a backup + manifest, as mysql_backup does.
 
     ``digest``: SHA-256 data digests in the manifest instead of the frames' checksums."""
@@ -101,7 +101,12 @@ def frame_sql_file(sql_path: str, dest: Path, database: str, digest: bool = Fals
         "format_version": _dumpfile.FORMAT_VERSION,
         "database": database,
         "created_at": "2026-11-20T03:15:00Z",
-        "dump": {"program": "mysqldump", "dialect": parser.dialect, "options": list(_dumpfile.DUMP_OPTIONS)},
+        "dump": {
+            "program": "mysqldump",
+            "version": version,
+            "dialect": parser.dialect,
+            "options": list(_dumpfile.DUMP_OPTIONS),
+        },
         "compression": "zstd",
         "encryption": None,
         "file": name,

@@ -322,9 +322,9 @@ def test_content_difference_is_found_and_named(
     finally:
         mariadb.execute("DROP DATABASE IF EXISTS norm_src")
     sql = subprocess.run(["zstdcat", original], capture_output=True, check=True).stdout
-    assert sql.count(b"\n(1,7),\n") == 1
+    assert sql.count(b"(1,7),") == 1
     edited = tmp_path / "edited.sql"
-    edited.write_bytes(sql.replace(b"\n(1,7),\n", b"\n(1,007),\n"))
+    edited.write_bytes(sql.replace(b"(1,7),", b"(1,007),"))
     path = frame_sql_file(str(edited), tmp_path / "framed", "norm_src", digest=digest == "sha256")
     assert read_manifest(path)["tables"]["t"]["data_digest"].startswith("sha256:" if digest == "sha256" else "xxh64")
     before = schemas(mariadb)
@@ -336,6 +336,80 @@ def test_content_difference_is_found_and_named(
     assert schemas(mariadb) == before  # the scratch database is dropped on failure too
     rows_only = verify(login, src=path, verify="rows")
     assert not rows_only.failed and rows_only["verified"] is True
+
+
+# MariaDB 10.5's mariadb-dump (Debian 11) writes an extended INSERT on one line, 10.11 a row per line,
+# cutting statements at the same rows (checked against the real 10.5.29 in a Debian 11 chroot). This
+# stand-in reshapes the local dump so and reports 10.5's version.
+OLD_RELEASE_DUMP = """#!/bin/bash
+set -o pipefail
+if [ "$1" = --version ]; then
+  echo 'mariadb-dump  Ver 10.19 Distrib 10.5.23-MariaDB, for debian-linux-gnu (x86_64)'; exit 0
+fi
+{real} "$@" | {reshape}
+"""
+
+
+@pytest.mark.parametrize("layout", ["one line per statement", "the same layout"])
+def test_a_backup_written_by_another_release_is_compared_without_its_line_layout(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path, layout: str
+) -> None:
+    """A backup from a host with another release of the dump program (a disaster-recovery host, an
+    upgraded client) lays rows out differently: its content is still compared, without the line
+    breaks, and a good backup is not reported as different (that would refuse a good restore); a
+    real difference still is."""
+    real = subprocess.run(["sh", "-c", "command -v mariadb-dump"], capture_output=True, text=True, check=True)
+    reshape = "perl -0777 -pe 's/ VALUES\\n\\(/ VALUES (/g; s/\\),\\n\\(/),(/g'"
+    fake = tmp_path / "bin" / "mariadb-dump"
+    fake.parent.mkdir()
+    fake.write_text(
+        OLD_RELEASE_DUMP.format(real=real.stdout.strip(), reshape=reshape if layout.startswith("one") else "cat")
+    )
+    fake.chmod(0o755)
+    mariadb.execute("CREATE DATABASE layout_src")
+    try:
+        mariadb.execute("CREATE TABLE layout_src.t (id INT PRIMARY KEY, n INT, s VARCHAR(200), b VARBINARY(16))")
+        mariadb.execute(
+            "INSERT INTO layout_src.t SELECT seq, seq % 100, CONCAT('row ', seq, ' it''s, (a), \\n'),"
+            " UNHEX('00FF0A') FROM seq_1_to_3000",
+            database="layout_src",
+        )
+        made = run_module(
+            "mysql_backup",
+            dict(
+                mariadb.login,
+                database="layout_src",
+                dest=str(tmp_path / "old"),
+                chunk_size="64K",
+                extra_dump_args=["--net-buffer-length=16384"],
+            ),
+            env={"PATH": f"{fake.parent}:{os.environ['PATH']}"},
+        )
+        assert not made.failed, made.get("msg")
+    finally:
+        mariadb.execute("DROP DATABASE IF EXISTS layout_src")
+    sql = subprocess.run(["zstdcat", made["path"]], capture_output=True, check=True).stdout
+    assert sql.count(b"INSERT INTO `t` VALUES") > 1  # several statements, cut where each release cuts
+    if layout == "one line per statement":
+        assert b"),\n(" not in sql
+    assert read_manifest(made["path"])["dump"]["version"].startswith("mariadb-dump  Ver 10.19 Distrib 10.5.23")
+    assert made["tables"] == {"t": 3000}
+    result = verify(login, src=made["path"])
+    assert not result.failed, result.get("msg")
+    assert result["verified"] is True and result["mismatches"] == []
+    assert result["tables"]["t"] == {"rows_expected": 3000, "rows_restored": 3000, "digest_ok": True}
+
+    # The same release's layout with a value the server stores otherwise (`007` is `7`): still found.
+    assert sql.count(b"(7,7,'") == 1
+    edited = tmp_path / "edited.sql"
+    edited.write_bytes(sql.replace(b"(7,7,'", b"(7,007,'"))
+    version = read_manifest(made["path"])["dump"]["version"]
+    path = frame_sql_file(str(edited), tmp_path / "framed", "layout_src", version=version)
+    different = verify(login, src=path)
+    assert different.failed
+    assert different["tables"]["t"] == {"rows_expected": 3000, "rows_restored": 3000, "digest_ok": False}
+    assert "table t: content digest differs from the backup's; compared without line breaks" in different["msg"]
+    assert "10.5.23-MariaDB" in different["msg"] and "verify: rows" in different["msg"]
 
 
 @pytest.mark.parametrize(
@@ -486,8 +560,11 @@ def test_tables_written_into_the_target_during_the_restore_are_never_dropped(
     mariadb.execute(f"CREATE DATABASE {target}")
 
     def write_meanwhile(_proc: Any) -> None:
-        mariadb.execute(f"CREATE TABLE {target}.orders_written_meanwhile (id int PRIMARY KEY)")
-        mariadb.execute(f"INSERT INTO {target}.orders_written_meanwhile VALUES (1), (2), (3)")
+        # One statement: the swap may come between a CREATE and an INSERT.
+        mariadb.execute(
+            f"CREATE TABLE {target}.orders_written_meanwhile (id int PRIMARY KEY)"
+            " SELECT 1 AS id UNION ALL SELECT 2 UNION ALL SELECT 3"
+        )
 
     try:
         hook = _act_when_shadow_loads(mariadb, write_meanwhile, "_restore_race_target_")

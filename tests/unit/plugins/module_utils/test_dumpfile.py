@@ -452,3 +452,52 @@ def test_mysql_source_data_position_is_read():
         "exact": True,
         "gtid": "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
     }
+
+
+def _one_line_layout(dump: bytes) -> bytes:
+    """MariaDB 10.5's layout of the same dump: each INSERT on one line (as its mariadb-dump writes)."""
+    return dump.replace(b" VALUES\n(", b" VALUES (").replace(b"),\n(", b"),(")
+
+
+def _layout_digests(data: bytes, block: int) -> dict[str, tuple[str | None, str | None]]:
+    parser = _dumpfile.DumpParser(_dumpfile.NullFrameWriter(), 64, layout_digest=True)
+    for i in range(0, len(data), block):
+        parser.feed(data[i : i + block])
+    parser.finish()
+    return {name: (obj.data_digest(), obj.layout_data_digest()) for name, obj in parser.tables().items()}
+
+
+def test_layout_normalizer_output_does_not_depend_on_the_pieces():
+    text = b"INSERT INTO `t` VALUES (1,'a VALUES (b'),\n(2,' VALUES\n'),(3, VALUES (x);\nINSERT INTO `t` VALUES\n(4);\n"
+    whole = _dumpfile.LayoutNormalizer()
+    expected = whole.feed(text) + whole.pending()
+    assert b"\n" not in expected and b" VALUES (" not in expected
+    for size in (1, 2, 3, 5, 8, 9, 10, 17):
+        normalizer = _dumpfile.LayoutNormalizer()
+        out = b"".join(normalizer.feed(text[i : i + size]) for i in range(0, len(text), size))
+        assert out + normalizer.pending() == expected, size
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 20])
+def test_layout_digest_is_the_same_for_both_releases_layouts(block):
+    """10.11's row per line and 10.5's INSERT per line: other raw digests, the same layout digest;
+    a value string holding " VALUES (" is normalized alike on both sides."""
+    old = _one_line_layout(MARIADB_DUMP)
+    assert old != MARIADB_DUMP and b"VALUES (1,'x" in old
+    new_digests, old_digests = _layout_digests(MARIADB_DUMP, block), _layout_digests(old, block)
+    assert new_digests["a`b"][0] != old_digests["a`b"][0]
+    assert new_digests["a`b"][1] == old_digests["a`b"][1]
+    assert new_digests["a`b"][1].startswith("layout-sha256:")
+    assert new_digests == _layout_digests(MARIADB_DUMP, 1 << 20)  # the pieces do not matter
+
+
+def test_layout_digest_still_sees_a_changed_value():
+    changed = _one_line_layout(MARIADB_DUMP).replace(b"(2,NULL)", b"(2,'')")
+    assert _layout_digests(changed, 1 << 20)["a`b"][1] != _layout_digests(MARIADB_DUMP, 1 << 20)["a`b"][1]
+
+
+def test_no_layout_digest_unless_asked():
+    parser = _dumpfile.DumpParser(_dumpfile.NullFrameWriter(), 64)
+    parser.feed(MARIADB_DUMP)
+    parser.finish()
+    assert parser.tables()["a`b"].layout_data_digest() is None
