@@ -16,8 +16,9 @@ COLLECTIONS = ROOT / ".build" / "collections"
 # The ansible-core under test: the one installed beside the Python running the tests (`make compat`
 # runs them from a venv with an older release).
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-# The Python that runs the modules, as a managed host's would (default: the one running the tests).
-# Point it at an older interpreter to run the module tests on it (docs/ci.md).
+# The Python that runs the modules, as a managed host's would (default: the one running the tests):
+# run_module uses it, and the test inventories name it as ansible_python_interpreter.
+# Point it at an older interpreter to run the module tests on it (README: Install).
 MODULE_PYTHON = os.environ.get("MUTUAPIX_MODULE_PYTHON") or sys.executable
 
 

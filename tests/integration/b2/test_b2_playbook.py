@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 
 from tests.integration.b2.b2helpers import APP_KEY, KEY_ID, REGION, write_backup
 from tests.integration.b2.b2proxy import B2Proxy
-from tests.support.runner import run_playbook
+from tests.support.runner import MODULE_PYTHON, run_playbook
 
 PLAYBOOK = """
 - name: Copy backups off-site, then check their freshness
@@ -55,7 +54,7 @@ def test_playbook_with_module_defaults_group(bucket, proxy: B2Proxy, tmp_path: P
         "prefix": "pb",
         "src": str(src),
         "cache": str(tmp_path / "cache.json"),
-        "ansible_python_interpreter": sys.executable,
+        "ansible_python_interpreter": MODULE_PYTHON,
     }
     env = {"B2_APPLICATION_KEY_ID": KEY_ID, "B2_APPLICATION_KEY": APP_KEY}
     first = run_playbook(playbook, inventory="localhost,", extra_vars=extra, env=env)

@@ -17,7 +17,7 @@ import pytest
 from ansible_collections.mutuapix.ops.plugins.module_utils import _age, _backup, _retention
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import quote_identifier
 from tests.support import datagen
-from tests.support.runner import run_module
+from tests.support.runner import MODULE_PYTHON, run_module
 
 BACKUP_GRANTS = [
     "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON `bk_app`.* TO 'bk_user'@'localhost'",
@@ -573,7 +573,7 @@ def backup_playbook(mariadb, db, tmp_path, task_yaml="", verbose=False):
         f"        login_password: '{mariadb.ROOT_PASSWORD}'\n        config_file: {mariadb.login['config_file']}\n"
         f"        database: {db}\n        dest: {tmp_path / 'out'}\n{task_yaml}"
     )
-    args = ["-c", "local", "-e", "ansible_python_interpreter=" + os.sys.executable]
+    args = ["-c", "local", "-e", "ansible_python_interpreter=" + MODULE_PYTHON]
     return run_playbook(playbook, "localhost,", args=["-vvv", *args] if verbose else args)
 
 

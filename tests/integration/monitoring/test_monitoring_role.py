@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from tests.integration.monitoring.conftest import Queues, Server, posts, start_server
 from tests.support.mariadb import MariaDB
-from tests.support.runner import ROOT, run_playbook
+from tests.support.runner import MODULE_PYTHON, ROOT, run_playbook
 
 PLAYBOOK = ROOT / "playbooks" / "monitor.yml"
 
@@ -20,7 +19,7 @@ def monitor(mariadb: MariaDB, queues: Queues, tmp_path: Path, **extra: Any):
     option_file.write_text("[client]\n")
     variables = {
         "monitoring_hosts": "localhost",
-        "ansible_python_interpreter": sys.executable,
+        "ansible_python_interpreter": MODULE_PYTHON,
         "monitoring_state_dir": str(tmp_path / "state"),
         "monitoring_queue_database": queues.database,
         "monitoring_login_unix_socket": mariadb.socket,
@@ -131,7 +130,7 @@ def test_monitor_backup_freshness_through_b2_sync_status(tmp_path: Path):
             s3.put_object(Bucket="backups", Key=f"prod/db1/{key}", Body=b"{}")
         common = {
             "monitoring_hosts": "localhost",
-            "ansible_python_interpreter": sys.executable,
+            "ansible_python_interpreter": MODULE_PYTHON,
             "monitoring_state_dir": str(tmp_path / "state"),
             "monitoring_b2_bucket": "backups",
             "monitoring_b2_prefix": "prod/db1/",

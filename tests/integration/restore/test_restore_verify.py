@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ from tests.integration.restore.helpers import (
 )
 from tests.support import datagen
 from tests.support.mariadb import MariaDB
-from tests.support.runner import ROOT, run_module, run_playbook
+from tests.support.runner import MODULE_PYTHON, ROOT, run_module, run_playbook
 
 MODULE = "mysql_restore_verify"
 
@@ -1072,7 +1071,7 @@ def _playbook_env(mariadb: MariaDB, tmp_path: Path) -> tuple[Path, Path]:
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(
         "all:\n  hosts:\n    db1:\n      ansible_connection: local\n"
-        f"      ansible_python_interpreter: {sys.executable}\n"
+        f"      ansible_python_interpreter: {MODULE_PYTHON}\n"
     )
     cnf = tmp_path / "client.cnf"
     cnf.write_text(f'[client]\nuser=root\npassword="{mariadb.ROOT_PASSWORD}"\n')

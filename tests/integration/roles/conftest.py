@@ -18,7 +18,7 @@ from botocore.config import Config
 
 from tests.support import datagen, fake_laravel
 from tests.support.mariadb import MariaDB
-from tests.support.runner import ROOT, run_module, run_playbook
+from tests.support.runner import MODULE_PYTHON, ROOT, run_module, run_playbook
 from tests.support.s3server import S3Server
 
 PLAYBOOKS = ROOT / "playbooks"
@@ -36,7 +36,7 @@ def write_client_cnf(server: MariaDB, path: Path) -> Path:
 def write_inventory(path: Path, groups: dict[str, dict[str, dict[str, Any]]]) -> Path:
     inventory = {
         "all": {
-            "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+            "vars": {"ansible_connection": "local", "ansible_python_interpreter": MODULE_PYTHON},
             "children": {group: {"hosts": hosts} for group, hosts in groups.items()},
         }
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import re
 import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from ansible_collections.mutuapix.ops.plugins.module_utils._password_policy import native_password_hash
 from tests.integration.users.conftest import login
 from tests.support.mariadb import MariaDB
-from tests.support.runner import ROOT, run_playbook
+from tests.support.runner import MODULE_PYTHON, ROOT, run_playbook
 
 PLAYBOOK = ROOT / "playbooks" / "harden.yml"
 SECRETS = {
@@ -38,7 +37,7 @@ def harden(mariadb: MariaDB, tmp_path: Path) -> Iterator[Any]:
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         "all:\n  children:\n    db:\n      hosts:\n        testdb:\n"
-        f"          ansible_connection: local\n          ansible_python_interpreter: {sys.executable}\n"
+        f"          ansible_connection: local\n          ansible_python_interpreter: {MODULE_PYTHON}\n"
     )
     env_file = tmp_path / "app" / ".env"
     env_file.parent.mkdir()

@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.users.conftest import login
 from tests.support.mariadb import MariaDB
-from tests.support.runner import ROOT, module_env, run_playbook
+from tests.support.runner import MODULE_PYTHON, ROOT, module_env, run_playbook
 
 EXAMPLE = ROOT / "inventories" / "production.example"
 VAULTED = {
@@ -66,7 +66,7 @@ def test_example_inventory_with_encrypted_vault(vaulted_inventory: tuple[Path, P
     local = {
         "harden_hosts": "db1.example.com",
         "ansible_connection": "local",
-        "ansible_python_interpreter": sys.executable,
+        "ansible_python_interpreter": MODULE_PYTHON,
         "ansible_become": False,
         "hardening_login_unix_socket": mariadb.socket,
         "hardening_login_user": "root",

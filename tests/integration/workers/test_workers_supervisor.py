@@ -19,7 +19,7 @@ import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _memmon
 from tests.integration.workers.conftest import Supervisord, Workers, read_rss_mb, wait_for
-from tests.support.runner import module_env, run_module, run_playbook
+from tests.support.runner import MODULE_PYTHON, module_env, run_module, run_playbook
 
 
 def test_add_then_second_run_is_unchanged(workers: Workers, supervisord: Supervisord):
@@ -378,7 +378,7 @@ def test_through_ansible_playbook_installs_the_listener(workers: Workers, superv
         )
     )
     proc = run_playbook(
-        playbook, inventory="localhost,", args=["-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"]
+        playbook, inventory="localhost,", args=["-c", "local", "-e", f"ansible_python_interpreter={MODULE_PYTHON}"]
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     listener = Path(args["listener_path"])
