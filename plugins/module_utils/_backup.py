@@ -35,6 +35,8 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     client_environment,
     client_option_file,
     find_program,
+    program_version,
+    start_program_version,
 )
 
 # The grants mysql_backup needs (documented in the module; app_db_user's `backup` preset).
@@ -538,28 +540,6 @@ class DumpResult:
     priority_lowered: bool = True
 
 
-def _start_program_version(program: str) -> subprocess.Popen | None:
-    """``program --version``, started beside the dump rather than after it."""
-    try:
-        return subprocess.Popen(
-            [program, "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
-        )
-    except OSError:
-        return None
-
-
-def _program_version(proc: subprocess.Popen | None) -> str:
-    if proc is None:
-        return ""
-    try:
-        out, _err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return ""
-    return out.decode("utf-8", "replace").strip()
-
-
 WRITEBACK_BYTES = 8 * 1024 * 1024
 
 
@@ -636,7 +616,7 @@ def run_dump(
     """Stream the dump program's output through the parser into ``tmp_path`` (0600), fsynced."""
     fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb", buffering=1024 * 1024) as raw, tempfile.TemporaryFile() as errfile:
-        version = _start_program_version(program)
+        version = start_program_version(program)
         out = WritebackFile(raw)  # from here on its thread is stopped whatever happens
         try:
             writer = _dumpfile.FrameWriter(out, compression, level, threads=threads, encrypt_to=recipients)
@@ -682,8 +662,8 @@ def run_dump(
             out.sync()
         finally:
             out.stop()
-            program_version = _program_version(version)
-    return DumpResult(parser, sha256, size, writer.uncompressed, program_version, priority_lowered)
+            version_text = program_version(version)
+    return DumpResult(parser, sha256, size, writer.uncompressed, version_text, priority_lowered)
 
 
 def build_manifest(

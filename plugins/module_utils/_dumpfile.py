@@ -698,11 +698,11 @@ class DumpParser:
             self._current = self._object(name, "table")
             if self.digest:
                 self._current.digest = hashlib.sha256()
+            else:
+                self._current.checksum_algorithm = self.writer.checksum_algorithm
             if self.layout_digest:
                 self._current.layout_digest = hashlib.sha256()
                 self._current.normalizer = LayoutNormalizer()
-            else:
-                self._current.checksum_algorithm = self.writer.checksum_algorithm
             self._state = "data_head"
             self._begin_frame("data_head", self._current)
         elif kind in ("view_stub", "view_final"):

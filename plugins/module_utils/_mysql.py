@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import tempfile
 import traceback
 from collections.abc import Iterator
@@ -433,6 +434,30 @@ def client_environment(option_file: str) -> dict[str, str]:
 
 DUMP_PROGRAMS = ("mariadb-dump", "mysqldump")
 CLIENT_PROGRAMS = ("mariadb", "mysql")
+
+
+def start_program_version(program: str) -> subprocess.Popen | None:
+    """``program --version``, started now so it can run beside other work (``program_version``)."""
+    try:
+        return subprocess.Popen(
+            [program, "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        )
+    except OSError:
+        return None
+
+
+def program_version(proc: subprocess.Popen | None) -> str:
+    """What ``start_program_version``'s program printed, stripped ("" when it could not run);
+    mysql_backup records it in the manifest as ``dump.version``."""
+    if proc is None:
+        return ""
+    try:
+        out, _err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return ""
+    return out.decode("utf-8", "replace").strip()
 
 
 def find_program(candidates: tuple[str, ...], extra_dirs: list[str] | None = None) -> str | None:

@@ -52,7 +52,9 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     client_command,
     client_environment,
     client_option_file,
+    program_version,
     quote_identifier,
+    start_program_version,
     validate_identifier,
 )
 
@@ -104,17 +106,6 @@ class RestoreError(Exception):
     def __init__(self, msg: str, **details: Any) -> None:
         super().__init__(msg)
         self.details = details
-
-
-def program_version(program: str) -> str:
-    """``program --version`` as mysql_backup records it in the manifest ("" when it cannot be run)."""
-    try:
-        proc = subprocess.run(
-            [program, "--version"], capture_output=True, stdin=subprocess.DEVNULL, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return proc.stdout.decode("utf-8", "replace").strip()
 
 
 def utc_stamp(now: dt.datetime | None = None) -> str:
@@ -1831,9 +1822,8 @@ def run(
     identities = load_identities(request.identity)
     stale = remove_stale_workdirs([os.path.dirname(os.path.abspath(src)), tempfile.gettempdir()])
     content = request.verify == "content"
-    backup = check_backup(
-        src, identities, content_digests=content, local_dump_version=program_version(dump_program) if content else ""
-    )
+    local_version = program_version(start_program_version(dump_program)) if content else ""
+    backup = check_backup(src, identities, content_digests=content, local_dump_version=local_version)
     try:
         manifest = backup.manifest
         source_db = str(manifest.get("database") or request.database or "")
