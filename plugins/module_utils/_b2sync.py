@@ -776,7 +776,7 @@ def write_file_atomic(dest: str, data: bytes) -> None:
 # Retention
 
 
-def _is_locked(version: dict[str, Any], head: dict[str, Any], now: dt.datetime) -> bool:
+def _is_locked(head: dict[str, Any], now: dt.datetime) -> bool:
     until = head.get("ObjectLockRetainUntilDate")
     if head.get("ObjectLockLegalHoldStatus") == "ON":
         return True
@@ -812,7 +812,7 @@ def apply_retention(
             ok, refused = _delete_versions(client, config, to_delete)
             deleted.extend(ok)
             if refused:  # locked since we looked: keep the data file when its manifest stays
-                locked.extend(refused)
+                locked.extend(_explain_refusals(client, config, refused, deleted, now))
                 break
     return deleted, locked
 
@@ -842,7 +842,7 @@ def _plan_backup_deletion(
                     Key=key,
                     VersionId=vid,
                 )
-                if _is_locked(version, head, now):
+                if _is_locked(head, now):
                     held.append(_locked_entry(key, vid, head))
                     continue
             to_delete.append({"Key": key, "VersionId": vid})
@@ -873,16 +873,64 @@ def _delete_versions(
             Bucket=config.bucket,
             Delete={"Objects": batch, "Quiet": False},
         )
-        deleted.extend({"key": d["Key"], "version_id": d.get("VersionId")} for d in response.get("Deleted", []))
+        gone = [{"key": d["Key"], "version_id": d.get("VersionId")} for d in response.get("Deleted", [])]
+        deleted.extend(gone)
         for err in response.get("Errors", []):
             if err.get("Code") in ("AccessDenied", "ObjectLocked", "InvalidRequest"):
-                refused.append({"key": err["Key"], "version_id": err.get("VersionId"), "mode": None, "error": err})
+                # Some servers leave the VersionId out of an error: then every version of that key
+                # in this batch that was not deleted is the refused one.
+                refused.extend(
+                    {"key": o["Key"], "version_id": o["VersionId"], "error": err}
+                    for o in batch
+                    if o["Key"] == err["Key"]
+                    and (
+                        o["VersionId"] == err["VersionId"]
+                        if err.get("VersionId")
+                        else {"key": o["Key"], "version_id": o["VersionId"]} not in gone
+                    )
+                )
             else:
                 raise SyncError(
                     f"deleting {err.get('Key')} version {err.get('VersionId')} failed: {err.get('Code')} "
                     f"{err.get('Message')}; check the application key's deleteFiles capability"
                 )
     return deleted, refused
+
+
+def _explain_refusals(
+    client: Any,
+    config: SyncConfig,
+    refused: list[dict[str, Any]],
+    deleted: list[dict[str, Any]],
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """The locked entries of versions a DeleteObjects call refused; SyncError for any other refusal.
+
+    Every refused version was read as unlocked just before, so a refusal is either a lock set
+    since (reported like any lock) or a key that may not delete versions: B2 answers
+    ``AccessDenied`` for both, and a key without ``deleteFiles`` would otherwise have every
+    retention run "keep" every backup, silently, forever.
+    """
+    locked: list[dict[str, Any]] = []
+    for entry in refused:
+        key, vid, err = entry["key"], entry["version_id"], entry["error"]
+        why = "that version is under neither Object Lock nor a legal hold"
+        try:
+            head = client.head_object(Bucket=config.bucket, Key=key, VersionId=vid)
+        except CLIENT_ERRORS as exc:
+            if is_not_found(exc):
+                continue  # gone since: nothing left to keep or to delete
+            head, why = {}, f"its lock could not be read either ({exc})"  # e.g. a delete marker: 405
+        if _is_locked(head, now):
+            locked.append(_locked_entry(key, vid, head))
+            continue
+        raise SyncError(
+            f"B2 refused to delete {key} version {vid} ({err.get('Code')}: {err.get('Message')}), and {why}: "
+            "the application key needs the deleteFiles capability (with writeFiles) to delete old versions, "
+            "so retention could not remove this backup"
+            + (f"; {len(deleted)} older object version(s) were deleted before it" if deleted else "")
+        )
+    return locked
 
 
 # ---------------------------------------------------------------------------------------

@@ -269,6 +269,8 @@ retained_locked:
     - Versions retention selected but could not delete because of Object Lock or a legal
       hold; the backup's other versions, of its data file and its manifest, are kept too,
       as the lock of every version is read before anything is deleted. Not an error.
+    - A version whose deletion B2 refuses although it is not locked (an application key
+      without C(deleteFiles)) fails the task instead.
   returned: always
   type: list
   elements: dict

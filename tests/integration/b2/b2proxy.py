@@ -23,6 +23,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._s3 import classify_r
 NEEDS_MD5 = {"PutObject", "UploadPart", "DeleteObjects"}
 FORBIDDEN = ("x-amz-checksum-", "x-amz-sdk-checksum-algorithm", "x-amz-storage-class", "x-amz-acl")
 _CREDENTIAL_RE = re.compile(r"Credential=([^/]+)/")
+_DELETE_OBJECT_RE = re.compile(rb"<Object><Key>(.*?)</Key>(?:<VersionId>(.*?)</VersionId>)?</Object>")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Fault:
     code: str = "SlowDown"
     drop: bool = False  # close the connection without answering
     truncate: bool = False  # forward the request, send half of the answer's body, close
+    delete_error: str | None = None  # DeleteObjects: refuse every object with this code (HTTP 200)
 
 
 @dataclass
@@ -80,6 +82,20 @@ class ProxyState:
 def _error_xml(code: str, message: str) -> bytes:
     return (
         f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    ).encode()
+
+
+def _refuse_all(delete_body: bytes, code: str) -> bytes:
+    """A DeleteObjects answer refusing each object of the request with ``code``."""
+    errors = "".join(
+        f"<Error><Key>{key.decode()}</Key>"
+        + (f"<VersionId>{vid.decode()}</VersionId>" if vid else "")
+        + f"<Code>{code}</Code><Message>Access Denied</Message></Error>"
+        for key, vid in _DELETE_OBJECT_RE.findall(delete_body)
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{errors}</DeleteResult>'
     ).encode()
 
 
@@ -139,6 +155,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault.drop:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault and fault.delete_error:
+            # B2's answer when the key may not delete versions: 200, every object in Errors.
+            seen.status = 200
+            self._answer(200, _refuse_all(body, fault.delete_error))
             return
         if fault and not fault.truncate:
             seen.status = fault.status

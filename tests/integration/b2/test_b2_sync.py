@@ -298,6 +298,47 @@ def test_a_legal_hold_on_one_file_keeps_the_whole_backup(locked_bucket, args_for
     assert [d["key"] for d in result["deleted"]] == [f"p/{old.name}.manifest.json", f"p/{old.name}"], result
 
 
+def test_a_key_that_may_not_delete_versions_fails_retention_instead_of_keeping_everything(
+    bucket, args_for, proxy, src, s3
+):
+    """B2 refuses a key without deleteFiles with per-object AccessDenied, as it does a lock."""
+    old = write_backup(src, "app", NOW - dt.timedelta(days=1), 1000)
+    write_backup(src, "app", NOW, 1000)
+    args = args_for(bucket, src=str(src), prefix="p")
+    assert not b2_run(args).failed
+    before = remote_keys(s3, bucket)
+    proxy.state.faults.append(Fault("DeleteObjects", 1, delete_error="AccessDenied"))
+    result = b2_run({**args, "keep_last": 1})
+    assert result.failed, result
+    assert "deleteFiles" in result["msg"] and f"p/{old.name}.manifest.json" in result["msg"], result["msg"]
+    assert "neither Object Lock nor a legal hold" in result["msg"]
+    assert remote_keys(s3, bucket) == before
+    # With the capability back, the same run deletes the old backup.
+    result = b2_run({**args, "keep_last": 1})
+    assert not result.failed and result["retained_locked"] == [], result
+    assert [d["key"] for d in result["deleted"]] == [f"p/{old.name}.manifest.json", f"p/{old.name}"]
+
+
+def test_a_lock_set_between_reading_and_deleting_is_reported_as_locked(locked_bucket, args_for, proxy, src, s3):
+    old = write_backup(src, "app", NOW - dt.timedelta(days=1), 1000)
+    write_backup(src, "app", NOW, 1000)
+    args = args_for(locked_bucket, src=str(src), prefix="p")
+    assert not b2_run(args).failed
+    manifest_key = f"p/{old.name}.manifest.json"
+
+    def hold_before_delete(seen):
+        if seen.operation == "DeleteObjects":
+            proxy.state.hook = None
+            s3.put_object_legal_hold(Bucket=locked_bucket, Key=manifest_key, LegalHold={"Status": "ON"})
+
+    proxy.state.hook = hold_before_delete
+    result = b2_run({**args, "keep_last": 1})
+    assert not result.failed and result["deleted"] == [], result
+    assert [(e["key"], e["mode"]) for e in result["retained_locked"]] == [(manifest_key, "LEGAL_HOLD")], result
+    assert complete_remote(s3, locked_bucket, "p/") == sorted(f"p/{f.name}" for f in src.glob("*.zst"))
+    s3.put_object_legal_hold(Bucket=locked_bucket, Key=manifest_key, LegalHold={"Status": "OFF"})
+
+
 # ----------------------------------------------------------------------------- status
 
 
