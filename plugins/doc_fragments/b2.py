@@ -63,7 +63,8 @@ options:
     type: int
     default: 120
 requirements:
-  - boto3 >= 1.26 and botocore on the host that runs the module (Debian 12's C(python3-boto3) is enough).
+  - boto3 >= 1.20.34 and botocore >= 1.23.34 on the host that runs the module (the C(python3-boto3) of Debian 12 or
+    Ubuntu 22.04 is enough).
 notes:
   - Requests are signed with signature version 4 and never carry C(x-amz-checksum-*),
     C(x-amz-sdk-checksum-algorithm), storage class or ACL headers, which B2 rejects;

@@ -926,6 +926,24 @@ def file_sha256(path: str, block: int = 8 * 1024 * 1024) -> str:
             digest.update(chunk)
 
 
+def frame_complete(obj: Any) -> bool:
+    """Whether a zstd or zlib decompression object has read exactly one whole frame/member.
+
+    zstandard before 0.18 (Ubuntu 22.04 ships 0.17) has neither ``eof`` nor ``unused_data``:
+    there a decompression object refuses any further call once its frame has ended, which
+    tells the end; bytes after the end are dropped unseen (the frame ranges of the manifest
+    and the file's SHA-256 still cover them).
+    """
+    eof = getattr(obj, "eof", None)
+    if eof is not None:
+        return bool(eof) and not obj.unused_data
+    try:
+        obj.decompress(b"")
+    except zstandard.ZstdError:
+        return True
+    return False
+
+
 def decompressor(compression: str) -> Callable[[bytes], bytes]:
     """A function decompressing exactly one complete frame/member."""
     if compression == "zstd":
@@ -936,7 +954,7 @@ def decompressor(compression: str) -> Callable[[bytes], bytes]:
         def _zstd(data: bytes) -> bytes:
             obj = dctx.decompressobj()
             out = obj.decompress(data)
-            if not obj.eof or obj.unused_data:
+            if not frame_complete(obj):
                 raise DumpFileError("zstd frame is truncated or has trailing bytes")
             return out
 
@@ -946,7 +964,7 @@ def decompressor(compression: str) -> Callable[[bytes], bytes]:
         def _gzip(data: bytes) -> bytes:
             obj = zlib.decompressobj(31)
             out = obj.decompress(data)
-            if not obj.eof or obj.unused_data:
+            if not frame_complete(obj):
                 raise DumpFileError("gzip member is truncated or has trailing bytes")
             return out
 

@@ -546,7 +546,7 @@ def _check_one_frame(
             tail = (tail + out[-256:])[-256:]
             if sink is not None and out:
                 sink(out)
-        if dobj is not None and (not dobj.eof or dobj.unused_data):
+        if dobj is not None and not _dumpfile.frame_complete(dobj):
             raise RestoreError(f"{where} is corrupt: the frame is truncated or has trailing bytes; {damaged}")
     except (RestoreError, _dumpfile.DumpFileError):
         raise

@@ -147,6 +147,10 @@ class ClientSettings:
         )
 
 
+# Config options newer than the oldest botocore the modules run with; left out where unknown.
+OPTIONAL_CLIENT_OPTIONS = ("tcp_keepalive", "request_checksum_calculation", "response_checksum_validation")
+
+
 def client_config(settings: ClientSettings) -> Any:
     """botocore Config: SigV4, path-style, standard retries with backoff, no flexible checksums."""
     options: dict[str, Any] = {
@@ -159,15 +163,19 @@ def client_config(settings: ClientSettings) -> Any:
         "max_pool_connections": max(10, settings.pool_size),
         "connect_timeout": settings.connect_timeout,
         "read_timeout": settings.read_timeout,
+        # Optional (the client works without them): botocore refuses an option it does not
+        # know, and the backup role installs the distribution's botocore, e.g. 1.23 on Ubuntu
+        # 22.04 (no tcp_keepalive, added in 1.27) or 1.29 on Debian 12.
         "tcp_keepalive": True,
+        # botocore >= 1.36 adds CRC checksums to every upload unless told otherwise (B2 refuses
+        # them); older releases never send them.
+        "request_checksum_calculation": "when_required",
+        "response_checksum_validation": "when_required",
     }
     known = getattr(botocore.config.Config, "OPTION_DEFAULTS", {})
-    if "request_checksum_calculation" in known:
-        # botocore >= 1.36 adds CRC checksums to every upload unless told otherwise. Older
-        # releases (Debian 12's python3-botocore is 1.29, what the backup role installs) never
-        # send them, and refuse the two options.
-        options["request_checksum_calculation"] = "when_required"
-        options["response_checksum_validation"] = "when_required"
+    for name in OPTIONAL_CLIENT_OPTIONS:
+        if name not in known:
+            del options[name]
     return botocore.config.Config(**options)
 
 

@@ -18,12 +18,14 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._s3 import (
+    OPTIONAL_CLIENT_OPTIONS,
     B2Error,
     ClientSettings,
     FileRange,
     RequestRecorder,
     b2_argument_spec,
     classify_request,
+    client_config,
     create_client,
     describe_error,
     file_sha256,
@@ -223,6 +225,17 @@ def test_client_config_is_b2_safe():
     assert config.response_checksum_validation == "when_required"
     assert config.retries == {"total_max_attempts": 1, "mode": "standard"}
     assert config.s3["addressing_style"] == "path"
+
+
+def test_client_config_leaves_out_options_an_older_botocore_does_not_know(monkeypatch):
+    """Ubuntu 22.04's botocore 1.23 knows neither tcp_keepalive nor the checksum options."""
+    import botocore.config
+
+    old = {k: v for k, v in botocore.config.Config.OPTION_DEFAULTS.items() if k not in OPTIONAL_CLIENT_OPTIONS}
+    monkeypatch.setattr(botocore.config.Config, "OPTION_DEFAULTS", old)
+    config = client_config(SETTINGS)  # the real Config refuses any keyword not in OPTION_DEFAULTS
+    assert config.signature_version == "s3v4" and config.s3 == {"addressing_style": "path"}
+    assert config.retries == {"total_max_attempts": 1, "mode": "standard"}
 
 
 def test_lock_retain_until_is_sent_as_a_date(client_and_sent):
