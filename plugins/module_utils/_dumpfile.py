@@ -128,6 +128,16 @@ _COMPLETED = b"-- Dump completed"
 # The first lines of a table's trigger block (both dump programs save the session settings first).
 # After a data section any other line starts it; a table dumped without its data
 # (exclude_table_data, --no-data) goes from its structure straight to its triggers.
+# What a data region may end with after its rows. MariaDB 11.x (e.g. 11.8, Debian 13) wraps
+# every table's data in "SET @OLD_AUTOCOMMIT=@@AUTOCOMMIT, @@AUTOCOMMIT=0;" … "COMMIT;" and
+# "SET AUTOCOMMIT=@OLD_AUTOCOMMIT;"; older programs write "commit;" with --no-autocommit.
+_DATA_TAIL_LINES = (
+    b"/*!40000 ALTER TABLE",
+    b"UNLOCK TABLES",
+    b"commit;",
+    b"COMMIT;",
+    b"SET AUTOCOMMIT=@OLD_AUTOCOMMIT;",
+)
 _TRIGGERS_START = (b"/*!50003 SET @saved_cs_client ", b"DELIMITER ;;")
 _TEXT_PARTS = ("header", "schema", "triggers", "events", "routines", "footer")
 # The end of an INSERT statement inside a run of rows (values never hold a raw line break).
@@ -465,6 +475,8 @@ class LayoutNormalizer:
 
     A dump never has a raw line break inside a value (it writes ``\\n``), so every one is layout
     and goes; ``" VALUES ("`` becomes ``" VALUES("``. Fed in any pieces, the output is the same.
+    Only the INSERT statements are fed: the lines around them differ between releases too
+    (11.x adds ``SET @OLD_AUTOCOMMIT=…`` and ``COMMIT;``).
     """
 
     _FROM = b" VALUES ("
@@ -642,8 +654,8 @@ class DumpParser:
             self.order.append(name)
         return obj
 
-    def _data_write(self, data: bytes | memoryview) -> None:
-        """Bytes of a table's data region: written and digested."""
+    def _data_write(self, data: bytes | memoryview, rows: bool = False) -> None:
+        """Bytes of a table's data region: written and digested (``rows``: its INSERT statements)."""
         self._write(data)
         cur = self._current
         if cur is None:
@@ -657,7 +669,7 @@ class DumpParser:
             self._digester.update(cur.digest, data)
         else:
             cur.digest.update(data)
-        if cur.layout_digest is not None and cur.normalizer is not None:
+        if rows and cur.layout_digest is not None and cur.normalizer is not None:
             normalized = cur.normalizer.feed(data)
             if self._digester is not None:
                 self._digester.update(cur.layout_digest, normalized)
@@ -768,7 +780,7 @@ class DumpParser:
             self._data_write(line)
             return
         if state == "data_tail":
-            if line.startswith((b"/*!40000 ALTER TABLE", b"UNLOCK TABLES", b"commit;")):
+            if line.startswith(_DATA_TAIL_LINES):
                 self._data_write(line)
                 return
             self._state = "triggers"
@@ -837,11 +849,11 @@ class DumpParser:
                 cut = data.find(b"\nINSERT INTO ", pos + max(0, room - 1), stop) + 1
             if cut <= 0:
                 frame.rows += rows
-                self._data_write(view[pos:stop])
+                self._data_write(view[pos:stop], rows=True)
                 return
             head_rows = self._count_rows(data, pos, cut)
             frame.rows += head_rows
-            self._data_write(view[pos:cut])
+            self._data_write(view[pos:cut], rows=True)
             self._begin_frame("data", self._current)
             pos, rows = cut, rows - head_rows
 

@@ -35,6 +35,13 @@ except ImportError:  # pragma: no cover - exercised by ansible-test's import san
     HAS_PYMYSQL = False
     PYMYSQL_IMPORT_ERROR = traceback.format_exc()
 
+# The server's TLS capability flag in its handshake (pymysql.constants.CLIENT.SSL).
+CLIENT_SSL = 2048
+# PyMySQL 2 takes TLS by itself when the server offers it (and fails with an ssl dict when it
+# does not); older releases use TLS only when given ssl settings. Told apart by the attribute
+# the newer constructor sets for that mode.
+_PYMYSQL_PREFERS_TLS = HAS_PYMYSQL and "_ssl_required" in pymysql.connections.Connection.__init__.__code__.co_names
+
 DEFAULT_CONFIG_FILE = "~/.my.cnf"
 # The temporary option files holding the credentials for the client programs.
 OPTION_FILE_PREFIX = ".mutuapix-client-"
@@ -220,6 +227,9 @@ class ConnectionParams:
         self.ssl_cert: str | None = params.get("ssl_cert") or opts.get("ssl-cert")
         self.ssl_key: str | None = params.get("ssl_key") or opts.get("ssl-key")
         self.connect_timeout: int = int(params.get("connect_timeout") or 30)
+        # Whether the server offers TLS, from the module's own connection (connect() sets it):
+        # the client programs then take the channel that connection took (option_file_text).
+        self.server_tls: bool | None = None
 
     def describe(self) -> str:
         """Where we connect, for error messages (never the password)."""
@@ -244,6 +254,11 @@ class ConnectionParams:
         ssl = {k: v for k, v in (("ca", self.ssl_ca), ("cert", self.ssl_cert), ("key", self.ssl_key)) if v}
         if ssl:
             kwargs["ssl"] = ssl
+        elif not self.socket and not _PYMYSQL_PREFERS_TLS:
+            # TLS whenever the server offers it, unverified (no CA given): what PyMySQL 2 does by
+            # itself. Older releases (Debian 12's 1.0.2, Debian 13's 1.1.1) take a non-empty dict
+            # as exactly that and fall back to plain TCP when the server has no TLS.
+            kwargs["ssl"] = {"check_hostname": False}
         elif self.socket:
             # PyMySQL otherwise prepares an opportunistic TLS context (loading the system CA
             # bundle, about 25 ms per connection) even for a Unix socket, a local channel that
@@ -284,7 +299,31 @@ class ConnectionParams:
         for key, val in (("ssl-ca", self.ssl_ca), ("ssl-cert", self.ssl_cert), ("ssl-key", self.ssl_key)):
             if val:
                 lines.append(f"{key}={esc(val)}")
+        lines.extend(self._mariadb_tls_lines())
         return "\n".join(lines) + "\n"
+
+    def _mariadb_tls_lines(self) -> list[str]:
+        """TLS for MariaDB's client programs over TCP, as the module's own connection has it.
+
+        From 11.4 (Debian 13 has 11.8) MariaDB's clients demand TLS with a verified certificate
+        by default, even over a socket, so against a server without TLS every dump failed ("SSL
+        is required, but the server does not support it") where the module's own connection had
+        worked. With ``ssl_ca`` both verify the server (certificate and host name); over a socket
+        neither uses TLS; otherwise both take TLS exactly when the server offers it, unverified.
+        In ``[client-mariadb]``, which MySQL's clients do not read (their default, PREFERRED, is
+        that already).
+        """
+        if self.ssl_ca:
+            tls = ["ssl", "ssl-verify-server-cert"]
+        elif self.ssl_cert or self.ssl_key:
+            tls = ["ssl", "skip-ssl-verify-server-cert"]
+        elif self.socket or self.server_tls is False:
+            tls = ["skip-ssl"]  # PyMySQL takes no TLS over a socket either (pymysql_kwargs)
+        elif self.server_tls:
+            tls = ["ssl", "skip-ssl-verify-server-cert"]
+        else:
+            return []  # not connected yet: the clients' own default
+        return ["", "[client-mariadb]", *tls]
 
 
 def connect(conn: ConnectionParams, database: str | None = None) -> Any:
@@ -292,7 +331,9 @@ def connect(conn: ConnectionParams, database: str | None = None) -> Any:
     if not HAS_PYMYSQL:
         raise MySQLError("PyMySQL is required on the managed host: pip install pymysql")
     try:
-        return pymysql.connect(**conn.pymysql_kwargs(database))
+        connection = pymysql.connect(**conn.pymysql_kwargs(database))
+        conn.server_tls = bool(getattr(connection, "server_capabilities", 0) & CLIENT_SSL)
+        return connection
     except pymysql.err.OperationalError as exc:
         code = exc.args[0] if exc.args else None
         text = exc.args[1] if len(exc.args) > 1 else str(exc)

@@ -57,8 +57,15 @@ class MariaDB:
 
     ROOT_PASSWORD = "rootpw-Test-4-harness!"  # a test server's own root password, loopback only
 
-    def __init__(self, basedir: str | os.PathLike[str], port: int | None = None, buffer_pool: str = "256M") -> None:
+    def __init__(
+        self,
+        basedir: str | os.PathLike[str],
+        port: int | None = None,
+        buffer_pool: str = "256M",
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
         self.basedir = Path(basedir)
+        self.tls = tls  # (CA, certificate, key) files: the server offers TLS
         self.datadir = self.basedir / "data"
         self.socket = str(self.basedir / "mysqld.sock")
         self.pidfile = self.basedir / "mysqld.pid"
@@ -113,6 +120,7 @@ class MariaDB:
             "--log-bin=mariadb-bin",
             "--server-id=1",
             "--max-allowed-packet=64M",
+            *([f"--ssl-ca={self.tls[0]}", f"--ssl-cert={self.tls[1]}", f"--ssl-key={self.tls[2]}"] if self.tls else []),
         ]
 
     def initialize(self) -> None:
@@ -263,7 +271,9 @@ class MariaDB:
 
 
 @contextlib.contextmanager
-def temporary_server(prefix: str = "mutuapix-mariadb-") -> Iterator[MariaDB]:
+def temporary_server(
+    prefix: str = "mutuapix-mariadb-", tls: tuple[Path, Path, Path] | None = None
+) -> Iterator[MariaDB]:
     """A private server in a fresh temp dir; stopped and removed when the block ends.
 
     A server that died by itself meanwhile (not through ``kill()``) is an error at the end of
@@ -271,7 +281,7 @@ def temporary_server(prefix: str = "mutuapix-mariadb-") -> Iterator[MariaDB]:
     kept beside the temp dir.
     """
     base = tempfile.mkdtemp(prefix=prefix)
-    server = MariaDB(base)
+    server = MariaDB(base, tls=tls)
     died: int | None = None
     log = "(no error log)"
     try:

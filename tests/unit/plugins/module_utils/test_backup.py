@@ -15,6 +15,7 @@ import threading
 import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _retention
+from ansible_collections.mutuapix.ops.plugins.module_utils import _mysql as _mysql_module
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     OPTION_FILE_GROUPS,
     ConnectionParams,
@@ -207,6 +208,42 @@ def test_option_file_escapes_and_never_argv():
     assert cmd[program + 1] == "--defaults-file=/tmp/opt.cnf"
     assert all("p\\" not in part for part in cmd)
     assert cmd[-2:] == ["--", "app"]
+
+
+def _client_mariadb_group(text: str) -> list[str]:
+    if "[client-mariadb]" not in text:
+        return []
+    return [line for line in text.split("[client-mariadb]", 1)[1].splitlines() if line]
+
+
+@pytest.mark.parametrize(
+    ("options", "server_tls", "expected"),
+    [
+        ({"login_unix_socket": "/s"}, True, ["skip-ssl"]),  # a socket: no TLS, as PyMySQL there
+        ({"login_unix_socket": "/s"}, None, ["skip-ssl"]),
+        ({"login_unix_socket": "/s", "ssl_ca": "/ca.pem"}, True, ["ssl", "ssl-verify-server-cert"]),
+        ({"login_host": "db"}, None, []),  # not connected yet: the clients' default
+        ({"login_host": "db"}, False, ["skip-ssl"]),  # 11.4+ would demand TLS the server lacks
+        ({"login_host": "db"}, True, ["ssl", "skip-ssl-verify-server-cert"]),
+        (
+            {"login_host": "db", "ssl_cert": "/c.pem", "ssl_key": "/k.pem"},
+            False,
+            ["ssl", "skip-ssl-verify-server-cert"],
+        ),
+        ({"login_host": "db", "ssl_ca": "/ca.pem"}, True, ["ssl", "ssl-verify-server-cert"]),
+    ],
+)
+def test_mariadb_clients_take_the_tls_of_the_modules_connection(options, server_tls, expected):
+    conn = ConnectionParams({"config_file": None, **options})
+    conn.server_tls = server_tls
+    text = conn.option_file_text()
+    assert _client_mariadb_group(text) == expected
+    # MySQL's clients read [client] only: nothing MariaDB-specific there.
+    assert "verify" not in text.split("[client-mariadb]", maxsplit=1)[0]
+    if not options.get("login_unix_socket") and not options.get("ssl_cert") and not options.get("ssl_ca"):
+        # PyMySQL 2 takes TLS when offered by itself; older releases get a dict that means the same.
+        ssl = conn.pymysql_kwargs().get("ssl")
+        assert ssl is None if _mysql_module._PYMYSQL_PREFERS_TLS else ssl == {"check_hostname": False}
 
 
 def test_option_files_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
