@@ -303,7 +303,7 @@ class ConnectionParams:
         return "\n".join(lines) + "\n"
 
     def _mariadb_tls_lines(self) -> list[str]:
-        """TLS for MariaDB's client programs over TCP, as the module's own connection has it.
+        """TLS for MariaDB's client programs, as the module's own connection has it.
 
         From 11.4 (Debian 13 has 11.8) MariaDB's clients demand TLS with a verified certificate
         by default, even over a socket, so against a server without TLS every dump failed ("SSL
