@@ -875,19 +875,17 @@ def _delete_versions(
         )
         gone = [{"key": d["Key"], "version_id": d.get("VersionId")} for d in response.get("Deleted", [])]
         deleted.extend(gone)
+        done = {(d["key"], d["version_id"]) for d in gone}
         for err in response.get("Errors", []):
             if err.get("Code") in ("AccessDenied", "ObjectLocked", "InvalidRequest"):
-                # Some servers leave the VersionId out of an error: then every version of that key
-                # in this batch that was not deleted is the refused one.
+                # Some servers (moto) leave the VersionId out of an error: then every version of
+                # that key in this batch that was not deleted is a refused one.
                 refused.extend(
                     {"key": o["Key"], "version_id": o["VersionId"], "error": err}
                     for o in batch
                     if o["Key"] == err["Key"]
-                    and (
-                        o["VersionId"] == err["VersionId"]
-                        if err.get("VersionId")
-                        else {"key": o["Key"], "version_id": o["VersionId"]} not in gone
-                    )
+                    and err.get("VersionId") in (o["VersionId"], None)
+                    and (o["Key"], o["VersionId"]) not in done
                 )
             else:
                 raise SyncError(

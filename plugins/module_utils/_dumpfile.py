@@ -125,9 +125,6 @@ _FOOTER_LINES = (
     b"-- The deferred gtid setting",
 )
 _COMPLETED = b"-- Dump completed"
-# The first lines of a table's trigger block (both dump programs save the session settings first).
-# After a data section any other line starts it; a table dumped without its data
-# (exclude_table_data, --no-data) goes from its structure straight to its triggers.
 # What a data region may end with after its rows. MariaDB 11.x (e.g. 11.8, Debian 13) wraps
 # every table's data in "SET @OLD_AUTOCOMMIT=@@AUTOCOMMIT, @@AUTOCOMMIT=0;" … "COMMIT;" and
 # "SET AUTOCOMMIT=@OLD_AUTOCOMMIT;"; older programs write "commit;" with --no-autocommit.
@@ -138,6 +135,9 @@ _DATA_TAIL_LINES = (
     b"COMMIT;",
     b"SET AUTOCOMMIT=@OLD_AUTOCOMMIT;",
 )
+# The first lines of a table's trigger block (both dump programs save the session settings first).
+# After a data section any other line starts it; a table dumped without its data
+# (exclude_table_data, --no-data) goes from its structure straight to its triggers.
 _TRIGGERS_START = (b"/*!50003 SET @saved_cs_client ", b"DELIMITER ;;")
 _TEXT_PARTS = ("header", "schema", "triggers", "events", "routines", "footer")
 # The end of an INSERT statement inside a run of rows (values never hold a raw line break).

@@ -8,6 +8,7 @@ import os
 import stat
 from pathlib import Path
 
+import botocore.exceptions
 import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
@@ -17,7 +18,9 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
     NOT_A_MANIFEST,
     HashCache,
     RemoteObject,
+    SyncConfig,
     SyncError,
+    _explain_refusals,
     backup_stem,
     effective_part_size,
     is_owned,
@@ -232,3 +235,42 @@ def test_hash_cache_that_cannot_be_written_only_warns(tmp_path: Path):
     cache.set_remote("k", "e", 1, 1, "x")
     warning = cache.save()
     assert warning and "slower, not wrong" in warning
+
+
+class _HeadOnly:
+    """A client whose HeadObject raises ``errors[key]`` or returns ``heads[key]``."""
+
+    def __init__(self, heads: dict, errors: dict) -> None:
+        self.heads, self.errors = heads, errors
+
+    def head_object(self, Bucket: str, Key: str, VersionId: str) -> dict:
+        if Key in self.errors:
+            raise self.errors[Key]
+        return self.heads[Key]
+
+
+def _head_error(code: str, status: int) -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "HeadObject"
+    )
+
+
+REFUSAL = {"Code": "AccessDenied", "Message": "Access Denied"}
+
+
+def test_a_refused_version_gone_since_is_neither_locked_nor_an_error():
+    client = _HeadOnly({}, {"k": _head_error("404", 404)})
+    refused = [{"key": "k", "version_id": "v1", "error": REFUSAL}]
+    assert _explain_refusals(client, SyncConfig("b", "p/"), refused, [], dt.datetime.now(dt.timezone.utc)) == []
+
+
+def test_a_refused_version_whose_lock_cannot_be_read_fails_naming_both():
+    """A delete marker answers HeadObject with 405: the refusal is not a lock, and the message says so."""
+    client = _HeadOnly({}, {"k": _head_error("MethodNotAllowed", 405)})
+    refused = [{"key": "k", "version_id": "v1", "error": REFUSAL}]
+    deleted = [{"key": "older", "version_id": "v0"}]
+    with pytest.raises(SyncError) as failed:
+        _explain_refusals(client, SyncConfig("b", "p/"), refused, deleted, dt.datetime.now(dt.timezone.utc))
+    text = str(failed.value)
+    assert "its lock could not be read either" in text and "MethodNotAllowed" in text
+    assert "deleteFiles" in text and "1 older object version(s) were deleted before it" in text
