@@ -40,9 +40,14 @@ options:
     description:
       - A MySQL option file whose C([client]) group supplies any connection detail not given
         as an option. The default is only read when it exists; an explicit path must exist.
-      - Its C([client]), C([mysql]), C([mariadb-client]) and C([client-mariadb]) groups are read as the
-        client programs read them - quotes, escapes such as C(\\) and C(\"), C(#) comments outside
-        quotes, later lines winning; C(!include) directives are not followed.
+      - Its C([client]), C([client-server]), C([mysql]), C([mariadb-client]) and C([client-mariadb]) groups
+        are read as the client programs read them - quotes, escapes such as C(\\) and C(\"), C(#) comments
+        outside quotes, later lines winning.
+      - C(!include FILE) and C(!includedir DIR) (its C(*.cnf) files in name order) are followed where they
+        stand, up to 10 levels deep, as the client library follows them; so O(config_file=/etc/mysql/my.cnf)
+        reads Debian's C(conf.d) and C(mariadb.conf.d) folders. Paths must be absolute. A missing C(!include)
+        file is skipped, a missing C(!includedir) folder is an error; a malformed included file or deeper
+        nesting fails the task (the client programs would only warn and read the file in part).
     type: path
     default: ~/.my.cnf
   ssl_ca:

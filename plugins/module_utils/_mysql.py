@@ -102,8 +102,12 @@ def quote_string(value: str) -> str:
     return "X'" + value.encode("utf-8").hex() + "'" if value else "''"
 
 
-# The groups of an option file whose connection details the modules use.
-OPTION_FILE_GROUPS = ("client", "mysql", "mariadb-client", "client-mariadb")
+# The groups of an option file whose connection details the modules use ([client-server]: MariaDB's
+# clients read it too; Debian's /etc/mysql/my.cnf opens with it).
+OPTION_FILE_GROUPS = ("client", "client-server", "mysql", "mariadb-client", "client-mariadb")
+# How many levels of !include/!includedir the client library follows (it skips deeper ones with a warning).
+OPTION_FILE_INCLUDE_DEPTH = 10
+_INCLUDE_DIRECTIVE = re.compile(r"!(includedir|include)(?:\s+(.*))?\Z")
 # Escape sequences in option values, as the client library reads them; any other "\x" stays as it is.
 _OPTION_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "s": " ", '"': '"', "'": "'", "\\": "\\"}
 
@@ -147,18 +151,76 @@ def option_file_value(raw: str) -> str:
     return "".join(out)
 
 
-def parse_option_file(text: str, groups: tuple[str, ...] = OPTION_FILE_GROUPS) -> dict[str, str]:
+def _include_targets(line: str, number: int) -> list[str]:
+    """The files an ``!include``/``!includedir`` line names, as the client library reads them; [] for other lines.
+
+    ``!include FILE`` is skipped when the file cannot be opened (a missing file, a directory);
+    ``!includedir DIR`` reads the directory's ``*.cnf`` files in name order and is an error when
+    the directory cannot be read. A relative path would be resolved against whatever the
+    working directory is (the client programs do that); here it is refused.
+    """
+    directive = _INCLUDE_DIRECTIVE.match(line)
+    if not directive:
+        return []  # the client library ignores any other "!" line
+    keyword, target = directive.group(1), (directive.group(2) or "").strip()
+    if not target:
+        raise MySQLError(f"line {number}: '!{keyword}' without a path")
+    if not os.path.isabs(target):
+        raise MySQLError(
+            f"line {number}: '!{keyword} {target}' is a relative path, which the client programs resolve "
+            "against their working directory: give an absolute path"
+        )
+    if keyword == "include":
+        return [target]
+    try:
+        names = sorted(name for name in os.listdir(target) if name.endswith(".cnf"))
+    except OSError as exc:
+        raise MySQLError(f"line {number}: '!includedir {target}': {exc.strerror or exc}") from exc
+    return [os.path.join(target, name) for name in names]
+
+
+def _included_file_text(path: str) -> str | None:
+    """An included file's text, or None where the client library skips it (it cannot be opened)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except UnicodeDecodeError as exc:
+        raise MySQLError(f"{path}: {exc}") from exc
+    except OSError:
+        return None
+
+
+def parse_option_file(text: str, groups: tuple[str, ...] = OPTION_FILE_GROUPS, depth: int = 0) -> dict[str, str]:
     """The options of ``groups`` in an option file's text, later ones winning, as the clients read them.
 
     Lines starting with ``#`` or ``;`` are comments, a ``#`` outside quotes ends a line,
-    ``!include`` directives are not followed, option names take ``-`` for ``_`` and lose a
-    ``loose-`` prefix, and options without a value are left out.
+    option names take ``-`` for ``_`` and lose a ``loose-`` prefix, and options without a
+    value are left out. ``!include`` and ``!includedir`` are followed where they stand (an
+    included file starts without a group; after it the including file's group goes on).
+    Where the client library only warns (a malformed included file, nesting deeper than
+    ``OPTION_FILE_INCLUDE_DEPTH``), this raises: the module would otherwise connect with other
+    options than the file's author meant.
     """
     values: dict[str, str] = {}
     group = None
     for number, raw_line in enumerate(text.splitlines(), 1):
         line = raw_line.strip()
-        if not line or line[0] in "#;!":
+        if not line or line[0] in "#;":
+            continue
+        if line[0] == "!":
+            for path in _include_targets(line, number):
+                if depth >= OPTION_FILE_INCLUDE_DEPTH:
+                    raise MySQLError(
+                        f"line {number}: '{line}' nests option files more than {OPTION_FILE_INCLUDE_DEPTH} deep "
+                        "(does a file include itself?)"
+                    )
+                included = _included_file_text(path)
+                if included is None:
+                    continue
+                try:
+                    values.update(parse_option_file(included, groups, depth + 1))
+                except MySQLError as exc:
+                    raise MySQLError(f"line {number}: in {path}: {exc}") from exc
             continue
         if line[0] == "[":
             if "]" not in line:
@@ -178,7 +240,7 @@ def parse_option_file(text: str, groups: tuple[str, ...] = OPTION_FILE_GROUPS) -
 
 
 def read_option_file(path: str | None) -> dict[str, str]:
-    """Read the [client] group (and [mysql]/[mariadb-client]/[client-mariadb]) of a MySQL option file."""
+    """Read the client groups (``OPTION_FILE_GROUPS``) of a MySQL option file and the files it includes."""
     if not path:
         return {}
     path = os.path.expanduser(path)

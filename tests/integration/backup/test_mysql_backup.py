@@ -254,6 +254,18 @@ def test_backup_account_with_its_grants_in_a_default_role(mariadb, backup_db, tm
             mariadb.execute(f"DROP ROLE IF EXISTS {role}")
 
 
+def client_program_user(option_file) -> str:
+    """The account the mariadb client logs in as with ``--defaults-file=option_file``."""
+    client = subprocess.run(
+        ["mariadb", f"--defaults-file={option_file}", "-N", "-e", "SELECT CURRENT_USER()"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert client.returncode == 0, client.stderr
+    return client.stdout.strip()
+
+
 def test_config_file_with_escapes_and_quotes_as_mysqls_clients_read_it(mariadb, backup_db, tmp_path):
     """A password with a backslash and a '#', written in an option file the way MySQL's documentation says."""
     cnf = tmp_path / "backup.cnf"
@@ -264,17 +276,30 @@ def test_config_file_with_escapes_and_quotes_as_mysqls_clients_read_it(mariadb, 
     )
     cnf.chmod(0o600)
     with backup_account(mariadb, "bk_cnf", "Ab1\\x#y 'q\"") as args:
-        # the file is right for the server's own client programs
-        client = subprocess.run(
-            ["mariadb", f"--defaults-file={cnf}", "-e", "SELECT CURRENT_USER()"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert client.returncode == 0 and "bk_cnf@localhost" in client.stdout, client.stderr
+        assert client_program_user(cnf) == "bk_cnf@localhost"  # the file is right for the server's own clients
         result = run_module("mysql_backup", dict(config_file=str(cnf), database=backup_db, dest=str(tmp_path / "d")))
         assert result.rc == 0, result.get("msg")
         assert args["login_password"] not in json.dumps(result)
+
+
+def test_config_file_that_includes_the_account_from_a_conf_d_folder(mariadb, backup_db, tmp_path):
+    """Debian's layout: my.cnf opens [client-server] and !includedir's the folder that holds the account."""
+    conf = tmp_path / "mariadb.conf.d"
+    conf.mkdir()
+    main = tmp_path / "my.cnf"
+    main.write_text(f"[client-server]\nsocket = {mariadb.socket}\n!includedir {conf}\n")
+    (conf / "50-client.cnf").write_text("[client]\nuser = bk_wrong\npassword = wrong\n")
+    (conf / "60-backup.cnf").write_text("[client]\nuser = bk_inc\npassword = 'Bk-inc-0123456789!'\n")
+    (conf / "60-backup.cnf").chmod(0o600)
+    with backup_account(mariadb, "bk_inc", "Bk-inc-0123456789!") as args:
+        assert client_program_user(main) == "bk_inc@localhost"
+        result = run_module("mysql_backup", dict(config_file=str(main), database=backup_db, dest=str(tmp_path / "d")))
+        assert result.rc == 0, result.get("msg")
+        assert result["tables"] and args["login_password"] not in json.dumps(result)
+        (conf / "70-typo.cnf").write_text("password = no group\n")
+        refused = run_module("mysql_backup", dict(config_file=str(main), database=backup_db, dest=str(tmp_path / "e")))
+        assert refused.failed and f"in {conf / '70-typo.cnf'}: line 1: an option before any [group]" in refused["msg"]
+        assert not (tmp_path / "e").exists()
 
 
 def test_least_privilege_account_on_a_database_whose_name_has_a_space(mariadb, tmp_path):

@@ -18,6 +18,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _rete
 from ansible_collections.mutuapix.ops.plugins.module_utils import _mysql as _mysql_module
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     OPTION_FILE_GROUPS,
+    OPTION_FILE_INCLUDE_DEPTH,
     ConnectionParams,
     MySQLError,
     ServerInfo,
@@ -508,6 +509,18 @@ default-character-set=utf8mb4 ; not a comment
 """
 
 
+def _client_library_reads(path) -> dict[str, str]:
+    """What MariaDB's option reader (my_print_defaults) takes from ``path`` for the modules' groups."""
+    program = shutil.which("my_print_defaults")
+    if program is None:
+        pytest.skip("my_print_defaults is not installed")
+    printed = subprocess.run(
+        [program, f"--defaults-file={path}", *OPTION_FILE_GROUPS], capture_output=True, text=True, check=True
+    ).stdout
+    pairs = (line[2:].split("=", 1) for line in printed.splitlines())
+    return {name.replace("_", "-").removeprefix("loose-"): value for name, value in pairs}
+
+
 def test_option_file_values_read_as_the_client_programs_read_them(tmp_path):
     """The same file through my_print_defaults (MySQL's option reader) and through the modules' reader."""
     path = tmp_path / "client.cnf"
@@ -516,14 +529,82 @@ def test_option_file_values_read_as_the_client_programs_read_them(tmp_path):
     assert ours["password"] == "Ab1\\x#y"
     assert ours["host"] == "a b\tc" and ours["port"] == "3307" and ours["user"] == "rvesc"
     assert ours["socket"] == "/run/my sql.sock" and ours["ssl-cert"] == "c'd#e"
-    program = shutil.which("my_print_defaults")
-    if program is None:
-        pytest.skip("my_print_defaults is not installed")
-    printed = subprocess.run(
-        [program, f"--defaults-file={path}", *OPTION_FILE_GROUPS], capture_output=True, text=True, check=True
-    ).stdout
-    theirs = dict(line[2:].split("=", 1) for line in printed.splitlines())
-    assert ours == {name.replace("_", "-").removeprefix("loose-"): value for name, value in theirs.items()}
+    assert ours == _client_library_reads(path)
+
+
+def _debian_like_option_files(root):
+    """A layout like Debian's /etc/mysql: [client-server], !includedir, nested and missing includes."""
+    conf = root / "conf.d"
+    mariadb_conf = root / "mariadb.conf.d"
+    for folder in (conf, mariadb_conf):
+        folder.mkdir()
+    main = root / "my.cnf"
+    main.write_text(
+        "[client-server]\nsocket = /run/first.sock\nport = 3310\n"
+        f"!includedir {conf}/\n!includedir {mariadb_conf}\n"
+        # the group of the including file goes on after an include
+        f"!include {root / 'missing.cnf'}\n! include {root / 'nested.cnf'}\n!includex {root / 'nested.cnf'}\n"
+        "user = from-main\n"
+    )
+    (conf / "mysql.cnf").write_text("[mysql]\nuser = from-conf-d\n")
+    (conf / "mysqldump.cnf").write_text("[mysqldump]\nquick\nuser = not-ours\n")
+    (mariadb_conf / "50-client.cnf").write_text(
+        f"[client]\nsocket = /run/mysqld/mysqld.sock\n  !include\t{root / 'nested.cnf'}  \npassword = 'after # nested'\n"
+    )
+    (mariadb_conf / "40-early.cnf").write_text("[client]\npassword = early\nhost = early-host\n")
+    (mariadb_conf / "60-server.cnf").write_text("[mysqld]\nuser = mysql\n")
+    (mariadb_conf / "README").write_text("[client]\nuser = not-a-cnf-file\n")
+    (mariadb_conf / "70-client.ini").write_text("[client]\nuser = not-a-cnf-file\n")
+    (mariadb_conf / "80-dir.cnf").mkdir()  # skipped: it cannot be opened as a file
+    (root / "nested.cnf").write_text(
+        f"[client-mariadb]\nssl_ca = /etc/ssl/ca.pem\n!include {root / 'leaf.cnf'}\nhost = nested-host\n"
+    )
+    (root / "leaf.cnf").write_text("[mariadb-client]\nport = 3320\n")
+    return main
+
+
+def test_option_file_includes_followed_as_the_client_library_follows_them(tmp_path):
+    main = _debian_like_option_files(tmp_path)
+    ours = read_option_file(str(main))
+    assert ours == {
+        "socket": "/run/mysqld/mysqld.sock",
+        "port": "3320",
+        "user": "from-main",
+        "password": "after # nested",
+        "host": "nested-host",
+        "ssl-ca": "/etc/ssl/ca.pem",
+    }
+    assert ours == _client_library_reads(main)
+
+
+def test_option_file_include_nesting_as_deep_as_the_client_library_allows(tmp_path):
+    chain = [tmp_path / f"level{depth}.cnf" for depth in range(OPTION_FILE_INCLUDE_DEPTH + 1)]
+    for depth, path in enumerate(chain):
+        include = f"!include {chain[depth + 1]}\n" if depth + 1 < len(chain) else ""
+        path.write_text(f"[client]\nport = {depth}\n{include}")
+    assert read_option_file(str(chain[0]))["port"] == str(OPTION_FILE_INCLUDE_DEPTH)
+    assert _client_library_reads(chain[0])["port"] == str(OPTION_FILE_INCLUDE_DEPTH)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[client]\n!include other.cnf\n", "line 2: '!include other.cnf' is a relative path"),
+        ("[client]\n!include\n", "line 2: '!include' without a path"),
+        ("[client]\n!includedir {tmp}/none\n", "line 2: '!includedir {tmp}/none': No such file or directory"),
+        ("[client]\n!includedir {tmp}/self.cnf\n", "line 2: '!includedir {tmp}/self.cnf': Not a directory"),
+        ("[client]\n!include {tmp}/bad.cnf\n", "line 2: in {tmp}/bad.cnf: line 2: an option before any [group]"),
+        ("[client]\n!include {tmp}/self.cnf\n", "nests option files more than 10 deep"),
+    ],
+)
+def test_option_file_include_errors_name_the_line_and_file(tmp_path, text, message):
+    """Malformed or cyclic includes fail (the client library only warns of those two) instead of half-reading."""
+    path = tmp_path / "self.cnf"
+    path.write_text(text.format(tmp=tmp_path))
+    (tmp_path / "bad.cnf").write_text("# comment\nuser = x\n")
+    expected = re.escape(f"cannot read option file {path}: ") + ".*" + re.escape(message.format(tmp=tmp_path))
+    with pytest.raises(MySQLError, match=expected):
+        read_option_file(str(path))
 
 
 @pytest.mark.parametrize("value", ['p"w', "p'w", "p\\w", "a#b", " spaced ", "tab\there", "line\nbreak", "\\n", "ção"])
