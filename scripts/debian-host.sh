@@ -7,11 +7,13 @@
 #   scripts/debian-host.sh bullseye setup  # Debian 11: Python 3.9, MariaDB 10.5's clients, and
 #                                          # exactly the lower bounds of requirements.txt (pip)
 #   scripts/debian-host.sh trixie setup    # Debian 13: Python 3.13, MariaDB 11.8's clients, and
-#                                          # Debian's own python3-* libraries (what the backup role installs)
-#   MUTUAPIX_MODULE_PYTHON=$PWD/.build/<debian11|debian13>-python make integration \
+#                                          # Debian's own python3-* libraries (what the backup role installs),
+#                                          # and what the roles' tests run there (PHP for the stand-in app)
+#   MUTUAPIX_MODULE_PYTHON=$PWD/.build/debian13-python make integration   # everything, roles included
+#   MUTUAPIX_MODULE_PYTHON=$PWD/.build/debian11-python make integration \
 #     PYTEST_ARGS='--ignore=tests/integration/roles --ignore=tests/integration/workers'
 #   scripts/debian-host.sh <suite> teardown  # unmounts
-# (The roles' stand-in Laravel app needs PHP, and supervisord runs outside the chroot.)
+# (On bullseye the roles' stand-in Laravel app lacks PHP; supervisord runs outside the chroot.)
 # DEBIAN_HOST_CHROOT picks the directory (default /var/tmp/mutuapix-<suite>).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -64,7 +66,7 @@ setup() {
   else
     # The distribution's own libraries, as the backup role installs them (backup_packages).
     in_chroot 'apt-get -qq update && apt-get -qq install -y mariadb-client zstd python3-pymysql python3-boto3 \
-      python3-zstandard python3-cryptography >/dev/null'
+      python3-zstandard python3-cryptography php-cli git rsync age systemd >/dev/null'
     python=/usr/bin/python3
   fi
   mkdir -p "$(dirname "$WRAPPER")"
@@ -77,8 +79,12 @@ exec chroot "$CHROOT" /usr/bin/env PATH="\${PATH}:/usr/bin:/bin" $python "\$@"
 WRAP
   chmod 0755 "$WRAPPER"
   echo "debian-host: $("$WRAPPER" --version), $(chroot "$CHROOT" mariadb-dump --version)"
-  echo "debian-host: MUTUAPIX_MODULE_PYTHON=$WRAPPER make integration" \
-    "PYTEST_ARGS='--ignore=tests/integration/roles --ignore=tests/integration/workers'"
+  if [ "$SUITE" = bullseye ]; then
+    echo "debian-host: MUTUAPIX_MODULE_PYTHON=$WRAPPER make integration" \
+      "PYTEST_ARGS='--ignore=tests/integration/roles --ignore=tests/integration/workers'"
+  else
+    echo "debian-host: MUTUAPIX_MODULE_PYTHON=$WRAPPER make integration"
+  fi
 }
 
 teardown() {
