@@ -48,6 +48,10 @@ options:
         reads Debian's C(conf.d) and C(mariadb.conf.d) folders. Paths must be absolute. A missing C(!include)
         file is skipped, a missing C(!includedir) folder is an error; a malformed included file or deeper
         nesting fails the task (the client programs would only warn and read the file in part).
+      - Of the file's TLS settings only C(ssl-ca), C(ssl-cert) and C(ssl-key) are taken, as O(ssl_ca),
+        O(ssl_cert) and O(ssl_key); C(ssl-mode), C(ssl) and C(ssl-verify-server-cert) are not. The server is
+        verified exactly when a CA is given. Without one it is not, and nothing requires TLS - a
+        C(ssl-mode=REQUIRED) in the file does not stop a plain connection to a server that offers no TLS.
     type: path
     default: ~/.my.cnf
   ssl_ca:
