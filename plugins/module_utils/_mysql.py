@@ -185,7 +185,7 @@ def _included_file_text(path: str) -> str | None:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except UnicodeDecodeError as exc:
-        raise MySQLError(f"{path}: {exc}") from exc
+        raise MySQLError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except OSError:
         return None
 
@@ -214,11 +214,10 @@ def parse_option_file(text: str, groups: tuple[str, ...] = OPTION_FILE_GROUPS, d
                         f"line {number}: '{line}' nests option files more than {OPTION_FILE_INCLUDE_DEPTH} deep "
                         "(does a file include itself?)"
                     )
-                included = _included_file_text(path)
-                if included is None:
-                    continue
                 try:
-                    values.update(parse_option_file(included, groups, depth + 1))
+                    included = _included_file_text(path)
+                    if included is not None:
+                        values.update(parse_option_file(included, groups, depth + 1))
                 except MySQLError as exc:
                     raise MySQLError(f"line {number}: in {path}: {exc}") from exc
             continue

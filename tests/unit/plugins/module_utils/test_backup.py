@@ -594,7 +594,12 @@ def test_option_file_include_nesting_as_deep_as_the_client_library_allows(tmp_pa
         ("[client]\n!includedir {tmp}/none\n", "line 2: '!includedir {tmp}/none': No such file or directory"),
         ("[client]\n!includedir {tmp}/self.cnf\n", "line 2: '!includedir {tmp}/self.cnf': Not a directory"),
         ("[client]\n!include {tmp}/bad.cnf\n", "line 2: in {tmp}/bad.cnf: line 2: an option before any [group]"),
-        ("[client]\n!include {tmp}/self.cnf\n", "nests option files more than 10 deep"),
+        ("[client]\n!include {tmp}/latin1.cnf\n", "line 2: in {tmp}/latin1.cnf: not UTF-8 text (invalid"),
+        (
+            "[client]\n!include {tmp}/self.cnf\n",
+            "line 2: in {tmp}/self.cnf: " * OPTION_FILE_INCLUDE_DEPTH
+            + "line 2: '!include {tmp}/self.cnf' nests option files more than 10 deep (does a file include itself?)",
+        ),
     ],
 )
 def test_option_file_include_errors_name_the_line_and_file(tmp_path, text, message):
@@ -602,8 +607,8 @@ def test_option_file_include_errors_name_the_line_and_file(tmp_path, text, messa
     path = tmp_path / "self.cnf"
     path.write_text(text.format(tmp=tmp_path))
     (tmp_path / "bad.cnf").write_text("# comment\nuser = x\n")
-    expected = re.escape(f"cannot read option file {path}: ") + ".*" + re.escape(message.format(tmp=tmp_path))
-    with pytest.raises(MySQLError, match=expected):
+    (tmp_path / "latin1.cnf").write_bytes("[client]\npassword = señha\n".encode("latin-1"))
+    with pytest.raises(MySQLError, match=re.escape(f"cannot read option file {path}: {message.format(tmp=tmp_path)}")):
         read_option_file(str(path))
 
 
