@@ -48,23 +48,27 @@ options:
         reads Debian's C(conf.d) and C(mariadb.conf.d) folders. Paths must be absolute. A missing C(!include)
         file is skipped, a missing C(!includedir) folder is an error; a malformed included file or deeper
         nesting fails the task (the client programs would only warn and read the file in part).
-      - Of the file's TLS settings only C(ssl-ca), C(ssl-cert) and C(ssl-key) are taken, as O(ssl_ca),
-        O(ssl_cert) and O(ssl_key); C(ssl-mode), C(ssl) and C(ssl-verify-server-cert) are not. The server is
-        verified exactly when a CA is given. Without one it is not, and nothing requires TLS - a
-        C(ssl-mode=REQUIRED) in the file does not stop a plain connection to a server that offers no TLS.
+      - "TLS settings of the file: C(ssl-ca), C(ssl-cert) and C(ssl-key) are taken as O(ssl_ca), O(ssl_cert)
+        and O(ssl_key) (the options win). C(ssl-mode=REQUIRED) requires TLS without verifying the server;
+        C(ssl-mode=VERIFY_CA), C(ssl-mode=VERIFY_IDENTITY) and C(ssl-verify-server-cert) verify its certificate
+        and host name, against C(ssl-ca) or, without one, the host's CA bundle; C(ssl-mode=DISABLED), C(skip-ssl)
+        and C(ssl=0) turn TLS off (and the file's own C(ssl-*) paths with it), unless O(ssl_ca), O(ssl_cert)
+        or O(ssl_key) is set. Over a Unix socket the file's demand for TLS is met by the socket, as the client
+        programs take it. Without any of these, TLS is used over TCP when the server offers it, unverified."
     type: path
     default: ~/.my.cnf
   ssl_ca:
     description:
-      - CA certificate to verify the server's TLS certificate with.
+      - CA certificate to verify the server's TLS certificate and host name with.
+      - When set, TLS is required - a server that offers none is refused before any credential is sent.
     type: path
   ssl_cert:
     description:
-      - Client TLS certificate.
+      - Client TLS certificate. When set, TLS is required (see O(ssl_ca)).
     type: path
   ssl_key:
     description:
-      - Client TLS private key.
+      - Client TLS private key. When set, TLS is required (see O(ssl_ca)).
     type: path
   connect_timeout:
     description:

@@ -108,6 +108,13 @@ OPTION_FILE_GROUPS = ("client", "client-server", "mysql", "mariadb-client", "cli
 # How many levels of !include/!includedir the client library follows (it skips deeper ones with a warning).
 OPTION_FILE_INCLUDE_DEPTH = 10
 _INCLUDE_DIRECTIVE = re.compile(r"!(includedir|include)(?:\s+(.*))?\Z")
+# The TLS switches of an option file, kept (as "1" or "0") even without a value, under the
+# prefixes the client library takes for any boolean option: "skip-ssl", "disable-ssl", "enable-ssl".
+_TLS_SWITCHES = ("ssl", "ssl-verify-server-cert")
+_SWITCH_PREFIXES = (("skip-", "0"), ("disable-", "0"), ("enable-", "1"))
+_BOOLEAN_VALUES = {"1": True, "on": True, "true": True, "0": False, "off": False, "false": False}
+# MySQL's ssl-mode values, weakest first.
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
 # Escape sequences in option values, as the client library reads them; any other "\x" stays as it is.
 _OPTION_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "s": " ", '"': '"', "'": "'", "\\": "\\"}
 
@@ -195,8 +202,10 @@ def parse_option_file(text: str, groups: tuple[str, ...] = OPTION_FILE_GROUPS, d
 
     Lines starting with ``#`` or ``;`` are comments, a ``#`` outside quotes ends a line,
     option names take ``-`` for ``_`` and lose a ``loose-`` prefix, and options without a
-    value are left out. ``!include`` and ``!includedir`` are followed where they stand (an
-    included file starts without a group; after it the including file's group goes on).
+    value are left out, except the TLS switches (``ssl``, ``skip-ssl``,
+    ``ssl-verify-server-cert``...: kept as ``"1"`` or ``"0"``). ``!include`` and
+    ``!includedir`` are followed where they stand (an included file starts without a group;
+    after it the including file's group goes on).
     Where the client library only warns (a malformed included file, nesting deeper than
     ``OPTION_FILE_INCLUDE_DEPTH``), this raises: the module would otherwise connect with other
     options than the file's author meant.
@@ -235,7 +244,66 @@ def parse_option_file(text: str, groups: tuple[str, ...] = OPTION_FILE_GROUPS, d
             name = name[len("loose-") :]
         if group in groups and sep and name:
             values[name] = option_file_value(value)
+        elif group in groups and name:
+            switch = _tls_switch(name)
+            if switch:
+                values[switch[0]] = switch[1]
     return values
+
+
+def _tls_switch(name: str) -> tuple[str, str] | None:
+    """``(switch, "1"/"0")`` for a value-less TLS switch such as ``ssl`` or ``skip-ssl``, else None."""
+    if name in _TLS_SWITCHES:
+        return name, "1"
+    for prefix, value in _SWITCH_PREFIXES:
+        if name.startswith(prefix) and name[len(prefix) :] in _TLS_SWITCHES:
+            return name[len(prefix) :], value
+    return None
+
+
+def _option_bool(opts: dict[str, str], name: str) -> bool | None:
+    """A boolean option's value (``1 0 on off true false``, as the client library takes them), or None."""
+    raw = opts.get(name)
+    if raw is None:
+        return None
+    if raw.strip().lower() not in _BOOLEAN_VALUES:
+        raise MySQLError(f"config_file: {name}={raw!r} is not a boolean (1, 0, ON, OFF, TRUE or FALSE)")
+    return _BOOLEAN_VALUES[raw.strip().lower()]
+
+
+def option_file_tls(opts: dict[str, str]) -> str | None:
+    """What an option file asks of TLS: ``off``, ``required``, ``verify``, or None for nothing.
+
+    ``ssl-mode`` is MySQL's switch, ``ssl`` and ``ssl-verify-server-cert`` MariaDB's. Turning TLS
+    off (``ssl-mode=DISABLED``, ``skip-ssl``, ``ssl=0``) wins; ``VERIFY_CA`` is taken as
+    ``VERIFY_IDENTITY`` (the modules check the host name whenever they verify); ``ssl`` alone asks
+    for nothing more than the default (MariaDB's clients before 11.4 fall back to plain text then).
+    """
+    mode = opts.get("ssl-mode")
+    if mode is not None and mode.strip().upper() not in SSL_MODES:
+        raise MySQLError(f"config_file: ssl-mode={mode!r} is not one of {', '.join(SSL_MODES)}")
+    mode = mode.strip().upper() if mode is not None else None
+    if mode == "DISABLED" or _option_bool(opts, "ssl") is False:
+        return "off"
+    if mode in ("VERIFY_CA", "VERIFY_IDENTITY") or _option_bool(opts, "ssl-verify-server-cert"):
+        return "verify"
+    if mode == "REQUIRED":
+        return "required"
+    return None
+
+
+def system_ca_bundle() -> str:
+    """The host's bundle of trusted CA certificates, to verify a server with when no CA is named."""
+    import ssl  # noqa: PLC0415 - only needed for this rare case; PyMySQL imports it when it uses TLS
+
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    raise MySQLError(
+        "config_file asks to verify the server's certificate (ssl-mode=VERIFY_CA/VERIFY_IDENTITY or "
+        "ssl-verify-server-cert) but names no CA, and this host has no system CA bundle: set ssl_ca"
+    )
 
 
 def read_option_file(path: str | None) -> dict[str, str]:
@@ -287,10 +355,48 @@ class ConnectionParams:
         self.ssl_ca: str | None = params.get("ssl_ca") or opts.get("ssl-ca")
         self.ssl_cert: str | None = params.get("ssl_cert") or opts.get("ssl-cert")
         self.ssl_key: str | None = params.get("ssl_key") or opts.get("ssl-key")
+        # How the connection uses TLS: "off", "preferred" (when the server offers it, unverified;
+        # never over a socket), "required" (unverified) or "verify" (certificate and host name).
+        self._tls_why = ""
+        self.tls: str = self._tls_mode(params, option_file_tls(opts))
         self.connect_timeout: int = int(params.get("connect_timeout") or 30)
         # Whether the server offers TLS, from the module's own connection (connect() sets it):
         # the client programs then take the channel that connection took (option_file_text).
         self.server_tls: bool | None = None
+
+    def _tls_mode(self, params: dict[str, Any], file_tls: str | None) -> str:
+        """The TLS mode from the ``ssl_*`` options and what the option file asks (option_file_tls).
+
+        A file that turns TLS off drops its own ``ssl-*`` paths too, as MySQL's clients do with
+        ``ssl-mode=DISABLED``; the module's ``ssl_*`` options win over it. A CA or a client
+        certificate makes TLS required: PyMySQL before 2 would otherwise fall back to plain text
+        when the server offers none. Over a Unix socket the file's demand for TLS is met by the
+        socket, as the client programs take it, unless a CA is named.
+        """
+        given = [key for key in ("ssl_ca", "ssl_cert", "ssl_key") if params.get(key)]
+        if file_tls == "off" and not given:
+            self.ssl_ca = self.ssl_cert = self.ssl_key = None
+            return "off"
+        if given:
+            self._tls_why = f"{'/'.join(given)} set"
+        elif self.ssl_ca or self.ssl_cert or self.ssl_key:
+            self._tls_why = "config_file names ssl-ca, ssl-cert or ssl-key"
+        else:
+            self._tls_why = f"config_file asks for {file_tls} TLS"
+        if self.ssl_ca:
+            return "verify"
+        if file_tls in ("verify", "required") and self.socket:
+            return "preferred"
+        if file_tls == "verify":
+            self.ssl_ca = system_ca_bundle()
+            return "verify"
+        if self.ssl_cert or self.ssl_key or file_tls == "required":
+            return "required"
+        return "preferred"
+
+    def tls_reason(self) -> str:
+        """Why TLS is required, for error messages."""
+        return self._tls_why
 
     def describe(self) -> str:
         """Where we connect, for error messages (never the password)."""
@@ -313,8 +419,12 @@ class ConnectionParams:
         if database:
             kwargs["database"] = database
         ssl = {k: v for k, v in (("ca", self.ssl_ca), ("cert", self.ssl_cert), ("key", self.ssl_key)) if v}
-        if ssl:
+        if self.tls == "off":
+            kwargs["ssl_disabled"] = True
+        elif ssl:
             kwargs["ssl"] = ssl
+        elif self.tls == "required":
+            kwargs["ssl"] = {"check_hostname": False}  # without a CA PyMySQL does not verify
         elif not self.socket and not _PYMYSQL_PREFERS_TLS:
             # TLS whenever the server offers it, unverified (no CA given): what PyMySQL 2 does by
             # itself. Older releases (Debian 12's 1.0.2, Debian 13's 1.1.1) take a non-empty dict
@@ -374,9 +484,13 @@ class ConnectionParams:
         In ``[client-mariadb]``, which MySQL's clients do not read (their default, PREFERRED, is
         that already).
         """
-        if self.ssl_ca:
+        if self.tls == "off":
+            tls = ["skip-ssl"]
+        elif self.ssl_ca:
             tls = ["ssl", "ssl-verify-server-cert"]
-        elif self.ssl_cert or self.ssl_key:
+        elif self.tls == "required":
+            # Before 11.4 MariaDB's clients cannot require TLS without verifying; the module's own
+            # connection, just before, has found the server offering it (connect).
             tls = ["ssl", "skip-ssl-verify-server-cert"]
         elif self.socket or self.server_tls is False:
             tls = ["skip-ssl"]  # PyMySQL takes no TLS over a socket either (pymysql_kwargs)
@@ -391,9 +505,13 @@ def connect(conn: ConnectionParams, database: str | None = None) -> Any:
     """Open a PyMySQL connection or raise MySQLError saying what went wrong."""
     if not HAS_PYMYSQL:
         raise MySQLError("PyMySQL is required on the managed host: pip install pymysql")
+    require_tls = conn.tls in ("required", "verify")
     try:
-        connection = pymysql.connect(**conn.pymysql_kwargs(database))
+        factory = _TLSRequiredConnection if require_tls and not _PYMYSQL_PREFERS_TLS else pymysql.connect
+        connection = factory(**conn.pymysql_kwargs(database))
         conn.server_tls = bool(getattr(connection, "server_capabilities", 0) & CLIENT_SSL)
+        if require_tls:
+            _check_encrypted(connection, conn)
         return connection
     except pymysql.err.OperationalError as exc:
         code = exc.args[0] if exc.args else None
@@ -404,11 +522,41 @@ def connect(conn: ConnectionParams, database: str | None = None) -> Any:
             hint = "the database does not exist"
         elif code in (2002, 2003, 2013):
             hint = "is the server running and reachable there?"
+        elif code == 2026:
+            hint = f"TLS is required ({conn.tls_reason()}): does the server offer TLS? No credentials were sent"
         else:
             hint = "see the server's message"
         raise MySQLError(f"cannot connect to MySQL as {conn.describe()}: ({code}) {text}; {hint}") from exc
     except pymysql.err.MySQLError as exc:
         raise MySQLError(f"cannot connect to MySQL as {conn.describe()}: {exc}") from exc
+
+
+def _check_encrypted(connection: Any, conn: ConnectionParams) -> None:
+    """Close and fail unless the server says the session is encrypted (the second check, see connect)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW SESSION STATUS WHERE Variable_name = 'Ssl_cipher'")
+        row = cursor.fetchone()
+    if not row or not row[1]:
+        connection.close()
+        raise MySQLError(
+            f"connected to MySQL as {conn.describe()} without TLS although TLS is required ({conn.tls_reason()})"
+        )
+
+
+if HAS_PYMYSQL:
+
+    class _TLSRequiredConnection(pymysql.connections.Connection):
+        """A PyMySQL (before 2) connection that refuses a server without TLS before it authenticates.
+
+        Those releases take an ``ssl`` dict, a CA included, as "TLS if the server offers it" and
+        otherwise carry on in plain text (PyMySQL 2 refuses by itself). The check sits where the
+        client decides, after the server's greeting and before any credential is sent.
+        """
+
+        def _request_authentication(self) -> None:
+            if not self.server_capabilities & CLIENT_SSL:
+                raise pymysql.err.OperationalError(2026, "SSL is required but the server doesn't support it")
+            super()._request_authentication()
 
 
 class ServerInfo:

@@ -23,6 +23,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     MySQLError,
     ServerInfo,
     client_environment,
+    parse_option_file,
     quote_identifier,
     read_option_file,
 )
@@ -245,6 +246,136 @@ def test_mariadb_clients_take_the_tls_of_the_modules_connection(options, server_
         # PyMySQL 2 takes TLS when offered by itself; older releases get a dict that means the same.
         ssl = conn.pymysql_kwargs().get("ssl")
         assert ssl is None if _mysql_module._PYMYSQL_PREFERS_TLS else ssl == {"check_hostname": False}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ssl", {"ssl": "1"}),
+        ("skip-ssl", {"ssl": "0"}),
+        ("disable_ssl", {"ssl": "0"}),
+        ("loose-skip-ssl", {"ssl": "0"}),
+        ("ssl\nskip-ssl", {"ssl": "0"}),  # later lines win, as for any option
+        ("skip-ssl\nenable-ssl", {"ssl": "1"}),
+        ("ssl = 0", {"ssl": "0"}),
+        ("ssl-verify-server-cert", {"ssl-verify-server-cert": "1"}),
+        ("skip-ssl-verify-server-cert", {"ssl-verify-server-cert": "0"}),
+        ("compress\nskip-column-names\nssl-ca", {}),  # other value-less options stay out
+    ],
+)
+def test_option_file_keeps_the_tls_switches(text, expected):
+    assert parse_option_file(f"[client]\n{text}\n") == expected
+
+
+_CA = "/etc/mutuapix-test/ca.pem"
+
+
+@pytest.mark.parametrize(
+    ("options", "file_text", "tls", "ssl_kwargs", "mariadb_clients"),
+    [
+        # nothing said: as before (TLS when offered over TCP, none over a socket)
+        ({"login_host": "db"}, "", "preferred", None, ["ssl", "skip-ssl-verify-server-cert"]),
+        ({"login_unix_socket": "/s"}, "", "preferred", {"ssl_disabled": True}, ["skip-ssl"]),
+        # MySQL's ssl-mode, any case
+        ({"login_host": "db"}, "ssl-mode=REQUIRED", "required", {"ssl": {"check_hostname": False}}, None),
+        ({"login_host": "db"}, "ssl_mode = required", "required", {"ssl": {"check_hostname": False}}, None),
+        (
+            {"login_host": "db"},
+            f"ssl-mode=VERIFY_IDENTITY\nssl-ca={_CA}",
+            "verify",
+            {"ssl": {"ca": _CA}},
+            ["ssl", "ssl-verify-server-cert"],
+        ),
+        ({"login_host": "db"}, f"ssl-mode=verify_ca\nssl-ca={_CA}", "verify", {"ssl": {"ca": _CA}}, None),
+        ({"login_host": "db"}, "ssl-mode=PREFERRED", "preferred", None, None),
+        ({"login_host": "db"}, "ssl", "preferred", None, None),  # MariaDB's "ssl" alone falls back to plain
+        # turned off: the file's own CA goes too, the module's options win
+        ({"login_host": "db"}, f"ssl-mode=DISABLED\nssl-ca={_CA}", "off", {"ssl_disabled": True}, ["skip-ssl"]),
+        ({"login_host": "db"}, "skip-ssl", "off", {"ssl_disabled": True}, ["skip-ssl"]),
+        ({"login_host": "db"}, "ssl=OFF\nssl-verify-server-cert", "off", {"ssl_disabled": True}, ["skip-ssl"]),
+        ({"login_host": "db", "ssl_ca": _CA}, "skip-ssl", "verify", {"ssl": {"ca": _CA}}, None),
+        # a client certificate alone requires TLS, unverified
+        (
+            {"login_host": "db", "ssl_cert": "/c.pem", "ssl_key": "/k.pem"},
+            "",
+            "required",
+            {"ssl": {"cert": "/c.pem", "key": "/k.pem"}},
+            ["ssl", "skip-ssl-verify-server-cert"],
+        ),
+        # over a socket a demand for TLS is met by the socket, unless a CA is named
+        ({"login_unix_socket": "/s"}, "ssl-mode=REQUIRED", "preferred", {"ssl_disabled": True}, ["skip-ssl"]),
+        ({"login_unix_socket": "/s"}, "ssl-verify-server-cert", "preferred", {"ssl_disabled": True}, ["skip-ssl"]),
+        ({"login_unix_socket": "/s"}, f"ssl-ca={_CA}", "verify", {"ssl": {"ca": _CA}}, None),
+    ],
+)
+def test_tls_mode_from_the_options_and_the_option_file(tmp_path, options, file_text, tls, ssl_kwargs, mariadb_clients):
+    cnf = tmp_path / "my.cnf"
+    cnf.write_text(f"[client]\n{file_text}\n")
+    conn = ConnectionParams({**options, "config_file": str(cnf)})
+    assert conn.tls == tls
+    kwargs = conn.pymysql_kwargs()
+    got = {key: kwargs[key] for key in ("ssl", "ssl_disabled") if key in kwargs}
+    if ssl_kwargs is None:  # "preferred" over TCP: PyMySQL 2's default, the same dict for older ones
+        ssl_kwargs = {} if _mysql_module._PYMYSQL_PREFERS_TLS else {"ssl": {"check_hostname": False}}
+    assert got == ssl_kwargs
+    conn.server_tls = True  # what the module's own connection found
+    text = conn.option_file_text()
+    if mariadb_clients is not None:
+        assert _client_mariadb_group(text) == mariadb_clients
+    assert ("ssl-ca=" in text) == bool(conn.ssl_ca)
+    # MySQL's clients would refuse what MariaDB's do not know, and MariaDB's warn about ssl-mode
+    assert "ssl-mode" not in text
+
+
+def test_verifying_without_a_ca_takes_the_hosts_ca_bundle(tmp_path, monkeypatch):
+    import ssl
+
+    cnf = tmp_path / "my.cnf"
+    cnf.write_text("[client]\nssl-verify-server-cert\n")
+    bundle = ssl.get_default_verify_paths().cafile
+    assert bundle and os.path.isfile(bundle), "Debian's ca-certificates is a test requirement"
+    conn = ConnectionParams({"login_host": "db", "config_file": str(cnf)})
+    assert conn.tls == "verify" and conn.ssl_ca == bundle
+    assert conn.pymysql_kwargs()["ssl"] == {"ca": bundle}
+    assert f'ssl-ca="{bundle}"' in conn.option_file_text()
+    assert conn.tls_reason() == "config_file asks for verify TLS"
+
+    missing = ssl.DefaultVerifyPaths(*(str(tmp_path / "none"),) * 2, "", str(tmp_path / "none"), "", "")
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: missing)
+    with pytest.raises(MySQLError, match="names no CA, and this host has no system CA bundle: set ssl_ca"):
+        ConnectionParams({"login_host": "db", "config_file": str(cnf)})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "ssl-mode=STRICT",
+            "ssl-mode='STRICT' is not one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY",
+        ),
+        ("ssl=maybe", "ssl='maybe' is not a boolean"),
+        ("ssl-verify-server-cert=yes", "ssl-verify-server-cert='yes' is not a boolean"),
+    ],
+)
+def test_unknown_tls_settings_in_the_option_file_are_refused(tmp_path, line, message):
+    cnf = tmp_path / "my.cnf"
+    cnf.write_text(f"[client]\n{line}\n")
+    with pytest.raises(MySQLError, match=re.escape(f"config_file: {message}")):
+        ConnectionParams({"login_host": "db", "config_file": str(cnf)})
+
+
+def test_why_tls_is_required_is_named(tmp_path):
+    cnf = tmp_path / "my.cnf"
+    cnf.write_text(f"[client]\nssl-ca={_CA}\n")
+    assert ConnectionParams({"login_host": "db", "config_file": str(cnf)}).tls_reason() == (
+        "config_file names ssl-ca, ssl-cert or ssl-key"
+    )
+    given = ConnectionParams({"login_host": "db", "ssl_ca": _CA, "ssl_key": "/k", "config_file": None})
+    assert given.tls_reason() == "ssl_ca/ssl_key set"
+    cnf.write_text("[client]\nssl-mode=REQUIRED\n")
+    assert ConnectionParams({"login_host": "db", "config_file": str(cnf)}).tls_reason() == (
+        "config_file asks for required TLS"
+    )
 
 
 def test_option_files_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
