@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - exercised by ansible-test's import san
 
 # The server's TLS capability flag in its handshake (pymysql.constants.CLIENT.SSL).
 CLIENT_SSL = 2048
-# PyMySQL 2 takes TLS by itself when the server offers it (and fails with an ssl dict when it
+# PyMySQL 1.2 takes TLS by itself when the server offers it (and fails with an ssl dict when it
 # does not); older releases use TLS only when given ssl settings. Told apart by the attribute
 # the newer constructor sets for that mode.
 _PYMYSQL_PREFERS_TLS = HAS_PYMYSQL and "_ssl_required" in pymysql.connections.Connection.__init__.__code__.co_names
@@ -369,7 +369,7 @@ class ConnectionParams:
 
         A file that turns TLS off drops its own ``ssl-*`` paths too, as MySQL's clients do with
         ``ssl-mode=DISABLED``; the module's ``ssl_*`` options win over it. A CA or a client
-        certificate makes TLS required: PyMySQL before 2 would otherwise fall back to plain text
+        certificate makes TLS required: PyMySQL before 1.2 would otherwise fall back to plain text
         when the server offers none. Over a Unix socket the file's demand for TLS is met by the
         socket, as the client programs take it, unless a CA is named.
         """
@@ -426,7 +426,7 @@ class ConnectionParams:
         elif self.tls == "required":
             kwargs["ssl"] = {"check_hostname": False}  # without a CA PyMySQL does not verify
         elif not self.socket and not _PYMYSQL_PREFERS_TLS:
-            # TLS whenever the server offers it, unverified (no CA given): what PyMySQL 2 does by
+            # TLS whenever the server offers it, unverified (no CA given): what PyMySQL 1.2 does by
             # itself. Older releases (Debian 12's 1.0.2, Debian 13's 1.1.1) take a non-empty dict
             # as exactly that and fall back to plain TCP when the server has no TLS.
             kwargs["ssl"] = {"check_hostname": False}
@@ -546,10 +546,10 @@ def _check_encrypted(connection: Any, conn: ConnectionParams) -> None:
 if HAS_PYMYSQL:
 
     class _TLSRequiredConnection(pymysql.connections.Connection):
-        """A PyMySQL (before 2) connection that refuses a server without TLS before it authenticates.
+        """A PyMySQL (before 1.2) connection that refuses a server without TLS before it authenticates.
 
         Those releases take an ``ssl`` dict, a CA included, as "TLS if the server offers it" and
-        otherwise carry on in plain text (PyMySQL 2 refuses by itself). The check sits where the
+        otherwise carry on in plain text (PyMySQL 1.2 refuses by itself). The check sits where the
         client decides, after the server's greeting and before any credential is sent.
         """
 

@@ -49,7 +49,7 @@ def login(server: MariaDB, **extra: object) -> dict[str, object]:
 
 
 def test_without_ssl_options_the_dump_and_restore_take_tls_when_the_server_offers_it(tls_server, tmp_path: Path):
-    """Before: PyMySQL took TLS (2.x does when offered), mariadb-dump plain TCP: access denied."""
+    """Before: PyMySQL took TLS (1.2 does when offered), mariadb-dump plain TCP: access denied."""
     backup = run_module("mysql_backup", {**login(tls_server), "database": "tls_app", "dest": str(tmp_path)})
     assert not backup.failed, backup.get("msg")
     assert backup["tables"]["users"] > 0
@@ -93,7 +93,7 @@ def tcp_login(server: MariaDB, cnf: str, **extra: object) -> dict[str, object]:
 def test_ssl_ca_against_a_server_without_tls_is_refused_before_any_credential(
     mariadb: MariaDB, certs: CertFactory, tmp_path: Path
 ):
-    """PyMySQL before 2 (Debian 12's 1.0.2, 13's 1.1.1) carried on in plain text with a CA given:
+    """PyMySQL before 1.2 (Debian 12's 1.0.2, 13's 1.1.1) carried on in plain text with a CA given:
     app_db_user logged in and created the account (its password hash included) unencrypted."""
     # an administrator that may log in over TCP: without the fix, the account would be created
     mariadb.execute(f"CREATE USER tls_admin@'127.0.0.1' IDENTIFIED BY '{PASSWORD}'")
@@ -173,7 +173,7 @@ def test_skip_ssl_in_the_option_file_turns_tls_off(tls_server: MariaDB, certs: C
 def test_old_pymysql_is_stopped_before_it_authenticates(
     mariadb: MariaDB, certs: CertFactory, monkeypatch: pytest.MonkeyPatch
 ):
-    """The check for PyMySQL before 2, run here against the real server whatever PyMySQL this is."""
+    """The check for PyMySQL before 1.2, run here against the real server whatever PyMySQL this is."""
     import pymysql
 
     from ansible_collections.mutuapix.ops.plugins.module_utils import _mysql

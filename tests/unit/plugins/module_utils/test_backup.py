@@ -243,7 +243,7 @@ def test_mariadb_clients_take_the_tls_of_the_modules_connection(options, server_
     # MySQL's clients read [client] only: nothing MariaDB-specific there.
     assert "verify" not in text.split("[client-mariadb]", maxsplit=1)[0]
     if not options.get("login_unix_socket") and not options.get("ssl_cert") and not options.get("ssl_ca"):
-        # PyMySQL 2 takes TLS when offered by itself; older releases get a dict that means the same.
+        # PyMySQL 1.2 takes TLS when offered by itself; older releases get a dict that means the same.
         ssl = conn.pymysql_kwargs().get("ssl")
         assert ssl is None if _mysql_module._PYMYSQL_PREFERS_TLS else ssl == {"check_hostname": False}
 
@@ -315,7 +315,7 @@ def test_tls_mode_from_the_options_and_the_option_file(tmp_path, options, file_t
     assert conn.tls == tls
     kwargs = conn.pymysql_kwargs()
     got = {key: kwargs[key] for key in ("ssl", "ssl_disabled") if key in kwargs}
-    if ssl_kwargs is None:  # "preferred" over TCP: PyMySQL 2's default, the same dict for older ones
+    if ssl_kwargs is None:  # "preferred" over TCP: PyMySQL 1.2's default, the same dict for older ones
         ssl_kwargs = {} if _mysql_module._PYMYSQL_PREFERS_TLS else {"ssl": {"check_hostname": False}}
     assert got == ssl_kwargs
     conn.server_tls = True  # what the module's own connection found
