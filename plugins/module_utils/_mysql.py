@@ -479,10 +479,11 @@ class ConnectionParams:
         From 11.4 (Debian 13 has 11.8) MariaDB's clients demand TLS with a verified certificate
         by default, even over a socket, so against a server without TLS every dump failed ("SSL
         is required, but the server does not support it") where the module's own connection had
-        worked. With ``ssl_ca`` both verify the server (certificate and host name); over a socket
-        neither uses TLS; otherwise both take TLS exactly when the server offers it, unverified.
-        In ``[client-mariadb]``, which MySQL's clients do not read (their default, PREFERRED, is
-        that already).
+        worked. By ``self.tls``: "off", no TLS; "verify" (a CA), both verify the server
+        (certificate and host name); "required", TLS unverified; "preferred", none over a socket,
+        otherwise TLS exactly when the server offers it, unverified. In ``[client-mariadb]``,
+        which MySQL's clients do not read (they get the ``ssl-*`` paths in ``[client]`` and
+        otherwise their default, PREFERRED).
         """
         if self.tls == "off":
             tls = ["skip-ssl"]
