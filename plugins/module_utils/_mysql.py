@@ -266,9 +266,10 @@ def _option_bool(opts: dict[str, str], name: str) -> bool | None:
     raw = opts.get(name)
     if raw is None:
         return None
-    if raw.strip().lower() not in _BOOLEAN_VALUES:
-        raise MySQLError(f"config_file: {name}={raw!r} is not a boolean (1, 0, ON, OFF, TRUE or FALSE)")
-    return _BOOLEAN_VALUES[raw.strip().lower()]
+    value = _BOOLEAN_VALUES.get(raw.strip().lower())
+    if value is None:
+        raise MySQLError(f"{name}={raw!r} is not a boolean (1, 0, ON, OFF, TRUE or FALSE)")
+    return value
 
 
 def option_file_tls(opts: dict[str, str]) -> str | None:
@@ -279,10 +280,10 @@ def option_file_tls(opts: dict[str, str]) -> str | None:
     ``VERIFY_IDENTITY`` (the modules check the host name whenever they verify); ``ssl`` alone asks
     for nothing more than the default (MariaDB's clients before 11.4 fall back to plain text then).
     """
-    mode = opts.get("ssl-mode")
-    if mode is not None and mode.strip().upper() not in SSL_MODES:
-        raise MySQLError(f"config_file: ssl-mode={mode!r} is not one of {', '.join(SSL_MODES)}")
-    mode = mode.strip().upper() if mode is not None else None
+    raw = opts.get("ssl-mode")
+    mode = raw.strip().upper() if raw is not None else None
+    if mode is not None and mode not in SSL_MODES:
+        raise MySQLError(f"ssl-mode={raw!r} is not one of {', '.join(SSL_MODES)}")
     if mode == "DISABLED" or _option_bool(opts, "ssl") is False:
         return "off"
     if mode in ("VERIFY_CA", "VERIFY_IDENTITY") or _option_bool(opts, "ssl-verify-server-cert"):
@@ -357,8 +358,13 @@ class ConnectionParams:
         self.ssl_key: str | None = params.get("ssl_key") or opts.get("ssl-key")
         # How the connection uses TLS: "off", "preferred" (when the server offers it, unverified;
         # never over a socket), "required" (unverified) or "verify" (certificate and host name).
-        self._tls_why = ""
-        self.tls: str = self._tls_mode(params, option_file_tls(opts))
+        try:
+            file_tls = option_file_tls(opts)
+        except MySQLError as exc:
+            raise MySQLError(f"config_file {config_path}: {exc}") from exc
+        # Why TLS is required, for error messages (set with the mode).
+        self.tls_reason = ""
+        self.tls: str = self._tls_mode(params, file_tls)
         self.connect_timeout: int = int(params.get("connect_timeout") or 30)
         # Whether the server offers TLS, from the module's own connection (connect() sets it):
         # the client programs then take the channel that connection took (option_file_text).
@@ -378,11 +384,11 @@ class ConnectionParams:
             self.ssl_ca = self.ssl_cert = self.ssl_key = None
             return "off"
         if given:
-            self._tls_why = f"{'/'.join(given)} set"
+            self.tls_reason = f"{'/'.join(given)} set"
         elif self.ssl_ca or self.ssl_cert or self.ssl_key:
-            self._tls_why = "config_file names ssl-ca, ssl-cert or ssl-key"
+            self.tls_reason = "config_file names ssl-ca, ssl-cert or ssl-key"
         else:
-            self._tls_why = f"config_file asks for {file_tls} TLS"
+            self.tls_reason = f"config_file asks for {file_tls} TLS"
         if self.ssl_ca:
             return "verify"
         if file_tls in ("verify", "required") and self.socket:
@@ -393,10 +399,6 @@ class ConnectionParams:
         if self.ssl_cert or self.ssl_key or file_tls == "required":
             return "required"
         return "preferred"
-
-    def tls_reason(self) -> str:
-        """Why TLS is required, for error messages."""
-        return self._tls_why
 
     def describe(self) -> str:
         """Where we connect, for error messages (never the password)."""
@@ -423,12 +425,11 @@ class ConnectionParams:
             kwargs["ssl_disabled"] = True
         elif ssl:
             kwargs["ssl"] = ssl
-        elif self.tls == "required":
-            kwargs["ssl"] = {"check_hostname": False}  # without a CA PyMySQL does not verify
-        elif not self.socket and not _PYMYSQL_PREFERS_TLS:
-            # TLS whenever the server offers it, unverified (no CA given): what PyMySQL 1.2 does by
-            # itself. Older releases (Debian 12's 1.0.2, Debian 13's 1.1.1) take a non-empty dict
-            # as exactly that and fall back to plain TCP when the server has no TLS.
+        elif self.tls == "required" or (not self.socket and not _PYMYSQL_PREFERS_TLS):
+            # TLS, unverified (no CA given). For "preferred" over TCP, what PyMySQL 1.2 does by
+            # itself: older releases (Debian 12's 1.0.2, Debian 13's 1.1.1) take a non-empty dict
+            # as exactly that and fall back to plain TCP when the server has no TLS ("required"
+            # stops that fallback in connect).
             kwargs["ssl"] = {"check_hostname": False}
         elif self.socket:
             # PyMySQL otherwise prepares an opportunistic TLS context (loading the system CA
@@ -487,7 +488,7 @@ class ConnectionParams:
         """
         if self.tls == "off":
             tls = ["skip-ssl"]
-        elif self.ssl_ca:
+        elif self.tls == "verify":
             tls = ["ssl", "ssl-verify-server-cert"]
         elif self.tls == "required":
             # Before 11.4 MariaDB's clients cannot require TLS without verifying; the module's own
@@ -524,7 +525,7 @@ def connect(conn: ConnectionParams, database: str | None = None) -> Any:
         elif code in (2002, 2003, 2013):
             hint = "is the server running and reachable there?"
         elif code == 2026:
-            hint = f"TLS is required ({conn.tls_reason()}): does the server offer TLS? No credentials were sent"
+            hint = f"TLS is required ({conn.tls_reason}): does the server offer TLS? No credentials were sent"
         else:
             hint = "see the server's message"
         raise MySQLError(f"cannot connect to MySQL as {conn.describe()}: ({code}) {text}; {hint}") from exc
@@ -534,13 +535,20 @@ def connect(conn: ConnectionParams, database: str | None = None) -> Any:
 
 def _check_encrypted(connection: Any, conn: ConnectionParams) -> None:
     """Close and fail unless the server says the session is encrypted (the second check, see connect)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW SESSION STATUS WHERE Variable_name = 'Ssl_cipher'")
-        row = cursor.fetchone()
-    if not row or not row[1]:
-        connection.close()
+    encrypted = False
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW SESSION STATUS WHERE Variable_name = 'Ssl_cipher'")
+            row = cursor.fetchone()
+            encrypted = bool(row and row[1])
+    finally:
+        if not encrypted:
+            with contextlib.suppress(pymysql.err.Error):
+                connection.close()
+    if not encrypted:
         raise MySQLError(
-            f"connected to MySQL as {conn.describe()} without TLS although TLS is required ({conn.tls_reason()})"
+            f"connected to MySQL as {conn.describe()} without TLS although TLS is required ({conn.tls_reason}); "
+            "the connection was closed. The PyMySQL on the managed host did not enforce TLS: please report its version"
         )
 
 

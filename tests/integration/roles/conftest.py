@@ -31,7 +31,8 @@ def write_client_cnf(server: MariaDB, path: Path) -> Path:
     with os.fdopen(fd, "w") as handle:
         handle.write(f'[client]\nuser=root\npassword="{server.ROOT_PASSWORD}"\nsocket={server.socket}\n')
         # For the tests' own `mariadb` commands: MariaDB 11.4+ clients (Debian 13) demand TLS even over
-        # a socket, which the test server does not offer. The modules choose their own channel.
+        # a socket, which the test server does not offer. The modules read it too (as config_file):
+        # over a socket they take no TLS either way.
         handle.write("[client-mariadb]\nskip-ssl\n")
     return path
 

@@ -270,6 +270,13 @@ def test_option_file_keeps_the_tls_switches(text, expected):
 _CA = "/etc/mutuapix-test/ca.pem"
 
 
+def _with_option_file(tmp_path, lines: str, **options) -> ConnectionParams:
+    """ConnectionParams with ``options`` and a config_file whose [client] group holds ``lines``."""
+    cnf = tmp_path / "my.cnf"
+    cnf.write_text(f"[client]\n{lines}\n")
+    return ConnectionParams({**options, "config_file": str(cnf)})
+
+
 @pytest.mark.parametrize(
     ("options", "file_text", "tls", "ssl_kwargs", "mariadb_clients"),
     [
@@ -309,9 +316,7 @@ _CA = "/etc/mutuapix-test/ca.pem"
     ],
 )
 def test_tls_mode_from_the_options_and_the_option_file(tmp_path, options, file_text, tls, ssl_kwargs, mariadb_clients):
-    cnf = tmp_path / "my.cnf"
-    cnf.write_text(f"[client]\n{file_text}\n")
-    conn = ConnectionParams({**options, "config_file": str(cnf)})
+    conn = _with_option_file(tmp_path, file_text, **options)
     assert conn.tls == tls
     kwargs = conn.pymysql_kwargs()
     got = {key: kwargs[key] for key in ("ssl", "ssl_disabled") if key in kwargs}
@@ -330,20 +335,18 @@ def test_tls_mode_from_the_options_and_the_option_file(tmp_path, options, file_t
 def test_verifying_without_a_ca_takes_the_hosts_ca_bundle(tmp_path, monkeypatch):
     import ssl
 
-    cnf = tmp_path / "my.cnf"
-    cnf.write_text("[client]\nssl-verify-server-cert\n")
     bundle = ssl.get_default_verify_paths().cafile
     assert bundle and os.path.isfile(bundle), "Debian's ca-certificates is a test requirement"
-    conn = ConnectionParams({"login_host": "db", "config_file": str(cnf)})
+    conn = _with_option_file(tmp_path, "ssl-verify-server-cert", login_host="db")
     assert conn.tls == "verify" and conn.ssl_ca == bundle
     assert conn.pymysql_kwargs()["ssl"] == {"ca": bundle}
     assert f'ssl-ca="{bundle}"' in conn.option_file_text()
-    assert conn.tls_reason() == "config_file asks for verify TLS"
+    assert conn.tls_reason == "config_file asks for verify TLS"
 
     missing = ssl.DefaultVerifyPaths(*(str(tmp_path / "none"),) * 2, "", str(tmp_path / "none"), "", "")
     monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: missing)
     with pytest.raises(MySQLError, match="names no CA, and this host has no system CA bundle: set ssl_ca"):
-        ConnectionParams({"login_host": "db", "config_file": str(cnf)})
+        _with_option_file(tmp_path, "ssl-verify-server-cert", login_host="db")
 
 
 @pytest.mark.parametrize(
@@ -358,24 +361,18 @@ def test_verifying_without_a_ca_takes_the_hosts_ca_bundle(tmp_path, monkeypatch)
     ],
 )
 def test_unknown_tls_settings_in_the_option_file_are_refused(tmp_path, line, message):
-    cnf = tmp_path / "my.cnf"
-    cnf.write_text(f"[client]\n{line}\n")
-    with pytest.raises(MySQLError, match=re.escape(f"config_file: {message}")):
-        ConnectionParams({"login_host": "db", "config_file": str(cnf)})
+    # the file named: the line may come from a file it includes, but the mistake starts there
+    with pytest.raises(MySQLError, match=re.escape(f"config_file {tmp_path / 'my.cnf'}: {message}")):
+        _with_option_file(tmp_path, line, login_host="db")
 
 
 def test_why_tls_is_required_is_named(tmp_path):
-    cnf = tmp_path / "my.cnf"
-    cnf.write_text(f"[client]\nssl-ca={_CA}\n")
-    assert ConnectionParams({"login_host": "db", "config_file": str(cnf)}).tls_reason() == (
-        "config_file names ssl-ca, ssl-cert or ssl-key"
-    )
+    from_file = _with_option_file(tmp_path, f"ssl-ca={_CA}", login_host="db")
+    assert from_file.tls_reason == "config_file names ssl-ca, ssl-cert or ssl-key"
     given = ConnectionParams({"login_host": "db", "ssl_ca": _CA, "ssl_key": "/k", "config_file": None})
-    assert given.tls_reason() == "ssl_ca/ssl_key set"
-    cnf.write_text("[client]\nssl-mode=REQUIRED\n")
-    assert ConnectionParams({"login_host": "db", "config_file": str(cnf)}).tls_reason() == (
-        "config_file asks for required TLS"
-    )
+    assert given.tls_reason == "ssl_ca/ssl_key set"
+    required = _with_option_file(tmp_path, "ssl-mode=REQUIRED", login_host="db")
+    assert required.tls_reason == "config_file asks for required TLS"
 
 
 def test_option_files_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
