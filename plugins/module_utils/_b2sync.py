@@ -30,6 +30,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._flock import remove_
 from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
     MANIFEST_SUFFIX,
     BackupName,
+    future_backups,
     manifest_confirms,
     parse_backup_name,
     select_for_deletion,
@@ -40,6 +41,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._s3 import (
     TRANSFER_ERRORS,
     FileRange,
     file_sha256,
+    is_access_denied,
     is_not_found,
 )
 
@@ -55,6 +57,8 @@ DEFAULT_INCLUDE = [
 SHA256_META = "sha256"
 MiB = 1024 * 1024
 MIN_PART_SIZE = 5 * MiB
+# B2's largest part, and largest single upload: 5 GB (S3's is 5 GiB)
+MAX_PART_SIZE = 5_000_000_000 // MiB * MiB
 MAX_PARTS = 10_000
 STALE_UPLOAD_AGE = dt.timedelta(hours=24)
 # A download's temporary file (".<name>.<mkstemp's 8 characters>.part") is locked while written;
@@ -370,12 +374,23 @@ class PushPlan:
     upload: list[tuple[LocalFile, str]] = field(default_factory=list)  # (file, reason)
     skipped: list[str] = field(default_factory=list)
     not_uploaded_retention: list[str] = field(default_factory=list)
+    orphaned_manifests: list[str] = field(default_factory=list)  # no backup file here nor remote
+    damaged: dict[str, str] = field(default_factory=dict)  # local data file -> how it fails its manifest
     delete: list[str] = field(default_factory=list)  # remote names (data files) retention removes
 
 
-def retention_split(names: Iterable[str], retention: dict[str, int | None], now: dt.datetime) -> set[str]:
-    """Data file names retention would delete, grouped per (database, label) by stem.
+def retention_split(
+    names: Iterable[str],
+    retention: dict[str, int | None],
+    now: dt.datetime,
+    owners: dict[str, str] | None = None,
+) -> set[str]:
+    """Data file names retention would delete, grouped per (database, label).
 
+    ``owners`` maps a complete backup's data file name to the database its manifest names
+    (see ``manifest_owners``): ``app-archive-<ts>`` is then grouped with database ``app``'s
+    ``archive`` backups or with database ``app-archive``'s, never with both. A name without
+    a known owner is grouped by its whole stem, which is right whenever the stem is unambiguous.
     Only complete backups (a manifest among ``names``) count towards the rules, so a data file
     whose manifest is missing never pushes out the last complete backup; it is deleted itself
     only when the rules would delete it were it complete.
@@ -384,14 +399,80 @@ def retention_split(names: Iterable[str], retention: dict[str, int | None], now:
     complete: list[BackupName] = []
     incomplete: list[BackupName] = []
     for name in names:
-        stem = backup_stem(name)
-        if stem and not is_manifest(name):
-            backup = parse_backup_name(name, stem)
-            if backup:
-                (complete if backup.manifest_name in names else incomplete).append(backup)
+        backup = resolve_backup(name, (owners or {}).get(name))
+        if backup:
+            (complete if backup.manifest_name in names else incomplete).append(backup)
     _keep, delete = select_for_deletion(complete, now=now, **retention)
     delete += select_incomplete_for_deletion(complete, incomplete, now=now, **retention)
     return {b.name for b in delete}
+
+
+def resolve_backup(name: str, owner: str | None) -> BackupName | None:
+    """``name`` (a data file) parsed for the database its manifest names, else for its whole stem."""
+    stem = backup_stem(name)
+    if not stem or is_manifest(name):
+        return None
+    if owner and owner not in (stem, NOT_A_MANIFEST):
+        named = parse_backup_name(name, owner)
+        if named:
+            return named
+    return parse_backup_name(name, stem)
+
+
+def _local_manifest_owner(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            manifest = json.loads(handle.read())
+    except (OSError, ValueError):
+        return NOT_A_MANIFEST
+    return str(manifest.get("database") or "") if isinstance(manifest, dict) else NOT_A_MANIFEST
+
+
+def manifest_owners(
+    client: Any,
+    config: SyncConfig,
+    remote: dict[str, RemoteObject],
+    cache: HashCache,
+    local: list[LocalFile] | None = None,
+    denied: list[str] | None = None,
+) -> dict[str, str]:
+    """The database named by the manifest of each complete backup whose name is ambiguous.
+
+    Keyed by data file name. A local manifest (about to be pushed) wins over the remote one;
+    a remote one costs a small GetObject the first time, read in parallel and remembered in the
+    cache. Names without a ``-`` in their stem (``app-<ts>``) are never ambiguous: not read.
+    """
+    local_manifests = {f.name: f.path for f in local or [] if is_manifest(f.name)}
+    owners: dict[str, str] = {}
+    to_read: list[tuple[str, RemoteObject]] = []
+    without_manifest: dict[str, str] = {}  # data file name -> stem
+    for name in set(remote) | {f.name for f in local or []}:
+        stem = None if is_manifest(name) else backup_stem(name)
+        if not stem or "-" not in stem:
+            continue
+        manifest_name = name + MANIFEST_SUFFIX
+        if manifest_name in local_manifests:
+            owners[name] = _local_manifest_owner(local_manifests[manifest_name])
+        elif manifest_name in remote:
+            to_read.append((name, remote[manifest_name]))
+        else:
+            without_manifest[name] = stem
+    if to_read:
+        with ThreadPoolExecutor(max_workers=max(1, min(config.concurrency * 2, len(to_read)))) as pool:
+            read = list(pool.map(lambda item: manifest_owner(client, config, item[1], cache, denied), to_read))
+        for index, owner in enumerate(read):
+            if owner is not None:
+                owners[to_read[index][0]] = owner
+    # A data file without manifest (an upload under way, an orphan) belongs where the complete
+    # backups of its stem do, when they all agree; otherwise it is grouped by its stem.
+    by_stem: dict[str, set[str]] = {}
+    for name, owner in owners.items():
+        by_stem.setdefault(backup_stem(name) or "", set()).add(owner)
+    for name, stem in without_manifest.items():
+        agreed = by_stem.get(stem, set())
+        if len(agreed) == 1:
+            owners[name] = next(iter(agreed))
+    return owners
 
 
 def plan_push(
@@ -407,16 +488,29 @@ def plan_push(
     if config.retention_enabled:
         # Retention runs after this run's uploads: a backup is complete when its manifest is
         # remote or about to be uploaded.
-        doomed = retention_split(set(remote) | {f.name for f in local}, config.retention, now)
+        owners = manifest_owners(client, config, remote, cache, local)
+        doomed = retention_split(set(remote) | {f.name for f in local}, config.retention, now, owners)
         plan.delete = sorted(n for n in doomed if n in remote)
     candidates = []
+    local_names = {f.name for f in local}
     for item in local:
         data_name = item.name[: -len(MANIFEST_SUFFIX)] if is_manifest(item.name) else item.name
         if data_name in doomed:
             plan.not_uploaded_retention.append(item.name)  # retention would delete it right away
+        elif data_name != item.name and data_name not in local_names and data_name not in remote:
+            # e.g. left by an interrupted local retention (data file deleted first): a remote
+            # manifest must mean a complete backup.
+            plan.orphaned_manifests.append(item.name)
         else:
             candidates.append(item)
     hash_local_files(candidates, cache, workers=2)
+    plan.damaged = damaged_backups(candidates)
+    if plan.damaged:
+        # Neither the file nor its manifest goes up (a remote manifest means a good backup), and
+        # no retention: the damaged backup must not count as the newest and push out a good one.
+        bad = set(plan.damaged) | {name + MANIFEST_SUFFIX for name in plan.damaged}
+        candidates = [item for item in candidates if item.name not in bad]
+        plan.delete = []
 
     def compare(item: LocalFile) -> tuple[LocalFile, str | None]:
         obj = remote.get(item.name)
@@ -438,15 +532,42 @@ def plan_push(
     return plan
 
 
+def damaged_backups(candidates: list[LocalFile]) -> dict[str, str]:
+    """Local data files (hashed) that do not match the manifest beside them, with the reason.
+
+    A backup damaged on disk after it was written (a bad sector, a truncated copy, an edit)
+    would otherwise go up as a complete backup, its manifest with it.
+    """
+    manifests = {item.name: item for item in candidates if is_manifest(item.name)}
+    damaged: dict[str, str] = {}
+    for item in candidates:
+        manifest_file = manifests.get(item.name + MANIFEST_SUFFIX)
+        if manifest_file is None or is_manifest(item.name):
+            continue
+        try:
+            manifest = json.loads(_read_bytes(manifest_file.path))
+            size, sha256 = int(manifest["size"]), str(manifest["sha256"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            damaged[item.name] = f"its manifest cannot be read as one (needs size and sha256): {exc}"
+            continue
+        if size != item.size:
+            damaged[item.name] = f"{item.size} bytes, its manifest says {size}"
+        elif sha256 != item.sha256:
+            damaged[item.name] = f"sha256 {item.sha256}, its manifest says {sha256}"
+    return damaged
+
+
 # ---------------------------------------------------------------------------------------
 # Uploading
 
 
 def effective_part_size(size: int, part_size: int) -> int:
     """The configured part size, grown when a file would need more than 10,000 parts."""
-    part_size = max(part_size, MIN_PART_SIZE)
-    while size > part_size * MAX_PARTS:
-        part_size *= 2
+    part_size = min(max(part_size, MIN_PART_SIZE), MAX_PART_SIZE)
+    while size > part_size * MAX_PARTS and part_size < MAX_PART_SIZE:
+        part_size = min(part_size * 2, MAX_PART_SIZE)
+    if size > part_size * MAX_PARTS:
+        raise SyncError(f"a file of {size} bytes needs more than {MAX_PARTS} parts of {part_size} bytes, B2's limit")
     return part_size
 
 
@@ -460,7 +581,8 @@ def _lock_args(config: SyncConfig, now: dt.datetime) -> dict[str, Any]:
 
 
 def abort_stale_uploads(client: Any, config: SyncConfig, keys: set[str], now: dt.datetime) -> list[str]:
-    """Abort incomplete multipart uploads of the keys we are about to write, and old ones of ours.
+    """Abort incomplete multipart uploads of the keys we are about to write, and old ones of ours
+    (in check mode: only name them).
 
     A run killed mid-upload (or an endpoint that went away) leaves parts that B2 bills for.
     Ours are directly under the prefix, as everything this module touches: never a deeper
@@ -478,7 +600,8 @@ def abort_stale_uploads(client: Any, config: SyncConfig, keys: set[str], now: dt
                 initiated = upload.get("Initiated") or now
                 stale = now - initiated > STALE_UPLOAD_AGE and matches(name, config.include, config.exclude)
                 if key in keys or stale:
-                    client.abort_multipart_upload(Bucket=config.bucket, Key=key, UploadId=upload["UploadId"])
+                    if not config.check_mode:
+                        client.abort_multipart_upload(Bucket=config.bucket, Key=key, UploadId=upload["UploadId"])
                     aborted.append(key)
     except CLIENT_ERRORS as exc:
         raise SyncError(f"cleaning up incomplete uploads under {config.prefix or '/'}", exc) from exc
@@ -946,14 +1069,17 @@ def push(client: Any, config: SyncConfig, src: str, cache: HashCache, now: dt.da
         "upload_reasons": {f.name: reason for f, reason in plan.upload},
         "skipped": plan.skipped,
         "not_uploaded_retention": plan.not_uploaded_retention,
+        "orphaned_manifests": plan.orphaned_manifests,
+        "damaged": plan.damaged,
         "deleted": [],
         "retained_locked": [],
         "aborted_uploads": [],
         "downloaded": [],
     }
+    # Also when nothing is uploaded: a killed run's parts are billed until aborted (check mode: listed).
+    keys = {config.prefix + item.name for item, _reason in plan.upload}
+    result["aborted_uploads"] = abort_stale_uploads(client, config, keys, now)
     if not config.check_mode and plan.upload:
-        keys = {config.prefix + item.name for item, _reason in plan.upload}
-        result["aborted_uploads"] = abort_stale_uploads(client, config, keys, now)
         result["objects"] = upload_all(client, config, [item for item, _reason in plan.upload], cache, now, stats)
     # Retention runs only after every upload succeeded (upload_all raises otherwise).
     deleted, locked = apply_retention(client, config, plan.delete, now)
@@ -1022,14 +1148,23 @@ def latest_backup(
 NOT_A_MANIFEST = "\0"
 
 
-def manifest_owner(client: Any, config: SyncConfig, obj: RemoteObject, cache: HashCache) -> str:
-    """The database a remote manifest names: "" when it names none, NOT_A_MANIFEST when it is no JSON object."""
+def manifest_owner(
+    client: Any, config: SyncConfig, obj: RemoteObject, cache: HashCache, denied: list[str] | None = None
+) -> str | None:
+    """The database a remote manifest names: "" when it names none, NOT_A_MANIFEST when it is no JSON object.
+
+    With ``denied`` (status: a monitoring key may lack readFiles), a refused read is noted there
+    and None returned: the name alone then decides.
+    """
     cached = cache.manifest_owner(obj.key, obj.etag, obj.size, obj.modified_s)
     if cached is not None:
         return cached
     try:
         raw = _read_small_object(client, config, obj.key)
     except CLIENT_ERRORS as exc:
+        if denied is not None and is_access_denied(exc):
+            denied.append(obj.key)
+            return None
         raise SyncError(f"reading {obj.key}", exc) from exc
     try:
         manifest = json.loads(raw)
@@ -1041,7 +1176,12 @@ def manifest_owner(client: Any, config: SyncConfig, obj: RemoteObject, cache: Ha
 
 
 def is_owned(
-    client: Any, config: SyncConfig, remote: dict[str, RemoteObject], backup: BackupName, cache: HashCache
+    client: Any,
+    config: SyncConfig,
+    remote: dict[str, RemoteObject],
+    backup: BackupName,
+    cache: HashCache,
+    denied: list[str] | None = None,
 ) -> bool:
     """Whether ``backup`` belongs to the database its name was parsed for.
 
@@ -1052,7 +1192,9 @@ def is_owned(
     obj = remote.get(backup.manifest_name)
     if not backup.ambiguous or obj is None:
         return True
-    owner = manifest_owner(client, config, obj, cache)
+    owner = manifest_owner(client, config, obj, cache, denied)
+    if owner is None:
+        return True  # not readable (see manifest_owner): taken by its name
     # as the local check (_backup.local_backups) reads it: a manifest that is no JSON object confirms nothing
     return manifest_confirms(backup, None if owner == NOT_A_MANIFEST else {"database": owner or None})
 
@@ -1145,6 +1287,10 @@ def _read_bytes(path: str) -> bytes:
         return handle.read()
 
 
+def _group_sort_key(group: Any) -> tuple[str, str]:
+    return (group, "") if isinstance(group, str) else (group[0], group[1] or "")
+
+
 def status(
     client: Any,
     config: SyncConfig,
@@ -1157,34 +1303,53 @@ def status(
     now = now or dt.datetime.now(dt.timezone.utc)
     cache = cache or HashCache(None, "")
     remote = list_remote(client, config.bucket, config.prefix)
-    groups: dict[str, list[Any]] = {db: [] for db in databases or []}
+    groups: dict[Any, list[Any]] = {db: [] for db in databases or []}
     longest_first = sorted(databases or [], key=len, reverse=True)
+    # without databases: per (database, label), the database an ambiguous name belongs to read
+    # from its manifest, so that database app-archive never hides behind app's "archive" label.
+    denied: list[str] = []
+    owners = {} if databases else manifest_owners(client, config, remote, cache, denied=denied)
     for name in remote:
         if is_manifest(name):
             continue
         if databases:
             parsed = (parse_backup_name(name, db) for db in longest_first)
-            backup = next((b for b in parsed if b and is_owned(client, config, remote, b, cache)), None)
+            backup = next((b for b in parsed if b and is_owned(client, config, remote, b, cache, denied)), None)
         else:
-            stem = backup_stem(name)
-            backup = parse_backup_name(name, stem) if stem else None
+            backup = resolve_backup(name, owners.get(name))
         if backup is None:
             continue
-        group = backup.database if databases else backup_stem(name) or backup.database
-        groups.setdefault(group, []).append(backup)
+        groups.setdefault(backup.database if databases else backup.group, []).append(backup)
     report: dict[str, dict[str, Any]] = {}
-    for group, members in sorted(groups.items()):
+    for group, members in sorted(groups.items(), key=lambda item: _group_sort_key(item[0])):
         complete = [b for b in members if b.name + MANIFEST_SUFFIX in remote]
-        newest = max(complete, key=lambda b: (b.timestamp, b.name), default=None)
+        # dated in the future (a wrong clock): it would look fresh for months; not counted as newest
+        future = future_backups(complete, now)
+        newest = max((b for b in complete if b not in future), key=lambda b: (b.timestamp, b.name), default=None)
         age = round((now - newest.timestamp).total_seconds() / 3600, 2) if newest else None
-        report[group] = {
+        entry: dict[str, Any] = {
             "newest": newest.name if newest else None,
             "newest_at": newest.timestamp.isoformat() if newest else None,
             "age_hours": age,
             "count": len(complete),
             "incomplete": sorted(b.name for b in members if b not in complete),
+            "future": sorted(b.name for b in future),
             "bytes": sum(remote[b.name].size for b in complete),
             "healthy": age is not None and age <= max_age_hours,
         }
+        if databases:
+            report[group] = entry
+        else:
+            database, label = group
+            key = f"{database}-{label}" if label else database
+            if key in report or (label and (key, None) in groups):
+                key = f"{database} (label {label})"  # database "app-archive" holds the plain name
+            report[key] = {**entry, "database": database, "label": label}
     healthy = bool(report) and all(entry["healthy"] for entry in report.values())
-    return {"backups": report, "healthy": healthy, "max_age_hours": max_age_hours, "changed": False}
+    return {
+        "backups": report,
+        "healthy": healthy,
+        "max_age_hours": max_age_hours,
+        "unreadable_manifests": sorted(set(denied)),
+        "changed": False,
+    }

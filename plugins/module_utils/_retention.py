@@ -23,6 +23,8 @@ _NAME_RE = re.compile(r"^(?P<stem>.+)-(?P<ts>\d{8}T\d{6}Z)\.sql(?P<compression>\
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 RETENTION_OPTIONS = ("keep_last", "keep_days", "keep_daily", "keep_weekly", "keep_monthly")
+# A name dated further ahead than this was made by a clock that was wrong: see select_for_deletion.
+FUTURE_TOLERANCE = dt.timedelta(hours=1)
 
 
 def retention_argument_spec() -> dict[str, Any]:
@@ -134,7 +136,9 @@ def select_for_deletion(
     """Split backups into (keep, delete) under grandfather-father-son rules.
 
     A backup is kept when any rule keeps it. With no rule set nothing is deleted. The newest
-    backup of each (database, label) group is always kept, whatever the rules say.
+    backup of each (database, label) group is always kept, whatever the rules say. A backup
+    whose name is dated more than ``FUTURE_TOLERANCE`` after ``now`` is kept and ignored by the
+    rules (it is neither the newest nor one of the last ``keep_last``).
     Rules apply per group, so ``pre-deploy-*`` backups never push out the nightly ones.
     """
     rules = (keep_last, keep_days, keep_daily, keep_weekly, keep_monthly)
@@ -145,9 +149,12 @@ def select_for_deletion(
         return sorted(backups, key=lambda b: b.timestamp, reverse=True), []
     now = now or dt.datetime.now(dt.timezone.utc)
     groups: dict[tuple[str, str | None], list[BackupName]] = {}
+    # A backup dated in the future (a host clock that was wrong once) is kept and does not take
+    # part: counted as the newest, it would push out the backup just taken, for up to a year.
+    keep: list[BackupName] = future_backups(backups, now)
     for backup in backups:
-        groups.setdefault(backup.group, []).append(backup)
-    keep: list[BackupName] = []
+        if backup not in keep:
+            groups.setdefault(backup.group, []).append(backup)
     delete: list[BackupName] = []
     for members in groups.values():
         members.sort(key=lambda b: (b.timestamp, b.name), reverse=True)
@@ -191,5 +198,18 @@ def select_incomplete_for_deletion(
     return doomed
 
 
+def future_backups(backups: list[BackupName], now: dt.datetime) -> list[BackupName]:
+    """The backups whose names are dated after ``now`` (beyond ``FUTURE_TOLERANCE``)."""
+    return [b for b in backups if b.timestamp > now + FUTURE_TOLERANCE]
+
+
 def retention_params(params: dict[str, Any]) -> dict[str, int | None]:
     return {name: params.get(name) for name in RETENTION_OPTIONS}
+
+
+def retention_params_error(params: dict[str, Any]) -> str | None:
+    """Why the module's keep_* options are invalid, or None."""
+    for name in RETENTION_OPTIONS:
+        if params.get(name) is not None and params[name] < 0:
+            return f"{name} must be 0 or more, got {params[name]}"
+    return None

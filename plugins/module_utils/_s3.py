@@ -353,6 +353,14 @@ def is_not_found(exc: BaseException) -> bool:
     return code in ("NoSuchKey", "404", "NotFound", "NoSuchVersion") or status == 404
 
 
+def is_access_denied(exc: BaseException) -> bool:
+    """A refusal for want of a capability (B2: 403 AccessDenied, e.g. a key without readFiles)."""
+    if not (HAS_BOTO3 and isinstance(exc, botocore.exceptions.ClientError)):
+        return False
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code == "AccessDenied" or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403
+
+
 def error_code(exc: BaseException) -> str:
     if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))

@@ -23,7 +23,12 @@ description:
     Only names of backups under O(prefix) are ever considered; nothing local is ever deleted.
   - Only complete backups (with a manifest) count towards the retention rules. A data file
     without manifest is deleted only when the rules would delete it were it complete, so it
-    never pushes out the newest complete backup.
+    never pushes out the newest complete backup. Rules apply per database and label, and where a
+    name could be either (C(app-archive-<ts>)), its manifest says which. A backup dated more than
+    an hour in the future (a wrong clock) is kept and takes no part in the rules.
+  - Before anything is uploaded, each local backup file is checked against its local manifest
+    (size and sha256). A damaged one is not uploaded, nor its manifest, retention does not run,
+    and the task fails naming it, so a damaged copy never becomes the newest complete backup.
   - C(pull) downloads one backup and its manifest into O(dest), checks the sha256 against
     the manifest and renames the file into place, so O(dest) never holds a partial backup.
   - C(status) reports the newest complete backup per database and whether it is fresh.
@@ -76,9 +81,10 @@ options:
     default: []
   part_size_mb:
     description:
-      - Files larger than this are uploaded in parts of this many MiB (at least 5); B2
-        recommends 100. The part size grows by itself when a file would need more than
-        10,000 parts. Also the range size of parallel downloads.
+      - Files larger than this are uploaded in parts of this many MiB (at least 5, at most
+        4768, B2's largest part and largest single upload, 5 GB); B2 recommends 100. The part
+        size grows by itself when a file would need more than 10,000 parts. Also the range
+        size of parallel downloads.
     type: int
     default: 100
   concurrency:
@@ -102,7 +108,8 @@ options:
     choices: [governance, compliance]
   object_lock_days:
     description:
-      - Days each uploaded version stays locked. Required with O(object_lock_mode).
+      - Days each uploaded version stays locked. Required with O(object_lock_mode), and
+        O(object_lock_mode) with it (days alone would upload without any lock).
     type: int
   keep_last:
     description:
@@ -144,7 +151,9 @@ options:
         Among the databases given, the longest name that fits is tried first.
       - With O(mode=status), report these databases (all labels together), and report a
         database without any backup as unhealthy. Without it, status reports one entry per
-        database-and-label found under O(prefix).
+        database-and-label found under O(prefix), reading the manifests of ambiguous names too.
+      - A status-only key without C(readFiles) cannot read manifests, so ambiguous names are then
+        counted by name alone, with a warning (RV(unreadable_manifests)).
     type: list
     elements: str
   label:
@@ -252,8 +261,26 @@ not_uploaded_retention:
   type: list
   elements: str
   sample: []
+orphaned_manifests:
+  description:
+    - Local manifests not uploaded because their backup file is neither in O(src) nor remote
+      (a remote manifest must mean a complete backup); a warning names them.
+  returned: when O(mode=push)
+  type: list
+  elements: str
+  sample: []
+damaged:
+  description:
+    - Local backup files whose size or sha256 differs from their manifest (file name to
+      reason). Neither they nor their manifests are uploaded, retention does not run, and the
+      task fails.
+  returned: when O(mode=push)
+  type: dict
+  sample: {}
 aborted_uploads:
-  description: Keys whose incomplete multipart uploads (left by an interrupted run) were aborted.
+  description:
+    - Keys whose incomplete multipart uploads (left by an interrupted run) were aborted (in check
+      mode, would be). Looked for on every push, also when nothing is uploaded.
   returned: when O(mode=push)
   type: list
   elements: str
@@ -326,7 +353,13 @@ throughput_mb_s:
   type: float
   sample: 41.9
 backups:
-  description: Per database (or database-and-label), the newest complete backup and totals.
+  description:
+    - Per database given in O(database), or without it per database and label (keyed
+      C(<database>-<label>), plus C(database) and C(label) fields; when that key is also a
+      database's own name, the labelled entry is keyed C(<database> (label <label>))), the
+      newest complete backup and totals.
+    - C(future) lists complete backups whose names are dated more than an hour ahead (a clock
+      that was wrong when they were taken); they count in C(count) but never as C(newest).
   returned: when O(mode=status)
   type: dict
   sample:
@@ -336,8 +369,17 @@ backups:
       age_hours: 7.5
       count: 14
       incomplete: []
+      future: []
       bytes: 7340032000
       healthy: true
+unreadable_manifests:
+  description:
+    - Manifests the key was refused to read (no C(readFiles)); the backups they describe were
+      counted by their file names alone, and a warning says so.
+  returned: when O(mode=status)
+  type: list
+  elements: str
+  sample: []
 healthy:
   description: Every reported database has a complete backup no older than O(max_age_hours), and there is at least one.
   returned: when O(mode=status)
@@ -356,6 +398,7 @@ from typing import Any
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
     DEFAULT_INCLUDE,
+    MAX_PART_SIZE,
     HashCache,
     MiB,
     SyncConfig,
@@ -368,6 +411,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
 from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
     retention_argument_spec,
     retention_params,
+    retention_params_error,
 )
 from ansible_collections.mutuapix.ops.plugins.module_utils._s3 import CLIENT_ERRORS, B2Module
 
@@ -401,8 +445,11 @@ def argument_spec() -> dict[str, Any]:
 
 def validate(module: B2Module) -> None:
     p = module.params
-    if p["part_size_mb"] < 5:
-        module.fail_json(msg=f"part_size_mb must be at least 5 (the S3 minimum part size), got {p['part_size_mb']}")
+    if not 5 <= p["part_size_mb"] <= MAX_PART_SIZE // MiB:
+        module.fail_json(
+            msg=f"part_size_mb must be between 5 (the S3 minimum part size) and {MAX_PART_SIZE // MiB} "
+            f"(B2's largest part or single upload, 5 GB), got {p['part_size_mb']}"
+        )
     if not 1 <= p["concurrency"] <= 64:
         module.fail_json(msg=f"concurrency must be between 1 and 64, got {p['concurrency']}")
     if p["object_lock_days"] is not None and p["object_lock_days"] < 1:
@@ -417,6 +464,9 @@ def validate(module: B2Module) -> None:
         module.fail_json(msg=f"dest {p['dest']} is not a directory; create it first (mode 0700)")
     if p["mode"] != "push" and any(v is not None for v in retention_params(p).values()):
         module.fail_json(msg="keep_* options apply to mode=push only")
+    retention_error = retention_params_error(p)
+    if retention_error:
+        module.fail_json(msg=retention_error)
 
 
 def build_config(module: B2Module) -> SyncConfig:
@@ -456,7 +506,8 @@ def main() -> None:
         argument_spec=argument_spec(),
         supports_check_mode=True,
         required_if=[("mode", "push", ["src"]), ("mode", "pull", ["dest"])],
-        required_by={"object_lock_mode": "object_lock_days"},
+        # days without a mode would upload without any lock: refused, not ignored
+        required_together=[("object_lock_mode", "object_lock_days")],
         mutually_exclusive=[("name", "latest")],
     )
     validate(module)
@@ -486,7 +537,37 @@ def main() -> None:
         save_cache(module, cache)
         module.fail_json(msg=f"{p['mode']} failed on the local side: {exc}")
     save_cache(module, cache)
+    report_findings(module, result)
     module.exit_json(**result)
+
+
+def report_findings(module: B2Module, result: dict[str, Any]) -> None:
+    """Warnings for what was left out, and a failure for a damaged local backup."""
+    if result.get("orphaned_manifests"):
+        module.warn(
+            "not pushed, their backup file is neither in src nor remote (an interrupted local retention?): "
+            + ", ".join(result["orphaned_manifests"])
+        )
+    if result.get("unreadable_manifests"):
+        module.warn(
+            "the key may not read these manifests (readFiles), so their backups were counted by file name alone, "
+            "which cannot tell database app's label archive from database app-archive: "
+            + ", ".join(result["unreadable_manifests"])
+        )
+    future = [name for entry in (result.get("backups") or {}).values() for name in entry.get("future", [])]
+    if future:
+        module.warn(
+            "dated in the future, so not counted as the newest (was a clock wrong when they were taken?): "
+            + ", ".join(sorted(future))
+        )
+    if result.get("damaged"):
+        details = "; ".join(f"{name}: {why}" for name, why in sorted(result["damaged"].items()))
+        module.fail_json(
+            msg=f"local backups that do not match their manifests were not pushed, and retention did not run: "
+            f"{details}. The file changed after mysql_backup wrote it (disk or copy error?): move it aside and "
+            "take a new backup; the remote copies were left as they were",
+            **result,
+        )
 
 
 if __name__ == "__main__":

@@ -390,9 +390,9 @@ def _validate(module):
                 module.fail_json(msg=to_native(exc))
     if params["compression"] == "zstd" and not _dumpfile.HAS_ZSTANDARD:
         module.fail_json(msg="compression=zstd needs the zstandard Python library: pip install zstandard")
-    for name in _retention.RETENTION_OPTIONS:
-        if params[name] is not None and params[name] < 0:
-            module.fail_json(msg=f"{name} must be 0 or more")
+    retention_error = _retention.retention_params_error(params)
+    if retention_error:
+        module.fail_json(msg=retention_error)
 
 
 def _ids(module):

@@ -17,8 +17,10 @@ import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
     STALE_UPLOAD_AGE,
+    HashCache,
     SyncConfig,
     abort_stale_uploads,
+    push,
 )
 from tests.integration.b2.b2helpers import APP_KEY, MiB, b2_run, remote_keys, write_backup, write_manifest
 from tests.integration.b2.b2proxy import B2Proxy, Fault
@@ -120,9 +122,10 @@ def test_same_size_change_is_uploaded_and_mtime_only_change_is_not(bucket, args_
     data[1000] ^= 0xFF
     backup.write_bytes(bytes(data))
     os.utime(backup, ns=(original.st_atime_ns, original.st_mtime_ns))  # same size, same mtime
+    write_manifest(backup, "app")  # as a new run writing the same name would
     proxy.state.clear()
     changed = b2_run(args)
-    assert changed["changed"] and changed["uploaded"] == [backup.name], changed
+    assert changed["changed"] and changed["uploaded"] == [backup.name, backup.name + ".manifest.json"], changed
     assert changed["upload_reasons"][backup.name] == "content"
 
 
@@ -233,14 +236,14 @@ def test_retention_never_lets_a_backup_without_manifest_push_out_a_complete_one(
     args = args_for(bucket, src=str(src), prefix="db", keep_last=1)
     assert not b2_run(args).failed
     # mysql_backup renamed a new data file into place but its manifest is not written (or failed).
-    local_new = write_backup(src, "app", NOW, 1000)
+    local_new = write_backup(src, "app", NOW - dt.timedelta(hours=3), 1000)
     Path(f"{local_new}.manifest.json").unlink()
     result = b2_run(args)
     assert not result.failed and result["deleted"] == [], result
     assert result["uploaded"] == [local_new.name] and result["not_uploaded_retention"] == []
     # A newer data object whose manifest never arrived (the local copy is gone since).
     local_new.unlink()
-    remote_new = f"app-{(NOW + dt.timedelta(hours=1)).strftime('%Y%m%dT%H%M%SZ')}.sql.zst"
+    remote_new = f"app-{(NOW - dt.timedelta(hours=2)).strftime('%Y%m%dT%H%M%SZ')}.sql.zst"
     s3.put_object(Bucket=bucket, Key="db/" + remote_new, Body=b"partial")
     result = b2_run(args)
     assert not result.failed and result["deleted"] == [], result
@@ -249,7 +252,7 @@ def test_retention_never_lets_a_backup_without_manifest_push_out_a_complete_one(
     assert report["backups"]["app"]["count"] == 1 and report["healthy"], report
     assert report["backups"]["app"]["incomplete"] == sorted([local_new.name, remote_new])
     # Once a newer complete backup exists, the rules apply to the data-only objects as well.
-    newest = write_backup(src, "app", NOW + dt.timedelta(hours=2), 1000)
+    newest = write_backup(src, "app", NOW - dt.timedelta(hours=1), 1000)
     result = b2_run(args)
     assert not result.failed, result
     assert complete_remote(s3, bucket, "db/") == ["db/" + newest.name]
@@ -413,6 +416,117 @@ def test_an_ambiguous_name_whose_manifest_is_no_json_counts_for_nobody(bucket, a
     assert report["backups"]["app"]["newest"] == app.name, report
 
 
+def test_retention_and_status_tell_database_app_archive_from_app_labelled_archive(bucket, args_for, src, s3):
+    """The same stem, two owners: each (database, label) keeps its own newest backup."""
+    lone = write_backup(src, "app-archive", NOW - dt.timedelta(days=2), 100)  # database app-archive's only one
+    labelled = write_backup(src, "app", NOW - dt.timedelta(hours=1), 100, label="archive")
+    nightly = write_backup(src, "app", NOW - dt.timedelta(hours=2), 100)
+    args = args_for(bucket, src=str(src), prefix="h", keep_last=1)
+    result = b2_run(args)
+    assert not result.failed and result["deleted"] == [] and result["not_uploaded_retention"] == [], result
+    assert complete_remote(s3, bucket, "h/") == sorted(f"h/{b.name}" for b in (lone, labelled, nightly))
+
+    # the same from the remote manifests alone (nothing local any more), and with a second labelled backup
+    for path in src.iterdir():
+        path.unlink()
+    newer = write_backup(src, "app", NOW - dt.timedelta(minutes=30), 100, label="archive")
+    result = b2_run(args)
+    assert not result.failed, result
+    assert {d["key"] for d in result["deleted"]} == {f"h/{labelled.name}", f"h/{labelled.name}.manifest.json"}
+    assert complete_remote(s3, bucket, "h/") == sorted(f"h/{b.name}" for b in (lone, newer, nightly))
+
+    report = b2_run(args_for(bucket, mode="status", prefix="h", max_age_hours=26))
+    assert not report.failed, report
+    backups = report["backups"]
+    assert set(backups) == {"app", "app-archive", "app (label archive)"}, backups
+    assert backups["app-archive"] == {**backups["app-archive"], "database": "app-archive", "label": None}
+    assert backups["app-archive"]["newest"] == lone.name and backups["app-archive"]["healthy"] is False
+    assert backups["app (label archive)"]["newest"] == newer.name and backups["app (label archive)"]["count"] == 1
+    assert report["healthy"] is False, "the stale database app-archive must not hide behind app's label"
+
+
+def test_a_local_backup_that_no_longer_matches_its_manifest_is_not_pushed(bucket, args_for, src, s3):
+    good = write_backup(src, "app", NOW - dt.timedelta(days=1), 4000)
+    args = args_for(bucket, src=str(src), prefix="db", keep_last=1)
+    assert not b2_run(args).failed
+    good.unlink()
+    Path(f"{good}.manifest.json").unlink()  # local retention took it; the remote copy is the only one
+    damaged = write_backup(src, "app", NOW, 4000)
+    data = bytearray(damaged.read_bytes())
+    data[100:116] = b"\0" * 16  # a bad sector, after mysql_backup wrote the manifest
+    damaged.write_bytes(bytes(data))
+    result = b2_run(args)
+    assert result.failed and damaged.name in result["damaged"], result
+    assert "do not match their manifests" in result["msg"] and "retention did not run" in result["msg"]
+    assert result["uploaded"] == [] and result["deleted"] == []
+    assert sorted(remote_keys(s3, bucket, "db/")) == [f"db/{good.name}", f"db/{good.name}.manifest.json"]
+    # a manifest that is no manifest is no proof either
+    Path(f"{damaged}.manifest.json").write_text("{}")
+    result = b2_run(args)
+    assert result.failed and "cannot be read as one" in result["damaged"][damaged.name], result
+
+
+def test_a_local_manifest_without_its_backup_file_is_not_pushed(bucket, args_for, src, s3):
+    backup = write_backup(src, "app", NOW - dt.timedelta(hours=1), 1000)
+    backup.unlink()  # an interrupted local retention deletes the data file first
+    kept = write_backup(src, "app", NOW, 1000)
+    result = b2_run(args_for(bucket, src=str(src), prefix="db"))
+    assert not result.failed, result
+    assert result["orphaned_manifests"] == [f"{backup.name}.manifest.json"]
+    assert any("neither in src nor remote" in str(w) for w in result.get("warnings", [])), result
+    assert sorted(remote_keys(s3, bucket, "db/")) == [f"db/{kept.name}", f"db/{kept.name}.manifest.json"]
+
+
+def test_a_backup_dated_in_the_future_neither_blocks_uploads_nor_looks_fresh(bucket, args_for, src, s3):
+    """A host whose clock was a year ahead once: that backup must not be 'the newest' for a year."""
+    future = write_backup(src, "app", NOW + dt.timedelta(days=365), 1000)
+    assert not b2_run(args_for(bucket, src=str(src), prefix="db")).failed
+    future.unlink()
+    Path(f"{future}.manifest.json").unlink()
+    tonight = write_backup(src, "app", NOW - dt.timedelta(minutes=5), 1000)
+    result = b2_run(args_for(bucket, src=str(src), prefix="db", keep_daily=1))
+    assert not result.failed and result["not_uploaded_retention"] == [] and result["deleted"] == [], result
+    assert complete_remote(s3, bucket, "db/") == sorted([f"db/{future.name}", f"db/{tonight.name}"])
+
+    report = b2_run(args_for(bucket, mode="status", prefix="db", database="app", max_age_hours=1))
+    app = report["backups"]["app"]
+    assert app["newest"] == tonight.name and app["future"] == [future.name] and app["count"] == 2, report
+    assert report["healthy"] is True and any("dated in the future" in str(w) for w in report.get("warnings", []))
+    tonight_only = b2_run(args_for(bucket, mode="status", prefix="db", database="app", max_age_hours=0.01))
+    assert tonight_only["healthy"] is False, "freshness comes from real backups, not from the future one"
+
+
+@pytest.mark.parametrize("with_database", [True, False], ids=["database", "all"])
+def test_status_with_a_key_that_may_not_read_files_counts_by_name(bucket, args_for, proxy, src, with_database):
+    """A monitoring key with listFiles only: ambiguous names are counted by name, with a warning."""
+    app = write_backup(src, "app", NOW - dt.timedelta(hours=1), 100)
+    labelled = write_backup(src, "app", NOW - dt.timedelta(hours=2), 100, label="predeploy")
+    assert not b2_run(args_for(bucket, src=str(src), prefix="h", use_cache=False)).failed
+    proxy.state.faults.append(Fault("GetObject", 100, status=403, code="AccessDenied"))
+    extra = {"database": ["app"]} if with_database else {}
+    report = b2_run(args_for(bucket, mode="status", prefix="h", use_cache=False, **extra))
+    assert not report.failed and report["healthy"], report
+    assert report["unreadable_manifests"] == [f"h/{labelled.name}.manifest.json"]
+    assert any("readFiles" in str(w) for w in report.get("warnings", [])), report
+    newest = {entry["newest"] for entry in report["backups"].values()}
+    assert app.name in newest
+
+
+def test_a_push_with_nothing_to_upload_still_aborts_a_killed_runs_upload(bucket, args_for, src, s3):
+    write_backup(src, "app", NOW, 1000)
+    assert not b2_run(args_for(bucket, src=str(src), prefix="db")).failed
+    # a killed run's upload of a name under the prefix; only its age (a day) tells it is stale
+    s3.create_multipart_upload(Bucket=bucket, Key="db/app-20200101T000000Z.sql.zst")
+    a_day_later = dt.datetime.now(dt.timezone.utc) + STALE_UPLOAD_AGE + dt.timedelta(hours=1)
+    check = SyncConfig(bucket=bucket, prefix="db/", check_mode=True)
+    planned = push(s3, check, str(src), HashCache(None, ""), a_day_later)
+    assert planned["uploaded"] == [] and planned["aborted_uploads"] == ["db/app-20200101T000000Z.sql.zst"], planned
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "check mode aborted nothing"
+    done = push(s3, SyncConfig(bucket=bucket, prefix="db/"), str(src), HashCache(None, ""), a_day_later)
+    assert done["uploaded"] == [] and done["aborted_uploads"] == ["db/app-20200101T000000Z.sql.zst"], done
+    assert done["changed"] and not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
 # ----------------------------------------------------------------------------- pull safety
 
 
@@ -487,10 +601,14 @@ def test_unreachable_endpoint(args_for, src):
 
 
 def test_bad_options_fail_clearly(args_for, src, dest):
-    assert_clean_failure(b2_run(args_for("b", src=str(src), part_size_mb=4)), "part_size_mb must be at least 5")
+    assert_clean_failure(b2_run(args_for("b", src=str(src), part_size_mb=4)), "part_size_mb must be between 5")
     assert_clean_failure(b2_run(args_for("b", mode="pull", dest=str(dest))), "needs either name or latest")
     assert_clean_failure(b2_run(args_for("b", src=str(src / "nope"))), "is not a directory")
     assert_clean_failure(b2_run(args_for("b", mode="status", keep_last=3)), "keep_* options apply to mode=push")
+    assert_clean_failure(b2_run(args_for("b", src=str(src), keep_daily=-1)), "keep_daily must be 0 or more")
+    assert_clean_failure(b2_run(args_for("b", src=str(src), part_size_mb=5000)), "and 4768", "5 GB")
+    # days alone would upload without any lock: refused, not ignored
+    assert_clean_failure(b2_run(args_for("b", src=str(src), object_lock_days=30)), "object_lock_mode")
 
 
 def test_slowdown_is_retried(bucket, args_for, proxy, src, dest):

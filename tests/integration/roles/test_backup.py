@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+from ansible_collections.mutuapix.ops.plugins.module_utils._age import generate_identity
 from tests.integration.roles.conftest import PLAYBOOKS, S3, S3_APP_KEY, S3_KEY_ID, write_client_cnf, write_inventory
 from tests.support.mariadb import MariaDB
-from tests.support.runner import ANSIBLE_PLAYBOOK, COLLECTIONS, run_playbook
+from tests.support.runner import ANSIBLE_PLAYBOOK, COLLECTIONS, MODULE_PYTHON, run_playbook
 
 S3_ENV = {"B2_APPLICATION_KEY_ID": S3_KEY_ID, "B2_APPLICATION_KEY": S3_APP_KEY}
 
@@ -138,6 +139,67 @@ def test_weekly_verification_runs_when_due(mariadb: MariaDB, backup_db: str, tmp
     os.utime(stamp, (old, old))
     third = run_playbook(PLAYBOOKS / "backup.yml", inventory)
     assert "verified, 8 tables match the manifest" in third.stdout
+
+
+def test_a_backup_that_fails_its_proof_of_restore_is_set_aside_and_never_copied_off_site(
+    mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path
+) -> None:
+    """Encrypted to a key whose identity the verification lacks: it cannot be proven, so it must not go off-site."""
+    _identity, recipient = generate_identity()
+    bucket = s3_endpoint.new_bucket()
+    offsite = {"backup_b2_bucket": bucket, "backup_b2_endpoint_url": s3_endpoint.url, "backup_b2_region": "us-west-004"}
+    vars_ = host_vars(mariadb, backup_db, tmp_path, backup_encrypt_recipients=[recipient], **offsite)
+    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": vars_}})
+    failed = run_playbook(PLAYBOOKS / "backup.yml", inventory, env=S3_ENV)
+    assert failed.returncode != 0, failed.stdout[-3000:]
+    assert "failed at 'Restore the backup into a scratch database" in failed.stdout, failed.stdout[-3000:]
+    assert f"/{backup_db}/unverified/ so that it is not copied off-site" in failed.stdout
+    folder = tmp_path / "backups" / backup_db
+    [unverified] = (folder / "unverified").glob("*.sql.zst.age")
+    assert (folder / "unverified" / f"{unverified.name}.manifest.json").exists()
+    assert not list(folder.glob("*.sql*")) and s3_endpoint.keys(bucket) == []
+
+    # the next run (verification off) copies its own backup off-site, never the unverified one
+    vars_["backup_verify"] = "never"
+    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": vars_}})
+    second = run_playbook(PLAYBOOKS / "backup.yml", inventory, env=S3_ENV)
+    assert second.returncode == 0, second.stdout[-3000:]
+    [pushed] = folder.glob("*.sql.zst.age")
+    assert s3_endpoint.keys(bucket) == [f"h1/{backup_db}/{pushed.name}", f"h1/{backup_db}/{pushed.name}.manifest.json"]
+
+
+def test_the_play_module_defaults_reach_the_roles_modules(mariadb: MariaDB, backup_db: str, tmp_path: Path) -> None:
+    """The connection only in the play's module_defaults: the role's unset backup_login_* must not erase it."""
+    client_cnf = write_client_cnf(mariadb, tmp_path / "client.cnf")
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Back up with the connection from module_defaults",
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "module_defaults": {"group/mutuapix.ops.mysql": {"config_file": str(client_cnf)}},
+                    "roles": [
+                        {
+                            "role": "mutuapix.ops.backup",
+                            "vars": {
+                                "backup_database": backup_db,
+                                "backup_dir": str(tmp_path / "backups"),
+                                "backup_install_packages": False,
+                                "backup_login_user": "",
+                            },
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    proc = run_playbook(
+        playbook, "localhost,", args=["-c", "local", "-e", f"ansible_python_interpreter={MODULE_PYTHON}"]
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "verified, 8 tables match the manifest" in proc.stdout
 
 
 def test_schedule_on_host_runs_the_playbook_and_reports_failure(

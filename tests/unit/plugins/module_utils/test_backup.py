@@ -448,6 +448,17 @@ def _touch(dest, name, manifest=True):
         (dest / (name + _retention.MANIFEST_SUFFIX)).write_text("{}")
 
 
+def test_local_retention_never_deletes_the_backup_just_taken_for_a_future_dated_one(tmp_path):
+    now = dt.datetime.now(dt.timezone.utc)
+    future = _retention.backup_file_name("app", now + dt.timedelta(days=365), None, "zstd")
+    just_taken = _retention.backup_file_name("app", now, None, "zstd")
+    older = _retention.backup_file_name("app", now - dt.timedelta(days=1), None, "zstd")
+    for name in (future, just_taken, older):
+        _touch(tmp_path, name)
+    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1}) == [older]
+    assert {future, just_taken} <= set(os.listdir(tmp_path))
+
+
 def test_local_retention_keeps_newest_and_ignores_foreign_files(tmp_path):
     base = dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc)
     names = [_retention.backup_file_name("app", base + dt.timedelta(days=i), None, "zstd") for i in range(6)]

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
+    FUTURE_TOLERANCE,
     RETENTION_OPTIONS,
     BackupName,
     backup_file_name,
@@ -14,6 +15,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
     parse_backup_name,
     retention_argument_spec,
     retention_params,
+    retention_params_error,
     select_for_deletion,
     select_incomplete_for_deletion,
     validate_label,
@@ -135,6 +137,24 @@ def test_keep_last_per_group_so_labels_do_not_push_out_nightlies():
     keep, delete = select_for_deletion(nightly + predeploy + other_db, now=NOW, keep_last=2)
     assert names(keep) == names(nightly[:2] + predeploy[:2] + other_db[:2])
     assert names(delete) == names(nightly[2:] + predeploy[2:] + other_db[2:])
+
+
+@pytest.mark.parametrize(("rule", "kept"), [("keep_last", 1), ("keep_daily", 1), ("keep_days", 2)])
+def test_a_backup_dated_in_the_future_is_kept_and_takes_no_part(rule, kept):
+    """A clock that was a year ahead once: that backup must not push out the one just taken."""
+    real = backups("app", [NOW - dt.timedelta(days=d) for d in range(3)])
+    future = backups("app", [NOW + dt.timedelta(days=365)])
+    keep, delete = select_for_deletion(real + future, now=NOW, **{rule: 1})
+    assert names(keep) == names(future + real[:kept]) and names(delete) == names(real[kept:])
+    # within the tolerance (clocks a little apart) a backup counts as usual
+    soon = backups("app", [NOW + FUTURE_TOLERANCE - dt.timedelta(minutes=1)])
+    keep, delete = select_for_deletion(real + soon, now=NOW, keep_last=1)
+    assert names(keep) == names(soon) and names(delete) == names(real)
+
+
+def test_retention_params_error():
+    assert retention_params_error({"keep_last": 0, "keep_days": None}) is None
+    assert retention_params_error({"keep_weekly": -1}) == "keep_weekly must be 0 or more, got -1"
 
 
 def test_keep_days_cutoff_is_inclusive():

@@ -63,7 +63,7 @@ def base_args(tmp_path: Path, **extra) -> dict:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"part_size_mb": 4}, "part_size_mb must be at least 5"),
+        ({"part_size_mb": 4}, "part_size_mb must be between 5"),
         ({"concurrency": 0}, "concurrency must be between 1 and 64"),
         ({"object_lock_mode": "governance"}, "object_lock_days"),
         ({"object_lock_mode": "governance", "object_lock_days": 0}, "object_lock_days must be 1 or more"),
