@@ -95,6 +95,8 @@ GLOBAL_ONLY_PRIVILEGES = frozenset(
 # MariaDB 10.5 renamed these; SHOW GRANTS reports the new names.
 MARIADB_SYNONYMS = {"REPLICATION CLIENT": "BINLOG MONITOR"}
 SYNONYMS = {"ALL": "ALL PRIVILEGES"}
+# Whoever can write to mysql.* can grant itself anything; the others hold server state.
+SYSTEM_SCHEMAS = ("mysql", "sys", "performance_schema", "information_schema")
 
 
 class AccountError(MySQLError):
@@ -131,6 +133,17 @@ def validate_host(host: str) -> str:
     return host
 
 
+def normalise_host(host: str) -> str:
+    """A validated host part in lower case, as the server stores and compares it.
+
+    MariaDB and MySQL 8 (the "Grant Table Scope Column Properties" of its manual) lowercase
+    host names before storing them in the grant tables and match them case-insensitively, so
+    ``App1.Example.COM`` and ``app1.example.com`` are one account. Lookups in mysql.user
+    compare the (binary) column exactly, hence lower case everywhere: lookups, plans, results.
+    """
+    return validate_host(host).lower()
+
+
 def quote_name(text: str) -> str:
     """Backtick quoting: only the backtick needs doubling, whatever the sql_mode."""
     if "\x00" in text:
@@ -145,6 +158,31 @@ def account_sql(user: str, host: str) -> str:
 def escape_db_pattern(database: str) -> str:
     """A database name as a GRANT pattern matching only itself (``_`` and ``%`` escaped)."""
     return database.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+
+
+def like_matches(pattern: str, text: str) -> bool:
+    """Whether the GRANT database pattern ``pattern`` matches ``text`` (SQL LIKE).
+
+    ``%`` is any run of characters, ``_`` one character, a backslash makes the next
+    character literal (``\\_``, ``\\%``, ``\\\\``). Case-insensitive on purpose: with
+    lower_case_table_names=1 the server folds database names, and refusing too much is safe.
+    """
+    parts: list[str] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            parts.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        parts.append(".*" if char == "%" else "." if char == "_" else re.escape(char))
+        i += 1
+    return re.fullmatch("".join(parts), text, re.S | re.I) is not None
+
+
+def system_schemas_matched(db_pattern: str) -> list[str]:
+    """The system schemas (mysql, sys, ...) a grant's database pattern reaches."""
+    return [schema for schema in SYSTEM_SCHEMAS if like_matches(db_pattern, schema)]
 
 
 @dataclass(frozen=True, order=True)
@@ -210,6 +248,11 @@ def _unquote_account(text: str) -> str:
     return "@".join(_unquote(part) for part in _split_quoted(text.strip(), "@"))
 
 
+def _requote_account(text: str) -> str:
+    """```role`@`%``` or ``'role'@'%'`` as a statement names it: ```role`@`%```, MariaDB's ```role```."""
+    return "@".join(quote_name(_unquote(part)) for part in _split_quoted(text.strip(), "@"))
+
+
 def parse_level(text: str) -> Level:
     """``db.*``, ``db.table``, ```db`.`t```, ``*.*`` into a Level, or AccountError."""
     parts = _split_quoted(text.strip(), ".")
@@ -249,7 +292,7 @@ def validate_privilege(priv: str) -> str:
     if not PRIVILEGE_RE.match(priv):
         raise AccountError(
             f"privilege {priv!r} is not a privilege name (letters, spaces and '_' only; "
-            "column privileges are not managed by this module)"
+            "column privileges cannot be requested; any the account holds are revoked)"
         )
     return priv
 
@@ -263,19 +306,30 @@ TARGET_RE = re.compile(
     r"(?P<level>" + _LEVEL_PART + r"\." + _LEVEL_PART + r")\s+TO\s+(?P<tail>.*)$",
     re.I | re.S,
 )
-PROXY_RE = re.compile(r"^GRANT\s+PROXY\s+ON\s", re.I)
+PROXY_RE = re.compile(r"^GRANT\s+PROXY\s+ON\s+(?P<proxied>.+?)\s+TO\s", re.I | re.S)
 ROLE_RE = re.compile(r"^GRANT\s+(?!.*\sON\s)(?P<roles>.+?)\s+TO\s", re.I | re.S)
+# MariaDB prints an account's default role as the last line of SHOW GRANTS.
+DEFAULT_ROLE_RE = re.compile(r"^SET\s+DEFAULT\s+ROLE\s+(?P<role>.+?)\s+FOR\s", re.I | re.S)
 
 
 @dataclass
 class Grants:
-    """An account's privileges per level, as SHOW GRANTS reports them."""
+    """An account's privileges per level, as SHOW GRANTS reports them.
+
+    Besides the levels: the roles granted (``roles`` as labels, ``role_sql`` as statements
+    name them), the default role(s), routine-level grants (``routines``, with their
+    privileges in ``routine_privileges``) and PROXY grants (``proxied`` accounts).
+    """
 
     privileges: dict[Level, set[str]] = field(default_factory=dict)
     grant_option: set[Level] = field(default_factory=set)
     roles: list[str] = field(default_factory=list)
+    role_sql: list[str] = field(default_factory=list)
+    default_roles: list[str] = field(default_factory=list)
     routines: list[str] = field(default_factory=list)
+    routine_privileges: dict[str, set[str]] = field(default_factory=dict)
     proxies: int = 0
+    proxied: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -297,24 +351,36 @@ def parse_show_grants(lines: list[str], server: ServerInfo | None = None) -> Gra
     grants = Grants()
     for raw in lines:
         line = raw.strip()
-        if PROXY_RE.match(line):
+        proxy = PROXY_RE.match(line)
+        if proxy:
             grants.proxies += 1
+            grants.proxied.append(_unquote_account(proxy.group("proxied")))
+            continue
+        default_role = DEFAULT_ROLE_RE.match(line)
+        if default_role:
+            grants.default_roles.extend(_unquote_account(r) for r in _split_quoted(default_role.group("role"), ","))
             continue
         match = GRANT_RE.match(line)
         if not match:
             role = ROLE_RE.match(line)
             if role:
-                grants.roles.extend(_unquote_account(r) for r in _split_quoted(role.group("roles"), ","))
+                for text in _split_quoted(role.group("roles"), ","):
+                    grants.roles.append(_unquote_account(text))
+                    grants.role_sql.append(_requote_account(text))
             continue
         target = TARGET_RE.match(match.group("rest").strip())
         if not target:
             continue
         tail = target.group("tail")
+        privs = {normalise_privilege(p, server) for p in _split_quoted(match.group("privs"), ",") if p.strip()}
         if target.group("object"):
-            grants.routines.append(f"{target.group('object').strip().upper()} {target.group('level')}")
+            routine = f"{' '.join(target.group('object').split()).upper()} {parse_level(target.group('level')).sql()}"
+            grants.routines.append(routine)
+            grants.routine_privileges.setdefault(routine, set()).update(privs - {"USAGE"})
+            if re.search(r"\bWITH\b.*\bGRANT\s+OPTION\b", tail, re.I | re.S):
+                grants.routine_privileges[routine].add("GRANT OPTION")
             continue
         level = parse_level(target.group("level"))
-        privs = {normalise_privilege(p, server) for p in _split_quoted(match.group("privs"), ",") if p.strip()}
         privs.discard("USAGE")
         if privs:
             grants.privileges.setdefault(level, set()).update(privs)
@@ -388,12 +454,30 @@ def explicit_privileges(mapping: dict[str, Any], server: ServerInfo, allow_globa
                 raise AccountError(
                     f"global privileges on {key!r} refused; set allow_global_privileges=true if this is really intended"
                 )
+            check_not_system_schema(level.db, f"privileges on {key!r}")
             bad = sorted(privs & GLOBAL_ONLY_PRIVILEGES)
             if bad:
                 raise AccountError(f"{', '.join(bad)} on {key!r} are global privileges; refused")
         if privs:
             wanted.setdefault(level, set()).update(privs)
     return wanted
+
+
+def check_not_system_schema(db_pattern: str, what: str) -> None:
+    """Refuse a level whose database (pattern) reaches mysql, sys, ... : that is global in effect.
+
+    UPDATE on mysql.global_priv (through ``%.*``, ``m%.*``, ``_ysql.*`` or ``mysql.*``) lets an
+    account rewrite its own privileges. Table-level grants take the database name literally,
+    but it is matched as a pattern here too: refusing ``m%.t`` as well costs nothing.
+    """
+    schemas = system_schemas_matched(db_pattern)
+    if schemas:
+        raise AccountError(
+            f"{what} refused: the database {db_pattern!r} matches the system schema {', '.join(schemas)}, "
+            "which amounts to global privileges (an account that can write to mysql.* can grant itself "
+            "anything); escape _ and % in the name (\\_ \\%) or set allow_global_privileges=true if this is "
+            "really intended"
+        )
 
 
 def server_privileges(cursor: Any, server: ServerInfo) -> set[str]:
@@ -431,6 +515,7 @@ class Account:
 
 def read_account(cursor: Any, server: ServerInfo, user: str, host: str) -> Account:
     """The account's current authentication, limits and grants (read-only)."""
+    host = normalise_host(host)  # the Host column is compared byte for byte; the server stores lower case
     account = Account(user, host)
     cursor.execute(
         "SELECT plugin, HEX(authentication_string), ssl_type, max_user_connections "
@@ -455,6 +540,13 @@ def read_account(cursor: Any, server: ServerInfo, user: str, host: str) -> Accou
         account.has_secondary_password = bool(extra and extra[0])
     cursor.execute(f"SHOW GRANTS FOR {account_sql(user, host)}")
     account.grants = parse_show_grants([r[0] for r in cursor.fetchall()], server)
+    if not server.is_mariadb and server.version >= (8, 0, 0):
+        # MySQL's SHOW GRANTS does not print default roles (MariaDB's does, parsed above).
+        cursor.execute(
+            "SELECT DEFAULT_ROLE_USER, DEFAULT_ROLE_HOST FROM mysql.default_roles WHERE USER = %s AND HOST = %s",
+            (user, host),
+        )
+        account.grants.default_roles = [account_label(str(u), str(h)) for u, h in cursor.fetchall()]
     return account
 
 
@@ -504,11 +596,16 @@ def check_plugin_supported(plugin: str, server: ServerInfo, available: bool) -> 
 
 @dataclass
 class Statement:
-    """One statement to run: SQL (with %s for bound secrets), its parameters, redacted text."""
+    """One statement to run: SQL (with %s for bound secrets), its parameters, redacted text.
+
+    ``effects`` are the result flags (``created``, ``removed``, ``password_changed``) that
+    become true once this statement has run, so a run that fails part way reports what it did.
+    """
 
     sql: str
     params: tuple[str, ...] = ()
     redacted: str = ""
+    effects: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.redacted:
@@ -570,6 +667,39 @@ def _privs_sql(privs: set[str]) -> str:
     return ", ".join(sorted(privs))
 
 
+def plan_roles_and_object_grants(server: ServerInfo, account: str, current: Grants, plan: Plan) -> None:
+    """Revoke what SHOW GRANTS lists outside the levels: roles, default role, routine and PROXY grants.
+
+    "Exact grants" includes what comes through a role (``GRANT dba TO app``, ``SET DEFAULT ROLE``
+    makes it active at login), a SQL SECURITY DEFINER routine the account may EXECUTE, and
+    PROXY (another account's privileges). None of them can be requested through this module.
+    """
+    for role in current.role_sql:
+        # One role per statement: MariaDB refuses a list.
+        plan.statements.append(Statement(f"REVOKE {role} FROM {account}"))
+    if current.roles:
+        plan.revoked["roles"] = sorted(current.roles)
+    if current.default_roles:
+        clear = (
+            f"SET DEFAULT ROLE NONE FOR {account}" if server.is_mariadb else f"ALTER USER {account} DEFAULT ROLE NONE"
+        )
+        plan.statements.append(Statement(clear))
+        plan.revoked["default role"] = sorted(current.default_roles)
+    for proxied in current.proxied:
+        plan.statements.append(Statement(f"REVOKE PROXY ON {_requote_account(proxied)} FROM {account}"))
+    if current.proxied:
+        plan.revoked["PROXY"] = sorted(current.proxied)
+    for routine in sorted(current.routine_privileges):
+        privs = current.routine_privileges[routine]
+        granted = privs - {"GRANT OPTION"}
+        if granted:
+            plan.statements.append(Statement(f"REVOKE {_privs_sql(granted)} ON {routine} FROM {account}"))
+        if "GRANT OPTION" in privs:
+            plan.statements.append(Statement(f"REVOKE GRANT OPTION ON {routine} FROM {account}"))
+        if privs:
+            plan.revoked[routine.replace("`", "")] = sorted(privs)
+
+
 def plan_privileges(account: str, current: Grants, wanted: dict[Level, set[str]], plan: Plan) -> None:
     """GRANT what is missing, REVOKE what is beyond the wanted set, level by level."""
     for level in sorted(set(current.privileges) | set(wanted) | current.grant_option):
@@ -618,7 +748,11 @@ def plan_account(
         clause, redacted = _auth_clause(server, desired.plugin, auth_hash)
         tail = f" {limits}" if limits else ""
         plan.statements.append(
-            Statement(f"CREATE USER {account} {clause}{tail}", redacted=f"CREATE USER {account} {redacted}{tail}")
+            Statement(
+                f"CREATE USER {account} {clause}{tail}",
+                redacted=f"CREATE USER {account} {redacted}{tail}",
+                effects=("created", "password_changed"),
+            )
         )
         plan.created = True
         plan.password_changed = True
@@ -635,6 +769,7 @@ def plan_account(
             plan.statements.append(Statement(f"ALTER USER {account} {' '.join(changes)}"))
     if desired.privileges is not None:
         current_grants = current.grants if current.exists else Grants()
+        plan_roles_and_object_grants(server, account, current_grants, plan)
         plan_privileges(account, current_grants, desired.privileges, plan)
         plan.final_privileges = Grants(
             privileges={lvl: {p for p in privs if p != "GRANT OPTION"} for lvl, privs in desired.privileges.items()},
@@ -664,6 +799,7 @@ def _plan_password(server: ServerInfo, current: Account, desired: Desired, accou
                         f"ALTER USER {bound} IDENTIFIED BY %s RETAIN CURRENT PASSWORD",
                         (desired.password,),
                         f"ALTER USER {account} IDENTIFIED BY '{REDACTED}' RETAIN CURRENT PASSWORD",
+                        effects=("password_changed",),
                     )
                 )
             else:
@@ -677,7 +813,11 @@ def _plan_password(server: ServerInfo, current: Account, desired: Desired, accou
                 plan.secrets.append(auth_hash)
                 clause, redacted = _auth_clause(server, desired.plugin, auth_hash)
                 plan.statements.append(
-                    Statement(f"ALTER USER {account} {clause}", redacted=f"ALTER USER {account} {redacted}")
+                    Statement(
+                        f"ALTER USER {account} {clause}",
+                        redacted=f"ALTER USER {account} {redacted}",
+                        effects=("password_changed",),
+                    )
                 )
             plan.password_changed = True
     if desired.rotate == "discard_old" and current.has_secondary_password:
@@ -687,7 +827,7 @@ def _plan_password(server: ServerInfo, current: Account, desired: Desired, accou
 def plan_removal(current: Account) -> Plan:
     plan = Plan()
     if current.exists:
-        plan.statements.append(Statement(f"DROP USER {account_sql(current.user, current.host)}"))
+        plan.statements.append(Statement(f"DROP USER {account_sql(current.user, current.host)}", effects=("removed",)))
         plan.removed = True
         plan.revoked = current.grants.to_dict()
     return plan
@@ -702,11 +842,6 @@ def execute_statement(cursor: Any, stmt: Statement) -> None:
             f"statement failed: {stmt.redacted}: {driver_message(exc)}; the statements before it were applied, "
             "fix the cause and run again"
         ) from exc
-
-
-def execute_plan(cursor: Any, statements: list[Statement]) -> None:
-    for stmt in statements:
-        execute_statement(cursor, stmt)
 
 
 def driver_message(exc: BaseException) -> str:
@@ -742,6 +877,14 @@ def desired_privileges(params: dict[str, Any], server: ServerInfo) -> tuple[dict
             raise AccountError(f"database is required with privileges={privileges}")
         if database.strip() != database or "\x00" in database or len(database) > 64:
             raise AccountError(f"database {database!r} is not a valid database name")
+        if database == "*":
+            # escape_db_pattern leaves it alone and the level would read *.*: global privileges.
+            raise AccountError(
+                f"database '*' refused: privileges={privileges} on it would be global (*.*); name the "
+                "application's database, or use a privileges mapping with allow_global_privileges=true"
+            )
+        if not params.get("allow_global_privileges"):
+            check_not_system_schema(escape_db_pattern(database), f"privileges={privileges} on database {database!r}")
         return preset_privileges(privileges, database, server, bool(params.get("backup_binlog_privilege")))
     if isinstance(privileges, dict):
         return explicit_privileges(privileges, server, bool(params.get("allow_global_privileges"))), []
@@ -758,17 +901,30 @@ def resolve_plugin(requested: str, current: Account, default: str) -> str:
     return default
 
 
+OTHER_GRANT_KEYS = ("roles", "default_role", "routine_grants", "proxy_grants")
+
+
 def snapshot(account: Account) -> dict[str, Any]:
     """What diff mode shows of an account (never its credential)."""
     if not account.exists:
         return {"exists": False}
-    return {
+    shown: dict[str, Any] = {
         "exists": True,
         "plugin": account.plugin,
         "require_ssl": account.ssl_type not in ("", "NONE"),
         "max_user_connections": account.max_user_connections,
         "privileges": account.grants.to_dict(),
     }
+    grants = account.grants
+    # Only when there are any, so the common case reads as before.
+    others = {
+        "roles": sorted(grants.roles),
+        "default_role": sorted(grants.default_roles),
+        "routine_grants": {k: sorted(v) for k, v in sorted(grants.routine_privileges.items())},
+        "proxy_grants": sorted(grants.proxied),
+    }
+    shown.update({key: value for key, value in others.items() if value})
+    return shown
 
 
 def after_snapshot(before: dict[str, Any], desired: Desired | None, plan: Plan) -> dict[str, Any]:
@@ -781,6 +937,9 @@ def after_snapshot(before: dict[str, Any], desired: Desired | None, plan: Plan) 
     if desired.max_user_connections is not None:
         after["max_user_connections"] = desired.max_user_connections
     after["privileges"] = plan.final_privileges
+    if desired.privileges is not None:
+        for key in OTHER_GRANT_KEYS:
+            after.pop(key, None)
     return after
 
 
@@ -791,11 +950,68 @@ TEST_DATABASE_PATTERNS = ("test", "test\\_%")
 
 
 @dataclass
+class SecureAction:
+    """One statement of mysql_secure_installation parity and what it removes."""
+
+    statement: Statement
+    removed_user: str = ""
+    dropped_database: str = ""
+    revoked: tuple[str, str] | None = None  # (grantee label, level key)
+
+
+@dataclass
 class SecurePlan:
-    statements: list[Statement] = field(default_factory=list)
-    removed_users: list[str] = field(default_factory=list)
-    dropped_databases: list[str] = field(default_factory=list)
-    revoked: dict[str, list[str]] = field(default_factory=dict)
+    actions: list[SecureAction] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def statements(self) -> list[Statement]:
+        return [action.statement for action in self.actions]
+
+    @property
+    def removed_users(self) -> list[str]:
+        return [a.removed_user for a in self.actions if a.removed_user]
+
+    @property
+    def dropped_databases(self) -> list[str]:
+        return [a.dropped_database for a in self.actions if a.dropped_database]
+
+    @property
+    def revoked(self) -> dict[str, list[str]]:
+        revoked: dict[str, list[str]] = {}
+        for action in self.actions:
+            if action.revoked:
+                grantee, level = action.revoked
+                levels = revoked.setdefault(grantee, [])
+                if level not in levels:  # REVOKE ALL PRIVILEGES and REVOKE GRANT OPTION: one level
+                    levels.append(level)
+        return revoked
+
+    def applied(self, count: int) -> SecurePlan:
+        """The part of the plan that ran before a statement failed."""
+        return SecurePlan(self.actions[:count], self.warnings)
+
+
+def current_account(cursor: Any) -> tuple[str, str]:
+    """The account this session authenticated as (CURRENT_USER(), host in lower case)."""
+    cursor.execute("SELECT CURRENT_USER()")
+    row = cursor.fetchone()
+    user, _sep, host = str(row[0] if row else "").rpartition("@")
+    return user, host.lower()
+
+
+def grantee_sql(user: str, host: str, server: ServerInfo | None) -> tuple[str, str]:
+    """How a mysql.db row's grantee is named in REVOKE, and its label.
+
+    MariaDB keeps the grants of roles (10.11's PUBLIC among them) with an empty Host, and reads
+    ```x`@``` in a statement as ```x`@`%```: a role is named without a host part, PUBLIC
+    by its keyword. (On MySQL an empty Host is an account like any other.)
+    """
+    if host == "" and (server is None or server.is_mariadb):
+        if user.upper() == "PUBLIC":
+            return "PUBLIC", "PUBLIC"
+        return quote_name(user), user
+    return account_sql(user, host), account_label(user, host)
 
 
 def plan_secure_installation(
@@ -804,38 +1020,61 @@ def plan_secure_installation(
     remove_test_database: bool,
     remove_remote_root: bool,
     root_hosts: list[str],
+    server: ServerInfo | None = None,
 ) -> SecurePlan:
-    """What mysql_secure_installation would remove on this server, as statements."""
+    """What mysql_secure_installation would remove on this server, as statements.
+
+    The account of the current session is never dropped (the next run could not log in): it is
+    left with a warning.
+    """
     plan = SecurePlan()
     doomed: set[tuple[str, str]] = set()
+    # MariaDB roles have an empty Host: they are not accounts anybody logs in as.
+    not_role = " AND Host <> ''" if server is None or server.is_mariadb else ""
     if remove_anonymous_users:
-        cursor.execute("SELECT User, Host FROM mysql.user WHERE User = '' ORDER BY Host")
+        cursor.execute(f"SELECT User, Host FROM mysql.user WHERE User = ''{not_role} ORDER BY Host")
         doomed.update((str(u), str(h)) for u, h in cursor.fetchall())
     if remove_remote_root:
-        for host in root_hosts:
-            validate_host(host)
-        cursor.execute("SELECT User, Host FROM mysql.user WHERE User = 'root' ORDER BY Host")
-        doomed.update((str(u), str(h)) for u, h in cursor.fetchall() if str(h) not in root_hosts)
+        keep = {normalise_host(host) for host in root_hosts}
+        cursor.execute(f"SELECT User, Host FROM mysql.user WHERE User = 'root'{not_role} ORDER BY Host")
+        doomed.update((str(u), str(h)) for u, h in cursor.fetchall() if str(h).lower() not in keep)
+    if doomed:
+        user, host = current_account(cursor)
+        for account in sorted(doomed):
+            if (account[0], account[1].lower()) == (user, host):
+                doomed.discard(account)
+                plan.warnings.append(
+                    f"{account_label(*account)} was not dropped: it is the account this task is logged in as, and "
+                    "dropping it would lock the next run out; log in as another administrator (root over the "
+                    "socket) to remove it, or add its host to root_hosts to keep it"
+                )
     for user, host in sorted(doomed):
-        plan.statements.append(Statement(f"DROP USER {account_sql(user, host)}"))
-        plan.removed_users.append(account_label(user, host))
+        plan.actions.append(
+            SecureAction(Statement(f"DROP USER {account_sql(user, host)}"), removed_user=account_label(user, host))
+        )
     if remove_test_database:
         cursor.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'test'")
         if cursor.fetchone():
-            plan.statements.append(Statement("DROP DATABASE `test`"))
-            plan.dropped_databases.append("test")
+            plan.actions.append(SecureAction(Statement("DROP DATABASE `test`"), dropped_database="test"))
         cursor.execute(
-            "SELECT User, Host, Db FROM mysql.db WHERE Db IN (%s, %s) ORDER BY User, Host, Db",
+            "SELECT User, Host, Db, Grant_priv FROM mysql.db WHERE Db IN (%s, %s) ORDER BY User, Host, Db",
             TEST_DATABASE_PATTERNS,
         )
-        for user, host, db in cursor.fetchall():
+        for user, host, db, grant_priv in cursor.fetchall():
             if (str(user), str(host)) in doomed:
                 continue
             level = Level(str(db), "*")
-            plan.statements.append(
-                Statement(f"REVOKE ALL PRIVILEGES ON {level.sql()} FROM {account_sql(str(user), str(host))}")
+            grantee, label = grantee_sql(str(user), str(host), server)
+            revoked = (label, level.key())
+            plan.actions.append(
+                SecureAction(Statement(f"REVOKE ALL PRIVILEGES ON {level.sql()} FROM {grantee}"), revoked=revoked)
             )
-            plan.revoked.setdefault(account_label(str(user), str(host)), []).append(level.key())
+            if str(grant_priv).upper() == "Y":
+                # ALL PRIVILEGES leaves GRANT OPTION (and the mysql.db row); neither server takes both in one
+                # REVOKE with an ON clause. After the first REVOKE the row holds only GRANT OPTION.
+                plan.actions.append(
+                    SecureAction(Statement(f"REVOKE GRANT OPTION ON {level.sql()} FROM {grantee}"), revoked=revoked)
+                )
     return plan
 
 
@@ -857,6 +1096,7 @@ def plan_accounts(
     Everything is validated and planned before the caller runs the first statement.
     """
     name = validate_user_name(params["name"], server)
+    hosts = list(dict.fromkeys(normalise_host(host) for host in hosts))
     wanted, warnings = desired_privileges(params, server)
     if wanted is not None:
         check_privileges_known(wanted, server_privileges(cursor, server))
@@ -888,8 +1128,17 @@ def plan_accounts(
     return changes, warnings
 
 
+def record_statement(result: dict[str, Any], stmt: Statement) -> None:
+    """One statement has run (or would run in check mode): it and its effects go in the result now,
+    so a later failure still reports everything that was applied."""
+    result["statements"].append(stmt.redacted)
+    result["changed"] = True
+    for effect in stmt.effects:
+        result[effect] = True
+
+
 def merge_result(result: dict[str, Any], change: AccountChange, present: bool) -> None:
-    """Fold one account's plan into the module result (statements are added as they run)."""
+    """Fold one account's completed plan into the module result (statements are added as they run)."""
     plan = change.plan
     result["changed"] = result["changed"] or plan.changed
     result["created"] = result["created"] or plan.created

@@ -46,6 +46,8 @@ options:
   host:
     description:
       - Host part of the account (a host name, address, netmask or C(%)/C(_) pattern).
+      - Host names are lowercased, as the server stores and matches them (C(App1.Example.COM)
+        is the account C(app1.example.com)); results name the account in lower case.
       - Mutually exclusive with O(hosts).
     type: str
     default: localhost
@@ -98,7 +100,10 @@ options:
     description:
       - Either a preset name applied to O(database), or a mapping of privilege level
         (C(db.*), C(db.table)) to a list of privileges. The account ends with exactly these
-        privileges; anything else it holds is revoked. Omit it to leave grants alone.
+        privileges; anything else it holds is revoked - privileges on other levels, column
+        privileges, routine-level grants (C(EXECUTE ON PROCEDURE ...)), C(PROXY) grants and
+        roles granted to the account (its default role is set to C(NONE)). Omit it to leave
+        grants alone.
       - V(app) - C(SELECT, INSERT, UPDATE, DELETE) on the database.
       - V(migrate) - what Laravel migrations need on the database - C(SELECT, INSERT, UPDATE,
         DELETE, CREATE, ALTER, DROP, INDEX, REFERENCES, CREATE VIEW, SHOW VIEW, TRIGGER,
@@ -110,11 +115,14 @@ options:
         before 8.0.20, with a warning). See O(backup_binlog_privilege).
       - Presets match the database name exactly - C(_) and C(%) in it are escaped, so
         C(app_prod) does not also match C(appXprod). Levels in the result read C(app\_prod.*).
+        O(database=*) is refused, and so is a system schema (C(mysql), C(sys),
+        C(performance_schema), C(information_schema)) unless O(allow_global_privileges=true).
       - In a mapping, levels are written as in C(GRANT) - C(_) and C(%) in a database name are
         wildcards unless escaped (C(app\_prod.*)); names with other characters than letters,
         digits, C(_), C($), C(%), C(-) go in backticks. C(GRANT OPTION) and global (C(*.*))
-        privileges are refused unless O(allow_global_privileges=true). Column privileges are
-        not managed.
+        privileges are refused unless O(allow_global_privileges=true), and so is a level whose
+        database pattern matches a system schema (C(%.*), C(m%.*), C(_ysql.*), C(mysql.user))
+        - write access to C(mysql) is global in effect. Column privileges cannot be requested.
     type: raw
   database:
     description:
@@ -132,7 +140,9 @@ options:
     default: false
   allow_global_privileges:
     description:
-      - Allow C(*.*) levels, global-only privileges and C(GRANT OPTION) in a privileges mapping.
+      - Allow C(*.*) levels, levels on the system schemas (also through a C(%)/C(_) pattern),
+        global-only privileges and C(GRANT OPTION) in a privileges mapping, and a preset on a
+        system schema.
     type: bool
     default: false
   require_ssl:
@@ -162,7 +172,15 @@ notes:
     O(rotate=retain_current) that statement is sent (over the module's connection, use TLS
     or the socket). MySQL rewrites it in its general, slow and binary logs, MariaDB is never
     sent a clear-text password.
-  - Roles granted to the account and routine-level grants are reported but left alone.
+  - With O(privileges), roles granted to the account, its default role, routine-level and
+    C(PROXY) grants are revoked too (reported in RV(revoked)). Routines an account creates get
+    C(EXECUTE, ALTER ROUTINE) on them from the server (C(automatic_sp_privileges)); the next run
+    revokes those - the V(migrate) preset holds both on the whole database anyway.
+  - Privileges granted to MariaDB's C(PUBLIC) role (10.11+) apply to every account and are not
+    managed here; M(mutuapix.ops.mysql_secure_installation) revokes its grants on C(test).
+  - When a statement fails, the task fails and its result lists the statements already
+    applied (RV(statements)), with C(changed), C(created), C(removed) and C(password_changed)
+    set by them.
 seealso:
   - module: mutuapix.ops.mysql_secure_installation
   - module: mutuapix.ops.mysql_backup
@@ -246,14 +264,19 @@ granted:
   type: dict
   sample: {"mutuapix_app@localhost": {"mutuapix.*": ["DELETE", "INSERT", "SELECT", "UPDATE"]}}
 revoked:
-  description: Privileges revoked per account and level by this run (all of them when dropped).
+  description:
+    - Privileges revoked per account and level by this run (all of them when dropped).
+    - Besides levels, C(roles) lists the roles revoked, C(default role) the default role
+      cleared, C(PROXY) the proxied accounts and C(PROCEDURE db.name)/C(FUNCTION db.name) the
+      routine-level privileges revoked.
   returned: always
   type: dict
-  sample: {"mutuapix_app@localhost": {"mutuapix.*": ["DROP"]}}
+  sample: {"mutuapix_app@localhost": {"mutuapix.*": ["DROP"], "roles": ["dba"], "default role": ["dba"]}}
 statements:
   description:
     - The statements run, or in check mode that would run, in order. Password hashes and
       passwords are replaced by C(<redacted>).
+    - When the task fails part way, the statements that were applied before the failure.
   returned: always
   type: list
   elements: str
@@ -276,9 +299,10 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._users import (
     driver_message,
     execute_statement,
     merge_result,
+    normalise_host,
     plan_accounts,
+    record_statement,
     redact,
-    validate_host,
     validate_user_name,
 )
 
@@ -327,12 +351,16 @@ def enforce_password_policy(module):
 
 
 def apply_changes(module, cursor, changes, result):
-    """Run the planned statements in order (none in check mode), recording each one."""
+    """Run the planned statements in order (none in check mode), recording each one as it succeeds.
+
+    A statement that fails raises with the result already holding the ones before it (and
+    changed, created, ... set by them); granted/revoked/privileges are merged per finished account.
+    """
     for change in changes:
         for statement in change.plan.statements:
             if not module.check_mode:
                 execute_statement(cursor, statement)
-            result["statements"].append(statement.redacted)
+            record_statement(result, statement)
         merge_result(result, change, module.params["state"] == "present")
 
 
@@ -344,12 +372,11 @@ def main():
     )
     params = module.params
     enforce_password_policy(module)
-    hosts = list(dict.fromkeys(params["hosts"] or [params["host"]]))
     try:
         # Input is refused before connecting; the server-specific name limit is checked below.
         validate_user_name(params["name"])
-        for host in hosts:
-            validate_host(host)
+        # Lower case: the server stores and matches host names that way (see normalise_host).
+        hosts = list(dict.fromkeys(normalise_host(host) for host in params["hosts"] or [params["host"]]))
     except MySQLError as exc:
         module.fail_json(msg=str(exc))
     result = {
@@ -379,7 +406,9 @@ def main():
     except MySQLError as exc:
         module.fail_json(msg=redact(str(exc), secrets), **result)
     except DriverError as exc:
-        module.fail_json(msg=redact(f"MySQL error managing account {params['name']}: {driver_message(exc)}", secrets))
+        module.fail_json(
+            msg=redact(f"MySQL error managing account {params['name']}: {driver_message(exc)}", secrets), **result
+        )
     finally:
         connection.close()
     if module._diff:

@@ -14,6 +14,10 @@ description:
     accounts reachable from other hosts than the local ones, the C(test) database and the
     grants on C(test) and C(test\_%) that let any account create databases named like it.
   - Does not touch the root password; manage root with your own vaulted option file.
+  - Grants on the test patterns held by a role (MariaDB's C(PUBLIC) role gets them from a stock
+    C(mariadb-install-db) since 10.11) are revoked from the role.
+  - When a statement fails, the task fails and reports the statements applied before it
+    (and C(changed=true) if there were any).
 author:
   - MutuaPix ops team (@mutuapix)
 extends_documentation_fragment:
@@ -41,12 +45,15 @@ options:
   remove_remote_root:
     description:
       - Drop C(root) accounts whose host is not in O(root_hosts).
+      - The account the module is logged in as (C(CURRENT_USER())) is never dropped - the next
+        run could not connect; it is left with a warning. Connect as C(root@localhost) over
+        the socket to remove a remote root.
     type: bool
     default: true
   root_hosts:
     description:
-      - Host parts of the C(root) accounts to keep.
-      - Make sure the account this module connects as is among them.
+      - Host parts of the C(root) accounts to keep, compared case-insensitively (the server
+        stores host names in lower case).
     type: list
     elements: str
     default: [localhost, 127.0.0.1, "::1"]
@@ -80,24 +87,28 @@ dropped_databases:
   elements: str
   sample: ["test"]
 revoked:
-  description: Grants on the test database patterns revoked, per account.
+  description:
+    - Grants on the test database patterns revoked, per account (C(user@host)) or role
+      (C(PUBLIC), or the role's name).
   returned: always
   type: dict
-  sample: {"app@%": ["test\\_%.*"]}
+  sample: {"app@%": ["test\\_%.*"], "PUBLIC": ["test.*", "test\\_%.*"]}
 statements:
-  description: The statements run, or in check mode that would run.
+  description:
+    - The statements run, or in check mode that would run.
+    - When the task fails part way, the statements applied before the failure.
   returned: always
   type: list
   elements: str
   sample: ["DROP USER ``@`localhost`", "DROP DATABASE `test`"]
 """
 
-from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, MySQLModule
+from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, MySQLModule, server_info
 from ansible_collections.mutuapix.ops.plugins.module_utils._users import (
     LOCAL_ROOT_HOSTS,
     DriverError,
     driver_message,
-    execute_plan,
+    execute_statement,
     plan_secure_installation,
 )
 
@@ -114,6 +125,8 @@ def main():
     )
     params = module.params
     connection = module.connect()
+    plan = None
+    applied = 0
     try:
         with connection.cursor() as cursor:
             plan = plan_secure_installation(
@@ -122,11 +135,18 @@ def main():
                 params["remove_test_database"],
                 params["remove_remote_root"],
                 params["root_hosts"],
+                server_info(connection),
             )
+            for warning in plan.warnings:
+                module.warn(warning)
             if not module.check_mode:
-                execute_plan(cursor, plan.statements)
+                for action in plan.actions:
+                    execute_statement(cursor, action.statement)
+                    applied += 1
     except MySQLError as exc:
-        module.fail_json(msg=str(exc))
+        # What ran before the failure is reported (and changed=true when anything did).
+        partial = secure_result(plan.applied(applied), False) if plan is not None else {}
+        module.fail_json(msg=str(exc), **partial)
     except DriverError as exc:
         module.fail_json(msg=f"MySQL error while reading accounts and databases: {driver_message(exc)}")
     finally:

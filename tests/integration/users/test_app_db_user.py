@@ -412,3 +412,115 @@ def test_connection_failure_is_clear(accounts: Accounts, mariadb: MariaDB) -> No
     result = accounts.run(name="p5_conn", password=STRONG, login_password="wrong-Password-1")
     assert result.failed and "cannot connect to MySQL as root@socket" in result["msg"], result
     assert "Traceback" not in result.stderr
+
+
+def test_privileges_through_roles_routines_proxies_and_columns_are_revoked(
+    accounts: Accounts, mariadb: MariaDB, app_database: str
+) -> None:
+    args = {"name": "p5_role", "password": STRONG, "privileges": "app", "database": app_database}
+    account = "`p5_role`@`localhost`"
+    assert accounts.run(**args)["created"]
+    mariadb.execute("CREATE ROLE IF NOT EXISTS p5_dba")
+    try:
+        mariadb.execute("GRANT ALL PRIVILEGES ON *.* TO p5_dba")
+        mariadb.execute(f"GRANT p5_dba TO {account}")
+        mariadb.execute(f"SET DEFAULT ROLE p5_dba FOR {account}")
+        mariadb.execute(f"GRANT UPDATE (`value`) ON `{app_database}`.`cache` TO {account}")
+        mariadb.execute(f"CREATE PROCEDURE `{app_database}`.p5_proc() SQL SECURITY DEFINER SELECT 1")
+        mariadb.execute(f"GRANT EXECUTE ON PROCEDURE `{app_database}`.`p5_proc` TO {account}")
+        mariadb.execute(f"GRANT PROXY ON `root`@`localhost` TO {account}")
+        conn = login(mariadb, "p5_role", STRONG, app_database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT CURRENT_ROLE()")
+                assert cur.fetchone()[0] == "p5_dba", "the role is active at login: ALL PRIVILEGES ON *.*"
+        finally:
+            conn.close()
+
+        result = accounts.run(diff=True, **args)
+        assert result["changed"] and not result.failed, result
+        revoked = result["revoked"]["p5_role@localhost"]
+        assert revoked["roles"] == ["p5_dba"] and revoked["default role"] == ["p5_dba"], revoked
+        assert revoked["PROXY"] == ["root@localhost"]
+        assert revoked[f"PROCEDURE {app_database}.p5_proc"] == ["EXECUTE"]
+        assert revoked[f"{app_database}.cache"] == ["UPDATE (`value`)"]
+        assert f"REVOKE `p5_dba` FROM {account}" in result["statements"]
+        assert f"SET DEFAULT ROLE NONE FOR {account}" in result["statements"]
+        assert result["diff"]["before"]["p5_role@localhost"]["roles"] == ["p5_dba"]
+        assert "roles" not in result["diff"]["after"]["p5_role@localhost"]
+        esc = app_database.replace("_", "\\_")
+        assert accounts.grants("p5_role")[1:] == [f"GRANT SELECT, INSERT, UPDATE, DELETE ON `{esc}`.* TO {account}"], (
+            accounts.grants("p5_role")
+        )
+
+        conn = login(mariadb, "p5_role", STRONG, app_database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT CURRENT_ROLE()")
+                assert cur.fetchone()[0] is None
+            denied(conn, "DROP TABLE cache")
+            denied(conn, "SELECT User FROM mysql.user")
+        finally:
+            conn.close()
+        again = accounts.run(**args)
+        assert not again["changed"] and again["statements"] == [], again
+    finally:
+        mariadb.execute(f"DROP PROCEDURE IF EXISTS `{app_database}`.p5_proc")
+        mariadb.execute("DROP ROLE IF EXISTS p5_dba")
+
+
+def test_host_names_are_matched_in_lower_case(accounts: Accounts) -> None:
+    args = {"name": "p5_case", "host": "App1.Example.COM", "password": STRONG}
+    accounts.touched.add(("p5_case", "app1.example.com"))
+    first = accounts.run(**args)
+    assert first["created"] and not first.failed, first
+    assert first["statements"][0].startswith("CREATE USER `p5_case`@`app1.example.com` ")
+    assert accounts.exists("p5_case", "app1.example.com")
+    second = accounts.run(**args)
+    assert not second.failed and not second["changed"], second
+    assert list(second["privileges"]) == ["p5_case@app1.example.com"]
+    same = accounts.run(name="p5_case", hosts=["app1.example.com", "APP1.EXAMPLE.COM"], password=STRONG)
+    assert not same.failed and not same["changed"] and list(same["privileges"]) == ["p5_case@app1.example.com"]
+    gone = accounts.run(name="p5_case", host="App1.Example.COM", state="absent")
+    assert gone["removed"] and gone["statements"] == ["DROP USER `p5_case`@`app1.example.com`"], gone
+    assert not accounts.exists("p5_case", "app1.example.com")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ({"privileges": "migrate", "database": "*"}, "database '*' refused"),
+        ({"privileges": "app", "database": "mysql"}, "matches the system schema mysql"),
+        ({"privileges": {"%.*": ["ALL"]}}, "the database '%' matches the system schema mysql"),
+        ({"privileges": {"_ysql.*": ["UPDATE"]}}, "the database '_ysql' matches the system schema mysql"),
+        ({"privileges": {"m%.*": ["SELECT"]}}, "the database 'm%' matches the system schema mysql"),
+        ({"privileges": {"mysql.global_priv": ["UPDATE"]}}, "matches the system schema mysql"),
+    ],
+)
+def test_levels_reaching_the_system_schemas_are_global(accounts: Accounts, args: dict, needle: str) -> None:
+    result = accounts.run(name="p5_sys", password=STRONG, **args)
+    assert result.failed and needle in result["msg"] and "allow_global_privileges=true" in result["msg"], result
+    assert not accounts.exists("p5_sys")
+
+
+def test_system_schema_level_with_allow_global_privileges(accounts: Accounts, mariadb: MariaDB) -> None:
+    result = accounts.run(name="p5_sys", password=STRONG, privileges={"%.*": ["SELECT"]}, allow_global_privileges=True)
+    assert result["created"], result
+    conn = login(mariadb, "p5_sys", STRONG)
+    try:
+        allowed(conn, "SELECT COUNT(*) FROM mysql.db")
+        denied(conn, "UPDATE mysql.global_priv SET Priv = Priv WHERE User = 'p5_sys'")
+    finally:
+        conn.close()
+
+
+def test_failure_part_way_reports_what_was_applied(accounts: Accounts, app_database: str) -> None:
+    result = accounts.run(name="p5_part", password=STRONG, privileges={f"{app_database}.nosuch": ["SELECT"]})
+    assert result.failed and "statement failed: GRANT SELECT ON" in result["msg"], result
+    assert "the statements before it were applied" in result["msg"]
+    assert result["changed"] and result["created"] and result["password_changed"], result
+    assert result["statements"] == [
+        "CREATE USER `p5_part`@`localhost` IDENTIFIED VIA mysql_native_password USING '<redacted>'"
+    ]
+    assert accounts.exists("p5_part")
+    assert STRONG not in str(result)

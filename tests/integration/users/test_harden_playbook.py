@@ -11,6 +11,7 @@ from typing import Any
 
 import pymysql
 import pytest
+import yaml
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._password_policy import native_password_hash
 from tests.integration.users.conftest import login
@@ -66,6 +67,8 @@ def harden(mariadb: MariaDB, tmp_path: Path) -> Iterator[Any]:
 
     run.env_file = env_file  # type: ignore[attr-defined]
     run.backups = backups  # type: ignore[attr-defined]
+    run.base = base  # type: ignore[attr-defined]
+    run.inventory = inventory  # type: ignore[attr-defined]
     yield run
     for user in USERS:
         with contextlib.suppress(pymysql.err.MySQLError):
@@ -147,4 +150,78 @@ def test_readonly_needs_its_password(harden: Any, mariadb: MariaDB) -> None:
     result = harden(extra={"hardening_readonly_enabled": True})
     assert result.returncode != 0
     assert "hardening_readonly_password is required" in result.stdout, result.stdout[-3000:]
+    assert existing(mariadb) == set()
+
+
+def test_play_level_module_defaults_reach_the_role(harden: Any, mariadb: MariaDB, tmp_path: Path) -> None:
+    """No hardening_login_* variable: the play's group/mutuapix.ops.mysql defaults are the connection."""
+    playbook = tmp_path / "defaults.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Harden with the login from module_defaults",
+                    "hosts": "db",
+                    "gather_facts": False,
+                    "module_defaults": {"group/mutuapix.ops.mysql": mariadb.login},
+                    "roles": [{"role": "mutuapix.ops.hardening"}],
+                }
+            ],
+            sort_keys=False,
+        )
+    )
+    login_vars = ("hardening_login_unix_socket", "hardening_login_user", "hardening_login_password")
+    variables = {k: v for k, v in harden.base.items() if k not in (*login_vars, "hardening_config_file")}
+    result = run_playbook(playbook, harden.inventory, {**variables, **SECRETS})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert existing(mariadb) == set(USERS)
+
+
+def test_port_from_the_option_file_is_honoured(harden: Any, mariadb: MariaDB, tmp_path: Path) -> None:
+    """hardening_config_file alone, over TCP: the option file's port is the one, not a fixed 3306."""
+    password = "Tcp-Admin-Pw-7xQ!"  # a test account on the private server
+    mariadb.execute("CREATE USER p5tcp_admin@'127.0.0.1' IDENTIFIED BY %s", (password,))
+    try:
+        mariadb.execute("GRANT ALL PRIVILEGES ON *.* TO p5tcp_admin@'127.0.0.1' WITH GRANT OPTION")
+        cnf = tmp_path / "admin.cnf"
+        cnf.write_text(f'[client]\nhost=127.0.0.1\nport={mariadb.port}\nuser=p5tcp_admin\npassword="{password}"\n')
+        cnf.chmod(0o600)
+        login_vars = ("hardening_login_unix_socket", "hardening_login_user", "hardening_login_password")
+        variables = {k: v for k, v in harden.base.items() if k not in login_vars}
+        result = run_playbook(PLAYBOOK, harden.inventory, {**variables, **SECRETS, "hardening_config_file": str(cnf)})
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-4000:]
+        assert existing(mariadb) == set(USERS)
+        assert password not in output
+    finally:
+        mariadb.execute("DROP USER IF EXISTS p5tcp_admin@'127.0.0.1'")
+
+
+def test_a_later_account_failing_its_plan_stops_before_any_change(harden: Any, mariadb: MariaDB) -> None:
+    """The backup account's plan fails after connecting (statements: [] in the result): nothing is created."""
+    mariadb.execute("CREATE USER p5h_backup@localhost IDENTIFIED BY 'Old-Backup-Pw-9xQ!'")
+    # An authentication plugin this server does not have (as if the account came from a MySQL dump).
+    mariadb.execute(
+        "UPDATE mysql.global_priv SET Priv = JSON_SET(Priv, '$.plugin', 'caching_sha2_password') "
+        "WHERE User = 'p5h_backup' AND Host = 'localhost'"
+    )
+    mariadb.execute("FLUSH PRIVILEGES")
+    result = harden()
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "p5h_backup (password from hardening_backup_password): plugin caching_sha2_password is MySQL's" in output, (
+        output[-4000:]
+    )
+    assert existing(mariadb) == {"p5h_backup"}, (
+        "an earlier account was changed before the plan failure stopped the play"
+    )
+    assert stat.S_IMODE(harden.env_file.stat().st_mode) == 0o666
+
+
+@pytest.mark.parametrize(("database", "needle"), [("*", "database '*' refused"), ("mysql", "system schema mysql")])
+def test_database_variable_cannot_make_grants_global(harden: Any, mariadb: MariaDB, database: str, needle: str) -> None:
+    result = harden(extra={"hardening_database": database})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and needle in output, output[-4000:]
+    assert "(password from hardening_app_password)" in output
     assert existing(mariadb) == set()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pymysql
 import pytest
@@ -85,3 +87,93 @@ def test_options_limit_what_is_removed(mariadb: MariaDB) -> None:
     assert "root@10.9.%" not in result["removed_users"]
     bad = run_module("mysql_secure_installation", {**mariadb.login, "root_hosts": ["localhost'; --"]}, check=True)
     assert bad.failed and "is not a host name" in bad["msg"], bad
+
+
+class StockMariaDB(MariaDB):
+    """A server as a stock ``mariadb-install-db`` leaves it: test database, PUBLIC grants, anonymous accounts."""
+
+    def initialize(self) -> None:
+        if (self.datadir / "mysql").is_dir():
+            return
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+
+@pytest.fixture
+def stock(tmp_path: Path) -> Iterator[MariaDB]:
+    server = StockMariaDB(tmp_path / "stock")
+    try:
+        server.start()
+        # The stock root@127.0.0.1 has no password; give it the harness's to log in over TCP.
+        server.execute("ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY %s", (server.ROOT_PASSWORD,))
+        yield server
+    finally:
+        server.stop()
+
+
+def test_stock_install_with_public_role_grants(stock: MariaDB) -> None:
+    assert ("PUBLIC", "", "test") in set(stock.execute("SELECT User, Host, Db FROM mysql.db")), "not a stock install"
+    planned = run_module("mysql_secure_installation", stock.login, check=True)
+    assert planned["changed"] and not planned.failed, planned
+    assert "REVOKE ALL PRIVILEGES ON `test`.* FROM PUBLIC" in planned["statements"]
+    assert planned["revoked"]["PUBLIC"] == ["test.*", "test\\_%.*"]
+
+    # Logged in over TCP as root@127.0.0.1, keeping only LOCALHOST (upper case): root@localhost
+    # is that entry, and the session's own account is not dropped.
+    login = {**stock.login_tcp, "config_file": stock.login["config_file"]}
+    applied = run_module("mysql_secure_installation", {**login, "root_hosts": ["LOCALHOST"]})
+    assert applied["changed"] and not applied.failed, applied
+    assert any("root@127.0.0.1 was not dropped" in str(w) for w in applied.get("warnings", [])), applied
+    users = accounts(stock)
+    assert ("root", "localhost") in users and ("root", "127.0.0.1") in users
+    assert not {u for u, _h in users if u == ""}
+    assert {h for u, h in users if u == "root"} == {"localhost", "127.0.0.1"}
+    assert not stock.execute("SHOW DATABASES LIKE 'test'")
+    assert not stock.execute("SELECT 1 FROM mysql.db WHERE Db IN ('test', 'test\\\\_%')")
+    assert stock.execute("SHOW GRANTS FOR PUBLIC") == []
+
+    again = run_module("mysql_secure_installation", {**login, "root_hosts": ["LOCALHOST"]})
+    assert not again["changed"] and again["statements"] == [], again
+
+
+@pytest.mark.usefixtures("insecure")
+def test_grant_option_on_test_is_revoked_too(mariadb: MariaDB) -> None:
+    mariadb.execute("GRANT SELECT ON `test`.* TO 'p5_dev'@'localhost' WITH GRANT OPTION")
+    args = {**mariadb.login, "remove_anonymous_users": False, "remove_remote_root": False}
+    first = run_module("mysql_secure_installation", args)
+    assert first["changed"] and not first.failed, first
+    assert "REVOKE GRANT OPTION ON `test`.* FROM `p5_dev`@`localhost`" in first["statements"]
+    assert first["revoked"]["p5_dev@localhost"] == ["test.*", "test\\_%.*"]
+    assert not mariadb.execute("SELECT 1 FROM mysql.db WHERE User = 'p5_dev'")
+    again = run_module("mysql_secure_installation", args)
+    assert not again["changed"] and again["revoked"] == {}, again
+
+
+@pytest.mark.usefixtures("insecure")
+def test_failure_part_way_reports_what_was_applied(mariadb: MariaDB) -> None:
+    # An administrator that may drop accounts but not databases: DROP DATABASE fails after the DROP USERs.
+    mariadb.execute("CREATE USER 'p5_secadm'@'localhost' IDENTIFIED BY 'Sec-Adm-Pw-9xQ!'")
+    try:
+        mariadb.execute("GRANT CREATE USER ON *.* TO 'p5_secadm'@'localhost'")
+        mariadb.execute("GRANT SELECT ON mysql.* TO 'p5_secadm'@'localhost'")
+        mariadb.execute("GRANT SELECT ON `test`.* TO 'p5_secadm'@'localhost'")
+        login = {**mariadb.login, "login_user": "p5_secadm", "login_password": "Sec-Adm-Pw-9xQ!"}
+        result = run_module("mysql_secure_installation", login)
+        assert result.failed and "statement failed: DROP DATABASE `test`" in result["msg"], result
+        assert result["changed"], result
+        assert set(result["removed_users"]) == {"@localhost", "@%", "root@10.9.%"}
+        assert result["statements"] == [f"DROP USER {a}" for a in ("``@`%`", "``@`localhost`", "`root`@`10.9.%`")]
+        assert result["dropped_databases"] == []
+        assert not {u for u, _h in accounts(mariadb) if u == ""}
+    finally:
+        mariadb.execute("DROP USER IF EXISTS 'p5_secadm'@'localhost'")

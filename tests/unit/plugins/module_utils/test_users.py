@@ -212,7 +212,7 @@ def test_explicit_mapping_rules() -> None:
         ({"shop.*": ["SELECT", "GRANT OPTION"]}, "GRANT OPTION"),
         ({"shop.*": ["FILE"]}, "global privileges; refused"),
         ({"shop.*": ["SELECT; DROP"]}, "is not a privilege name"),
-        ({"shop.*": ["SELECT (id)"]}, "column privileges are not managed"),
+        ({"shop.*": ["SELECT (id)"]}, "column privileges cannot be requested"),
         ({"shop.*": []}, "are empty"),
     ):
         with pytest.raises(u.AccountError, match=needle.replace("(", r"\(")):
@@ -500,18 +500,26 @@ class RecordedCursor:
             ("root", "db1.example.com"),
             ("root", "localhost"),
         ],
+        "SELECT CURRENT_USER()": [("root@localhost",)],
         "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'test'": [("test",)],
-        "SELECT User, Host, Db FROM mysql.db WHERE Db IN (%s, %s) ORDER BY User, Host, Db": [
-            ("", "%", "test"),
-            ("dev", "localhost", "test\\_%"),
+        "SELECT User, Host, Db, Grant_priv FROM mysql.db WHERE Db IN (%s, %s) ORDER BY User, Host, Db": [
+            ("", "%", "test", "N"),
+            ("dev", "localhost", "test\\_%", "N"),
         ],
     }
 
-    def __init__(self) -> None:
+    def __init__(self, **answers: list[Any]) -> None:
+        self.answers = {**self.ANSWERS, **{self.QUERIES[k]: v for k, v in answers.items()}}
         self.rows: list[Any] = []
 
+    QUERIES = {
+        "root": "SELECT User, Host FROM mysql.user WHERE User = 'root' ORDER BY Host",
+        "current": "SELECT CURRENT_USER()",
+        "db": "SELECT User, Host, Db, Grant_priv FROM mysql.db WHERE Db IN (%s, %s) ORDER BY User, Host, Db",
+    }
+
     def execute(self, query: str, args: Any = None) -> None:
-        self.rows = list(self.ANSWERS[query])
+        self.rows = list(self.answers[query])
 
     def fetchall(self) -> list[Any]:
         return self.rows
@@ -520,8 +528,15 @@ class RecordedCursor:
         return self.rows[0] if self.rows else None
 
 
+class MariaDBRecordedCursor(RecordedCursor):
+    """The same queries as a MariaDB 10.11 server gets them (roles, whose Host is '', left out)."""
+
+    def execute(self, query: str, args: Any = None) -> None:
+        super().execute(query.replace(" AND Host <> ''", ""), args)
+
+
 def test_secure_installation_plan() -> None:
-    plan = u.plan_secure_installation(RecordedCursor(), True, True, True, ["localhost", "127.0.0.1", "::1"])
+    plan = u.plan_secure_installation(RecordedCursor(), True, True, True, ["localhost", "127.0.0.1", "::1"], MYSQL80)
     assert [s.sql for s in plan.statements] == [
         "DROP USER ``@`%`",
         "DROP USER ``@`localhost`",
@@ -532,10 +547,50 @@ def test_secure_installation_plan() -> None:
     ]
     assert plan.removed_users == ["@%", "@localhost", "root@%", "root@db1.example.com"]
     assert plan.revoked == {"dev@localhost": ["test\\_%.*"]}
-    nothing = u.plan_secure_installation(RecordedCursor(), False, False, False, [])
+    assert plan.warnings == []
+    nothing = u.plan_secure_installation(RecordedCursor(), False, False, False, [], MYSQL80)
     assert nothing.statements == []
     with pytest.raises(u.AccountError, match="is not a host name"):
-        u.plan_secure_installation(RecordedCursor(), False, False, True, ["bad host"])
+        u.plan_secure_installation(RecordedCursor(), False, False, True, ["bad host"], MYSQL80)
+
+
+def test_secure_installation_root_hosts_case_insensitive() -> None:
+    cursor = MariaDBRecordedCursor(root=[("root", "db1"), ("root", "localhost")])
+    plan = u.plan_secure_installation(cursor, False, False, True, ["localhost", "DB1"], MARIADB)
+    assert plan.statements == [], "root@db1 is the root_hosts entry DB1: the server stores host names lower case"
+
+
+def test_secure_installation_spares_the_session_account() -> None:
+    cursor = RecordedCursor(current=[("root@%",)])
+    plan = u.plan_secure_installation(cursor, False, False, True, ["localhost"], MYSQL80)
+    assert plan.removed_users == ["root@127.0.0.1", "root@db1.example.com"]
+    assert "root@% was not dropped: it is the account this task is logged in as" in plan.warnings[0]
+
+
+def test_secure_installation_roles_and_grant_option_mariadb() -> None:
+    """A stock mariadb-install-db (10.11) grants test and test\\_% to the PUBLIC role, Host ''."""
+    cursor = MariaDBRecordedCursor(
+        db=[
+            ("PUBLIC", "", "test", "N"),
+            ("PUBLIC", "", "test\\_%", "N"),
+            ("dev", "localhost", "test", "Y"),
+            ("qa_role", "", "test\\_%", "Y"),
+        ]
+    )
+    plan = u.plan_secure_installation(cursor, False, True, False, [], MARIADB)
+    assert [s.sql for s in plan.statements] == [
+        "DROP DATABASE `test`",
+        "REVOKE ALL PRIVILEGES ON `test`.* FROM PUBLIC",
+        "REVOKE ALL PRIVILEGES ON `test\\_%`.* FROM PUBLIC",
+        "REVOKE ALL PRIVILEGES ON `test`.* FROM `dev`@`localhost`",
+        "REVOKE GRANT OPTION ON `test`.* FROM `dev`@`localhost`",
+        "REVOKE ALL PRIVILEGES ON `test\\_%`.* FROM `qa_role`",
+        "REVOKE GRANT OPTION ON `test\\_%`.* FROM `qa_role`",
+    ]
+    assert plan.revoked == {"PUBLIC": ["test.*", "test\\_%.*"], "dev@localhost": ["test.*"], "qa_role": ["test\\_%.*"]}
+    # A failure at the fourth statement: the three before it are what the result reports.
+    partial = plan.applied(3)
+    assert partial.dropped_databases == ["test"] and partial.revoked == {"PUBLIC": ["test.*", "test\\_%.*"]}
 
 
 def test_rotate_with_plugin_change_warns() -> None:
@@ -544,3 +599,129 @@ def test_rotate_with_plugin_change_warns() -> None:
         MYSQL80, current, _desired(plugin="caching_sha2_password", privileges=None, rotate="retain_current")
     )
     assert "RETAIN" not in plan.statements[0].sql and "old password stops working now" in plan.warnings[0]
+
+
+# SHOW GRANTS recorded on MariaDB 10.11.19: a role with a default role, a column, a routine and a PROXY grant.
+MARIADB_ROLE_GRANTS = [
+    "GRANT `dba` TO `u5`@`localhost`",
+    "GRANT `r2` TO `u5`@`localhost` WITH ADMIN OPTION",
+    "GRANT USAGE ON *.* TO `u5`@`localhost` IDENTIFIED BY PASSWORD '*B69027D44F6E5EDC07F1AEAD1477967B16F28227'",
+    "GRANT UPDATE (`b`) ON `d1`.`t` TO `u5`@`localhost`",
+    "GRANT EXECUTE ON PROCEDURE `d1`.`p` TO `u5`@`localhost`",
+    "GRANT PROXY ON `root`@`localhost` TO `u5`@`localhost`",
+    "SET DEFAULT ROLE `dba` FOR `u5`@`localhost`",
+]
+
+
+def test_parse_roles_default_role_routines_and_proxies() -> None:
+    grants = u.parse_show_grants(MARIADB_ROLE_GRANTS, MARIADB)
+    assert grants.roles == ["dba", "r2"] and grants.role_sql == ["`dba`", "`r2`"]
+    assert grants.default_roles == ["dba"]
+    assert grants.routine_privileges == {"PROCEDURE `d1`.`p`": {"EXECUTE"}}
+    assert grants.proxied == ["root@localhost"] and grants.proxies == 1
+    assert grants.to_dict() == {"d1.t": ["UPDATE (`b`)"]}
+    mysql = u.parse_show_grants(MYSQL84_APP, MYSQL84)
+    assert mysql.role_sql == ["`app_role`@`%`"]
+    assert mysql.routine_privileges == {"PROCEDURE `mutuapix`.`p`": {"EXECUTE", "ALTER ROUTINE"}}
+
+
+def test_plan_revokes_roles_routines_proxies_and_columns() -> None:
+    current = _existing(MARIADB, "mysql_native_password", b"", MARIADB_ROLE_GRANTS)
+    wanted = {u.Level("d1", "*"): {"SELECT"}}
+    plan = u.plan_account(MARIADB, current, _desired(password=None, privileges=wanted))
+    assert [s.sql for s in plan.statements] == [
+        "REVOKE `dba` FROM `app`@`localhost`",
+        "REVOKE `r2` FROM `app`@`localhost`",
+        "SET DEFAULT ROLE NONE FOR `app`@`localhost`",
+        "REVOKE PROXY ON `root`@`localhost` FROM `app`@`localhost`",
+        "REVOKE EXECUTE ON PROCEDURE `d1`.`p` FROM `app`@`localhost`",
+        "GRANT SELECT ON `d1`.* TO `app`@`localhost`",
+        "REVOKE UPDATE (`b`) ON `d1`.`t` FROM `app`@`localhost`",
+    ]
+    assert plan.revoked == {
+        "roles": ["dba", "r2"],
+        "default role": ["dba"],
+        "PROXY": ["root@localhost"],
+        "PROCEDURE d1.p": ["EXECUTE"],
+        "d1.t": ["UPDATE (`b`)"],
+    }
+    # Grants left alone (privileges omitted): nothing about roles either.
+    assert u.plan_account(MARIADB, current, _desired(password=None, privileges=None)).statements == []
+    # MySQL: roles are accounts, the default role is cleared with ALTER USER.
+    mysql = _existing(MYSQL84, "caching_sha2_password", b"", MYSQL84_APP)
+    mysql.grants.default_roles = ["app_role@%"]
+    sqls = [s.sql for s in u.plan_account(MYSQL84, mysql, _desired(password=None, privileges=None)).statements]
+    assert sqls == []
+    wanted = {u.Level("mutuapix", "*"): {"SELECT", "INSERT", "UPDATE", "DELETE"}}
+    sqls = [s.sql for s in u.plan_account(MYSQL84, mysql, _desired(password=None, privileges=wanted)).statements]
+    assert sqls == [
+        "REVOKE `app_role`@`%` FROM `app`@`localhost`",
+        "ALTER USER `app`@`localhost` DEFAULT ROLE NONE",
+        "REVOKE ALTER ROUTINE, EXECUTE ON PROCEDURE `mutuapix`.`p` FROM `app`@`localhost`",
+    ]
+
+
+def test_diff_shows_roles_going() -> None:
+    current = _existing(MARIADB, "mysql_native_password", b"", MARIADB_ROLE_GRANTS)
+    before = u.snapshot(current)
+    assert before["roles"] == ["dba", "r2"] and before["default_role"] == ["dba"]
+    assert before["routine_grants"] == {"PROCEDURE `d1`.`p`": ["EXECUTE"]} and before["proxy_grants"] == [
+        "root@localhost"
+    ]
+    desired = _desired(password=None, privileges={u.Level("d1", "*"): {"SELECT"}})
+    after = u.after_snapshot(before, desired, u.plan_account(MARIADB, current, desired))
+    assert not set(u.OTHER_GRANT_KEYS) & set(after)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "schemas"),
+    [
+        ("%", ["mysql", "sys", "performance_schema", "information_schema"]),
+        ("m%", ["mysql"]),
+        ("_ysql", ["mysql"]),
+        ("MySQL", ["mysql"]),
+        ("s_s", ["sys"]),
+        ("mysq\\l", ["mysql"]),
+        ("my\\_sql", []),
+        ("mutuapix\\_prod", []),
+        ("\\%", []),
+        ("x%", []),
+        ("mysql\\", []),
+    ],
+)
+def test_system_schemas_matched(pattern: str, schemas: list[str]) -> None:
+    assert u.system_schemas_matched(pattern) == schemas
+
+
+@pytest.mark.parametrize(
+    "mapping", [{"%.*": ["ALL"]}, {"m%.*": ["SELECT"]}, {"_ysql.*": ["UPDATE"]}, {"mysql.global_priv": ["UPDATE"]}]
+)
+def test_mapping_reaching_system_schemas_is_global(mapping: dict[str, list[str]]) -> None:
+    with pytest.raises(u.AccountError, match="matches the system schema mysql, .*allow_global_privileges=true"):
+        u.explicit_privileges(mapping, MARIADB, False)
+    assert u.explicit_privileges(mapping, MARIADB, True)
+
+
+@pytest.mark.parametrize(("database", "needle"), [("*", "database '\\*' refused"), ("mysql", "system schema mysql")])
+def test_preset_database_star_or_system_schema_refused(database: str, needle: str) -> None:
+    params = {"privileges": "migrate", "database": database}
+    with pytest.raises(u.AccountError, match=needle):
+        u.desired_privileges(params, MARIADB)
+    # A name with wildcard characters is escaped, so it only means itself.
+    wanted, _warnings = u.desired_privileges({"privileges": "app", "database": "%"}, MARIADB)
+    assert wanted == {u.Level("\\%", "*"): set(u.PRESET_APP)}
+
+
+def test_hosts_are_lowercased() -> None:
+    assert u.normalise_host("App1.Example.COM") == "app1.example.com"
+    assert u.normalise_host("FE80::1") == "fe80::1"
+    with pytest.raises(u.AccountError):
+        u.normalise_host("a b")
+
+
+def test_statements_record_their_effects_as_they_run() -> None:
+    plan = u.plan_account(MARIADB, u.Account("app", "localhost"), _desired())
+    result: dict[str, Any] = {"changed": False, "created": False, "password_changed": False, "statements": []}
+    u.record_statement(result, plan.statements[0])
+    assert result["changed"] and result["created"] and result["password_changed"]
+    assert result["statements"] == [plan.statements[0].redacted]
