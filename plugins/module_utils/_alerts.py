@@ -37,6 +37,7 @@ one would overwrite the other's failure with an OK it never announced as a recov
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import math
@@ -56,6 +57,12 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._flock import wait_fo
 STATE_VERSION = 1
 # Undelivered notifications kept for the next run; older ones are dropped first.
 MAX_UNDELIVERED = 20
+# Longest "text" of a payload: Discord's Slack-compatible endpoint rejects more than 2000 characters
+# (Slack itself truncates at 40000). Every message stays whole in the payload's "mutuapix" object.
+MAX_TEXT_CHARS = 1900
+# 4xx answers that do not condemn one payload: 408/429 are "later", and 401/403/404/410 refuse the
+# URL itself (a revoked or mistyped webhook), so dropping would lose every notification; those are kept.
+RETRYABLE_4XX = (401, 403, 404, 408, 410, 429)
 DEFAULT_STATE_DIR = "/var/lib/mutuapix-ops"
 # In ``not_evaluated``: every check missing from ``problems`` was not evaluated this run.
 EVERY_OTHER_CHECK = "*"
@@ -74,6 +81,10 @@ def alert_options(params: dict[str, Any]) -> dict[str, Any]:
 
 class StateError(Exception):
     """The state file cannot be written: the probe result would be lost."""
+
+
+class WebhookRejected(RuntimeError):
+    """The webhook refused this payload for good (HTTP 4xx): sending it again cannot succeed."""
 
 
 @dataclass
@@ -194,11 +205,14 @@ def evaluate(
     probe: str,
     target: str,
     not_evaluated: Collection[str] = (),
+    evaluated: Collection[str] = (),
 ) -> Evaluation:
     """Decide alerts and recoveries from the previous state and the current problems.
 
     ``not_evaluated``: checks this run could not evaluate (or ``EVERY_OTHER_CHECK``); their
-    previous failure is carried over instead of being reported as recovered.
+    previous failure is carried over instead of being reported as recovered. ``evaluated``:
+    checks this run did evaluate although ``not_evaluated`` holds ``EVERY_OTHER_CHECK`` (the
+    queue probe that connected, then timed out, did see that the database is reachable).
     """
     result = Evaluation(previous_known=previous is not None)
     old_failing: dict[str, dict[str, Any]] = (previous or {}).get("failing", {})
@@ -219,7 +233,7 @@ def evaluate(
     for check, before in sorted(old_failing.items()):
         if check in problems:
             continue
-        if check in not_evaluated or EVERY_OTHER_CHECK in not_evaluated:
+        if check not in evaluated and (check in not_evaluated or EVERY_OTHER_CHECK in not_evaluated):
             failing[check] = dict(before)
             result.not_evaluated.append(check)
             continue
@@ -259,12 +273,12 @@ def build_payload(
     headline = "problem" if alerts else "recovery"
     text = f"[{probe}] {target} on {host}: {headline}\n" + "\n".join(lines)
     return {
-        "text": text,
+        "text": _shorten(text),
         "attachments": [
             {
                 "color": "danger" if alerts else "good",
                 "title": f"{probe} {target}",
-                "text": "\n".join(lines),
+                "text": _shorten("\n".join(lines)),
                 "footer": f"mutuapix.ops on {host}",
             }
         ],
@@ -279,8 +293,20 @@ def build_payload(
     }
 
 
+def _shorten(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out (chat webhooks refuse long texts)."""
+    if len(text) <= limit:
+        return text
+    note = "\n... ({} more characters; every message is in the payload's mutuapix object)"
+    keep = limit - len(note.format(len(text)))
+    return text[:keep] + note.format(len(text) - keep)
+
+
 def post_webhook(url: str, payload: dict[str, Any], timeout: int = 10, validate_certs: bool = True) -> None:
-    """POST the JSON payload; raise ``RuntimeError`` with a readable message when it is not delivered."""
+    """POST the JSON payload; raise ``RuntimeError`` with a readable message when it is not delivered.
+
+    :class:`WebhookRejected` (a ``RuntimeError``) when the webhook refused this payload for good.
+    """
     body = json.dumps(payload).encode("utf-8")
     try:
         response = open_url(
@@ -295,7 +321,11 @@ def post_webhook(url: str, payload: dict[str, Any], timeout: int = 10, validate_
         status = response.getcode()
     except (OSError, ValueError, http.client.HTTPException, UrlsConnectionError) as exc:
         # The webhook URL usually embeds a secret token: never echo it.
-        raise RuntimeError(f"webhook POST failed: {_describe_http_error(exc)}") from exc
+        code = getattr(exc, "code", None)
+        if isinstance(code, int) and 400 <= code < 500 and code not in RETRYABLE_4XX:
+            raise WebhookRejected(f"webhook POST answered {_describe_http_error(exc)}") from exc
+        hint = ": is the webhook revoked, or its URL mistyped?" if code in (401, 403, 404, 410) else ""
+        raise RuntimeError(f"webhook POST failed: {_describe_http_error(exc)}{hint}") from exc
     if status is None or status >= 300:
         raise RuntimeError(f"webhook POST answered HTTP {status}")
 
@@ -312,8 +342,12 @@ def notify(
 ) -> dict[str, Any]:
     """Send this run's transitions (plus earlier undelivered ones) and update the state to match.
 
-    Returns ``{"notified": bool, "notify_error": str | None}``. On failure the payload is
-    queued in ``evaluation.state["undelivered"]`` so the next run retries it.
+    Returns ``{"notified": bool, "notify_error": str | None}``. On a failure that may pass (no
+    answer, HTTP 5xx, 408, 429, or 401/403/404/410 refusing the URL itself) that payload and the
+    later ones are queued in ``evaluation.state["undelivered"]`` so the next run retries them,
+    oldest first. A payload the webhook rejects for good (any other 4xx, such as 400 for a text
+    too long) is dropped and said in ``notify_error``: retried first on every run it would block
+    every later notification.
     """
     pending: list[dict[str, Any]] = list(evaluation.state.get("undelivered", []))
     if evaluation.transitions:
@@ -321,18 +355,27 @@ def notify(
     if not url or not pending:
         evaluation.state["undelivered"] = [] if not url else pending
         return {"notified": False, "notify_error": None}
+    delivered = 0
+    dropped: list[str] = []
     for index, payload in enumerate(pending):
         try:
             post_webhook(url, payload, timeout=timeout, validate_certs=validate_certs)
+        except WebhookRejected as exc:
+            dropped.append(f"{exc}: dropped the notification {_summary(payload)!r}, which it will never accept")
+            continue
         except RuntimeError as exc:
             evaluation.state["undelivered"] = pending[index:][-MAX_UNDELIVERED:]
-            return {
-                "notified": index > 0,
-                "notify_error": f"{exc}; {len(pending) - index} notification(s) kept"
-                " in the state file for the next run",
-            }
+            kept = f"{exc}; {len(pending) - index} notification(s) kept in the state file for the next run"
+            return {"notified": delivered > 0, "notify_error": "; ".join([*dropped, kept])}
+        delivered += 1
     evaluation.state["undelivered"] = []
-    return {"notified": True, "notify_error": None}
+    return {"notified": delivered > 0, "notify_error": "; ".join(dropped) or None}
+
+
+def _summary(payload: dict[str, Any]) -> str:
+    """The first line of a payload's text, for messages."""
+    text = payload.get("text")
+    return (text if isinstance(text, str) else "").split("\n", 1)[0][:200]
 
 
 def _describe_http_error(exc: BaseException) -> str:
@@ -347,9 +390,15 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def default_state_file(probe: str, key: str) -> str:
-    """``/var/lib/mutuapix-ops/<probe>-<key>.json`` with the key reduced to safe characters."""
+def default_state_file(probe: str, key: str, identity: str | None = None) -> str:
+    """``/var/lib/mutuapix-ops/<probe>-<key>.json`` with the key reduced to safe characters.
+
+    ``identity``: what really tells two targets apart (an endpoint's full URL). A short hash
+    of it is appended, so targets whose safe, shortened keys coincide never share a file.
+    """
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:80] or "default"
+    if identity is not None:
+        safe = safe[:60] + "-" + hashlib.sha256(identity.encode("utf-8")).hexdigest()[:12]
     return os.path.join(DEFAULT_STATE_DIR, f"{probe}-{safe}.json")
 
 
@@ -366,10 +415,12 @@ def run_transitions(
     check_mode: bool = False,
     now: float | None = None,
     not_evaluated: Collection[str] = (),
+    evaluated: Collection[str] = (),
 ) -> dict[str, Any]:
     """The whole probe epilogue: load state, evaluate, notify, save. Returns result keys.
 
-    ``not_evaluated`` names the checks the probe could not evaluate this run (see :func:`evaluate`).
+    ``not_evaluated`` names the checks the probe could not evaluate this run, ``evaluated`` the
+    exceptions to ``EVERY_OTHER_CHECK`` (see :func:`evaluate`).
 
     In check mode the decision is computed and returned but nothing is sent or written.
     The state is saved even when the webhook fails (the transition is never lost); a state
@@ -389,6 +440,7 @@ def run_transitions(
             probe=probe,
             target=target,
             not_evaluated=not_evaluated,
+            evaluated=evaluated,
         )
         warnings = [warning] if warning else []
         outcome: dict[str, Any] = {"notified": False, "notify_error": None}

@@ -6,9 +6,9 @@ PHP's ``queue:work --memory`` is a soft limit: the worker checks it between jobs
 that leaks keeps growing until the OOM killer picks a victim - often MySQL. This listener
 enforces a hard limit from outside the process: on every ``TICK_5`` event it reads the
 resident memory of each process of one group (the process plus its descendants, from
-``/proc``) and restarts, through supervisor's XML-RPC API, any process above the limit: supervisor's own
-``stopProcess`` (the ``stopsignal``, so the worker can finish its job), SIGKILL to its process
-group if it is still running ``--grace-s`` seconds later, then ``startProcess``.
+``/proc``) and restarts, through supervisor's XML-RPC API, every process above the limit, all together:
+supervisor's own ``stopProcess`` (the ``stopsignal``, so the worker can finish its job), SIGKILL to
+its process group if it is still running ``--grace-s`` seconds later, then ``startProcess``.
 
 The file is both a module_utils file (``supervisor_worker_limits`` imports the XML-RPC
 transport and copies this file to the managed host) and a standalone script run by
@@ -163,8 +163,8 @@ def _log(message: str) -> None:
 
 
 def check_group(rpc: Any, group: str, limit_mb: float, grace_s: float = DEFAULT_GRACE_S) -> list[str]:
-    """Restart every running process of ``group`` above ``limit_mb``; return their names."""
-    restarted = []
+    """Restart every running process of ``group`` above ``limit_mb``, all at once; return their names."""
+    over: dict[str, int] = {}
     tree = _children_map()
     for info in rpc.supervisor.getAllProcessInfo():
         if info.get("group") != group or info.get("statename") != "RUNNING":
@@ -175,50 +175,69 @@ def check_group(rpc: Any, group: str, limit_mb: float, grace_s: float = DEFAULT_
             continue
         name = f"{group}:{info['name']}"
         _log(f"{name} (pid {pid}) uses {used:.0f} MB, above the hard limit of {limit_mb:.0f} MB: restarting")
-        if restart_process(rpc, name, pid, grace_s):
-            restarted.append(name)
-    return restarted
+        over[name] = pid
+    return restart_processes(rpc, over, grace_s) if over else []
 
 
 def restart_process(rpc: Any, name: str, pid: int, grace_s: float) -> bool:
+    """Restart one process (see :func:`restart_processes`); True when it was started again."""
+    return name in restart_processes(rpc, {name: pid}, grace_s)
+
+
+def restart_processes(rpc: Any, processes: dict[str, int], grace_s: float) -> list[str]:
     """Graceful stop (supervisor's stopsignal), SIGKILL to the process group after ``grace_s``, start.
 
-    A leaking job keeps leaking while it finishes, so the grace is bounded here rather than by
-    the program's ``stopwaitsecs``: the worker is back within ``grace_s`` plus a few seconds.
-    The killed job is retried by Laravel after ``retry_after``, as after any crash.
+    Every process (name -> pid) is signalled first and waited for against one deadline, so
+    several leaking workers are all back within ``grace_s`` plus a few seconds - one after the
+    other, the k-th would wait k times the grace while it kept leaking. The grace is bounded here
+    rather than by the program's ``stopwaitsecs``: a leaking job keeps leaking while it finishes.
+    The killed jobs are retried by Laravel after ``retry_after``, as after any crash.
     """
-    try:
-        rpc.supervisor.stopProcess(name, False)
-    except xmlrpc.client.Fault as exc:
-        _log(f"stopping {name} failed: {exc.faultString}")
-    if not _wait_stopped(rpc, name, grace_s):
+    for name in processes:
+        try:
+            rpc.supervisor.stopProcess(name, False)
+        except xmlrpc.client.Fault as exc:
+            _log(f"stopping {name} failed: {exc.faultString}")
+    running = _wait_stopped_all(rpc, list(processes), grace_s)
+    for name in running:
+        pid = processes[name]
         _log(f"{name} (pid {pid}) still running {grace_s:.0f} s after the stop signal: killing its process group")
         for kill in (os.killpg, os.kill):
             with contextlib.suppress(OSError):
                 kill(pid, signal.SIGKILL)
-        if not _wait_stopped(rpc, name, 30):
-            _log(f"{name} did not stop: leaving it to supervisor")
-            return False
-    try:
-        rpc.supervisor.startProcess(name, False)
-    except xmlrpc.client.Fault as exc:
-        _log(f"starting {name} failed: {exc.faultString}")
-        return False
-    return True
-
-
-def _wait_stopped(rpc: Any, name: str, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while True:
+    stuck = set(_wait_stopped_all(rpc, running, 30)) if running else set()
+    for name in sorted(stuck):
+        _log(f"{name} did not stop: leaving it to supervisor")
+    restarted = []
+    for name in processes:
+        if name in stuck:
+            continue
         try:
-            state = rpc.supervisor.getProcessInfo(name).get("statename")
-        except xmlrpc.client.Fault:
-            return True  # the process is gone from supervisor altogether
-        if state in STOPPED_STATES:
-            return True
-        if time.monotonic() >= deadline:
-            return False
+            rpc.supervisor.startProcess(name, False)
+        except xmlrpc.client.Fault as exc:
+            _log(f"starting {name} failed: {exc.faultString}")
+            continue
+        restarted.append(name)
+    return restarted
+
+
+def _wait_stopped_all(rpc: Any, names: list[str], seconds: float) -> list[str]:
+    """Wait until every process of ``names`` has stopped, or ``seconds`` passed; return those still running."""
+    deadline = time.monotonic() + seconds
+    running = list(names)
+    while True:
+        running = [name for name in running if not _stopped(rpc, name)]
+        if not running or time.monotonic() >= deadline:
+            return running
         time.sleep(0.2)
+
+
+def _stopped(rpc: Any, name: str) -> bool:
+    try:
+        state = rpc.supervisor.getProcessInfo(name).get("statename")
+    except xmlrpc.client.Fault:
+        return True  # the process is gone from supervisor altogether
+    return state in STOPPED_STATES
 
 
 def _read_event(stdin: TextIO) -> tuple[dict[str, str], str]:

@@ -503,14 +503,30 @@ class ConnectionParams:
         return ["", "[client-mariadb]", *tls]
 
 
-def connect(conn: ConnectionParams, database: str | None = None) -> Any:
-    """Open a PyMySQL connection or raise MySQLError saying what went wrong."""
+def connect(
+    conn: ConnectionParams,
+    database: str | None = None,
+    *,
+    read_timeout: float | None = None,
+    write_timeout: float | None = None,
+) -> Any:
+    """Open a PyMySQL connection or raise MySQLError saying what went wrong.
+
+    ``read_timeout`` / ``write_timeout`` (seconds, opt-in; default: wait as long as the server
+    takes) bound each socket read and write, for short probes that must not hang on a server
+    that stops answering. Modules that run long queries leave them unset.
+    """
     if not HAS_PYMYSQL:
         raise MySQLError("PyMySQL is required on the managed host: pip install pymysql")
     require_tls = conn.tls in ("required", "verify")
+    kwargs = conn.pymysql_kwargs(database)
+    if read_timeout is not None:
+        kwargs["read_timeout"] = read_timeout
+    if write_timeout is not None:
+        kwargs["write_timeout"] = write_timeout
     try:
         factory = _TLSRequiredConnection if require_tls and not _PYMYSQL_PREFERS_TLS else pymysql.connect
-        connection = factory(**conn.pymysql_kwargs(database))
+        connection = factory(**kwargs)
         conn.server_tls = bool(getattr(connection, "server_capabilities", 0) & CLIENT_SSL)
         if require_tls:
             _check_encrypted(connection, conn)

@@ -78,8 +78,78 @@ def app_timezone(name: str) -> datetime.tzinfo:
 
 # The problem of a run that cannot read the queues at all: the server is down or refuses the login.
 DB_UNREACHABLE = "db_unreachable"
+# The problem of a run whose reads did not finish within query_timeout: a lock held on the queue
+# tables (ALTER TABLE, LOCK TABLES, a long transaction), an overloaded server, a stalled network.
+DB_TIMEOUT = "db_timeout"
 # PyMySQL error codes of a connection lost while reading (server gone away, lost during query).
 CONNECTION_LOST = (2006, 2013)
+# Server errors of a statement stopped by the session limits set in limit_session.
+LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT: lock_wait_timeout (metadata locks) or a row lock
+STATEMENT_TIMEOUTS = (1969, 3024)  # MariaDB max_statement_time, MySQL max_execution_time
+UNKNOWN_SYSTEM_VARIABLE = 1193
+# Seconds the socket waits beyond query_timeout: the server's own limits answer first, with a reason.
+SOCKET_TIMEOUT_MARGIN_S = 5
+
+
+def socket_timeout(query_timeout: float) -> float:
+    """The connection's read/write timeout: only for a server or network that stops answering."""
+    return query_timeout + SOCKET_TIMEOUT_MARGIN_S
+
+
+def limit_session(connection: Any, query_timeout: int) -> None:
+    """Bound how long each statement of the probe may wait or run, on the server's side.
+
+    Without this a read waits as long as the server makes it: behind an ``ALTER TABLE jobs``
+    waiting for its metadata lock, or a ``LOCK TABLES``, the probe (and the play, and a cron job
+    under ``flock -n``) would hang for good and the outage would never be alerted.
+    ``lock_wait_timeout`` bounds waits for table (metadata) locks; MariaDB's
+    ``max_statement_time`` and MySQL's ``max_execution_time`` (SELECT only) bound a statement's
+    run time - a second longer, so a lock wait is reported as one. A server too old for the latter
+    is left with the lock limit and the socket timeout.
+    """
+    seconds = max(1, int(query_timeout))
+    mariadb = "mariadb" in str(getattr(connection, "server_version", "") or "").lower()
+    with connection.cursor() as cur:
+        cur.execute("SET SESSION lock_wait_timeout = %s", (seconds,))
+        if mariadb:
+            _set_if_known(cur, "SET SESSION max_statement_time = %s", seconds + 1)
+        else:
+            _set_if_known(cur, "SET SESSION max_execution_time = %s", (seconds + 1) * 1000)
+
+
+def _set_if_known(cur: Any, statement: str, value: int) -> None:
+    try:
+        cur.execute(statement, (value,))
+    except Exception as exc:  # PyMySQL's error class is not imported here: only 1193 is swallowed
+        if not exc.args or exc.args[0] != UNKNOWN_SYSTEM_VARIABLE:
+            raise
+
+
+def timeout_problem(exc: BaseException, database: str, query_timeout: int) -> str | None:
+    """The ``db_timeout`` message for a read stopped by ``query_timeout``, or None for any other error."""
+    code = exc.args[0] if exc.args else None
+    text = exc.args[1] if len(exc.args) > 1 else str(exc)
+    if code == LOCK_WAIT_TIMEOUT:
+        why = (
+            "it waited for a lock on the queue tables: another session holds one - an ALTER TABLE, OPTIMIZE "
+            "TABLE, LOCK TABLES or a long transaction; find it with SHOW PROCESSLIST"
+        )
+    elif code in STATEMENT_TIMEOUTS:
+        why = (
+            "a statement ran longer than that (max_statement_time / max_execution_time): is the server "
+            "overloaded, or waiting on a lock? See SHOW PROCESSLIST"
+        )
+    elif code in CONNECTION_LOST and isinstance(exc.__context__, (socket.timeout, TimeoutError)):
+        why = (
+            f"the server sent no answer for {socket_timeout(query_timeout):g} s: is it overloaded, or does the "
+            "network drop packets?"
+        )
+    else:
+        return None
+    return (
+        f"reading the queue tables of {database} did not finish within query_timeout {query_timeout} s: "
+        f"{why} ({code}: {text})"
+    )
 
 
 @dataclass
@@ -240,12 +310,56 @@ def _not_after(der: bytes | None, verified: dict[str, Any] | None) -> datetime.d
     return None
 
 
-def _fetch_certificate_unverified(host: str, port: int, timeout: float) -> bytes | None:
+class _TLSConnection(http.client.HTTPConnection):
+    """HTTPS to ``host`` whose TLS server name - sent as SNI and verified - is ``server_name``.
+
+    ``http.client.HTTPSConnection`` always uses the host it dials, so probing a server by IP
+    address with a ``Host`` header would read (and check against the IP) the default vhost's
+    certificate instead of the site's.
+    """
+
+    default_port = 443
+
+    def __init__(self, host: str, port: int, *, timeout: float, context: ssl.SSLContext, server_name: str) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.tls_context = context
+        self.server_name = server_name
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self.tls_context.wrap_socket(self.sock, server_hostname=self.server_name)
+
+
+def host_header(headers: dict[str, str] | None) -> str | None:
+    """The value of a ``Host`` request header (any case), or None."""
+    for key, value in (headers or {}).items():
+        if key.lower() == "host" and value:
+            return value
+    return None
+
+
+def tls_server_name(url_host: str, headers: dict[str, str] | None) -> str:
+    """The TLS server name: the ``Host`` header's name without its port when given, else the URL's host."""
+    value = host_header(headers)
+    if value:
+        name = urllib.parse.urlsplit("//" + value.strip()).hostname
+        if name:
+            return name
+    return url_host
+
+
+def endpoint_identity(url: str, headers: dict[str, str] | None) -> str:
+    """What tells two probed endpoints apart: the whole URL, and the ``Host`` header when one is sent."""
+    value = host_header(headers)
+    return url if not value else f"{url} Host:{value.strip().lower()}"
+
+
+def _fetch_certificate_unverified(host: str, port: int, timeout: float, server_name: str) -> bytes | None:
     """The server's certificate even when it does not verify (expired, self-signed)."""
     context = _ssl_context(False, None)
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as tls:
+            with context.wrap_socket(raw, server_hostname=server_name) as tls:
                 return tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError):
         return None
@@ -282,9 +396,11 @@ def check_endpoint(
     """One request to ``url``: status, latency and, for HTTPS, the certificate's remaining days.
 
     Redirects are not followed: a 301 is reported as 301, so list it in ``expected_status``
-    when that is the healthy answer. A check the request could not get to (the status of a
-    server that does not answer, the certificate of one that refuses the connection) is
-    left in ``not_evaluated``: it is neither healthy nor failing this run.
+    when that is the healthy answer. With a ``Host`` header (probing by IP address), HTTPS
+    asks for and verifies that name's certificate (SNI), not the address's. A check the
+    request could not get to (the status of a server that does not answer, the certificate
+    of one that refuses the connection) is left in ``not_evaluated``: it is neither healthy
+    nor failing this run.
     """
     expected = expected_status or [200]
     parts = urllib.parse.urlsplit(url)
@@ -295,10 +411,11 @@ def check_endpoint(
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     result = EndpointResult()
     result.not_evaluated = {"status", "tls_expiry", "tls_invalid"} if parts.scheme == "https" else {"status"}
+    server_name = tls_server_name(host, headers)
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
         context = _ssl_context(validate_certs, ca_path)
-        connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        connection = _TLSConnection(host, port, timeout=timeout, context=context, server_name=server_name)
     else:
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
     request_headers = {"User-Agent": USER_AGENT, "Accept": "*/*", "Connection": "close"}
@@ -320,10 +437,11 @@ def check_endpoint(
         result.status = response.status
         result.not_evaluated.discard("status")
     except ssl.SSLCertVerificationError as exc:
-        result.error = f"TLS verification failed for {host}:{port}: {exc.verify_message or exc}"
+        name = f"{host}:{port}" if server_name == host else f"{server_name} (at {host}:{port})"
+        result.error = f"TLS verification failed for {name}: {exc.verify_message or exc}"
         result.problems["tls_invalid"] = result.error
         result.not_evaluated.discard("tls_invalid")
-        der = _fetch_certificate_unverified(host, port, timeout)
+        der = _fetch_certificate_unverified(host, port, timeout, server_name)
         if der is not None and HAS_CRYPTOGRAPHY:
             _record_tls(result, _not_after(der, None), tls_min_days, time.time())
     except (OSError, http.client.HTTPException) as exc:

@@ -537,16 +537,45 @@ class Plan:
         return not (self.added or self.removed or self.restarted)
 
 
-def predict(loaded: set[str], groups: list[str], stale_groups: list[str], file_changed: bool) -> Plan:
-    """Check mode: what apply would do, from the loaded groups and whether the file changes."""
+def predict(loaded: set[str], groups: list[str], stale_groups: list[str], changed_groups: Collection[str]) -> Plan:
+    """Check mode: what apply would do, from the loaded groups and the groups whose section changes."""
     plan = Plan()
     for group in groups:
         if group not in loaded:
             plan.added.append(group)
-        elif file_changed:
+        elif group in changed_groups:
             plan.restarted.append(group)
     plan.removed = [g for g in stale_groups if g in loaded]
     return plan
+
+
+def changed_groups(before: str | None, after: str | None) -> set[str]:
+    """Groups whose section differs between two versions of the file, as supervisor's ``reread`` sees them.
+
+    A change to the ``[program]`` section restarts the program only, not its listener (and a
+    change of the file's mode or comments restarts nothing). A file that does not parse counts
+    as every group changed.
+    """
+    try:
+        old, new = _group_sections(before), _group_sections(after)
+    except WorkerConfigError:
+        return set(_group_sections_lenient(before)) | set(_group_sections_lenient(after))
+    return {group for group in set(old) | set(new) if old.get(group) != new.get(group)}
+
+
+def _group_sections(text: str | None) -> dict[str, dict[str, str]]:
+    """``[program:x]`` and ``[eventlistener:x]`` sections by group name."""
+    groups = {}
+    for section, values in parse_config(text or "").items():
+        kind, _, name = section.partition(":")
+        if kind in ("program", "eventlistener") and name:
+            groups[name] = values
+    return groups
+
+
+def _group_sections_lenient(text: str | None) -> list[str]:
+    """Group names from section headers, for a file that does not parse."""
+    return re.findall(r"^\[(?:program|eventlistener):([^\]]+)\]", text or "", flags=re.MULTILINE)
 
 
 def apply(client: Supervisor, ours: set[str], present: list[str], stop_timeout: float) -> Plan:
@@ -653,7 +682,7 @@ def converge(client: Supervisor, spec: WorkerSpec | None, target: Target, check_
     plan = Plan()
     if check_mode:
         if target.apply:
-            plan = predict(loaded, present, sorted(ours - set(present)), file_changed)
+            plan = predict(loaded, present, sorted(ours - set(present)), changed_groups(before, after))
             if listener_changed and listener_group in loaded and listener_group not in plan.restarted:
                 plan.restarted.append(listener_group)
     else:

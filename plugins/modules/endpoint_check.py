@@ -69,13 +69,20 @@ options:
   headers:
     description:
       - Extra request headers, for example C(Host) when probing by IP address, or C(Authorization).
+      - For C(https://), the name of a C(Host) header (without its port) is also the TLS server name - sent as
+        SNI, so the server presents that site's certificate, and verified against it. Without one, the URL's
+        host is used.
       - Treated as secret (not logged), since they often carry a token.
     type: dict
     default: {}
   state_file:
     description:
       - JSON file holding the previous verdict, written atomically with mode 0600.
-      - Defaults to C(/var/lib/mutuapix-ops/endpoint_check-<name>.json).
+      - Defaults to C(/var/lib/mutuapix-ops/endpoint_check-<key>-<hash>.json), where C(<key>) is O(name) or the
+        URL's scheme, host, port and path, and C(<hash>) a short hash of the whole O(url) and the C(Host) header, so
+        two endpoints never share a file (C(http://) and C(https://), or URLs differing in their query string).
+      - Earlier builds named it C(endpoint_check-<name>.json). After an upgrade the first run starts from an unknown
+        state - a problem that persists is alerted once more, and nothing is reported as recovered.
       - Runs for the same file take turns - each holds an flock on C(<state_file>.lock) from reading
         the verdict to saving it, so overlapping runs announce a change once. A run waits up to
         O(notify_timeout) + 30 seconds for another, then fails without sending or writing anything.
@@ -190,10 +197,13 @@ notified:
   type: bool
   sample: false
 notify_error:
-  description: Why the webhook failed; the notification is kept in the state file and retried by the next run.
+  description:
+    - Why the webhook failed; the notification is kept in the state file and retried by the next run.
+    - A notification the webhook rejects for good (an HTTP 4xx other than 401, 403, 404, 408, 410 and 429, such as
+      400 for a text too long) is dropped instead, and said here, so it cannot hold back the later ones.
   returned: always
   type: str
-  sample: "webhook POST answered HTTP 500"
+  sample: "webhook POST failed: HTTP 500 Internal Server Error"
 """
 
 import urllib.parse
@@ -207,7 +217,14 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
     default_state_file,
     run_transitions,
 )
-from ansible_collections.mutuapix.ops.plugins.module_utils._probes import ProbeError, check_endpoint
+from ansible_collections.mutuapix.ops.plugins.module_utils._probes import ProbeError, check_endpoint, endpoint_identity
+
+
+def default_state_file_for(name: str | None, parts: urllib.parse.SplitResult, identity: str) -> str:
+    """The default state file: the label (or scheme, host, port and path) plus a hash of what is probed."""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    key = name or f"{parts.scheme}_{parts.hostname}_{port}{parts.path}"
+    return default_state_file("endpoint_check", key, identity)
 
 
 def main() -> None:
@@ -231,6 +248,8 @@ def main() -> None:
     p = module.params
     parts = urllib.parse.urlsplit(p["url"])
     name = p["name"] or f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    headers = {str(k): str(v) for k, v in p["headers"].items()}
+    state_file = p["state_file"] or default_state_file_for(p["name"], parts, endpoint_identity(p["url"], headers))
     try:
         probe = check_endpoint(
             p["url"],
@@ -240,13 +259,13 @@ def main() -> None:
             tls_min_days=p["tls_min_days"],
             validate_certs=p["validate_certs"],
             ca_path=p["ca_path"],
-            headers={str(k): str(v) for k, v in p["headers"].items()},
+            headers=headers,
         )
         outcome = run_transitions(
             probe="endpoint_check",
             target=name,
             problems=probe.problems,
-            state_file=p["state_file"] or default_state_file("endpoint_check", name.split("://", 1)[-1]),
+            state_file=state_file,
             check_mode=module.check_mode,
             not_evaluated=probe.not_evaluated,
             **alert_options(p),

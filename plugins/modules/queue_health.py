@@ -24,6 +24,10 @@ description:
     read, that is the problem C(db_unreachable) - alerted once, recovered once like any other - and
     the task fails after notifying. The queue checks, not evaluated then, keep their previous verdict
     (no recovery, see RV(not_evaluated)).
+  - When reading the tables does not finish within O(query_timeout) - another session holds a lock on them
+    (an C(ALTER TABLE), C(LOCK TABLES), a long transaction), the server is overloaded or the network stalls -
+    that is the problem C(db_timeout), alerted and failing the task the same way, with what blocked in its
+    message. The probe never waits for good, so a scheduled run cannot hang and hide an outage.
   - The task reports C(changed) when it alerted or recovered.
 extends_documentation_fragment:
   - mutuapix.ops.mysql
@@ -93,6 +97,15 @@ options:
       - More failed jobs than this within O(failed_window_s) is a problem.
     type: int
     default: 10
+  query_timeout:
+    description:
+      - Seconds each read of the queue tables may wait for a table lock (the session's C(lock_wait_timeout));
+        a statement may run a second longer (MariaDB's C(max_statement_time), MySQL's C(max_execution_time)).
+        The connection also gives up when the server sends nothing for O(query_timeout) + 5 seconds.
+      - Reaching it is the problem C(db_timeout). The probe's queries take milliseconds on a healthy server.
+      - O(connect_timeout) still bounds opening the connection.
+    type: int
+    default: 10
   state_file:
     description:
       - JSON file holding the previous verdict, written atomically with mode 0600.
@@ -142,7 +155,7 @@ EXAMPLES = r"""
 RETURN = r"""
 healthy:
   description: Whether no problem was found.
-  returned: success, and on failure when the database cannot be reached
+  returned: success, and on failure when the database cannot be reached or read in time
   type: bool
   sample: false
 queues:
@@ -178,7 +191,7 @@ failed_recent:
   sample: 0
 problems:
   description: Every problem seen now, by check (C(queue:<name>:wait), C(queue:<name>:pending),
-    C(queue:<name>:expired_reservations), C(failed_jobs), C(db_unreachable)).
+    C(queue:<name>:expired_reservations), C(failed_jobs), C(db_unreachable), C(db_timeout)).
   returned: success, and on failure when the database cannot be reached
   type: dict
   sample: {"queue:default:wait": "queue default: the oldest pending job has waited 912 s (max_wait_s 300) ..."}
@@ -219,12 +232,16 @@ notified:
   type: bool
   sample: true
 notify_error:
-  description: Why the webhook failed; the notification is kept in the state file and retried by the next run.
+  description:
+    - Why the webhook failed; the notification is kept in the state file and retried by the next run.
+    - A notification the webhook rejects for good (an HTTP 4xx other than 401, 403, 404, 408, 410 and 429, such as
+      400 for a text too long) is dropped instead, and said here, so it cannot hold back the later ones.
   returned: success, and on failure when the database cannot be reached
   type: str
   sample: "webhook POST failed: HTTP 500 Internal Server Error"
 """
 
+import contextlib
 from collections.abc import Collection
 from typing import Any, NoReturn
 
@@ -239,12 +256,16 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
 from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import MySQLError, MySQLModule, connect
 from ansible_collections.mutuapix.ops.plugins.module_utils._probes import (
     CONNECTION_LOST,
+    DB_TIMEOUT,
     DB_UNREACHABLE,
     ProbeError,
     app_timezone,
+    limit_session,
     queue_limits,
     queue_problems,
     read_queue_stats,
+    socket_timeout,
+    timeout_problem,
 )
 
 try:
@@ -272,6 +293,7 @@ def main() -> None:
             "failed_window_s": {"type": "int", "default": 3600},
             "app_timezone": {"type": "str", "default": "UTC"},
             "max_failed": {"type": "int", "default": 10},
+            "query_timeout": {"type": "int", "default": 10},
             "state_file": {"type": "path"},
             **ALERT_ARGUMENT_SPEC,
             "fail_on_unhealthy": {"type": "bool", "default": False},
@@ -281,7 +303,9 @@ def main() -> None:
     p = module.params
     state_file = p["state_file"] or default_state_file("queue_health", p["database"])
 
-    def transitions(problems: dict[str, str], not_evaluated: Collection[str] = ()) -> dict[str, Any]:
+    def transitions(
+        problems: dict[str, str], not_evaluated: Collection[str] = (), evaluated: Collection[str] = ()
+    ) -> dict[str, Any]:
         return run_transitions(
             probe="queue_health",
             target=p["database"],
@@ -289,14 +313,17 @@ def main() -> None:
             state_file=state_file,
             check_mode=module.check_mode,
             not_evaluated=not_evaluated,
+            evaluated=evaluated,
             **alert_options(p),
         )
 
-    def fail_unreachable(message: str) -> NoReturn:
-        # The outage itself is the problem: alert db_unreachable once; the queues, unseen, keep their verdict.
-        problems = {DB_UNREACHABLE: message}
+    def fail_unreadable(check: str, message: str) -> NoReturn:
+        # The outage itself is the problem: alert it once; the queues, unseen, keep their verdict.
+        # A timeout came after connecting: the database was reachable, so a db_unreachable recovers.
+        problems = {check: message}
+        evaluated = {DB_UNREACHABLE} if check == DB_TIMEOUT else set()
         try:
-            outcome = transitions(problems, not_evaluated={EVERY_OTHER_CHECK})
+            outcome = transitions(problems, not_evaluated={EVERY_OTHER_CHECK}, evaluated=evaluated)
         except StateError as exc:
             module.fail_json(msg=f"{message}; the alert could not be recorded either: {exc}")
         for warning in outcome.pop("warnings"):
@@ -305,15 +332,19 @@ def main() -> None:
         module.fail_json(msg=message, changed=changed, healthy=False, problems=problems, **outcome)
         raise AssertionError("unreachable: fail_json exits")
 
+    if p["query_timeout"] < 1:
+        module.fail_json(msg=f"query_timeout must be at least 1 second, got {p['query_timeout']}")
     try:
         app_tz = app_timezone(p["app_timezone"])
     except ProbeError as exc:
         module.fail_json(msg=str(exc))
+    limit = socket_timeout(p["query_timeout"])
     try:
-        connection = connect(module.conn_params)
+        connection = connect(module.conn_params, read_timeout=limit, write_timeout=limit)
     except MySQLError as exc:
-        fail_unreachable(str(exc))
+        fail_unreadable(DB_UNREACHABLE, str(exc))
     try:
+        limit_session(connection, p["query_timeout"])
         stats = read_queue_stats(
             connection,
             p["database"],
@@ -326,11 +357,17 @@ def main() -> None:
     except ProbeError as exc:
         module.fail_json(msg=str(exc))
     except pymysql.err.MySQLError as exc:
+        timed_out = timeout_problem(exc, p["database"], p["query_timeout"])
+        if timed_out:
+            fail_unreadable(DB_TIMEOUT, timed_out)
         if exc.args and exc.args[0] in CONNECTION_LOST:
-            fail_unreachable(f"lost the connection to MySQL while reading the queue tables of {p['database']}: {exc}")
+            fail_unreadable(
+                DB_UNREACHABLE, f"lost the connection to MySQL while reading the queue tables of {p['database']}: {exc}"
+            )
         module.fail_json(msg=f"reading the queue tables of {p['database']} failed: {exc}")
     finally:
-        connection.close()
+        with contextlib.suppress(pymysql.err.Error):
+            connection.close()  # "Already closed" when the connection was lost or timed out
     queues, problems = queue_problems(
         stats,
         queue_limits(p["queues"], list(stats["queues"])),

@@ -99,6 +99,64 @@ def https_server(certs: CertFactory) -> Iterator[Callable[..., Server]]:
         server.stop()
 
 
+def named_server_context(certs: CertFactory, name: str, not_after: dt.datetime, label: str) -> ssl.SSLContext:
+    """A server context whose certificate, from the test CA, is for the DNS name ``name`` only."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(certs.ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(days=30))
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(certs.ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = certs.directory / f"{label}.pem", certs.directory / f"{label}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+@pytest.fixture
+def sni_server(certs: CertFactory) -> Iterator[Callable[..., Server]]:
+    """Factory: an HTTPS server on 127.0.0.1 that, like a web server with virtual hosts, presents the certificate
+    of the name asked for by SNI (``sites``: name -> days left), and otherwise its default one for 127.0.0.1."""
+    started: list[Server] = []
+
+    def make(default_days: float, sites: dict[str, float]) -> Server:
+        label = f"sni{len(started)}"
+        now = dt.datetime.now(dt.UTC)
+        default = certs.server_context(now + dt.timedelta(days=default_days, hours=1), label)
+        contexts = {
+            name: named_server_context(certs, name, now + dt.timedelta(days=days, hours=1), f"{label}-{name}")
+            for name, days in sites.items()
+        }
+
+        def select(sock: ssl.SSLObject, server_name: str | None, _context: ssl.SSLContext) -> None:
+            if server_name in contexts:
+                sock.context = contexts[server_name]
+
+        default.sni_callback = select
+        server = start_server(200, default)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
 @pytest.fixture
 def http_server() -> Iterator[Server]:
     server = start_server(200)

@@ -263,3 +263,41 @@ def test_webhook_failure_keeps_the_transition_and_retries(http_server: Server, t
         assert json.loads(state.read_text())["undelivered"] == []
     finally:
         hook.stop()
+
+
+def test_a_host_header_asks_for_and_verifies_that_sites_certificate(sni_server, certs: CertFactory, tmp_path: Path):
+    """Probing by IP with a Host header: SNI and verification use the Host name, so the site's own certificate is
+    measured - not the default vhost's, and not checked against the IP address."""
+    server = sni_server(90, {"app.example.test": 5})
+    url = f"https://127.0.0.1:{server.port}/health"
+    site = probe(
+        url, tmp_path / "site.json", ca_path=str(certs.ca_path), headers={"Host": f"app.example.test:{server.port}"}
+    )
+    assert not site.failed, site
+    assert site["tls_days_left"] == 5, site  # the site's certificate, about to expire
+    assert set(site["problems"]) == {"tls_expiry"} and site["status"] == 200
+    relaxed = probe(url, tmp_path / "relaxed.json", validate_certs=False, headers={"host": "app.example.test"})
+    assert relaxed["tls_days_left"] == 5, relaxed
+    default = probe(url, tmp_path / "default.json", ca_path=str(certs.ca_path))
+    assert default["healthy"] is True and default["tls_days_left"] == 90  # no Host header: the address's certificate
+    other = probe(url, tmp_path / "other.json", ca_path=str(certs.ca_path), headers={"Host": "other.example.test"})
+    # (the name itself shows masked: headers are no_log as a whole)
+    assert f"(at 127.0.0.1:{server.port}): Hostname mismatch" in other["problems"]["tls_invalid"]
+    assert other["tls_days_left"] == 90  # what that name gets: the default certificate, read unverified
+
+
+def test_default_state_files_of_different_endpoints_differ(http_server: Server, webhook: Server):
+    """http and https of the same path, or two query strings, used to share one default state file and flap."""
+    base = f"127.0.0.1:{http_server.port}/health"
+    urls = [f"http://{base}", f"https://{base}", f"http://{base}?check=db", f"http://{base}?check=queue"]
+    files = [run_module("endpoint_check", {"url": url, "timeout": 2}, check=True)["state_file"] for url in urls]
+    assert len(set(files)) == 4, files
+    by_host = [
+        run_module("endpoint_check", {"url": urls[0], "headers": {"Host": h}, "timeout": 2}, check=True)["state_file"]
+        for h in ("app.example.test", "api.example.test")
+    ]
+    assert len(set(by_host)) == 2 and not set(by_host) & set(files)
+    assert all(f.startswith("/var/lib/mutuapix-ops/endpoint_check-http") for f in files[::2])
+    assert files[1].startswith(f"/var/lib/mutuapix-ops/endpoint_check-https_127.0.0.1_{http_server.port}_health-")
+    named = run_module("endpoint_check", {"url": urls[0], "name": "app", "timeout": 2}, check=True)["state_file"]
+    assert named.startswith("/var/lib/mutuapix-ops/endpoint_check-app-") and named.endswith(".json")

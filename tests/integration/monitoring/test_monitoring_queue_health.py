@@ -241,3 +241,64 @@ def test_select_on_the_two_tables_is_enough(mariadb: MariaDB, queues: Queues, tm
         assert enough["queues"]["default"]["pending"] == 1
     finally:
         mariadb.execute("DROP USER IF EXISTS 'qmon'@'localhost'")
+
+
+def test_a_lock_on_the_queue_tables_is_db_timeout_not_a_hang(
+    mariadb: MariaDB, queues: Queues, webhook: Server, tmp_path: Path
+):
+    """Another session holds LOCK TABLES jobs WRITE (an ALTER TABLE waiting for its lock does the same): the
+    probe used to wait for good, so db_unreachable was never alerted and a cron run under flock -n went silent."""
+    state = tmp_path / "state.json"
+    args = {**mariadb.login, "database": queues.database, "state_file": str(state), "notify_url": webhook.url}
+    queues.job(age_s=1000)
+    assert [a["check"] for a in run_module("queue_health", args)["alerts"]] == ["queue:default:wait"]
+    locker = mariadb.connect(queues.database)
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLES jobs WRITE")
+        began = time.monotonic()
+        try:
+            blocked = run_module("queue_health", args, popen_hook=started.append, timeout=60)  # default query_timeout
+        finally:
+            for proc in started:  # the old code never returns: do not leave it waiting on the lock
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        elapsed = time.monotonic() - began
+    finally:
+        locker.close()
+    assert elapsed < 30, f"the probe took {elapsed:.0f} s"
+    assert blocked.failed and blocked["problems"].keys() == {"db_timeout"}
+    assert "did not finish within query_timeout 10 s" in blocked["msg"]
+    assert "waited for a lock on the queue tables" in blocked["msg"] and "SHOW PROCESSLIST" in blocked["msg"]
+    assert [a["check"] for a in blocked["alerts"]] == ["db_timeout"] and blocked["recoveries"] == []
+    assert blocked["not_evaluated"] == ["queue:default:wait"]  # unseen: kept failing, not recovered
+    assert "FAILING db_timeout" in posts(webhook)[-1]["text"]
+
+    short = run_module("queue_health", {**args, "query_timeout": 0})
+    assert short.failed and "query_timeout must be at least 1 second" in short["msg"]
+
+    back = run_module("queue_health", args)  # lock released: the timeout recovers, the stalled queue stays
+    assert not back.failed, back
+    assert [r["check"] for r in back["recoveries"]] == ["db_timeout"] and back["alerts"] == []
+    assert set(json.loads(state.read_text())["failing"]) == {"queue:default:wait"}
+    assert len(posts(webhook)) == 3
+
+
+def test_a_timeout_after_an_outage_recovers_db_unreachable(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    """Connected but blocked: the database is reachable again, so db_unreachable recovers; db_timeout alerts."""
+    state = tmp_path / "state.json"
+    args = {**mariadb.login, "database": queues.database, "state_file": str(state), "query_timeout": 1}
+    down = run_module("queue_health", {**args, "login_unix_socket": str(tmp_path / "gone.sock")})
+    assert [a["check"] for a in down["alerts"]] == ["db_unreachable"]
+    locker = mariadb.connect(queues.database)
+    try:
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLES failed_jobs WRITE")
+        blocked = run_module("queue_health", args, timeout=60)
+    finally:
+        locker.close()
+    assert [a["check"] for a in blocked["alerts"]] == ["db_timeout"]
+    assert [r["check"] for r in blocked["recoveries"]] == ["db_unreachable"]
+    assert "within query_timeout 1 s" in blocked["msg"]

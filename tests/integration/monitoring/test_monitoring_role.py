@@ -53,7 +53,7 @@ def test_monitor_playbook_healthy_then_failing_then_recovered(
         http_server.status = 503
         failing = monitor(mariadb, queues, tmp_path, **common)
         assert failing.returncode != 0
-        assert "localhost is unhealthy:" in failing.stdout
+        assert "unhealthy (probed from localhost):" in failing.stdout
         assert "the oldest pending job has waited" in failing.stdout and "answered HTTP 503" in failing.stdout
         assert len(posts(webhook)) == 2  # one alert per probe that changed state
         assert "s3cr3t" not in failing.stdout
@@ -86,7 +86,7 @@ def test_database_down_still_runs_every_probe_and_alerts(
     }
     down = monitor(mariadb, queues, tmp_path, **gone, **broken_config)
     assert down.returncode != 0
-    assert "localhost is unhealthy:" in down.stdout and "cannot connect to MySQL" in down.stdout
+    assert "unhealthy (probed from localhost):" in down.stdout and "cannot connect to MySQL" in down.stdout
     assert "must be an absolute http:// or https:// URL" in down.stdout
     assert "answered HTTP 500" in down.stdout  # the endpoint was probed after the database error
     alerts = [a["check"] for post in posts(webhook) for a in post["mutuapix"]["alerts"]]
@@ -101,6 +101,98 @@ def test_database_down_still_runs_every_probe_and_alerts(
     assert back.returncode == 0, back.stdout[-3000:]
     recovered = [r["check"] for post in posts(webhook) for r in post["mutuapix"]["recoveries"]]
     assert sorted(recovered) == ["db_unreachable", "status"]
+
+
+def test_two_app_hosts_announce_a_change_once(
+    mariadb: MariaDB, queues: Queues, http_server: Server, webhook: Server, tmp_path: Path
+):
+    """playbooks/monitor.yml runs on every app host (production.example: web1, web2), each with its own state
+    directory, as on two machines; the database and the URL they probe are the same, so each change is one post."""
+    inventory = tmp_path / "hosts.yml"
+    hosts = {
+        name: {"ansible_connection": "local", "monitoring_state_dir": str(tmp_path / name / "state")}
+        for name in ("web1", "web2")
+    }
+    inventory.write_text(json.dumps({"all": {"children": {"app": {"hosts": hosts}}}}))
+    option_file = tmp_path / "client.cnf"
+    option_file.write_text("[client]\n")
+    variables = {
+        "ansible_python_interpreter": MODULE_PYTHON,
+        "monitoring_queue_database": queues.database,
+        "monitoring_login_unix_socket": mariadb.socket,
+        "monitoring_login_user": "root",
+        "monitoring_login_password": mariadb.ROOT_PASSWORD,
+        "monitoring_config_file": str(option_file),
+        "monitoring_endpoints": [{"url": http_server.url, "name": "app"}],
+        "monitoring_notify_url": webhook.url,
+        "monitoring_fail_on_unhealthy": False,
+    }
+    vars_file = tmp_path / "vars.json"
+    vars_file.write_text(json.dumps(variables))
+
+    def play() -> Any:
+        return run_playbook(PLAYBOOK, inventory=inventory, args=["-e", f"@{vars_file}"])
+
+    assert play().returncode == 0
+    queues.job(age_s=1200)
+    http_server.status = 503
+    failing = play()
+    assert failing.returncode == 0, failing.stdout[-3000:]
+    alerts = sorted(a["check"] for post in posts(webhook) for a in post["mutuapix"]["alerts"])
+    assert alerts == ["queue:default:wait", "status"], alerts  # not twice each
+    queues.clear()
+    http_server.status = 200
+    assert play().returncode == 0
+    recovered = sorted(r["check"] for post in posts(webhook) for r in post["mutuapix"]["recoveries"])
+    assert recovered == ["queue:default:wait", "status"]
+    assert not (tmp_path / "web2" / "state").exists()  # probed from the first host only
+
+
+def test_the_plays_module_defaults_reach_queue_health(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    """No monitoring_login_*: the connection comes from module_defaults (here TCP, not the default port)."""
+    option_file = tmp_path / "client.cnf"
+    option_file.write_text("[client]\n")
+    password = "Qmon-tcp-4-tests!"
+    mariadb.execute("DROP USER IF EXISTS 'qmon_tcp'@'127.0.0.1'")
+    mariadb.execute("CREATE USER 'qmon_tcp'@'127.0.0.1' IDENTIFIED BY %s", (password,))
+    mariadb.execute(f"GRANT SELECT ON `{queues.database}`.* TO 'qmon_tcp'@'127.0.0.1'")
+    login = {**mariadb.login_tcp, "login_user": "qmon_tcp", "login_password": password, "config_file": str(option_file)}
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "Monitor with the connection in module_defaults",
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "module_defaults": {"group/mutuapix.ops.mysql": login},
+                    "roles": [{"role": "mutuapix.ops.monitoring"}],
+                }
+            ]
+        )
+    )
+    variables = {
+        "ansible_python_interpreter": MODULE_PYTHON,
+        "monitoring_state_dir": str(tmp_path / "state"),
+        "monitoring_queue_database": queues.database,
+    }
+    vars_file = tmp_path / "vars.json"
+    vars_file.write_text(json.dumps(variables))
+    queues.job(age_s=5)
+    try:
+        result = run_playbook(playbook, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
+        assert result.returncode == 0, result.stdout[-3000:]
+        state = json.loads((tmp_path / "state" / f"queue_health-{queues.database}.json").read_text())
+        assert state["failing"] == {}  # no false db_unreachable
+        assert password not in result.stdout
+
+        # a variable that is set still wins over module_defaults, key by key
+        variables["monitoring_login_port"] = 1
+        vars_file.write_text(json.dumps(variables))
+        refused = run_playbook(playbook, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
+        assert refused.returncode != 0 and "qmon_tcp@127.0.0.1:1" in refused.stdout, refused.stdout[-3000:]
+    finally:
+        mariadb.execute("DROP USER IF EXISTS 'qmon_tcp'@'127.0.0.1'")
 
 
 def test_monitor_role_rejects_bad_input(mariadb: MariaDB, queues: Queues, tmp_path: Path):

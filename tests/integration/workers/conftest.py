@@ -31,6 +31,7 @@ WORKER = textwrap.dedent(
     parser.add_argument("--log", required=True)
     parser.add_argument("--leak-mb-per-s", type=float, default=0.0)
     parser.add_argument("--job-s", type=float, default=0.1)
+    parser.add_argument("--max-mb", type=float, default=400)
     args = parser.parse_args()
     stopping = False
 
@@ -51,7 +52,7 @@ WORKER = textwrap.dedent(
         job_end = time.monotonic() + args.job_s  # one "job": a SIGTERM lets it run to its end
         while time.monotonic() < job_end:
             time.sleep(step)
-            if args.leak_mb_per_s and len(hog) * args.leak_mb_per_s * step < 400:  # never more than ~400 MB
+            if args.leak_mb_per_s and len(hog) * args.leak_mb_per_s * step < args.max_mb:  # at most --max-mb
                 hog.append(b"x" * int(args.leak_mb_per_s * step * 1024 * 1024))
     log("graceful-stop")
     """
@@ -209,10 +210,14 @@ class Workers:
         path = self.log(name)
         return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
 
-    def args(self, name: str, leak: float = 0, job_s: float = 0.1, **kwargs: Any) -> dict[str, Any]:
+    def args(
+        self, name: str, leak: float = 0, job_s: float = 0.1, max_mb: float | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
         command = [sys.executable, str(self.script), "--log", str(self.log(name)), "--job-s", str(job_s)]
         if leak:
             command += ["--leak-mb-per-s", str(leak)]
+        if max_mb is not None:
+            command += ["--max-mb", str(max_mb)]
         base = {
             "name": name,
             "command": command,

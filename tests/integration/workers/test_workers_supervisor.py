@@ -222,6 +222,53 @@ def test_hard_memory_limit_kills_a_job_that_will_not_finish(workers: Workers, su
     assert f"still running {grace_s} s after the stop signal: killing its process group" in log
 
 
+def test_hard_memory_limit_restarts_several_leaking_workers_together(workers: Workers, supervisord: Supervisord):
+    """Three workers above the limit at once: all are stopped, waited for and killed together, so the last one is
+    back within one grace period - one after the other, the third waited three (about 30 s with a 10 s grace)."""
+    limit_mb, grace_s = 80, 10
+    result = workers.run(
+        "trio", leak=60, max_mb=130, job_s=600, numprocs=3, hard_memory_mb=limit_mb, hard_memory_grace_s=grace_s
+    )
+    assert not result.failed, result
+    first = wait_for(lambda: len(supervisord.pids("trio")) == 3 and supervisord.pids("trio"))
+    assert first, "the three workers did not start"
+
+    def all_crossed() -> float | None:
+        return time.monotonic() if all(read_rss_mb(pid) > limit_mb for pid in first.values()) else None
+
+    crossed_at = wait_for(all_crossed, timeout=30)
+    assert crossed_at, "the workers never all grew past the limit"
+    restarted_at: dict[str, float] = {}
+    deadline = time.monotonic() + 60
+    while len(restarted_at) < 3 and time.monotonic() < deadline:
+        now_pids = supervisord.pids("trio")
+        for name, pid in first.items():
+            if name not in restarted_at and now_pids.get(name) not in (None, pid):
+                restarted_at[name] = time.monotonic()
+        time.sleep(0.2)
+    assert len(restarted_at) == 3, f"only {sorted(restarted_at)} restarted within 60 s"
+    elapsed = sorted(t - crossed_at for t in restarted_at.values())
+    print("\nhard memory limit, three leaking workers: restarted " + ", ".join(f"{e:.1f} s" for e in elapsed))
+    assert elapsed[-1] - elapsed[0] < 5, f"restarted one after the other: {elapsed}"
+    assert elapsed[-1] < 5 + grace_s + 8  # tick + one grace + kill and start, with slack for a loaded machine
+    log = (supervisord.logs / "trio.log.memlimit.log").read_text()
+    assert log.count(f"still running {grace_s} s after the stop signal: killing its process group") >= 3
+
+
+def test_check_mode_predicts_the_restarts_the_real_run_makes(workers: Workers, supervisord: Supervisord):
+    """numprocs 1 -> 2 with a hard limit: only [program:qa] changes, so the listener is not restarted."""
+    assert not workers.run("qa", hard_memory_mb=300).failed
+    listener_pid = wait_for(lambda: supervisord.pids("qa_memlimit"))
+    planned = workers.run("qa", check=True, hard_memory_mb=300, numprocs=2)
+    applied = workers.run("qa", hard_memory_mb=300, numprocs=2)
+    assert applied["applied"] == {"added": [], "removed": [], "restarted": ["qa"]}, applied
+    assert planned["applied"] == applied["applied"]
+    assert supervisord.pids("qa_memlimit") == listener_pid  # the listener kept running
+    tighter = workers.run("qa", check=True, hard_memory_mb=200, numprocs=2)
+    assert tighter["applied"]["restarted"] == ["qa_memlimit"]  # only the listener's command changes
+    assert workers.run("qa", hard_memory_mb=200, numprocs=2)["applied"] == tighter["applied"]
+
+
 def test_supervisor_not_running_is_a_clear_error(workers: Workers, supervisord: Supervisord, tmp_path: Path):
     missing = workers.run("alpha", supervisor_url=f"unix://{tmp_path}/nope.sock")
     assert missing.failed

@@ -295,3 +295,106 @@ def test_state_lock_times_out_with_a_clear_error_and_check_mode_needs_no_lock(tm
     with _alerts.state_lock(path, 0):  # released when the block ended
         pass
     assert _alerts.lock_wait_s(10) > 10
+
+
+def test_a_check_evaluated_despite_every_other_check_recovers():
+    """queue_health connected, then timed out: db_unreachable was evaluated (reachable), the queues were not."""
+    state = run(None, {"db_unreachable": "refused", "queue:default:wait": "waited"}).state
+    blocked = _alerts.evaluate(
+        state,
+        {"db_timeout": "lock"},
+        now=NOW + 60,
+        realert_after_s=3600,
+        probe="p",
+        target="t",
+        not_evaluated={_alerts.EVERY_OTHER_CHECK},
+        evaluated={"db_unreachable"},
+    )
+    assert [r["check"] for r in blocked.recoveries] == ["db_unreachable"]
+    assert [a["check"] for a in blocked.alerts] == ["db_timeout"] and blocked.not_evaluated == ["queue:default:wait"]
+
+
+class _ChatWebhook:
+    """A real local webhook that answers like Discord's Slack-compatible endpoint: HTTP 400 for a text longer than
+    2000 characters, else ``status`` (200, or a failure set by the test). ``received`` are the accepted texts."""
+
+    def __init__(self) -> None:
+        outer = self
+        self.status = 200
+        self.received: list[str] = []
+        self.attempts = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                outer.attempts += 1
+                text = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"]
+                code = 400 if len(text) > 2000 else outer.status
+                if code == 200:
+                    outer.received.append(text)
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/webhooks/1/secret-token/slack"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_payload_rejected_for_good_is_dropped_and_the_later_ones_go_out():
+    """One undelivered payload the webhook always refuses (400: too long) used to block every later notification
+    until 20 newer ones pushed it out."""
+    hook = _ChatWebhook()
+    try:
+        state = run(None, {}).state
+        state["undelivered"] = [{"text": "[p] t on h: problem\n" + "x" * 3000}, {"text": "[p] t on h: problem\nolder"}]
+        evaluation = run(state, {"db": "down"}, now=NOW + 60)
+        outcome = _alerts.notify(hook.url, evaluation, probe="p", target="t", healthy=False, timeout=5)
+        assert outcome["notified"] is True
+        assert (
+            "HTTP 400" in outcome["notify_error"]
+            and "dropped the notification '[p] t on h: problem'" in (outcome["notify_error"])
+        )
+        assert "secret-token" not in outcome["notify_error"]
+        assert [t.splitlines()[-1] for t in hook.received] == ["older", "FAILING db: down"]
+        assert evaluation.state["undelivered"] == []
+
+        for transient in (429, 503, 404):  # later, or the URL itself refused: kept for the next run, in order
+            hook.status = transient
+            again = run(evaluation.state, {}, now=NOW + 120)
+            kept = _alerts.notify(hook.url, again, probe="p", target="t", healthy=True, timeout=5)
+            assert kept["notified"] is False and f"HTTP {transient}" in kept["notify_error"]
+            assert "1 notification(s) kept" in kept["notify_error"] and len(again.state["undelivered"]) == 1
+    finally:
+        hook.close()
+
+
+def test_a_long_text_is_shortened_to_what_chat_webhooks_accept():
+    problems = {
+        f"queue:q{i}:wait": f"queue q{i}: the oldest pending job has waited {i} s " + "y" * 80 for i in range(60)
+    }
+    evaluation = run(None, problems)
+    payload = _alerts.build_payload("queue_health", "app", evaluation.alerts, [], healthy=False)
+    assert len(payload["text"]) <= _alerts.MAX_TEXT_CHARS and len(payload["attachments"][0]["text"]) <= 1900
+    assert payload["text"].endswith("every message is in the payload's mutuapix object)")
+    assert len(payload["mutuapix"]["alerts"]) == 60  # nothing lost for machines
+    hook = _ChatWebhook()
+    try:
+        assert _alerts.notify(hook.url, evaluation, probe="queue_health", target="app", healthy=False)["notified"]
+    finally:
+        hook.close()
+    assert len(hook.received) == 1
+
+
+def test_default_state_file_with_an_identity_tells_targets_apart():
+    one = _alerts.default_state_file("endpoint_check", "app", "http://app/up")
+    two = _alerts.default_state_file("endpoint_check", "app", "https://app/up")
+    assert one != two and one.startswith("/var/lib/mutuapix-ops/endpoint_check-app-") and one.endswith(".json")
+    long_key = "x" * 200
+    assert _alerts.default_state_file("e", long_key, "a") != _alerts.default_state_file("e", long_key, "b")

@@ -94,3 +94,31 @@ def test_an_unreachable_endpoint_evaluates_nothing_else(scheme: str, not_evaluat
         result = _probes.check_endpoint(f"{scheme}://127.0.0.1:{port}/up", timeout=2)
     assert set(result.problems) == {"unreachable"}
     assert result.not_evaluated == not_evaluated
+
+
+def test_tls_server_name_comes_from_the_host_header():
+    assert _probes.tls_server_name("10.0.0.5", {"Host": "app.example.com:8443"}) == "app.example.com"
+    assert _probes.tls_server_name("10.0.0.5", {"host": "App.Example.com"}) == "app.example.com"
+    assert _probes.tls_server_name("10.0.0.5", {"Host": "[2001:db8::1]:443"}) == "2001:db8::1"
+    assert _probes.tls_server_name("10.0.0.5", {"Authorization": "x"}) == "10.0.0.5"
+    assert _probes.tls_server_name("10.0.0.5", None) == "10.0.0.5"
+    assert _probes.endpoint_identity("https://10.0.0.5/", {"Host": "A"}) != _probes.endpoint_identity(
+        "https://10.0.0.5/", {"Host": "B"}
+    )
+
+
+def test_timeout_problem_names_what_blocked():
+    lock = _probes.timeout_problem(Exception(1205, "Lock wait timeout exceeded"), "app", 5)
+    assert lock and "within query_timeout 5 s" in lock and "waited for a lock" in lock and "(1205:" in lock
+    statement = _probes.timeout_problem(Exception(1969, "Query execution was interrupted"), "app", 5)
+    assert statement and "max_statement_time" in statement
+    try:
+        try:
+            raise TimeoutError("timed out")
+        except TimeoutError:
+            raise Exception(2013, "Lost connection to MySQL server during query (timed out)")  # noqa: B904
+    except Exception as exc:  # noqa: BLE001
+        silent = _probes.timeout_problem(exc, "app", 5)
+    assert silent and "sent no answer for 10 s" in silent
+    assert _probes.timeout_problem(Exception(2013, "Lost connection"), "app", 5) is None  # killed: db_unreachable
+    assert _probes.timeout_problem(Exception(1146, "no such table"), "app", 5) is None

@@ -196,11 +196,29 @@ def test_environment_values_with_commas_read_back():
 
 def test_predict():
     loaded = {"w", "other"}
-    plan = _supervisor.predict(loaded, ["w", "w_memlimit"], [], file_changed=True)
+    plan = _supervisor.predict(loaded, ["w", "w_memlimit"], [], {"w", "w_memlimit"})
     assert plan.to_dict() == {"added": ["w_memlimit"], "removed": [], "restarted": ["w"]}
-    assert _supervisor.predict(loaded, ["w"], [], file_changed=False).empty
-    gone = _supervisor.predict({"w", "w_memlimit"}, [], ["w", "w_memlimit"], file_changed=True)
+    assert _supervisor.predict(loaded, ["w"], [], set()).empty
+    gone = _supervisor.predict({"w", "w_memlimit"}, [], ["w", "w_memlimit"], {"w", "w_memlimit"})
     assert gone.removed == ["w", "w_memlimit"]
+
+
+def test_changed_groups_compares_each_section():
+    """Only the program's section changes (numprocs): the listener, unchanged, is not predicted to restart."""
+    base = {"name": "w", "command": ["/usr/bin/php", "artisan", "queue:work"], "hard_memory_mb": 300}
+    base["listener_command"] = ["/usr/bin/python3", "/opt/memlimit.py", "--group", "w"]
+    one = _supervisor.render_config(WorkerSpec(**base))
+    two = _supervisor.render_config(WorkerSpec(**base, numprocs=2))
+    assert _supervisor.changed_groups(one, two) == {"w"}
+    assert _supervisor.changed_groups(one, one) == set()
+    assert _supervisor.changed_groups(one, one.replace("; Managed", ";  Managed", 1)) == set()  # only a comment
+    tighter = _supervisor.render_config(WorkerSpec(**{**base, "listener_command": [*base["listener_command"], "-x"]}))
+    assert _supervisor.changed_groups(one, tighter) == {"w_memlimit"}
+    assert _supervisor.changed_groups(None, one) == {"w", "w_memlimit"}
+    assert _supervisor.changed_groups(one, None) == {"w", "w_memlimit"}
+    loaded = {"w", "w_memlimit"}
+    plan = _supervisor.predict(loaded, ["w", "w_memlimit"], [], _supervisor.changed_groups(one, two))
+    assert plan.restarted == ["w"]
 
 
 def test_write_atomic_and_remove(tmp_path: Path):
@@ -278,6 +296,13 @@ def test_check_group_restarts_only_processes_above_the_limit(capsys: pytest.Capt
     rpc.calls.clear()
     assert _memmon.check_group(rpc, "w", limit_mb=100_000) == []
     assert rpc.calls == []
+
+
+def test_check_group_stops_every_process_before_waiting_for_any():
+    me = os.getpid()
+    rpc = RecordingRPC([{"group": "w", "name": f"w_0{i}", "statename": "RUNNING", "pid": me} for i in range(3)])
+    assert _memmon.check_group(rpc, "w", limit_mb=1) == ["w:w_00", "w:w_01", "w:w_02"]
+    assert rpc.calls == [("stop", f"w:w_0{i}") for i in range(3)] + [("start", f"w:w_0{i}") for i in range(3)]
 
 
 def test_listener_protocol_survives_an_unreachable_supervisord(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
