@@ -567,7 +567,7 @@ def _group_sections(text: str | None) -> dict[str, dict[str, str]]:
     """``[program:x]`` and ``[eventlistener:x]`` sections by group name."""
     groups = {}
     for section, values in parse_config(text or "").items():
-        kind, _, name = section.partition(":")
+        kind, _sep, name = section.partition(":")
         if kind in ("program", "eventlistener") and name:
             groups[name] = values
     return groups

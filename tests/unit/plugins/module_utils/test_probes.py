@@ -112,6 +112,7 @@ def test_timeout_problem_names_what_blocked():
     assert lock and "within query_timeout 5 s" in lock and "waited for a lock" in lock and "(1205:" in lock
     statement = _probes.timeout_problem(Exception(1969, "Query execution was interrupted"), "app", 5)
     assert statement and "max_statement_time" in statement
+    silent = None
     try:
         try:
             raise TimeoutError("timed out")
