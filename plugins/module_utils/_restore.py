@@ -122,6 +122,15 @@ def scratch_name(database: str, stamp: str) -> str:
     return derived_name("_verify_", database, f"_{stamp}")
 
 
+def kept_name(database: str, stamp: str) -> str:
+    """Default name of a scratch kept with keep_scratch: outside every pattern cleanup_leftovers drops."""
+    return derived_name("_kept_", database, f"_{stamp}")
+
+
+# Names cleanup_leftovers may drop (by name) when a run of the database they derive from finds them.
+_CLEANED_NAME = re.compile(rf"(?:_verify_|_restore_).*_{_TS}|.*_old_{_TS}")
+
+
 def shadow_name(database: str, stamp: str) -> str:
     return derived_name("_restore_", database, f"_{stamp}")
 
@@ -138,8 +147,12 @@ def lock_name(schema: str) -> str:
 # --- choosing and checking the backup file ------------------------------------------------------
 
 
-def find_backup(backup_dir: str, database: str) -> str:
-    """Newest backup of ``database`` in ``backup_dir`` whose manifest loads and names it."""
+def find_backup(backup_dir: str, database: str, warn: Callable[[str], None] | None = None) -> str:
+    """Newest backup of ``database`` in ``backup_dir`` whose manifest loads and names it.
+
+    Newer backups passed over (an unreadable manifest, or one naming another file) are reported
+    through ``warn``: the run then uses an older backup than the operator may expect.
+    """
     try:
         names = set(os.listdir(backup_dir))
     except FileNotFoundError as exc:
@@ -161,6 +174,11 @@ def find_backup(backup_dir: str, database: str) -> str:
             skipped.append(str(exc))
             continue
         if manifest.get("file") == backup.name and manifest.get("database") == database:
+            if skipped and warn is not None:
+                warn(
+                    f"using {backup.name}, not a newer backup of {database!r} in {backup_dir}: skipped "
+                    f"{'; '.join(skipped)}. Repair or remove the newer file(s), or pass src to choose one"
+                )
             return path
         skipped.append(f"{backup.name}: its manifest describes another file or database")
     hint = f" (skipped: {'; '.join(skipped)})" if skipped else ""
@@ -1598,8 +1616,13 @@ def cutover(
     q_target, q_shadow, q_old = quote_identifier(target), quote_identifier(shadow), quote_identifier(old)
     tables = [n for n, o in restorer.objects.items() if o.get("kind") == "table"]
     current = schema_objects(connection, target)
-    old_tables = [n for n, k in current.items() if k == "table" and (full or n in tables)]
+    # Whatever of the target has the name of something restored goes, whatever its kind: a table
+    # named like a restored view moves to ``old`` with the other tables.
+    old_tables = [n for n, k in current.items() if k == "table" and (full or n in restorer.objects)]
     old_views = [n for n, k in current.items() if k == "view" and (full or n in restorer.objects)]
+    # A view named like a restored table (a migration renamed the table and left a view under its old
+    # name) would make the RENAME fail (1050): it is dropped in the window, before the RENAME.
+    colliding_views = sorted(set(old_views) & set(tables))
     appeared = sorted(set(old_tables + old_views) - checked) if checked is not None else []
     if appeared:
         raise RestoreError(
@@ -1658,6 +1681,8 @@ def cutover(
                 query(connection, f"DROP TRIGGER {q_shadow}.{quote_identifier(trigger)}")
         for trigger in dropped_triggers:
             query(connection, f"DROP TRIGGER {q_target}.{quote_identifier(trigger)}")
+        for name in colliding_views:  # journaled above: a failed swap puts them back
+            query(connection, f"DROP VIEW {q_target}.{quote_identifier(name)}")
         pairs = [f"{q_target}.{quote_identifier(n)} TO {q_old}.{quote_identifier(n)}" for n in old_tables]
         pairs += [f"{q_shadow}.{quote_identifier(n)} TO {q_target}.{quote_identifier(n)}" for n in tables]
         if pairs:
@@ -1675,7 +1700,8 @@ def cutover(
             (target,),
         )
         for name in old_views:
-            query(connection, f"DROP VIEW IF EXISTS {q_target}.{quote_identifier(name)}")
+            if name not in colliding_views:  # that name is a restored table now
+                query(connection, f"DROP VIEW IF EXISTS {q_target}.{quote_identifier(name)}")
         if full:
             for rtype, rname in query(
                 connection,
@@ -1715,7 +1741,7 @@ def _undo_failed_swap(
     error: Exception,
     lock_wait_timeout: int,
 ) -> None:
-    """The swap failed before its RENAME took effect: put the target's triggers back now, then raise.
+    """The swap failed before its RENAME took effect: put back what it dropped (triggers, views), then raise.
 
     The sessions that put them back wait for locks no longer than the swap did: the transaction
     that held the swap up may still hold a table, and the server's default wait is a day.
@@ -1730,14 +1756,26 @@ def _undo_failed_swap(
     except Exception as exc:  # noqa: BLE001 - reported together with the swap's own error
         raise RestoreError(
             f"the swap into {target!r} failed before any table was moved ({error}), and putting back the triggers "
-            f"it had dropped failed too ({exc}): tables of {target!r} may lack their triggers. Run this restore (or "
+            f"and views it had dropped failed too ({exc}): {target!r} may lack some of them. Run this restore (or "
             f"a verify of the same database) again as soon as possible: it puts them back from the journal in {old!r}"
         ) from error
+    if _error_code(error) in (1205, 1213):
+        advice = (
+            f"A transaction held one of its tables longer than lock_wait_timeout ({lock_wait_timeout} s): let it "
+            "finish (maintenance mode) and run again"
+        )
+    else:
+        advice = "Fix what the server reported and run again"
     raise RestoreError(
         f"the swap into {target!r} failed before any table was moved: {error}. The triggers it had dropped are "
-        f"back, so the target is as it was. Usually a transaction held one of its tables longer than "
-        f"lock_wait_timeout ({lock_wait_timeout} s): let it finish (maintenance mode) and run again"
+        f"back, and any view it had dropped, so the target is as it was. {advice}"
     ) from error
+
+
+def _error_code(exc: Exception) -> int | None:
+    """The server's error number of a PyMySQL error (1205: lock wait timeout), else None."""
+    code = exc.args[0] if exc.args else None
+    return code if isinstance(code, int) else None
 
 
 def apply_keep_old(connection: Any, database: str, keep_old: int, warnings: list[str]) -> list[str]:
@@ -1797,12 +1835,12 @@ class Request:
     lock_wait_timeout: int = 30
 
 
-def resolve_source(request: Request) -> str:
+def resolve_source(request: Request, warn: Callable[[str], None] | None = None) -> str:
     if request.src:
         return request.src
     if not request.backup_dir or not request.database:
         raise RestoreError("give src (a backup file), or backup_dir and database (the newest backup is used)")
-    return find_backup(request.backup_dir, request.database)
+    return find_backup(request.backup_dir, request.database, warn)
 
 
 def run(
@@ -1818,7 +1856,7 @@ def run(
 
     started = time.monotonic()
     validate_names(request.database, request.target_database, request.scratch_database)
-    src = resolve_source(request)
+    src = resolve_source(request, warn)
     identities = load_identities(request.identity)
     stale = remove_stale_workdirs([os.path.dirname(os.path.abspath(src)), tempfile.gettempdir()])
     content = request.verify == "content"
@@ -1967,7 +2005,17 @@ def _run_verify(
     check_mode: bool,
 ) -> None:
     source_db = result["backup_database"]
-    scratch = request.scratch_database or scratch_name(source_db, stamp)
+    # A kept scratch loses its marker table, so only its name tells it apart: it must not look like
+    # a leftover, which the next verify or restore of the database would drop.
+    default_scratch = kept_name(source_db, stamp) if request.keep_scratch else scratch_name(source_db, stamp)
+    scratch = request.scratch_database or default_scratch
+    if request.keep_scratch and _CLEANED_NAME.fullmatch(scratch):
+        raise RestoreError(
+            f"scratch_database {scratch!r} looks like the scratch, shadow or old copy of a killed run "
+            "(_verify_<db>_<timestamp>, _restore_<db>_<timestamp>, <db>_old_<timestamp>), which a later run drops: "
+            "with keep_scratch, give another name or leave scratch_database unset (the copy is then kept as "
+            f"{kept_name(source_db, '<timestamp>')})"
+        )
     result["database"] = scratch
     if schema_exists(connection, scratch):
         raise RestoreError(

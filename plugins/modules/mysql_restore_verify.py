@@ -57,7 +57,8 @@ options:
     type: path
   backup_dir:
     description:
-      - Directory of backups; the newest backup of O(database) that has a valid manifest is used.
+      - Directory of backups; the newest backup of O(database) that has a valid manifest is used. Newer backups
+        passed over (an unreadable manifest, or one describing another file) are named in a warning.
       - Requires O(database).
     type: path
   database:
@@ -88,10 +89,16 @@ options:
   scratch_database:
     description:
       - Name of the scratch database of O(mode=verify). It must not exist.
-      - Default C(_verify_<database>_<UTC timestamp>).
+      - Default C(_verify_<database>_<UTC timestamp>), or C(_kept_<database>_<UTC timestamp>) with O(keep_scratch).
     type: str
   keep_scratch:
-    description: Keep the scratch database after verification (for inspection). It is never kept in restore mode.
+    description:
+      - Keep the scratch database after verification (for inspection); RV(database) names it. It is never kept in
+        restore mode.
+      - A kept copy is never dropped by a later run (which drops the C(_verify_*), C(_restore_*) and C(*_old_*)
+        leftovers of killed runs by name), so its default name is C(_kept_<database>_<UTC timestamp>) and a
+        O(scratch_database) of the form C(_verify_<db>_<timestamp>), C(_restore_<db>_<timestamp>) or
+        C(<db>_old_<timestamp>) is refused. Drop it by hand when done.
     type: bool
     default: false
   keep_old:
@@ -237,7 +244,9 @@ backup_database:
   type: str
   sample: mutuapix
 database:
-  description: The scratch database (verify) or the target database (restore).
+  description:
+    - The scratch database (verify) or the target database (restore).
+    - With O(keep_scratch), the kept copy (C(_kept_<database>_<timestamp>) unless O(scratch_database) was given).
   returned: always
   type: str
   sample: _verify_mutuapix_20261128T040000Z

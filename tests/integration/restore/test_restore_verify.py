@@ -1158,3 +1158,167 @@ def test_restore_playbook_replaces_only_the_confirmed_database(mariadb: MariaDB,
         for schema in schemas(mariadb):
             if schema.startswith("pb_"):
                 mariadb.execute(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
+# --- review findings: views named like restored tables, kept scratches, check-mode reports --------
+
+
+def _view_over_renamed_table(mariadb: MariaDB, name: str) -> None:
+    """What a common migration does: rename a table, leave a compatibility view under the old name."""
+    mariadb.execute(f"RENAME TABLE {name}.ledger TO {name}.ledger_v2")
+    mariadb.execute(f"CREATE VIEW {name}.ledger AS SELECT * FROM {name}.ledger_v2")
+
+
+def test_a_view_named_like_a_restored_table_is_replaced_by_it(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
+) -> None:
+    """The target's view `ledger` collided with the backup's table `ledger` at the RENAME (1050), and the
+    message blamed a lock wait: a rollback after such a migration could never succeed."""
+    name = "view_named_app"
+    try:
+        mariadb.execute(f"CREATE DATABASE {name}")
+        mariadb.execute(f"CREATE TABLE {name}.ledger (id int PRIMARY KEY)")
+        mariadb.execute(f"INSERT INTO {name}.ledger VALUES (1), (2)")
+        path = make_backup(mariadb, name, tmp_path)
+        reference = table_checksums(mariadb, name)
+        _view_over_renamed_table(mariadb, name)
+
+        result = verify(login, src=path, mode="restore", force=True, verify="rows")
+
+        assert not result.failed, result.get("msg")
+        assert table_checksums(mariadb, name) == reference  # `ledger` is the table again, no view left
+        assert sorted(result["replaced"]) == ["ledger", "ledger_v2"]
+        journal = mariadb.execute(f"SELECT phase, body FROM {result['old_database']}.__mutuapix_cutover")
+        assert any(phase == "undo:VIEW" and "ledger_v2" in body for phase, body in journal)
+    finally:
+        drop_schemas_of(mariadb, name)
+
+
+def test_a_swap_that_fails_after_dropping_a_colliding_view_puts_it_back(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
+) -> None:
+    """The view is dropped in the window before the RENAME; a RENAME that then times out brings it back."""
+    name = "view_locked_app"
+    try:
+        mariadb.execute(f"CREATE DATABASE {name}")
+        mariadb.execute(f"CREATE TABLE {name}.ledger (id int PRIMARY KEY)")
+        mariadb.execute(f"CREATE TABLE {name}.payments (id int PRIMARY KEY)")
+        path = make_backup(mariadb, name, tmp_path)
+        _view_over_renamed_table(mariadb, name)
+        before = table_checksums(mariadb, name)
+        holder = mariadb.connect()
+        try:
+            with holder.cursor() as cur:
+                cur.execute("START TRANSACTION")
+                cur.execute(f"SELECT COUNT(*) FROM {name}.payments")
+            result = verify(login, src=path, mode="restore", force=True, verify="rows", lock_wait_timeout=2)
+        finally:
+            holder.rollback()
+            holder.close()
+        assert result.failed and "failed before any table was moved" in result["msg"], result.get("msg")
+        assert "lock_wait_timeout (2 s)" in result["msg"]
+        assert table_checksums(mariadb, name) == before  # the view `ledger` is back
+        assert mariadb.execute(f"SELECT COUNT(*) FROM {name}.ledger") == [(0,)]
+    finally:
+        drop_schemas_of(mariadb, name)
+
+
+def test_a_swap_failing_for_another_reason_does_not_blame_a_lock_wait(mariadb: MariaDB) -> None:
+    """Only error 1205 (lock wait timeout) or 1213 (deadlock) is explained by lock_wait_timeout."""
+    import pymysql
+
+    from ansible_collections.mutuapix.ops.plugins.module_utils import _restore
+
+    old = "swap_msg_old_20261128T000000Z"
+    connection = mariadb.connect()
+    try:
+        for error, lock_hint in (
+            (pymysql.err.OperationalError(1050, "Table 'jobs' already exists"), False),
+            (pymysql.err.OperationalError(1205, "Lock wait timeout exceeded"), True),
+        ):
+            mariadb.execute(f"CREATE DATABASE {old}")
+            mariadb.execute(
+                f"CREATE TABLE {old}.__mutuapix_cutover (id int NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+                "phase varchar(16) NOT NULL, target varchar(64) NOT NULL, body longtext NOT NULL)"
+            )
+            mariadb.execute(f"INSERT INTO {old}.__mutuapix_cutover (phase, target, body) VALUES ('begin', 'x', '')")
+            with pytest.raises(_restore.RestoreError) as raised:
+                _restore._undo_failed_swap(connection, lambda *_a: 0, "x", old, error, 7)
+            message = str(raised.value)
+            assert "the target is as it was" in message
+            assert ("lock_wait_timeout (7 s)" in message) is lock_hint, message
+            assert old not in schemas(mariadb)  # nothing journaled but 'begin': the old schema goes
+    finally:
+        connection.close()
+        mariadb.execute(f"DROP DATABASE IF EXISTS {old}")
+
+
+def test_a_kept_scratch_survives_the_next_verify(mariadb: MariaDB, login: dict[str, Any], backup: str) -> None:
+    """keep_scratch dropped the marker table but left the `_verify_<db>_<ts>` name the next run drops by."""
+    first = verify(login, src=backup, keep_scratch=True, verify="rows")
+    kept = first.get("database")
+    try:
+        assert not first.failed, first.get("msg")
+        assert kept.startswith("_kept_rsrc_"), kept
+        time.sleep(1.1)  # another timestamp for the next scratch
+        second = verify(login, src=backup, verify="rows")
+        assert not second.failed, second.get("msg")
+        assert kept not in second["cleaned_up"] and kept in schemas(mariadb)
+        refused = verify(
+            login, src=backup, keep_scratch=True, scratch_database="_verify_rsrc_20261128T000000Z", verify="rows"
+        )
+        assert refused.failed and "which a later run drops" in refused["msg"], refused.get("msg")
+        assert "_verify_rsrc_20261128T000000Z" not in schemas(mariadb)
+    finally:
+        mariadb.execute(f"DROP DATABASE IF EXISTS `{kept}`")
+
+
+def test_backup_dir_warns_about_a_newer_backup_it_skips(
+    mariadb: MariaDB, login: dict[str, Any], backup: str, tmp_path: Path
+) -> None:
+    older = copy_backup(backup, tmp_path / "dir")
+    stamp = os.path.basename(older)[len("rsrc-") : len("rsrc-") + 16]
+    newer = older.replace(stamp, "20991231T235959Z")  # a newer copy whose manifest cannot be read
+    Path(newer).write_bytes(Path(older).read_bytes())
+    Path(newer + ".manifest.json").write_text("{not json")
+    result = run_module(MODULE, dict(login, backup_dir=str(tmp_path / "dir"), database="rsrc"), check=True)
+    assert not result.failed, result.get("msg")
+    assert result["src"] == older
+    warnings = json.dumps(result.get("warnings", []))
+    assert f"using {os.path.basename(older)}, not a newer backup" in warnings, warnings
+    assert f"skipped manifest {newer}.manifest.json is not readable" in warnings, warnings
+
+
+def test_playbooks_report_check_mode_honestly(mariadb: MariaDB, backup: str, live_db: Any, tmp_path: Path) -> None:
+    """restore.yml --check failed on a missing cutover_ms; verify.yml --check said 'N tables verified'."""
+    name, path, _reference, changed = live_db
+    inventory, cnf = _playbook_env(mariadb, tmp_path)
+    restore = run_playbook(
+        ROOT / "playbooks" / "restore.yml",
+        inventory,
+        {
+            "restore_database": name,
+            "restore_confirm": name,
+            "restore_src": path,
+            "restore_login_unix_socket": mariadb.socket,
+            "restore_config_file": str(cnf),
+        },
+        args=["--check"],
+    )
+    assert restore.returncode == 0, restore.stdout[-3000:] + restore.stderr[-2000:]
+    assert f"Check mode: {path} is intact; restoring it would replace" in restore.stdout, restore.stdout[-2000:]
+    assert table_checksums(mariadb, name) == changed
+    check = run_playbook(
+        ROOT / "playbooks" / "verify.yml",
+        inventory,
+        {
+            "verify_database": "rsrc",
+            "verify_backup_dir": os.path.dirname(backup),
+            "verify_login_unix_socket": mariadb.socket,
+            "verify_config_file": str(cnf),
+        },
+        args=["--check"],
+    )
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
+    assert "tables verified" not in check.stdout
+    assert "Check mode: " in check.stdout and "nothing was restored" in check.stdout, check.stdout[-2000:]

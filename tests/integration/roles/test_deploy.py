@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
+import signal
+import subprocess
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from tests.integration.roles.conftest import App, table_digests, write_inventory
+from tests.integration.roles.conftest import PLAYBOOKS, App, table_digests, write_inventory
 from tests.support import fake_laravel
+from tests.support.runner import ANSIBLE_PLAYBOOK, ROOT, ensure_collection_path, module_env, run_playbook
 
 GOOD = {"2026_11_28_000001_add_phone": fake_laravel.GOOD_MIGRATION}
 BROKEN = {**GOOD, "2026_11_28_000002_add_fees": fake_laravel.FAILING_MIGRATION}
@@ -453,3 +459,225 @@ def test_a_fleet_rollback_whose_restore_fails_stays_in_maintenance_and_says_wher
     assert " on web1 (docs/deploy.md)" in failed.stdout
     assert "a5" in app.schema()  # not restored
     assert app.in_maintenance and (web2 / "shared" / "storage" / "framework" / "down").exists()
+
+
+# --- review findings: interrupted deploys, views, encrypted backups, failing rescue steps -----------
+
+
+def test_a_deploy_killed_mid_migration_is_refused_again_and_rollback_restores_the_clean_backup(app: App) -> None:
+    """Killed in the middle of a migration, no rescue runs. Re-running the deploy took a new pre-deploy
+    backup of the half-migrated database and 'rolled back' to it; now it refuses, and rollback.yml
+    restores the backup the interrupted deploy took."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    slow = "ALTER TABLE transactions ADD COLUMN fee_cents int NOT NULL DEFAULT 0;\nSELECT SLEEP(30);\nCREATE TABLE never (id int);\n"
+    app.release("r2", {**GOOD, "2026_11_28_000002_add_fees": slow})
+    extra = {"rollback_release_id": "r2", "rollback_release_archive": str(app.archives / "r2.tar.gz")}
+    ensure_collection_path()
+    command = [str(ANSIBLE_PLAYBOOK), str(PLAYBOOKS / "deploy.yml"), "-i", str(app.inventory), "-e", json.dumps(extra)]
+    proc = subprocess.Popen(
+        command,
+        env=module_env(),
+        cwd=str(ROOT),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while "fee_cents" not in app.schema()["transactions"]:
+            assert time.monotonic() < deadline and proc.poll() is None, "the migration never started"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert app.in_maintenance and app.current == "r1"
+    [clean] = app.predeploy.glob("*pre-deploy-r2-*.sql.zst")
+    marker = json.loads((app.root / ".deploy-in-progress.json").read_text())
+    assert marker["release"] == "r2" and marker["previous"] == "r1" and marker["backup"] == str(clean)
+
+    again = app.deploy("r2")
+
+    assert again.returncode == 2, again.stdout[-3000:]
+    assert "A deploy of release r2 to web1 was interrupted" in again.stdout, again.stdout[-3000:]
+    assert f"the pre-deploy backup {clean} is the database as it was before" in again.stdout
+    assert "playbooks/rollback.yml -e deploy_hosts=web1" in again.stdout
+    assert list(app.predeploy.glob("*pre-deploy-r2-*.sql.zst")) == [clean]  # no backup of the half-migrated one
+    assert "fee_cents" in app.schema()["transactions"] and app.in_maintenance
+
+    check = app.rollback(args=["--check"])
+    assert check.returncode == 0 and "Check mode: the deploy of r2 was interrupted" in check.stdout, check.stdout[
+        -3000:
+    ]
+    assert "fee_cents" in app.schema()["transactions"]
+
+    recovered = app.rollback()
+
+    assert recovered.returncode == 0, recovered.stdout[-3000:]
+    assert f"Recovered from the interrupted deploy of r2: database restored from {clean}" in recovered.stdout
+    assert app.schema() == before
+    assert app.current == "r1" and not app.in_maintenance
+    assert not (app.root / ".deploy-in-progress.json").exists()
+    assert "deploy interrupted" in (app.root / "releases" / "r2" / ".release-bad.json").read_text()
+    app.release("r3", {**GOOD, **A5})
+    assert app.deploy("r3").returncode == 0  # and deploys work again
+
+
+def test_a_failed_migration_that_left_a_view_named_like_a_table_is_rolled_back(app: App) -> None:
+    """The migration renamed `jobs` and left a view `jobs`: the restore failed on it (1050) every time."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    migration = "RENAME TABLE jobs TO jobs_v2;\nCREATE VIEW jobs AS SELECT * FROM jobs_v2;\nALTER TABLE transactions_typo ADD KEY k (id);\n"
+    app.release("r2", {**GOOD, "2026_11_28_000003_jobs_v2": migration})
+
+    proc = app.deploy("r2")
+
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "Rolled back automatically" in proc.stdout, proc.stdout[-3000:]
+    assert "RESTORE FAILED" not in proc.stdout
+    assert app.schema() == before
+    assert app.current == "r1" and not app.in_maintenance
+    assert not (app.root / ".deploy-in-progress.json").exists()
+
+
+def test_an_encrypted_pre_deploy_backup_is_proven_restorable_before_migrating(app: App) -> None:
+    """Recipients without an identity, or with one that opens nothing: found out before the migration ran,
+    not by the restore after it failed (RESTORE FAILED, site left in maintenance mode)."""
+    from ansible_collections.mutuapix.ops.plugins.module_utils._age import generate_identity
+
+    identity, recipient = generate_identity()
+    wrong, _ = generate_identity()
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    app.release("r2", BROKEN)
+    mark = len(app.artisan_log())
+
+    missing = app.deploy("r2", rollback_backup_encrypt_recipients=[recipient])
+    assert missing.returncode == 2, missing.stdout[-3000:]
+    assert "rollback_backup_encrypt_recipients is set" in missing.stdout and "Nothing was changed" in missing.stdout
+    assert app.artisan_log()[mark:] == [] and not (app.root / "releases" / "r2").exists()
+
+    proc = app.deploy("r2", rollback_backup_encrypt_recipients=[recipient], rollback_restore_identity=wrong)
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "failed at step 'Check that rollback_restore_identity opens the pre-deploy backup'" in proc.stdout, (
+        proc.stdout[-3000:]
+    )
+    assert "cannot decrypt" in proc.stdout and "RESTORE FAILED" not in proc.stdout
+    assert "Database: untouched (the failure came before the migrations)" in proc.stdout
+    assert "migrate --force" not in [command for _release, command in app.artisan_log()[mark:]]
+    assert app.schema() == before and app.current == "r1" and not app.in_maintenance
+    assert not (app.root / ".deploy-in-progress.json").exists()
+
+    good = app.deploy(
+        "r2",
+        rollback_backup_encrypt_recipients=[recipient],
+        rollback_restore_identity=identity,
+        rollback_allow_bad_release=True,
+    )
+    assert good.returncode == 2 and "Rolled back automatically" in good.stdout, good.stdout[-3000:]
+    assert app.schema() == before
+
+
+class _Webhook(http.server.BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_a_rescue_step_that_fails_still_reports_marks_bad_and_notifies(app: App) -> None:
+    """`up` always fails: the rescue stopped at its own 'Turn maintenance mode off' with no report, no
+    webhook and no bad mark."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    app.release("r2", GOOD | A5)
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Webhook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Webhook.received = []
+    try:
+        proc = app.deploy(
+            "r2",
+            rollback_up_command="sh -c 'echo cannot remove storage/framework/down: Permission denied >&2; exit 1'",
+            rollback_notify_url=f"http://127.0.0.1:{server.server_port}/hook",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    expected = "ROLLBACK INCOMPLETE: its step 'Turn maintenance mode off on the previous release' failed: cannot remove"
+    assert expected in proc.stdout, proc.stdout[-3000:]
+    assert "Maintenance mode: ON, the site is down" in proc.stdout and "Current: release r1" in proc.stdout
+    assert "Database: restored from" in proc.stdout
+    assert [expected in hook["text"] for hook in _Webhook.received] == [True]
+    assert (app.root / "releases" / "r2" / ".release-bad.json").exists()
+    assert app.schema() == before and app.current == "r1" and app.in_maintenance
+    assert not (app.root / ".deploy-in-progress.json").exists()  # the database is back: a deploy may run
+
+
+def test_rollback_says_the_site_is_live_when_maintenance_could_not_be_turned_on(app: App) -> None:
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", GOOD | A5)
+    assert app.deploy("r2").returncode == 0
+
+    proc = app.rollback(
+        rollback_restore_database=True, rollback_down_command="sh -c 'echo storage not writable >&2; exit 1'"
+    )
+
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "failed at 'Turn maintenance mode on for the restore': storage not writable." in proc.stdout, proc.stdout[
+        -3000:
+    ]
+    assert (
+        "Maintenance mode could not be turned on, so nothing was restored: the site is live on release r2"
+        in proc.stdout
+    )
+    assert "still in maintenance mode" not in proc.stdout
+    assert app.current == "r2" and not app.in_maintenance and "a5" in app.schema()
+
+
+def test_the_play_module_defaults_reach_the_roles_modules(app: App) -> None:
+    """The role passed unset login options as `omit`, which drops them from the play's module_defaults too:
+    with the connection only in `module_defaults: group/mutuapix.ops.mysql`, backup and restore failed."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    app.release("r2", BROKEN)
+    write_inventory(
+        app.inventory,
+        {
+            "app": {
+                "web1": {
+                    "rollback_deploy_root": str(app.root),
+                    "rollback_database": app.database,
+                    "rollback_backup_dir": str(app.predeploy),
+                    "rollback_build_commands": [],
+                }
+            }
+        },
+    )
+    playbook = app.base / "deploy_with_module_defaults.yml"
+    playbook.write_text(
+        "- hosts: app\n  gather_facts: false\n  serial: 1\n"
+        f"  module_defaults:\n    group/mutuapix.ops.mysql:\n      config_file: {app.cnf}\n"
+        "  roles:\n    - role: mutuapix.ops.rollback\n"
+    )
+    extra = {"rollback_release_id": "r2", "rollback_release_archive": str(app.archives / "r2.tar.gz")}
+
+    proc = run_playbook(playbook, app.inventory, extra)
+
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "failed at step 'Run the migrations'" in proc.stdout, proc.stdout[-3000:]
+    assert "Rolled back automatically" in proc.stdout, proc.stdout[-3000:]
+    assert app.schema() == before

@@ -378,6 +378,11 @@ def test_find_backup_picks_the_newest_valid_one(tmp_path: Path) -> None:
     assert _restore.find_backup(str(tmp_path), "app") == new
     Path(new + ".manifest.json").write_text("{}")
     assert _restore.find_backup(str(tmp_path), "app") == old
+    warnings: list[str] = []
+    assert _restore.find_backup(str(tmp_path), "app", warnings.append) == old
+    [warning] = warnings  # the newer one passed over is named, not skipped silently
+    assert warning.startswith(f"using {os.path.basename(old)}, not a newer backup of 'app'")
+    assert os.path.basename(new) in warning
     with pytest.raises(_restore.RestoreError, match="no backup of database 'nope'"):
         _restore.find_backup(str(tmp_path), "nope")
     with pytest.raises(_restore.RestoreError, match="does not exist"):
