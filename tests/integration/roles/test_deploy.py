@@ -548,7 +548,7 @@ def test_an_encrypted_pre_deploy_backup_is_proven_restorable_before_migrating(ap
     from ansible_collections.mutuapix.ops.plugins.module_utils._age import generate_identity
 
     identity, recipient = generate_identity()
-    wrong, _ = generate_identity()
+    wrong, _wrong_recipient = generate_identity()
     app.release("r1", GOOD)
     assert app.deploy("r1").returncode == 0
     before = app.schema()
