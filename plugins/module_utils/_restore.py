@@ -2005,17 +2005,36 @@ def _run_verify(
     check_mode: bool,
 ) -> None:
     source_db = result["backup_database"]
-    # A kept scratch loses its marker table, so only its name tells it apart: it must not look like
-    # a leftover, which the next verify or restore of the database would drop.
-    default_scratch = kept_name(source_db, stamp) if request.keep_scratch else scratch_name(source_db, stamp)
-    scratch = request.scratch_database or default_scratch
-    if request.keep_scratch and _CLEANED_NAME.fullmatch(scratch):
+    chosen = request.scratch_database
+    if request.keep_scratch and chosen and _CLEANED_NAME.fullmatch(chosen):
         raise RestoreError(
-            f"scratch_database {scratch!r} looks like the scratch, shadow or old copy of a killed run "
+            f"scratch_database {chosen!r} looks like the scratch, shadow or old copy of a killed run "
             "(_verify_<db>_<timestamp>, _restore_<db>_<timestamp>, <db>_old_<timestamp>), which a later run drops: "
             "with keep_scratch, give another name or leave scratch_database unset (the copy is then kept as "
             f"{kept_name(source_db, '<timestamp>')})"
         )
+    if not check_mode:
+        # First, so that a run killed earlier in this very second, whose scratch has the name this run
+        # would take, does not make it fail with "already exists".
+        result["cleaned_up"] += cleanup_leftovers(
+            connection,
+            _client_for_cleanup(conn_params, client_program, request.write_binlog),
+            source_db,
+            result.setdefault("warnings_", []),
+        )
+
+    def default_scratch(at: str) -> str:
+        # A kept scratch loses its marker table, so only its name tells it apart: it must not look like
+        # a leftover, which the next verify or restore of the database would drop.
+        return kept_name(source_db, at) if request.keep_scratch else scratch_name(source_db, at)
+
+    scratch = request.scratch_database or default_scratch(stamp)
+    for _attempt in range(3):
+        if request.scratch_database or not schema_exists(connection, scratch):
+            break
+        # a run in progress started in the same second: the next second's name is free
+        time.sleep(1.01 - time.time() % 1.0)
+        scratch = default_scratch(utc_stamp())
     result["database"] = scratch
     if schema_exists(connection, scratch):
         raise RestoreError(
@@ -2024,12 +2043,6 @@ def _run_verify(
         )
     if check_mode:
         return
-    result["cleaned_up"] += cleanup_leftovers(
-        connection,
-        _client_for_cleanup(conn_params, client_program, request.write_binlog),
-        source_db,
-        result.setdefault("warnings_", []),
-    )
     restorer = _restorer(request, conn_params, client_program, dump_program, backup, with_events=True)
     with schema_guard(connection, scratch), restorer:
         create_work_schema(connection, scratch, source_db, "verify")

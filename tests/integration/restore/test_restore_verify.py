@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -238,6 +239,34 @@ def test_the_decrypted_stream_of_a_killed_run_is_removed_by_the_next(
     for schema in schemas(mariadb):
         if schema.startswith("_verify_rsrc_"):
             mariadb.execute(f"DROP DATABASE `{schema}`")
+
+
+def test_a_scratch_left_by_a_run_killed_in_the_same_second_does_not_block_the_next(
+    mariadb: MariaDB, login: dict[str, Any], source_db: str, tmp_path: Path
+) -> None:
+    """Scratch names carry the second: a run killed just before left the very name the next one takes.
+
+    It used to fail with "already exists" (the check came before the cleanup of killed runs' leftovers).
+    """
+    from ansible_collections.mutuapix.ops.plugins.module_utils import _restore
+
+    path = make_backup(mariadb, source_db, tmp_path)
+    start = time.time()
+    leftovers = [
+        _restore.scratch_name(source_db, _restore.utc_stamp(dt.datetime.fromtimestamp(start + s, dt.timezone.utc)))
+        for s in range(0, 8)
+    ]
+    connection = mariadb.connect()
+    try:
+        for name in leftovers:  # as killed runs leave them: a marker table, no lock held
+            _restore.create_work_schema(connection, name, source_db, "verify")
+    finally:
+        connection.close()
+    result = verify(login, src=path, verify="rows")
+    assert time.time() - start < 8, "the run must start within the seconds the leftovers cover"
+    assert not result.failed, result.get("msg")
+    assert result["verified"] and set(leftovers) <= set(result["cleaned_up"]), result["cleaned_up"]
+    assert not [s for s in schemas(mariadb) if s.startswith(f"_verify_{source_db}_")]
 
 
 # --- the file is checked before anything is touched -----------------------------------------------
