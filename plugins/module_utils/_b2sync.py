@@ -419,13 +419,22 @@ def resolve_backup(name: str, owner: str | None) -> BackupName | None:
     return parse_backup_name(name, stem)
 
 
-def _local_manifest_owner(path: str) -> str:
-    try:
-        with open(path, "rb") as handle:
-            manifest = json.loads(handle.read())
-    except (OSError, ValueError):
-        return NOT_A_MANIFEST
+def owner_named_by(manifest: Any) -> str:
+    """The database a (parsed) manifest names: "" when it names none, NOT_A_MANIFEST when it is no JSON object."""
     return str(manifest.get("database") or "") if isinstance(manifest, dict) else NOT_A_MANIFEST
+
+
+def read_local_manifests(local: list[LocalFile]) -> dict[str, Any]:
+    """Each local manifest parsed once per push (retention's owners, the damage check): name -> JSON, or
+    the OSError/ValueError that reading it raised."""
+    found: dict[str, Any] = {}
+    for item in local:
+        if is_manifest(item.name):
+            try:
+                found[item.name] = json.loads(_read_bytes(item.path))
+            except (OSError, ValueError) as exc:
+                found[item.name] = exc
+    return found
 
 
 def manifest_owners(
@@ -435,6 +444,7 @@ def manifest_owners(
     cache: HashCache,
     local: list[LocalFile] | None = None,
     denied: list[str] | None = None,
+    local_manifests: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """The database named by the manifest of each complete backup whose name is ambiguous.
 
@@ -442,7 +452,7 @@ def manifest_owners(
     a remote one costs a small GetObject the first time, read in parallel and remembered in the
     cache. Names without a ``-`` in their stem (``app-<ts>``) are never ambiguous: not read.
     """
-    local_manifests = {f.name: f.path for f in local or [] if is_manifest(f.name)}
+    local_manifests = local_manifests if local_manifests is not None else read_local_manifests(local or [])
     owners: dict[str, str] = {}
     to_read: list[tuple[str, RemoteObject]] = []
     without_manifest: dict[str, str] = {}  # data file name -> stem
@@ -452,7 +462,7 @@ def manifest_owners(
             continue
         manifest_name = name + MANIFEST_SUFFIX
         if manifest_name in local_manifests:
-            owners[name] = _local_manifest_owner(local_manifests[manifest_name])
+            owners[name] = owner_named_by(local_manifests[manifest_name])
         elif manifest_name in remote:
             to_read.append((name, remote[manifest_name]))
         else:
@@ -485,10 +495,11 @@ def plan_push(
 ) -> PushPlan:
     plan = PushPlan()
     doomed: set[str] = set()
+    local_manifests = read_local_manifests(local)
     if config.retention_enabled:
         # Retention runs after this run's uploads: a backup is complete when its manifest is
         # remote or about to be uploaded.
-        owners = manifest_owners(client, config, remote, cache, local)
+        owners = manifest_owners(client, config, remote, cache, local, local_manifests=local_manifests)
         doomed = retention_split(set(remote) | {f.name for f in local}, config.retention, now, owners)
         plan.delete = sorted(n for n in doomed if n in remote)
     candidates = []
@@ -504,7 +515,7 @@ def plan_push(
         else:
             candidates.append(item)
     hash_local_files(candidates, cache, workers=2)
-    plan.damaged = damaged_backups(candidates)
+    plan.damaged = damaged_backups(candidates, local_manifests)
     if plan.damaged:
         # Neither the file nor its manifest goes up (a remote manifest means a good backup), and
         # no retention: the damaged backup must not count as the newest and push out a good one.
@@ -532,23 +543,27 @@ def plan_push(
     return plan
 
 
-def damaged_backups(candidates: list[LocalFile]) -> dict[str, str]:
+def damaged_backups(candidates: list[LocalFile], local_manifests: dict[str, Any]) -> dict[str, str]:
     """Local data files (hashed) that do not match the manifest beside them, with the reason.
 
     A backup damaged on disk after it was written (a bad sector, a truncated copy, an edit)
     would otherwise go up as a complete backup, its manifest with it.
     """
-    manifests = {item.name: item for item in candidates if is_manifest(item.name)}
+    pushed = {item.name for item in candidates}
     damaged: dict[str, str] = {}
     for item in candidates:
-        manifest_file = manifests.get(item.name + MANIFEST_SUFFIX)
-        if manifest_file is None or is_manifest(item.name):
+        manifest_name = item.name + MANIFEST_SUFFIX
+        if is_manifest(item.name) or manifest_name not in pushed:
             continue
-        try:
-            manifest = json.loads(_read_bytes(manifest_file.path))
-            size, sha256 = int(manifest["size"]), str(manifest["sha256"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            damaged[item.name] = f"its manifest cannot be read as one (needs size and sha256): {exc}"
+        manifest = local_manifests.get(manifest_name)
+        error: Exception | None = manifest if isinstance(manifest, Exception) else None
+        if error is None:
+            try:
+                size, sha256 = int(manifest["size"]), str(manifest["sha256"])
+            except (ValueError, KeyError, TypeError) as exc:
+                error = exc
+        if error is not None:
+            damaged[item.name] = f"its manifest cannot be read as one (needs size and sha256): {error}"
             continue
         if size != item.size:
             damaged[item.name] = f"{item.size} bytes, its manifest says {size}"
@@ -1170,7 +1185,7 @@ def manifest_owner(
         manifest = json.loads(raw)
     except ValueError:
         manifest = None
-    owner = str(manifest.get("database") or "") if isinstance(manifest, dict) else NOT_A_MANIFEST
+    owner = owner_named_by(manifest)
     cache.set_manifest_owner(obj.key, obj.etag, obj.size, obj.modified_s, owner)
     return owner
 

@@ -179,11 +179,6 @@ def check_group(rpc: Any, group: str, limit_mb: float, grace_s: float = DEFAULT_
     return restart_processes(rpc, over, grace_s) if over else []
 
 
-def restart_process(rpc: Any, name: str, pid: int, grace_s: float) -> bool:
-    """Restart one process (see :func:`restart_processes`); True when it was started again."""
-    return name in restart_processes(rpc, {name: pid}, grace_s)
-
-
 def restart_processes(rpc: Any, processes: dict[str, int], grace_s: float) -> list[str]:
     """Graceful stop (supervisor's stopsignal), SIGKILL to the process group after ``grace_s``, start.
 

@@ -123,6 +123,9 @@ class MariaDB:
             *([f"--ssl-ca={self.tls[0]}", f"--ssl-cert={self.tls[1]}", f"--ssl-key={self.tls[2]}"] if self.tls else []),
         ]
 
+    # mariadb-install-db options beyond the datadir and root's login: no test database by default
+    INSTALL_OPTIONS: tuple[str, ...] = ("--skip-test-db",)
+
     def initialize(self) -> None:
         if (self.datadir / "mysql").is_dir():
             return
@@ -134,7 +137,7 @@ class MariaDB:
                 f"--datadir={self.datadir}",
                 "--user=root",
                 "--auth-root-authentication-method=normal",
-                "--skip-test-db",
+                *self.INSTALL_OPTIONS,
             ],
             check=True,
             capture_output=True,
@@ -203,15 +206,11 @@ class MariaDB:
                 with conn.cursor() as cur:
                     # mariadb-install-db makes root@localhost, @127.0.0.1, @::1 and @<host name>, all
                     # without a password: the loopback ones get the harness's (so login_tcp works and
-                    # none is open); the host name one, which skip-name-resolve never loads (ALTER USER
-                    # fails with 1396), is removed from the grant table.
+                    # none is open). The host-name one is never loaded under skip-name-resolve (ALTER
+                    # USER fails with 1396): no one can log in as it.
                     cur.execute("CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'")
                     for host in ("localhost", "127.0.0.1", "::1"):
                         cur.execute("ALTER USER IF EXISTS 'root'@%s IDENTIFIED BY %s", (host, self.ROOT_PASSWORD))
-                    cur.execute(
-                        "DELETE FROM mysql.global_priv WHERE User = 'root' AND Host NOT IN ('localhost', '127.0.0.1', '::1')"
-                    )
-                    cur.execute("FLUSH PRIVILEGES")
                     cur.execute("GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION")
             conn.close()
             return self

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,30 +91,14 @@ def test_options_limit_what_is_removed(mariadb: MariaDB) -> None:
 class StockMariaDB(MariaDB):
     """A server as a stock ``mariadb-install-db`` leaves it: test database, PUBLIC grants, anonymous accounts."""
 
-    def initialize(self) -> None:
-        if (self.datadir / "mysql").is_dir():
-            return
-        self.datadir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                "mariadb-install-db",
-                "--no-defaults",
-                f"--datadir={self.datadir}",
-                "--user=root",
-                "--auth-root-authentication-method=normal",
-            ],
-            check=True,
-            capture_output=True,
-        )
+    INSTALL_OPTIONS = ()
 
 
 @pytest.fixture
 def stock(tmp_path: Path) -> Iterator[MariaDB]:
     server = StockMariaDB(tmp_path / "stock")
     try:
-        server.start()
-        # The stock root@127.0.0.1 has no password; give it the harness's to log in over TCP.
-        server.execute("ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY %s", (server.ROOT_PASSWORD,))
+        server.start()  # its loopback root accounts get the harness's password, as every test server's
         yield server
     finally:
         server.stop()
