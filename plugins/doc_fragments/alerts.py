@@ -1,6 +1,6 @@
 # Copyright: (c) 2026, MutuaPix ops team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Notification options shared by the probe modules of mutuapix.ops (endpoint_check, queue_health)."""
+"""Notification and state options shared by the probe modules of mutuapix.ops (endpoint_check, queue_health)."""
 
 from __future__ import annotations
 
@@ -25,4 +25,10 @@ options:
       - Seconds to wait for the webhook.
     type: int
     default: 10
+  state_dir:
+    description:
+      - Directory of the default O(state_file), created with mode 0700 when missing. Defaults to
+        C(/var/lib/mutuapix-ops).
+      - Mutually exclusive with O(state_file).
+    type: path
 """

@@ -72,6 +72,8 @@ ALERT_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "notify_url": {"type": "str", "no_log": True},
     "notify_timeout": {"type": "int", "default": 10},
 }
+# Where the default state file goes (each module names the file; see default_state_file).
+STATE_DIR_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {"state_dir": {"type": "path"}}
 
 
 def alert_options(params: dict[str, Any]) -> dict[str, Any]:
@@ -390,16 +392,17 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def default_state_file(probe: str, key: str, identity: str | None = None) -> str:
-    """``/var/lib/mutuapix-ops/<probe>-<key>.json`` with the key reduced to safe characters.
+def default_state_file(probe: str, key: str, identity: str | None = None, directory: str | None = None) -> str:
+    """``<directory>/<probe>-<key>.json`` with the key reduced to safe characters.
 
-    ``identity``: what really tells two targets apart (an endpoint's full URL). A short hash
-    of it is appended, so targets whose safe, shortened keys coincide never share a file.
+    ``identity``: what really tells two targets apart (an endpoint's full URL, a database's
+    server and name). A short hash of it is appended, so targets whose safe, shortened keys
+    coincide never share a file. ``directory`` defaults to ``DEFAULT_STATE_DIR``.
     """
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:80] or "default"
     if identity is not None:
         safe = safe[:60] + "-" + hashlib.sha256(identity.encode("utf-8")).hexdigest()[:12]
-    return os.path.join(DEFAULT_STATE_DIR, f"{probe}-{safe}.json")
+    return os.path.join(directory or DEFAULT_STATE_DIR, f"{probe}-{safe}.json")
 
 
 def run_transitions(

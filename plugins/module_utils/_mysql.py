@@ -400,6 +400,10 @@ class ConnectionParams:
             return "required"
         return "preferred"
 
+    def server_identity(self) -> str:
+        """Which server the connection reaches (its socket, or host and port), to tell targets apart."""
+        return f"socket:{self.socket}" if self.socket else f"tcp:{self.host.lower()}:{self.port}"
+
     def describe(self) -> str:
         """Where we connect, for error messages (never the password)."""
         where = f"socket {self.socket}" if self.socket else f"{self.host}:{self.port}"

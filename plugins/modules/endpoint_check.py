@@ -78,7 +78,7 @@ options:
   state_file:
     description:
       - JSON file holding the previous verdict, written atomically with mode 0600.
-      - Defaults to C(/var/lib/mutuapix-ops/endpoint_check-<key>-<hash>.json), where C(<key>) is O(name) or the
+      - Defaults to C(<state_dir>/endpoint_check-<key>-<hash>.json), where C(<key>) is O(name) or the
         URL's scheme, host, port and path, and C(<hash>) a short hash of the whole O(url) and the C(Host) header, so
         two endpoints never share a file (C(http://) and C(https://), or URLs differing in their query string).
       - Earlier builds named it C(endpoint_check-<name>.json). After an upgrade the first run starts from an unknown
@@ -190,7 +190,7 @@ state_file:
   description: The state file used.
   returned: always
   type: str
-  sample: /var/lib/mutuapix-ops/endpoint_check-app.json
+  sample: /var/lib/mutuapix-ops/endpoint_check-app-9a4e0c5b1d2f.json
 notified:
   description: Whether a webhook notification was delivered by this run.
   returned: always
@@ -212,6 +212,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
     ALERT_ARGUMENT_SPEC,
+    STATE_DIR_ARGUMENT_SPEC,
     StateError,
     alert_options,
     default_state_file,
@@ -220,11 +221,13 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
 from ansible_collections.mutuapix.ops.plugins.module_utils._probes import ProbeError, check_endpoint, endpoint_identity
 
 
-def default_state_file_for(name: str | None, parts: urllib.parse.SplitResult, identity: str) -> str:
+def default_state_file_for(
+    name: str | None, parts: urllib.parse.SplitResult, identity: str, directory: str | None = None
+) -> str:
     """The default state file: the label (or scheme, host, port and path) plus a hash of what is probed."""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     key = name or f"{parts.scheme}_{parts.hostname}_{port}{parts.path}"
-    return default_state_file("endpoint_check", key, identity)
+    return default_state_file("endpoint_check", key, identity, directory)
 
 
 def main() -> None:
@@ -240,16 +243,20 @@ def main() -> None:
             "ca_path": {"type": "path"},
             "headers": {"type": "dict", "default": {}, "no_log": True},
             "state_file": {"type": "path"},
+            **STATE_DIR_ARGUMENT_SPEC,
             **ALERT_ARGUMENT_SPEC,
             "fail_on_unhealthy": {"type": "bool", "default": False},
         },
+        mutually_exclusive=[("state_file", "state_dir")],
         supports_check_mode=True,
     )
     p = module.params
     parts = urllib.parse.urlsplit(p["url"])
     name = p["name"] or f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
     headers = {str(k): str(v) for k, v in p["headers"].items()}
-    state_file = p["state_file"] or default_state_file_for(p["name"], parts, endpoint_identity(p["url"], headers))
+    state_file = p["state_file"] or default_state_file_for(
+        p["name"], parts, endpoint_identity(p["url"], headers), p["state_dir"]
+    )
     try:
         probe = check_endpoint(
             p["url"],

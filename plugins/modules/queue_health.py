@@ -109,7 +109,13 @@ options:
   state_file:
     description:
       - JSON file holding the previous verdict, written atomically with mode 0600.
-      - Defaults to C(/var/lib/mutuapix-ops/queue_health-<database>.json).
+      - Defaults to C(<state_dir>/queue_health-<database>-<hash>.json), the hash covering the server
+        (its socket, or host and port), the database, the two table names and the names in O(queues) -
+        two databases of the same name on different servers, or two probes of one database watching
+        different queues, never share a file (a shared file announced one target's problem as the
+        other's recovery).
+      - Earlier builds named it C(queue_health-<database>.json). After an upgrade the first run starts from an
+        unknown state - a problem that persists is alerted once more, and nothing is reported as recovered.
       - Runs for the same file take turns - each holds an flock on C(<state_file>.lock) from reading
         the verdict to saving it, so overlapping runs announce a change once. A run waits up to
         O(notify_timeout) + 30 seconds for another, then fails without sending or writing anything.
@@ -225,7 +231,7 @@ state_file:
   description: The state file used.
   returned: success, and on failure when the database cannot be reached
   type: str
-  sample: /var/lib/mutuapix-ops/queue_health-app.json
+  sample: /var/lib/mutuapix-ops/queue_health-app-3f1c2a9d8e7b.json
 notified:
   description: Whether a webhook notification was delivered by this run.
   returned: success, and on failure when the database cannot be reached
@@ -242,12 +248,14 @@ notify_error:
 """
 
 import contextlib
+import json
 from collections.abc import Collection
 from typing import Any, NoReturn
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
     ALERT_ARGUMENT_SPEC,
     EVERY_OTHER_CHECK,
+    STATE_DIR_ARGUMENT_SPEC,
     StateError,
     alert_options,
     default_state_file,
@@ -274,6 +282,21 @@ except ImportError:  # pragma: no cover - MySQLModule reports the missing librar
     pymysql = None
 
 
+def probe_identity(server: str, params: dict[str, Any]) -> str:
+    """What the default state file's hash covers: the server, the database, the tables, the queues watched."""
+    queues = sorted(q["name"] for q in params["queues"]) if params["queues"] else None
+    return json.dumps(
+        {
+            "server": server,
+            "database": params["database"],
+            "jobs_table": params["jobs_table"],
+            "failed_jobs_table": params["failed_jobs_table"],
+            "queues": queues,
+        },
+        sort_keys=True,
+    )
+
+
 def main() -> None:
     module = MySQLModule(
         argument_spec={
@@ -295,13 +318,17 @@ def main() -> None:
             "max_failed": {"type": "int", "default": 10},
             "query_timeout": {"type": "int", "default": 10},
             "state_file": {"type": "path"},
+            **STATE_DIR_ARGUMENT_SPEC,
             **ALERT_ARGUMENT_SPEC,
             "fail_on_unhealthy": {"type": "bool", "default": False},
         },
+        mutually_exclusive=[("state_file", "state_dir")],
         supports_check_mode=True,
     )
     p = module.params
-    state_file = p["state_file"] or default_state_file("queue_health", p["database"])
+    state_file = p["state_file"] or default_state_file(
+        "queue_health", p["database"], probe_identity(module.conn_params.server_identity(), p), p["state_dir"]
+    )
 
     def transitions(
         problems: dict[str, str], not_evaluated: Collection[str] = (), evaluated: Collection[str] = ()

@@ -301,3 +301,9 @@ def test_default_state_files_of_different_endpoints_differ(http_server: Server, 
     assert files[1].startswith(f"/var/lib/mutuapix-ops/endpoint_check-https_127.0.0.1_{http_server.port}_health-")
     named = run_module("endpoint_check", {"url": urls[0], "name": "app", "timeout": 2}, check=True)["state_file"]
     assert named.startswith("/var/lib/mutuapix-ops/endpoint_check-app-") and named.endswith(".json")
+    elsewhere = {"url": urls[0], "name": "app", "timeout": 2, "state_dir": "/srv/state"}
+    assert run_module("endpoint_check", elsewhere, check=True)["state_file"] == named.replace(
+        "/var/lib/mutuapix-ops", "/srv/state"
+    )
+    both = run_module("endpoint_check", {**elsewhere, "state_file": "/tmp/x.json"}, check=True)
+    assert both.failed and "mutually exclusive" in both["msg"]

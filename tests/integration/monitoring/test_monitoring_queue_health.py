@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.monitoring.conftest import Queues, Server, posts
-from tests.support.mariadb import MariaDB
+from tests.integration.monitoring.conftest import FAILED_DDL, JOBS_DDL, Queues, Server, posts
+from tests.support.mariadb import MariaDB, temporary_server
 from tests.support.runner import ModuleResult, run_module
 
 
@@ -302,3 +302,39 @@ def test_a_timeout_after_an_outage_recovers_db_unreachable(mariadb: MariaDB, que
     assert [a["check"] for a in blocked["alerts"]] == ["db_timeout"]
     assert [r["check"] for r in blocked["recoveries"]] == ["db_unreachable"]
     assert "within query_timeout 1 s" in blocked["msg"]
+
+
+def test_same_database_name_on_two_servers_never_shares_the_default_state(
+    mariadb: MariaDB, queues: Queues, webhook: Server, tmp_path: Path
+):
+    """Staging and production both call their database 'app': one monitor host probing both used one
+    default state file, so the healthy one announced the other's stalled queue as RECOVERED."""
+    state_dir = tmp_path / "state"
+    queues.job(age_s=1000)  # production: stalled
+    production = {**mariadb.login, "database": queues.database, "state_dir": str(state_dir), "notify_url": webhook.url}
+    with temporary_server("mutuapix-staging-") as other:
+        other.execute(f"CREATE DATABASE `{queues.database}`")
+        other.execute(JOBS_DDL, database=queues.database)
+        other.execute(FAILED_DDL, database=queues.database)
+        staging = {**other.login, "database": queues.database, "state_dir": str(state_dir), "notify_url": webhook.url}
+        first = run_module("queue_health", production)
+        assert [a["check"] for a in first["alerts"]] == ["queue:default:wait"], first
+        healthy = run_module("queue_health", staging)
+        assert not healthy.failed and healthy["healthy"] is True, healthy
+        assert healthy["recoveries"] == [] and healthy["alerts"] == []
+        assert healthy["state_file"] != first["state_file"]
+        again = run_module("queue_health", production)
+        assert again["alerts"] == [] and again["recoveries"] == []  # failing -> failing: silent
+    assert "RECOVERED" not in json.dumps(posts(webhook)) and len(posts(webhook)) == 1
+    assert sorted(p.name for p in state_dir.glob("*.json")) == sorted(
+        Path(r["state_file"]).name for r in (first, healthy)
+    )
+    assert Path(first["state_file"]).name.startswith(f"queue_health-{queues.database}-")
+    # the same server by another route (TCP instead of its socket) or other queues: other files too
+    over_tcp = {k: v for k, v in production.items() if k != "login_unix_socket"}
+    by_tcp = run_module("queue_health", {**over_tcp, **mariadb.login_tcp}, check=True)
+    assert not by_tcp.failed, by_tcp
+    watching = run_module("queue_health", {**production, "queues": [{"name": "mail"}]}, check=True)
+    assert len({first["state_file"], by_tcp["state_file"], watching["state_file"]}) == 3
+    both = run_module("queue_health", {**production, "state_file": str(tmp_path / "x.json")}, check=True)
+    assert both.failed and "mutually exclusive" in both["msg"]

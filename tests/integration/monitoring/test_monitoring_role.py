@@ -44,7 +44,8 @@ def test_monitor_playbook_healthy_then_failing_then_recovered(
         assert healthy.returncode == 0, healthy.stdout[-3000:]
         files = sorted(p.name for p in (tmp_path / "state").iterdir())
         state_files = [name for name in files if name.endswith(".json")]
-        assert state_files[0].startswith("endpoint_check-") and f"queue_health-{queues.database}.json" in state_files
+        assert [name.split("-")[0] for name in state_files] == ["endpoint_check"] * 2 + ["queue_health"]
+        assert state_files[2].startswith(f"queue_health-{queues.database}-")  # named by the module (server hash)
         assert len(state_files) == 3
         assert sorted(files) == sorted(state_files + [name + ".lock" for name in state_files])  # one lock each
         assert posts(webhook) == []
@@ -71,20 +72,25 @@ def test_database_down_still_runs_every_probe_and_alerts(
     mariadb: MariaDB, queues: Queues, http_server: Server, webhook: Server, tmp_path: Path
 ):
     """The worst outage, database and site down, was the silent one: queue_health's failure ended the play."""
+    # The server is reached through a link to its socket, removed for the outage: the same target
+    # (the state file is named after the socket path) that stops answering.
+    link = tmp_path / "db.sock"
+    link.symlink_to(mariadb.socket)
     common = {
         "monitoring_endpoints": [{"url": http_server.url, "name": "app"}],
         "monitoring_notify_url": webhook.url,
         "monitoring_fail_on_unhealthy": False,  # probe errors fail the play anyway
+        "monitoring_login_unix_socket": str(link),
     }
     assert monitor(mariadb, queues, tmp_path, **common).returncode == 0
     http_server.status = 500
-    gone = {"monitoring_login_unix_socket": str(tmp_path / "gone.sock")}
+    link.unlink()
     # plus an endpoint that cannot even be probed: its error must not hide the others either
     broken_config = {
         **common,
         "monitoring_endpoints": [{"url": "ftp://example.invalid/"}, *common["monitoring_endpoints"]],
     }
-    down = monitor(mariadb, queues, tmp_path, **gone, **broken_config)
+    down = monitor(mariadb, queues, tmp_path, **broken_config)
     assert down.returncode != 0
     assert "unhealthy (probed from localhost):" in down.stdout and "cannot connect to MySQL" in down.stdout
     assert "must be an absolute http:// or https:// URL" in down.stdout
@@ -93,10 +99,11 @@ def test_database_down_still_runs_every_probe_and_alerts(
     assert sorted(alerts) == ["db_unreachable", "status"]
     assert mariadb.ROOT_PASSWORD not in down.stdout
 
-    again = monitor(mariadb, queues, tmp_path, **gone, **common)
+    again = monitor(mariadb, queues, tmp_path, **common)
     assert again.returncode != 0 and len(posts(webhook)) == 2  # still down: no repeated alert
 
     http_server.status = 200
+    link.symlink_to(mariadb.socket)
     back = monitor(mariadb, queues, tmp_path, **common)
     assert back.returncode == 0, back.stdout[-3000:]
     recovered = [r["check"] for post in posts(webhook) for r in post["mutuapix"]["recoveries"]]
@@ -182,7 +189,8 @@ def test_the_plays_module_defaults_reach_queue_health(mariadb: MariaDB, queues: 
     try:
         result = run_playbook(playbook, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
         assert result.returncode == 0, result.stdout[-3000:]
-        state = json.loads((tmp_path / "state" / f"queue_health-{queues.database}.json").read_text())
+        (state_path,) = (tmp_path / "state").glob(f"queue_health-{queues.database}-*.json")
+        state = json.loads(state_path.read_text())
         assert state["failing"] == {}  # no false db_unreachable
         assert password not in result.stdout
 

@@ -398,3 +398,11 @@ def test_default_state_file_with_an_identity_tells_targets_apart():
     assert one != two and one.startswith("/var/lib/mutuapix-ops/endpoint_check-app-") and one.endswith(".json")
     long_key = "x" * 200
     assert _alerts.default_state_file("e", long_key, "a") != _alerts.default_state_file("e", long_key, "b")
+
+
+def test_default_state_file_in_another_directory():
+    path = _alerts.default_state_file("queue_health", "app", "tcp:db1:3306", "/srv/state")
+    assert path.startswith("/srv/state/queue_health-app-") and path.endswith(".json")
+    assert _alerts.default_state_file("queue_health", "app", "tcp:db1:3306") == path.replace(
+        "/srv/state", _alerts.DEFAULT_STATE_DIR
+    )

@@ -1016,3 +1016,13 @@ def test_binlog_position_before_the_dump_is_marked_approximate():
     no_privilege = _Connection(answers, fail=("SHOW MASTER STATUS",))
     assert _backup.binlog_position(no_privilege, MARIADB_SERVER) == {"gtid": "0-1-7", "exact": False}
     assert _backup.binlog_position(_Connection(), MYSQL_SERVER) == {}
+
+
+def test_server_identity_is_the_route_the_connection_takes(tmp_path):
+    tcp = ConnectionParams({"config_file": None, "login_host": "DB1.example", "login_port": 3307})
+    assert tcp.server_identity() == "tcp:db1.example:3307"
+    sock = ConnectionParams({"config_file": None, "login_host": "db1", "login_unix_socket": "/run/m.sock"})
+    assert sock.server_identity() == "socket:/run/m.sock"  # PyMySQL takes the socket when one is given
+    cnf = tmp_path / "my.cnf"
+    cnf.write_text("[client]\nhost=db9\nport=3310\n")
+    assert ConnectionParams({"config_file": str(cnf)}).server_identity() == "tcp:db9:3310"

@@ -74,3 +74,18 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
 def test_queue_entries_need_a_name():
     result = run_module("queue_health", {"database": "app", "queues": [{"max_wait_s": 5}]})
     assert result.failed and "name" in result["msg"]
+
+
+def test_probe_identity_covers_server_database_tables_and_queues():
+    params = {"database": "app", "jobs_table": "jobs", "failed_jobs_table": "failed_jobs", "queues": None}
+    base = queue_health.probe_identity("tcp:db1:3306", params)
+    assert queue_health.probe_identity("tcp:db1:3306", dict(params)) == base
+    assert queue_health.probe_identity("tcp:db2:3306", params) != base
+    assert queue_health.probe_identity("socket:/run/mysqld/mysqld.sock", params) != base
+    assert queue_health.probe_identity("tcp:db1:3306", {**params, "database": "app2"}) != base
+    assert queue_health.probe_identity("tcp:db1:3306", {**params, "jobs_table": "jobs2"}) != base
+    mail = {**params, "queues": [{"name": "mail", "max_wait_s": 60}, {"name": "default", "max_wait_s": 300}]}
+    reordered = {**params, "queues": [{"name": "default", "max_wait_s": 10}, {"name": "mail", "max_wait_s": 5}]}
+    # the queues watched count, their order and thresholds do not (a threshold change keeps the state)
+    assert queue_health.probe_identity("tcp:db1:3306", mail) == queue_health.probe_identity("tcp:db1:3306", reordered)
+    assert queue_health.probe_identity("tcp:db1:3306", mail) != base
