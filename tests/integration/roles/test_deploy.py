@@ -464,18 +464,23 @@ def test_a_fleet_rollback_whose_restore_fails_stays_in_maintenance_and_says_wher
 # --- review findings: interrupted deploys, views, encrypted backups, failing rescue steps -----------
 
 
-def test_a_deploy_killed_mid_migration_is_refused_again_and_rollback_restores_the_clean_backup(app: App) -> None:
-    """Killed in the middle of a migration, no rescue runs. Re-running the deploy took a new pre-deploy
-    backup of the half-migrated database and 'rolled back' to it; now it refuses, and rollback.yml
-    restores the backup the interrupted deploy took."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
-    before = app.schema()
-    slow = "ALTER TABLE transactions ADD COLUMN fee_cents int NOT NULL DEFAULT 0;\nSELECT SLEEP(30);\nCREATE TABLE never (id int);\n"
-    app.release("r2", {**GOOD, "2026_11_28_000002_add_fees": slow})
-    extra = {"rollback_release_id": "r2", "rollback_release_archive": str(app.archives / "r2.tar.gz")}
+def kill_deploy_when(app: App, release_id: str, reached: Callable[[], bool], **extra: Any) -> None:
+    """Runs deploy.yml of ``release_id`` and kills it (the whole process group, as a lost SSH session or a
+    cancelled AWX job would end it: no rescue runs) once ``reached()`` says so."""
+    extra_vars = {
+        "rollback_release_id": release_id,
+        "rollback_release_archive": str(app.archives / f"{release_id}.tar.gz"),
+        **extra,
+    }
     ensure_collection_path()
-    command = [str(ANSIBLE_PLAYBOOK), str(PLAYBOOKS / "deploy.yml"), "-i", str(app.inventory), "-e", json.dumps(extra)]
+    command = [
+        str(ANSIBLE_PLAYBOOK),
+        str(PLAYBOOKS / "deploy.yml"),
+        "-i",
+        str(app.inventory),
+        "-e",
+        json.dumps(extra_vars),
+    ]
     proc = subprocess.Popen(
         command,
         env=module_env(),
@@ -486,12 +491,24 @@ def test_a_deploy_killed_mid_migration_is_refused_again_and_rollback_restores_th
     )
     try:
         deadline = time.monotonic() + 120
-        while "fee_cents" not in app.schema()["transactions"]:
-            assert time.monotonic() < deadline and proc.poll() is None, "the migration never started"
+        while not reached():
+            assert time.monotonic() < deadline and proc.poll() is None, "the deploy never got there"
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_a_deploy_killed_mid_migration_is_refused_again_and_rollback_restores_the_clean_backup(app: App) -> None:
+    """Killed in the middle of a migration, no rescue runs. Re-running the deploy took a new pre-deploy
+    backup of the half-migrated database and 'rolled back' to it; now it refuses, and rollback.yml
+    restores the backup the interrupted deploy took."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    slow = "ALTER TABLE transactions ADD COLUMN fee_cents int NOT NULL DEFAULT 0;\nSELECT SLEEP(30);\nCREATE TABLE never (id int);\n"
+    app.release("r2", {**GOOD, "2026_11_28_000002_add_fees": slow})
+    kill_deploy_when(app, "r2", lambda: "fee_cents" in app.schema()["transactions"])
     assert app.in_maintenance and app.current == "r1"
     [clean] = app.predeploy.glob("*pre-deploy-r2-*.sql.zst")
     marker = json.loads((app.root / ".deploy-in-progress.json").read_text())
@@ -522,6 +539,64 @@ def test_a_deploy_killed_mid_migration_is_refused_again_and_rollback_restores_th
     assert "deploy interrupted" in (app.root / "releases" / "r2" / ".release-bad.json").read_text()
     app.release("r3", {**GOOD, **A5})
     assert app.deploy("r3").returncode == 0  # and deploys work again
+
+
+def test_a_deploy_killed_after_maintenance_went_off_is_finished_never_restored(app: App) -> None:
+    """Killed between 'Turn maintenance mode off' and the removal of the mark: the deploy had succeeded and the
+    site took writes. The mark sent the operator to rollback.yml, which restored the pre-deploy backup and rolled
+    those writes away; now the mark says finished, the deploy refuses without advising a restore, and
+    rollback.yml turns maintenance mode off and removes the mark, leaving the database alone."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", {**GOOD, **A5})
+    lifted = app.base / "up-ran"
+    up = f"sh -c 'php artisan up && touch {lifted} && sleep 60'"
+    kill_deploy_when(app, "r2", lifted.exists, rollback_up_command=up)
+    assert app.current == "r2" and not app.in_maintenance and "a5" in app.schema()
+    app.server.execute("INSERT INTO a5 VALUES (1)", database=app.database)  # a live write
+
+    again = app.deploy("r2")
+
+    assert again.returncode == 2, again.stdout[-3000:]
+    assert "it had succeeded" in again.stdout and "must NOT be" in again.stdout, again.stdout[-3000:]
+    assert "restores the database" not in again.stdout
+    marker = json.loads((app.root / ".deploy-in-progress.json").read_text())
+    assert marker.get("finished") is True and marker["release"] == "r2" and marker["backup"], marker
+    check = app.rollback(args=["--check"])
+    assert check.returncode == 0 and "it had succeeded, so it would turn maintenance mode off" in check.stdout
+
+    finished = app.rollback()
+
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    assert "the database was left as it is (live writes kept" in finished.stdout, finished.stdout[-3000:]
+    assert app.server.execute("SELECT id FROM a5", database=app.database) == [(1,)]  # the write survived
+    assert app.current == "r2" and not app.in_maintenance
+    assert not (app.root / ".deploy-in-progress.json").exists()
+    assert not (app.root / "releases" / "r2" / ".release-bad.json").exists()
+    app.release("r3", {**GOOD, **A5, "2026_11_28_000006_b": "CREATE TABLE b6 (id int PRIMARY KEY);\n"})
+    assert app.deploy("r3").returncode == 0  # and deploys work again
+
+
+def test_an_up_that_fails_leaves_a_mark_that_restores_when_the_rescue_is_cut_short(app: App) -> None:
+    """The rescue of a failed 'Turn maintenance mode off' rolls back: it turns the finished mark back into a
+    deploy in progress first, so a rescue killed before its restore still gets the pre-deploy backup restored."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    app.release("r2", {**GOOD, **A5})
+    rescued = app.base / "rescue-started"
+    # `up` lifts maintenance and fails; the rescue's `down` (maintenance on again) then hangs: killed there
+    down = f"sh -c 'if [ -e {app.root}/current/.up-failed ]; then touch {rescued}; sleep 60; fi; php artisan down --retry=60'"
+    mark_up = f"sh -c 'touch {app.root}/current/.up-failed; php artisan up; exit 1'"
+    kill_deploy_when(app, "r2", rescued.exists, rollback_up_command=mark_up, rollback_down_command=down)
+    marker = json.loads((app.root / ".deploy-in-progress.json").read_text())
+    assert marker["finished"] is False and marker["phase"] == "rollback of the failed deploy", marker
+
+    recovered = app.rollback()
+
+    assert recovered.returncode == 0, recovered.stdout[-3000:]
+    assert "Recovered from the interrupted deploy of r2: database restored from" in recovered.stdout
+    assert app.schema() == before and app.current == "r1" and not app.in_maintenance
 
 
 def test_a_failed_migration_that_left_a_view_named_like_a_table_is_rolled_back(app: App) -> None:
