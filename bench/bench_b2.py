@@ -75,6 +75,11 @@ class Moto:
         self.stop()
         raise RuntimeError(f"moto_server did not start: see {self.log_path}")
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, all threads) the server has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def mark(self) -> int:
         self._log.flush()
         return self.log_path.stat().st_size
@@ -237,15 +242,26 @@ def run_rclone(url: str, bucket: str, src: Path, checksum: bool = False) -> None
 
 
 def timed(moto: Moto, bucket: str, func: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Wall time, CPU time of the tool's processes (user + system), and requests the server saw."""
+    """Wall time, CPU time of the tool's processes and of the server (user + system), requests the server saw.
+
+    The server's CPU tells whether a run measured the tool or the endpoint: moto is one Python process,
+    and when its CPU seconds come close to the wall time, the server was the bottleneck.
+    """
     offset = moto.mark()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = moto.cpu_s()
     start = time.monotonic()
     func(*args, **kwargs)
     seconds = time.monotonic() - start
+    server = moto.cpu_s() - server_before
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"seconds": round(seconds, 3), "cpu_s": round(cpu, 2), "requests": moto.requests_since(offset, bucket)}
+    return {
+        "seconds": round(seconds, 3),
+        "cpu_s": round(cpu, 2),
+        "server_cpu_s": round(server, 2),
+        "requests": moto.requests_since(offset, bucket),
+    }
 
 
 def fresh_bucket(s3: Any, name: str) -> str:
@@ -271,6 +287,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "seconds": statistics.median(seconds),
         "all_seconds": [r["seconds"] for r in runs],
         "cpu_s": statistics.median(r["cpu_s"] for r in runs),
+        "server_cpu_s": statistics.median(r["server_cpu_s"] for r in runs),
         "requests": runs[0]["requests"],
     }
 
@@ -347,7 +364,8 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "load_average_before": os.getloadavg(),
         "rounds": opts.rounds,
-        "note": "seconds are medians of the rounds (order rotated each round); requests from the first round",
+        "note": "seconds are medians of the rounds (order rotated each round); requests from the first round; "
+        "cpu_s: the tool's processes, server_cpu_s: moto_server's, both medians",
     }
     try:
         s3 = admin(moto.url)
@@ -383,10 +401,13 @@ def print_report(results: dict[str, Any]) -> None:
     for scenario in ("first_upload", "noop_resync_backups", "noop_resync_tiny"):
         data = results[scenario]
         print(f"\n{scenario}: {data['files']} files, {data['bytes'] / 1e6:.1f} MB")
-        print(f"  {'tool':46} {'median s':>8} {'MB/s':>7} {'CPU s':>6} {'requests':>9}  runs / by operation")
+        print(
+            f"  {'tool':46} {'median s':>8} {'MB/s':>7} {'CPU s':>6} {'server':>6} {'requests':>9}  runs / by operation"
+        )
         for tool, run in data["tools"].items():
             ops = {k: v for k, v in run["requests"].items() if k != "total"}
             line = f"  {tool:46} {run['seconds']:8.2f} {run.get('mb_s', ''):>7} {run['cpu_s']:6.2f}"
+            line += f" {run['server_cpu_s']:6.2f}"
             line += f" {run['requests']['total']:9d}"
             print(f"{line}  {run['all_seconds']} {ops}")
     print("\nratios (> 1 means b2_sync is faster):")
