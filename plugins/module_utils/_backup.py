@@ -21,8 +21,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _dumpfile, _retention
@@ -288,6 +289,22 @@ def backup_lock(dest: str, database: str, timeout: float) -> Iterator[str]:
         yield path
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def name_when_locked(plan: Plan, label: str | None, compression: str, encrypted: bool) -> Plan:
+    """The plan named for now, the moment its run holds the lock, after every backup already written.
+
+    A run that waited for the lock dumps when it gets it. Named for when it started, it took the
+    name of a run started in the same second (and failed on it after its whole dump), or an
+    older name than the backup the other run wrote meanwhile (so its own retention deleted the
+    backup it had just taken). A name taken in this second already waits for the next one.
+    """
+    while True:
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        name = _retention.backup_file_name(plan.database, now, label, compression, encrypted)
+        if not os.path.lexists(os.path.join(plan.dest, name)):
+            return replace(plan, file_name=name, created_at=now)
+        time.sleep(1.01 - time.time() % 1)
 
 
 def _process_alive(pid: int) -> bool:

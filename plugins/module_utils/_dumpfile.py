@@ -69,10 +69,10 @@ DUMP_OPTIONS = [
 ]
 # Dump options extra_dump_args may not set, by their full long name, and when: "off" (turned
 # off: --skip-X, --disable-X, --X=0), "on" (turned on) or "any" (given at all). They would break
-# the framing, the row counts, the digests or the consistency guarantee (--replace and
-# --insert-ignore write statements the parser does not count rows in; --compatible=ansi quotes
-# names with " so no table marker matches), the credential handling, or delete data
-# (--delete-master-logs purges the binary logs a point-in-time recovery replays).
+# the framing, the row counts, the digests or the consistency guarantee (--replace,
+# --insert-ignore and --delayed-insert write statements the parser does not count rows in;
+# --compatible=ansi quotes names with " so no table marker matches), the credential handling,
+# or delete data (--delete-master-logs purges the binary logs a point-in-time recovery replays).
 FORBIDDEN_DUMP_OPTIONS = {
     "single-transaction": "off",
     "comments": "off",
@@ -87,6 +87,7 @@ FORBIDDEN_DUMP_OPTIONS = {
     "dump-date": "on",
     "replace": "on",
     "insert-ignore": "on",
+    "delayed-insert": "on",
     "delete-master-logs": "on",
     "delete-source-logs": "on",
     "tab": "any",
@@ -921,7 +922,11 @@ def load_manifest(path: str) -> dict[str, Any]:
         raise DumpFileError(f"manifest {path} is not readable JSON: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise DumpFileError(f"{path} is not a mutuapix.ops backup manifest")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+    try:
+        version = int(manifest.get("format_version", 0))
+    except (TypeError, ValueError) as exc:
+        raise DumpFileError(f"{path} has format_version {manifest.get('format_version')!r}, not a number") from exc
+    if version > FORMAT_VERSION:
         raise DumpFileError(
             f"{path} has format_version {manifest.get('format_version')}; this collection reads up to {FORMAT_VERSION}"
         )

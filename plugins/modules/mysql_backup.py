@@ -46,7 +46,8 @@ attributes:
     support: none
 options:
   database:
-    description: Database to back up.
+    description:
+      - Database to back up. A name containing C(/) is refused, as the file is named after the database.
     type: str
     required: true
   dest:
@@ -66,7 +67,7 @@ options:
     default: zstd
   compression_level:
     description:
-      - Compression level, as zstd and gzip define their levels.
+      - Compression level, as zstd and gzip define their levels (gzip 0 to 9).
       - When unset, gzip uses level 6 and zstd a tuned level 1 (the fast strategy of level 1 with a 128 KiB
         window and 4096-entry hash and chain tables, which stay in the CPU's cache). On dumps it measured
         12% less CPU than zstd's level 1 for a file 2% larger, 12% smaller than gzip -6's
@@ -365,6 +366,11 @@ def _validate(module):
         module.fail_json(msg=f"dest must be an absolute path, got {params['dest']!r}")
     try:
         validate_identifier(params["database"], "database")
+        if "/" in params["database"]:
+            raise ValueError(
+                f"database {params['database']!r} contains a '/': the backup's file name starts with the "
+                "database name, which would put it in another directory than dest"
+            )
         for table in params["exclude_tables"] + params["exclude_table_data"]:
             validate_identifier(table, "excluded table")
         if params["label"]:
@@ -388,6 +394,11 @@ def _validate(module):
                 parse_recipient(recipient)
             except AgeError as exc:
                 module.fail_json(msg=to_native(exc))
+    level = params["compression_level"]
+    if params["compression"] == "gzip" and level is not None and not 0 <= level <= 9:
+        module.fail_json(
+            msg=f"compression_level={level} is no gzip level: gzip's levels are 0 to 9 (9 is the smallest)"
+        )
     if params["compression"] == "zstd" and not _dumpfile.HAS_ZSTANDARD:
         module.fail_json(msg="compression=zstd needs the zstandard Python library: pip install zstandard")
     retention_error = _retention.retention_params_error(params)
@@ -490,9 +501,11 @@ def main():
     except OSError as exc:
         module.fail_json(msg=_backup.describe_os_error(exc, f"directory {dest}"))
 
-    tmp_path = os.path.join(dest, f".{file_name}.partial-{os.getpid()}")
     try:
         with _backup.backup_lock(dest, database, params["lock_timeout"]):
+            plan = _backup.name_when_locked(plan, params["label"], params["compression"], bool(recipients))
+            result.update(path=plan.path, manifest_path=plan.path + _retention.MANIFEST_SUFFIX)
+            tmp_path = os.path.join(dest, f".{plan.file_name}.partial-{os.getpid()}")
             _backup.remove_stale_partials(dest, database)
             try:
                 dumped = _backup.run_dump(

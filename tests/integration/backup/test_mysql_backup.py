@@ -366,6 +366,10 @@ def test_check_mode_names_exactly_what_retention_will_delete(mariadb, backup_db,
         # a prefix the dump program expands: the snapshot would be off and the backup inconsistent
         ({"extra_dump_args": ["--skip-single"]}, "reads it as --single-transaction turned off"),
         ({"min_size": "1G"}, "below min_size"),
+        # INSERT DELAYED INTO statements (on MyISAM/Aria tables): rows the manifest would not count
+        ({"extra_dump_args": ["--delayed-insert"]}, "reads it as --delayed-insert"),
+        # zlib refused it once the file was open: a traceback and no JSON
+        ({"compression": "gzip", "compression_level": 19}, "no gzip level"),
     ],
 )
 def test_bad_input_fails_clearly_and_writes_nothing(mariadb, backup_db, tmp_path, override, expected):
@@ -380,6 +384,15 @@ def test_bad_input_fails_clearly_and_writes_nothing(mariadb, backup_db, tmp_path
     assert "Traceback" not in result["msg"]
     leftovers = [p.name for p in dest.iterdir() if not p.name.endswith(".lock")] if dest.exists() else []
     assert leftovers == []
+
+
+def test_a_database_name_with_a_slash_is_refused_before_anything_is_written(mariadb, tmp_path):
+    """The file is named after the database: '/' in it made a path outside dest (or a lock in no directory)."""
+    dest = tmp_path / "dest"
+    with scratch_db(mariadb, "shop/eu") as db:
+        result = backup(mariadb, db, dest)
+    assert result.failed and "contains a '/'" in result["msg"], result.get("msg")
+    assert not dest.exists() and [p.name for p in tmp_path.iterdir()] == []
 
 
 def test_unreachable_tcp_port(backup_db, tmp_path, mariadb):
@@ -507,6 +520,66 @@ def test_two_runs_never_overlap(mariadb, backup_db, tmp_path):
     assert waited >= 2
     assert not list(tmp_path.glob("*.sql.zst"))
     assert backup(mariadb, backup_db, tmp_path).rc == 0  # lock released
+
+
+def test_two_runs_started_in_the_same_second_both_write_their_backup(mariadb, tmp_path):
+    """The second waits for the lock, then writes a backup of its own instead of failing on the first's name."""
+    with scratch_db(mariadb, "bk_twice") as db:
+        results: list = [None, None]
+
+        def run(i):
+            results[i] = backup(mariadb, db, tmp_path)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert all(r.rc == 0 for r in results), [r.get("msg") for r in results]
+    paths = {r["path"] for r in results}
+    assert len(paths) == 2 and all(Path(p).exists() and Path(p + _retention.MANIFEST_SUFFIX).exists() for p in paths)
+
+
+def test_a_run_that_waited_for_the_lock_is_newer_than_the_backup_written_meanwhile(mariadb, tmp_path):
+    """Named for its start, the waiting run was older than the other run's backup: keep_last=1 deleted its own."""
+    tmp_path.chmod(0o700)
+    lock = tmp_path / ".bk_waited.backup.lock"
+    with scratch_db(mariadb, "bk_waited") as db:
+        procs = []
+        with _backup.backup_lock(str(tmp_path), db, 0):
+            result: list = []
+            waiting = threading.Thread(
+                target=lambda: result.append(
+                    run_module(
+                        "mysql_backup",
+                        dict(mariadb.login, database=db, dest=str(tmp_path), keep_last=1),
+                        popen_hook=procs.append,
+                    )
+                )
+            )
+            waiting.start()
+            deadline = time.monotonic() + 60
+            # the run has chosen its name (before the fix) and opened the lock file: it waits
+            while not (procs and _opened(procs[0].pid, lock)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.1)
+            # meanwhile the run holding the lock wrote its backup, named for now
+            now = datetime.datetime.now(datetime.timezone.utc)
+            other = tmp_path / _retention.backup_file_name(db, now)
+            other.write_bytes(b"the other run's backup")
+            (tmp_path / (other.name + _retention.MANIFEST_SUFFIX)).write_text(json.dumps({"database": db}))
+        waiting.join()
+    done = result[0]
+    assert done.rc == 0, done.get("msg")
+    assert Path(done["path"]).exists(), done["retention_deleted"]
+    assert done["retention_deleted"] == [other.name]
+    assert _retention.parse_backup_name(Path(done["path"]).name, db).timestamp > now.replace(microsecond=0)
+
+
+def _opened(pid: int, path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
+    return False
 
 
 def test_password_never_in_argv_environ_results_or_files(mariadb, backup_db, tmp_path):

@@ -106,6 +106,9 @@ def test_granted_privileges_db_and_global_levels():
         "--compact=1",
         "--enable-compact",
         "--compatible=ansi",
+        # INSERT DELAYED INTO: rows the parser does not count (MyISAM and Aria tables)
+        "--delayed-insert",
+        "--delayed",
         "--default-character-set=latin1",
         "--lock-all",
         "--all-databases",
@@ -576,6 +579,22 @@ def test_backup_lock_times_out(tmp_path):
         pass
     with _backup.backup_lock(str(tmp_path), "app", 0):  # released
         pass
+
+
+def test_a_run_is_named_when_it_holds_the_lock_and_after_every_backup_there(tmp_path):
+    """A run that waited for the lock was named for its start: the other run's name, or an older one."""
+    started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=5)
+    server = ServerInfo("10.11.19-MariaDB")
+    plan = _backup.Plan("app", str(tmp_path), _retention.backup_file_name("app", started), started, server, 0, None)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    written = _retention.backup_file_name("app", now, "nightly", "gzip")  # by the run that held the lock
+    _touch(tmp_path, written)
+    named = _backup.name_when_locked(plan, "nightly", "gzip", False)
+    parsed = _retention.parse_backup_name(named.file_name, "app")
+    assert parsed is not None and parsed.label == "nightly" and parsed.compression == "gzip"
+    assert named.created_at == parsed.timestamp > now
+    assert named.path == str(tmp_path / named.file_name)
+    assert (named.database, named.server) == ("app", server)
 
 
 def test_default_option_file_is_optional(tmp_path, monkeypatch):

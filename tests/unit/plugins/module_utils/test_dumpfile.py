@@ -400,6 +400,10 @@ def test_manifest_loader_rejects_foreign_json(tmp_path):
         _dumpfile.load_manifest(str(path))
     with pytest.raises(_dumpfile.DumpFileError, match="does not exist"):
         _dumpfile.load_manifest(str(tmp_path / "absent.json"))
+    for version in (None, "two", [1]):  # a hand-edited manifest: a clear error, never a traceback
+        path.write_text(json.dumps({"format": _dumpfile.FORMAT_NAME, "format_version": version}))
+        with pytest.raises(_dumpfile.DumpFileError, match="not a number"):
+            _dumpfile.load_manifest(str(path))
 
 
 def test_write_json_atomic_mode(tmp_path):

@@ -62,6 +62,8 @@ def test_invalid_input_refused_without_a_server(tmp_path):
         ({"dest": str(tmp_path), "keep_last": -1}, "keep_last must be 0 or more"),
         ({"dest": str(tmp_path), "chunk_size": "lots"}, "chunk_size"),
         ({"dest": str(tmp_path), "mode": "rw"}, "octal"),
+        # zlib refused it only once the file was open: a traceback instead of a message
+        ({"dest": str(tmp_path), "compression": "gzip", "compression_level": 19}, "no gzip level"),
         ({"dest": str(tmp_path), "database": "a\nb"}, "line break"),
     ]
     for extra, message in cases:
