@@ -304,8 +304,15 @@ def check_backup(
     except BaseException as exc:
         if checked is not None:
             checked.close()
-        if isinstance(exc, RestoreError):
+        # A manifest edited by hand or by another tool: a key or value missing or of another type.
+        malformed = isinstance(exc, (KeyError, TypeError, AttributeError, ValueError))
+        if isinstance(exc, RestoreError) or malformed:
             _raise_on_sha_mismatch(path, manifest, sha)
+        if malformed:
+            raise RestoreError(
+                f"manifest {manifest_path} is malformed ({type(exc).__name__}: {exc}): it is not what mysql_backup "
+                "wrote; use the manifest written with this file, or an older backup"
+            ) from exc
         raise
     return checked
 
@@ -994,9 +1001,11 @@ def _finish_interrupted_cutover(
         return True
     target = journal[0][1]
     if "renamed" not in phases:
-        # The RENAME never happened: the target still has its tables; put back what we dropped.
+        # The RENAME never happened: the target still has its tables; put back what we dropped. Only
+        # triggers and views are dropped before it (routines and events after), and a journaled
+        # routine may not even be readable SQL (journals of earlier releases).
         for phase, _target, body in journal:
-            if phase.startswith("undo:"):
+            if phase in ("undo:TRIGGER", "undo:VIEW"):
                 try:
                     client(
                         target,
@@ -1558,15 +1567,23 @@ def refuse_outside_references(connection: Any, target: str, moved: list[str]) ->
         )
 
 
-def _show_create(connection: Any, kind: str, schema: str, name: str) -> str:
+def _undo_sql(connection: Any, kind: str, schema: str, name: str, strip: bool) -> str | None:
+    """Client input recreating an object of ``schema`` as it is now (bodies may contain ';').
+
+    A trigger, routine or event runs with the sql_mode it was created with, so that is set first:
+    the session's (the dump header's non-strict one) would otherwise be stored with it. ``strip``
+    (strip_definers): without its DEFINER, so the account that drops it may create it again.
+    None when the account may not read the definition (another definer's routine).
+    """
     row = query(connection, f"SHOW CREATE {kind} {quote_identifier(schema)}.{quote_identifier(name)}")[0]
     index = {"TRIGGER": 2, "VIEW": 1, "PROCEDURE": 2, "FUNCTION": 2, "EVENT": 3}[kind]
-    return str(row[index])
-
-
-def _undo_sql(create: str) -> str:
-    """Client input recreating an object from its SHOW CREATE text (bodies may contain ';')."""
-    return f"DELIMITER ;;\n{create} ;;\nDELIMITER ;\n"
+    if row[index] is None:
+        return None
+    create = str(row[index])
+    if strip:
+        create = strip_definers(create.encode("utf-8")).decode("utf-8")
+    mode = "" if kind == "VIEW" else "SET SESSION sql_mode = '" + str(row[1]).replace("'", "''") + "';\n"
+    return f"{mode}DELIMITER ;;\n{create} ;;\nDELIMITER ;\n"
 
 
 def _undo_body(phase: str, body: Any) -> bytes:
@@ -1632,24 +1649,33 @@ def cutover(
             f"{old_name(target, '<timestamp>')})"
         )
     refuse_outside_references(connection, target, old_tables)
-    journal: list[tuple[str, str]] = []
     # Exactly the triggers journaled are dropped: one created meanwhile makes the RENAME fail (1435), undone.
     dropped_triggers = [t for name in old_tables for t in table_triggers(connection, target, name)]
-    for trigger in dropped_triggers:
-        journal.append(("undo:TRIGGER", _undo_sql(_show_create(connection, "TRIGGER", target, trigger))))
-    for name in old_views:
-        journal.append(("undo:VIEW", _undo_sql(_show_create(connection, "VIEW", target, name))))
+    removed = [("TRIGGER", t) for t in dropped_triggers] + [("VIEW", n) for n in old_views]
     if full:
-        for rtype, rname in query(
+        removed += query(
             connection,
             "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s",
             (target,),
-        ):
-            journal.append((f"undo:{rtype}", _undo_sql(_show_create(connection, rtype, target, rname))))
-        for (ename,) in query(
-            connection, "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", (target,)
-        ):
-            journal.append(("undo:EVENT", _undo_sql(_show_create(connection, "EVENT", target, ename))))
+        )
+        removed += [
+            ("EVENT", e)
+            for (e,) in query(
+                connection, "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = %s", (target,)
+            )
+        ]
+    journal: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    for kind, name in removed:
+        undo = _undo_sql(connection, kind, target, name, restorer.options.strip_definers)
+        if undo is None:
+            warnings.append(
+                f"the account may not read the definition of {kind.lower()} {name!r} of {target!r} (another "
+                "account's routine needs SELECT on mysql.proc, or SHOW_ROUTINE on MySQL): it is replaced without a "
+                f"copy in {old!r}"
+            )
+        else:
+            journal.append((f"undo:{kind}", undo))
 
     query(connection, f"CREATE DATABASE {q_old} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     query(
@@ -1721,7 +1747,6 @@ def cutover(
             f"routines or events failed: {exc}. Fix the cause and restore again (the next run finishes this one)"
         ) from exc
     cutover_ms = (time.monotonic() - started) * 1000
-    warnings = []
     # The previous tables' triggers, recreated beside them so the old schema is complete.
     for phase, body in journal:
         if phase == "undo:TRIGGER":

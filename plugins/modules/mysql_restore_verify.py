@@ -162,6 +162,8 @@ options:
     description:
       - Remove C(DEFINER=user@host) from triggers, views, routines and events, so an account without SUPER /
         SET USER can restore them; they are then owned by the restoring account.
+      - With O(mode=restore) this also applies to the target's triggers and views that a swap failing before its
+        C(RENAME TABLE) puts back (see O(lock_wait_timeout)).
     type: bool
     default: false
   write_binlog:

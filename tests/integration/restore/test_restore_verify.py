@@ -931,34 +931,44 @@ def test_interrupted_cutover_is_undone_by_the_next_run(mariadb: MariaDB, login: 
     assert table_checksums(mariadb, name) == changed
 
 
-def held_swap(mariadb: MariaDB, login: dict[str, Any], tmp_path: Path, name: str, held: str) -> tuple[Any, float, str]:
-    """Restore ``name`` (payments with a trigger, ledger) while a transaction holds table ``held``.
+TRIGGER_MODES = "SELECT TRIGGER_NAME, SQL_MODE, DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s"
+
+
+def held_swap(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path, name: str, held: str, **args: Any
+) -> tuple[Any, float, str]:
+    """Restore ``name`` (payments with a trigger, ledger, a procedure) while a transaction holds table ``held``.
 
     Returns the result, the seconds it took and the backup's path; the target's checksums must
-    not have changed (checked here).
+    not have changed (checked here), nor its trigger's sql_mode and definer.
     """
     mariadb.execute(f"CREATE DATABASE {name}")
     mariadb.execute(f"CREATE TABLE {name}.payments (id int PRIMARY KEY, amount int, audited int DEFAULT 0)")
-    mariadb.execute(
-        "CREATE TRIGGER payments_audit BEFORE INSERT ON payments FOR EACH ROW SET NEW.audited = 1", database=name
-    )
+    with mariadb.connect(name) as strict, strict.cursor() as cur:
+        # created as a Laravel connection does it (strict), not in the server's default mode
+        cur.execute("SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE'")
+        cur.execute("CREATE TRIGGER payments_audit BEFORE INSERT ON payments FOR EACH ROW SET NEW.audited = 1")
     mariadb.execute(f"CREATE TABLE {name}.ledger (id int PRIMARY KEY)")
+    mariadb.execute(f"CREATE PROCEDURE {name}.ledger_total() SELECT COUNT(*) FROM ledger")
     mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (1, 10), (2, 20)")
     path = make_backup(mariadb, name, tmp_path)
     mariadb.execute(f"INSERT INTO {name}.payments (id, amount) VALUES (3, 30)")
     before = table_checksums(mariadb, name)
+    modes = mariadb.execute(TRIGGER_MODES, (name,))
     holder = mariadb.connect()
     try:
         with holder.cursor() as cur:
             cur.execute("START TRANSACTION")
             cur.execute(f"SELECT COUNT(*) FROM {name}.{held}")
         started = time.monotonic()
-        result = verify(login, src=path, mode="restore", force=True, verify="rows", lock_wait_timeout=2)
+        result = verify(login, src=path, mode="restore", force=True, verify="rows", lock_wait_timeout=2, **args)
         took = time.monotonic() - started
     finally:
         holder.rollback()
         holder.close()
     assert table_checksums(mariadb, name) == before
+    if not args.get("strip_definers"):
+        assert mariadb.execute(TRIGGER_MODES, (name,)) == modes
     return result, took, path
 
 
@@ -996,6 +1006,40 @@ def test_a_swap_that_cannot_get_its_locks_puts_the_triggers_back_at_once(
         assert not again.failed, again.get("msg")
         assert mariadb.execute(f"SELECT id FROM {name}.payments ORDER BY id") == [(1,), (2,)]
     finally:
+        drop_schemas_of(mariadb, name)
+
+
+@pytest.mark.parametrize("strip", [True, False], ids=["strip_definers", "SET USER"])
+def test_a_least_privilege_swap_that_cannot_get_its_locks_puts_the_triggers_back(
+    mariadb: MariaDB, tmp_path: Path, strip: bool
+) -> None:
+    """The documented restore account puts the target's trigger back after a lock wait, though another
+    account defined it (strip_definers: then as its own) and a procedure it may not read; the next run works."""
+    name = "locked_lp"
+    mariadb.execute("CREATE USER IF NOT EXISTS 'lp_restorer'@'localhost' IDENTIFIED BY 'lp-Restorer-Pass-1'")
+    for pattern in ("\\_restore\\_%", name, f"{name}\\_old\\_%"):
+        mariadb.execute(
+            "GRANT CREATE, DROP, SELECT, INSERT, ALTER, INDEX, CREATE VIEW, SHOW VIEW, TRIGGER, CREATE ROUTINE,"
+            f" ALTER ROUTINE, EVENT, LOCK TABLES ON `{pattern}`.* TO 'lp_restorer'@'localhost'"
+        )
+    mariadb.execute(f"GRANT BINLOG ADMIN{'' if strip else ', SET USER'} ON *.* TO 'lp_restorer'@'localhost'")
+    trust = mariadb.execute("SELECT @@GLOBAL.log_bin_trust_function_creators")[0][0]
+    mariadb.execute("SET GLOBAL log_bin_trust_function_creators = 1")
+    account = dict(mariadb.login, login_user="lp_restorer", login_password="lp-Restorer-Pass-1")
+    try:
+        result, _took, path = held_swap(mariadb, account, tmp_path, name, "ledger", strip_definers=strip)
+        assert result.failed and "triggers it had dropped are back" in result["msg"], result.get("msg")
+        definer = "lp_restorer@localhost" if strip else "root@localhost"
+        assert mariadb.execute(TRIGGER_MODES, (name,)) == [
+            ("payments_audit", "STRICT_ALL_TABLES,NO_ZERO_DATE", definer)
+        ]
+        again = verify(account, src=path, mode="restore", force=True, verify="rows", strip_definers=strip)
+        assert not again.failed, again.get("msg")
+        assert "'ledger_total' of 'locked_lp' (another account's routine" in json.dumps(again.get("warnings")), again
+        assert mariadb.execute(f"SELECT id FROM {name}.payments ORDER BY id") == [(1,), (2,)]
+    finally:
+        mariadb.execute(f"SET GLOBAL log_bin_trust_function_creators = {int(trust)}")
+        mariadb.execute("DROP USER IF EXISTS 'lp_restorer'@'localhost'")
         drop_schemas_of(mariadb, name)
 
 

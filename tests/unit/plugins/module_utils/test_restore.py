@@ -304,6 +304,26 @@ def test_check_backup_refuses_a_manifest_of_other_content(
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda m: m.pop("compression"),
+        lambda m: m["sections"]["header"].pop("offset"),
+        lambda m: m.update(tables=[]),
+        lambda m: m["tables"]["t"]["frames"][0].update(offset="0"),
+    ],
+    ids=["no compression", "frame without offset", "tables a list", "offset a string"],
+)
+def test_check_backup_refuses_a_malformed_manifest_clearly(tmp_path: Path, tamper) -> None:
+    """A manifest edited by hand fails the task with a message, never a traceback."""
+    path = _framed_backup(tmp_path)
+    manifest = json.loads(Path(path + ".manifest.json").read_text())
+    tamper(manifest)
+    Path(path + ".manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(_restore.RestoreError, match=r"manifest .* is malformed \(\w+Error: "):
+        _restore.check_backup(path, [])
+
+
 def test_check_backup_for_row_verification_hashes_nothing_it_does_not_need(tmp_path: Path) -> None:
     # frame-checksum manifest: the frames prove the data, no table region is hashed
     checked = _restore.check_backup(_framed_backup(tmp_path, digest=False), [], content_digests=False)
