@@ -821,13 +821,22 @@ def _read_json(dest: str, name: str) -> Any:
 
 
 def apply_retention(
-    dest: str, database: str, rules: dict[str, int | None], dry_run: bool = False, planned: str | None = None
+    dest: str,
+    database: str,
+    rules: dict[str, int | None],
+    dry_run: bool = False,
+    planned: str | None = None,
+    errors: list[str] | None = None,
 ) -> list[str]:
     """Delete (``dry_run``: only name) the backups the rules do not keep.
 
     ``planned``: the file name of the backup a check-mode run would write. It counts as one of
     the complete backups, as it will when the real run applies retention after writing it, so
     check mode names exactly what the run would delete.
+
+    ``errors``: a backup that cannot be deleted (a read-only or foreign-owned file) is noted
+    there and kept whole (its manifest too), and the others are still deleted; without it the
+    error is raised.
     """
     if all(v is None for v in rules.values()):
         return []
@@ -838,9 +847,15 @@ def apply_retention(
     _keep, delete = _retention.select_for_deletion(backups, **rules)
     deleted = []
     for backup in delete:
-        for name in (backup.name, backup.manifest_name):
-            if not dry_run:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(dest, name))
+        try:
+            for name in (backup.name, backup.manifest_name):  # the data file first: no orphan data
+                if not dry_run:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(dest, name))
+        except OSError as exc:
+            if errors is None:
+                raise
+            errors.append(f"{os.path.join(dest, getattr(exc, 'filename', None) or backup.name)}: {exc.strerror or exc}")
+            continue
         deleted.append(backup.name)
     return deleted

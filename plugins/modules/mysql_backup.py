@@ -297,6 +297,14 @@ retention_deleted:
   type: list
   elements: str
   sample: [mutuapix-20261101T031500Z.sql.zst]
+retention_errors:
+  description:
+    - Older backups retention could not delete (file and reason), kept whole with their manifests. The new
+      backup was written; the task succeeds with a warning.
+  returned: when retention could not delete a backup
+  type: list
+  elements: str
+  sample: ["/var/backups/mysql/mutuapix-20261101T031500Z.sql.zst: Operation not permitted"]
 free_bytes:
   description: Free bytes in O(dest) before the backup.
   returned: always
@@ -553,7 +561,18 @@ def main():
                 if os.path.exists(tmp_path):
                     os.unlink(tmp_path)
                 raise
-            result["retention_deleted"] = _backup.apply_retention(dest, database, _retention.retention_params(params))
+            # The backup is written: a file retention cannot delete is a warning, not a failed backup
+            # (the playbook's next steps, its proof of restore and off-site copy, still run).
+            retention_errors: list[str] = []
+            result["retention_deleted"] = _backup.apply_retention(
+                dest, database, _retention.retention_params(params), errors=retention_errors
+            )
+            if retention_errors:
+                result["retention_errors"] = retention_errors
+                module.warn(
+                    f"the backup {plan.path} was written, but retention could not delete "
+                    f"{len(retention_errors)} older backup(s), kept whole: {'; '.join(retention_errors)}"
+                )
     except _backup.BackupError as exc:
         module.fail_json(msg=to_native(exc), **exc.details)
     except _dumpfile.DumpFileError as exc:

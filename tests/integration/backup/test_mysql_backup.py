@@ -339,6 +339,20 @@ def test_retention_after_success_only_and_never_newest(mariadb, backup_db, tmp_p
     assert Path(second["path"]).exists()
 
 
+def test_a_backup_retention_cannot_delete_is_a_warning_not_a_failed_backup(mariadb, backup_db, tmp_path):
+    """The new backup was written, then an old one could not be deleted: the task failed ("cannot write
+    dest"), so the playbook skipped the new backup's proof of restore and off-site copy."""
+    stuck = f"{backup_db}-20200101T000000Z.sql.zst"
+    (tmp_path / stuck).mkdir()  # not unlinkable (EISDIR), even as root
+    (tmp_path / (stuck + ".manifest.json")).write_text("{}")
+    result = backup(mariadb, backup_db, tmp_path, keep_last=1)
+    assert not result.failed and result.rc == 0, result
+    assert Path(result["path"]).exists() and Path(result["manifest_path"]).exists()
+    assert result["retention_deleted"] == [] and len(result["retention_errors"]) == 1
+    assert stuck in result["retention_errors"][0] and (tmp_path / (stuck + ".manifest.json")).exists()
+    assert any("retention could not delete 1 older backup" in str(w) for w in result.get("warnings", [])), result
+
+
 def test_check_mode_names_exactly_what_retention_will_delete(mariadb, backup_db, tmp_path):
     """The backup a run writes counts for retention: check mode must count it too."""
     first = backup(mariadb, backup_db, tmp_path)

@@ -462,6 +462,24 @@ def test_local_retention_never_deletes_the_backup_just_taken_for_a_future_dated_
     assert {future, just_taken} <= set(os.listdir(tmp_path))
 
 
+def test_a_backup_retention_cannot_delete_is_kept_whole_and_reported_and_the_others_go(tmp_path):
+    """An old backup that cannot be unlinked (here a directory by its name: EISDIR, a real OS error even as
+    root) used to fail the whole run after the new backup was written; now it is noted and kept whole."""
+    now = dt.datetime.now(dt.timezone.utc)
+    names = [_retention.backup_file_name("app", now - dt.timedelta(days=d), None, "zstd") for d in range(3)]
+    for name in names[:2]:
+        _touch(tmp_path, name)
+    (tmp_path / names[2]).mkdir()
+    (tmp_path / (names[2] + _retention.MANIFEST_SUFFIX)).write_text("{}")
+    errors: list[str] = []
+    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1}, errors=errors) == [names[1]]
+    assert len(errors) == 1 and names[2] in errors[0] and "Is a directory" in errors[0], errors
+    assert (tmp_path / (names[2] + _retention.MANIFEST_SUFFIX)).exists()  # its manifest stays with it
+    assert not (tmp_path / names[1]).exists() and not (tmp_path / (names[1] + _retention.MANIFEST_SUFFIX)).exists()
+    with pytest.raises(IsADirectoryError):  # without an error list, as before: raised
+        _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1})
+
+
 def test_local_retention_keeps_newest_and_ignores_foreign_files(tmp_path):
     base = dt.datetime(2026, 11, 1, 3, 0, tzinfo=dt.timezone.utc)
     names = [_retention.backup_file_name("app", base + dt.timedelta(days=i), None, "zstd") for i in range(6)]
