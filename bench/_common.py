@@ -71,7 +71,7 @@ def option_file(server: MariaDB) -> Path:
     return path
 
 
-def _process_cpu_s(pid: int | None) -> float | None:
+def process_cpu_s(pid: int | None) -> float | None:
     """User + system CPU seconds of a running process (the database server), or None."""
     if not pid:
         return None
@@ -91,7 +91,7 @@ def timed(
     ``server_cpu_s`` the database server's over the same interval, when ``server_pid`` is given.
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_before = _process_cpu_s(server_pid)
+    server_before = process_cpu_s(server_pid)
     started = time.monotonic()
     proc = subprocess.Popen(cmd, shell=shell, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak_kb = 0
@@ -106,7 +106,7 @@ def timed(
     out, err = proc.communicate()
     elapsed = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_after = _process_cpu_s(server_pid)
+    server_after = process_cpu_s(server_pid)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd!r} failed ({proc.returncode}): {err.decode()[-2000:]} {out.decode()[-2000:]}")
     result = {

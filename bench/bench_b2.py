@@ -40,6 +40,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import process_cpu_s  # noqa: E402
 
 from tests.support.runner import COLLECTIONS, ensure_collection_path, module_env  # noqa: E402
 
@@ -77,8 +80,7 @@ class Moto:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system, all threads) the server has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.proc.pid) or 0.0
 
     def mark(self) -> int:
         self._log.flush()

@@ -855,7 +855,7 @@ def apply_retention(
         except OSError as exc:
             if errors is None:
                 raise
-            errors.append(f"{os.path.join(dest, getattr(exc, 'filename', None) or backup.name)}: {exc.strerror or exc}")
+            errors.append(f"{exc.filename or os.path.join(dest, backup.name)}: {exc.strerror or exc}")
             continue
         deleted.append(backup.name)
     return deleted

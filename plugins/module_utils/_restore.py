@@ -896,7 +896,7 @@ def create_work_schema(connection: Any, schema: str, source: str, role: str) -> 
     try:
         query(connection, f"CREATE DATABASE {quoted} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
     except Exception as exc:
-        code = exc.args[0] if getattr(exc, "args", None) else None
+        code = _error_code(exc)
         if code == 1007:
             raise RestoreError(f"database {schema!r} already exists; choose another scratch_database") from exc
         if code in (1044, 1045, 1227):
