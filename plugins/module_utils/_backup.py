@@ -823,12 +823,18 @@ def _read_json(dest: str, name: str) -> Any:
 def apply_retention(
     dest: str,
     database: str,
+    label: str | None,
     rules: dict[str, int | None],
     dry_run: bool = False,
     planned: str | None = None,
     errors: list[str] | None = None,
 ) -> list[str]:
     """Delete (``dry_run``: only name) the backups the rules do not keep.
+
+    Only the series the run writes is pruned: ``database``'s backups with this ``label`` (None:
+    the unlabelled ones). Another label's backups are another series with rules of its own (a
+    nightly run's ``keep_daily: 7`` must not thin out the monthly archive, nor a deploy's
+    ``keep_last`` the nightly weeklies).
 
     ``planned``: the file name of the backup a check-mode run would write. It counts as one of
     the complete backups, as it will when the real run applies retention after writing it, so
@@ -840,7 +846,7 @@ def apply_retention(
     """
     if all(v is None for v in rules.values()):
         return []
-    backups = local_backups(dest, database)
+    backups = [b for b in local_backups(dest, database) if b.label == label]
     planned_backup = _retention.parse_backup_name(planned, database) if planned else None
     if planned_backup is not None:
         backups.append(planned_backup)  # the newest of its group, so kept

@@ -58,7 +58,9 @@ options:
   label:
     description:
       - Optional label in the file name, e.g. C(pre-deploy-2026.11.28). Letters, digits, C(.), C(_) and C(-).
-      - Retention applies separately to each label.
+      - Retention (O(keep_last) and the other C(keep_*) options) prunes only the backups of O(database) with
+        this label (without O(label), only the unlabelled ones). Each label is a series with its own rules - a
+        nightly run's retention never deletes a labelled archive or pre-deploy backup, nor the reverse.
     type: str
   compression:
     description: Compression of the file.
@@ -176,7 +178,9 @@ options:
     type: str
 notes:
   - Retention only considers files whose names this module writes for O(database), and only those with a
-    manifest (complete backups). It runs per label, never deletes the newest backup, and never runs after a failure.
+    manifest (complete backups). It prunes only the run's own series (O(database) and O(label)), never deletes
+    the newest backup, and never runs after a failure. A series no run writes any more (a label given up) is
+    left alone; delete it by hand.
   - A name that could belong to another database in a shared O(dest) (C(app-archive-<ts>) is C(app) labelled
     C(archive), or C(app-archive)) is only considered when its manifest names O(database).
   - With no retention option set, nothing is deleted.
@@ -498,7 +502,12 @@ def main():
     if module.check_mode:
         if os.path.isdir(dest):
             result["retention_deleted"] = _backup.apply_retention(
-                dest, database, _retention.retention_params(params), dry_run=True, planned=file_name
+                dest,
+                database,
+                params["label"] or None,
+                _retention.retention_params(params),
+                dry_run=True,
+                planned=file_name,
             )
         module.exit_json(**result)
 
@@ -565,7 +574,7 @@ def main():
             # (the playbook's next steps, its proof of restore and off-site copy, still run).
             retention_errors: list[str] = []
             result["retention_deleted"] = _backup.apply_retention(
-                dest, database, _retention.retention_params(params), errors=retention_errors
+                dest, database, params["label"] or None, _retention.retention_params(params), errors=retention_errors
             )
             if retention_errors:
                 result["retention_errors"] = retention_errors

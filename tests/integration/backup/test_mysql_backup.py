@@ -339,6 +339,25 @@ def test_retention_after_success_only_and_never_newest(mariadb, backup_db, tmp_p
     assert Path(second["path"]).exists()
 
 
+def test_retention_prunes_only_the_series_of_the_runs_label(mariadb, backup_db, tmp_path):
+    """A labelled archive and the nightly backups share dest: neither run's rules touch the other's."""
+    archive = backup(mariadb, backup_db, tmp_path, label="archive")
+    time.sleep(1.1)
+    archive2 = backup(mariadb, backup_db, tmp_path, label="archive")
+    nightly = backup(mariadb, backup_db, tmp_path)
+    assert archive.rc == archive2.rc == nightly.rc == 0
+    time.sleep(1.1)
+    nightly2 = backup(mariadb, backup_db, tmp_path, keep_last=1)
+    assert nightly2.rc == 0 and nightly2["retention_deleted"] == [Path(nightly["path"]).name]
+    assert Path(archive["path"]).exists() and Path(archive2["path"]).exists()
+    time.sleep(1.1)
+    planned = backup(mariadb, backup_db, tmp_path, label="archive", keep_last=1, check=True)
+    archive3 = backup(mariadb, backup_db, tmp_path, label="archive", keep_last=1)
+    expected = sorted(Path(r["path"]).name for r in (archive, archive2))
+    assert sorted(planned["retention_deleted"]) == sorted(archive3["retention_deleted"]) == expected
+    assert Path(nightly2["path"]).exists() and Path(archive3["path"]).exists()
+
+
 def test_a_backup_retention_cannot_delete_is_a_warning_not_a_failed_backup(mariadb, backup_db, tmp_path):
     """The new backup was written, then an old one could not be deleted: the task failed ("cannot write
     dest"), so the playbook skipped the new backup's proof of restore and off-site copy."""

@@ -458,7 +458,7 @@ def test_local_retention_never_deletes_the_backup_just_taken_for_a_future_dated_
     older = _retention.backup_file_name("app", now - dt.timedelta(days=1), None, "zstd")
     for name in (future, just_taken, older):
         _touch(tmp_path, name)
-    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1}) == [older]
+    assert _backup.apply_retention(str(tmp_path), "app", None, {"keep_last": 1}) == [older]
     assert {future, just_taken} <= set(os.listdir(tmp_path))
 
 
@@ -472,12 +472,12 @@ def test_a_backup_retention_cannot_delete_is_kept_whole_and_reported_and_the_oth
     (tmp_path / names[2]).mkdir()
     (tmp_path / (names[2] + _retention.MANIFEST_SUFFIX)).write_text("{}")
     errors: list[str] = []
-    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1}, errors=errors) == [names[1]]
+    assert _backup.apply_retention(str(tmp_path), "app", None, {"keep_last": 1}, errors=errors) == [names[1]]
     assert len(errors) == 1 and names[2] in errors[0] and "Is a directory" in errors[0], errors
     assert (tmp_path / (names[2] + _retention.MANIFEST_SUFFIX)).exists()  # its manifest stays with it
     assert not (tmp_path / names[1]).exists() and not (tmp_path / (names[1] + _retention.MANIFEST_SUFFIX)).exists()
     with pytest.raises(IsADirectoryError):  # without an error list, as before: raised
-        _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1})
+        _backup.apply_retention(str(tmp_path), "app", None, {"keep_last": 1})
 
 
 def test_local_retention_keeps_newest_and_ignores_foreign_files(tmp_path):
@@ -488,7 +488,7 @@ def test_local_retention_keeps_newest_and_ignores_foreign_files(tmp_path):
     _touch(tmp_path, "app-old-manual-dump.sql.zst")
     _touch(tmp_path, _retention.backup_file_name("app2", base, None, "zstd"))
     _touch(tmp_path, _retention.backup_file_name("app", base - dt.timedelta(days=30), None, "zstd"), manifest=False)
-    deleted = _backup.apply_retention(str(tmp_path), "app", {"keep_last": 2})
+    deleted = _backup.apply_retention(str(tmp_path), "app", None, {"keep_last": 2})
     assert sorted(deleted) == sorted(names[:4])
     left = set(os.listdir(tmp_path))
     assert names[5] in left and names[4] in left
@@ -497,7 +497,7 @@ def test_local_retention_keeps_newest_and_ignores_foreign_files(tmp_path):
     # incomplete backup (no manifest) is not ours to delete
     assert _retention.backup_file_name("app", base - dt.timedelta(days=30), None, "zstd") in left
     # keep_last=0 still keeps the newest
-    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 0}) == [names[4]]
+    assert _backup.apply_retention(str(tmp_path), "app", None, {"keep_last": 0}) == [names[4]]
     assert names[5] in set(os.listdir(tmp_path))
 
 
@@ -514,9 +514,30 @@ def test_local_retention_never_takes_a_database_whose_name_extends_ours(tmp_path
     (tmp_path / unreadable).write_bytes(b"x")
     (tmp_path / (unreadable + _retention.MANIFEST_SUFFIX)).write_text("{not json")
     # app-archive-<ts> also parses as app's backup labelled "archive": its manifest says otherwise.
-    deleted = _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1})
-    assert sorted(deleted) == sorted(app[:2] + labelled[:2])
+    assert _backup.apply_retention(str(tmp_path), "app", "archive", {"keep_last": 1}) == []
+    deleted = _backup.apply_retention(str(tmp_path), "app", None, {"keep_last": 1})
+    assert sorted(deleted) == sorted(app[:2])
+    assert sorted(_backup.apply_retention(str(tmp_path), "app", "predeploy", {"keep_last": 1})) == sorted(labelled[:2])
     assert all((tmp_path / n).exists() for n in [*archive, unreadable])
+
+
+def test_local_retention_prunes_only_the_runs_own_label(tmp_path):
+    """Each label is a series: a nightly run's rules never thin out the monthly archive, nor the reverse."""
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    nightly = [_retention.backup_file_name("app", now - dt.timedelta(days=i)) for i in range(40)]
+    monthly = [_retention.backup_file_name("app", now - dt.timedelta(days=30 * i + 1), "monthly") for i in range(12)]
+    for name in nightly + monthly:
+        _touch(tmp_path, name)
+    nightly_rules = {"keep_daily": 7, "keep_weekly": 4}
+    deleted = _backup.apply_retention(str(tmp_path), "app", None, nightly_rules)
+    assert set(deleted) <= set(nightly) and len(deleted) >= 40 - 7 - 4
+    assert all((tmp_path / n).exists() for n in monthly)
+    assert _backup.apply_retention(str(tmp_path), "app", "monthly", {"keep_days": 400}) == []
+    assert all((tmp_path / n).exists() for n in set(nightly) - set(deleted))
+    # check mode names the same: another label's rules leave this series alone
+    assert _backup.apply_retention(str(tmp_path), "app", "monthly", {"keep_last": 1}, dry_run=True) == sorted(
+        monthly[1:], key=lambda n: _retention.parse_backup_name(n, "app").timestamp
+    )
 
 
 def test_stale_partials_of_running_processes_are_kept(tmp_path):
@@ -552,15 +573,21 @@ def test_retention_dry_run_counts_the_planned_backup(tmp_path):
     for name in names:
         _touch(tmp_path, name)
     planned = _retention.backup_file_name("app", base + dt.timedelta(days=2), None, "zstd")
-    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 2}, dry_run=True) == []
-    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 2}, dry_run=True, planned=planned) == [names[0]]
+    assert _backup.apply_retention(str(tmp_path), "app", None, {"keep_last": 2}, dry_run=True) == []
+    assert _backup.apply_retention(str(tmp_path), "app", None, {"keep_last": 2}, dry_run=True, planned=planned) == [
+        names[0]
+    ]
     assert sorted(os.listdir(tmp_path)) == sorted([*names, *(n + _retention.MANIFEST_SUFFIX for n in names)])
     # what the real run deletes once the planned backup is written
     _touch(tmp_path, planned)
-    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 2}) == [names[0]]
-    # another label's planned backup leaves this group alone
+    assert _backup.apply_retention(str(tmp_path), "app", None, {"keep_last": 2}) == [names[0]]
+    # a labelled run plans and prunes its own series only
     labelled = _retention.backup_file_name("app", base + dt.timedelta(days=3), "pre-deploy", "zstd")
-    assert _backup.apply_retention(str(tmp_path), "app", {"keep_last": 1}, dry_run=True, planned=labelled) == [names[1]]
+    assert (
+        _backup.apply_retention(str(tmp_path), "app", "pre-deploy", {"keep_last": 1}, dry_run=True, planned=labelled)
+        == []
+    )
+    assert _backup.apply_retention(str(tmp_path), "app", None, {"keep_last": 1}, dry_run=True) == [names[1]]
 
 
 def test_publish_removes_the_data_file_when_its_manifest_cannot_be_written(tmp_path, monkeypatch):
@@ -585,7 +612,7 @@ def test_publish_removes_the_data_file_when_its_manifest_cannot_be_written(tmp_p
 
 def test_no_retention_rule_deletes_nothing(tmp_path):
     _touch(tmp_path, _retention.backup_file_name("app", dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)))
-    assert _backup.apply_retention(str(tmp_path), "app", dict.fromkeys(_retention.RETENTION_OPTIONS)) == []
+    assert _backup.apply_retention(str(tmp_path), "app", None, dict.fromkeys(_retention.RETENTION_OPTIONS)) == []
 
 
 def test_backup_lock_times_out(tmp_path):
