@@ -116,6 +116,9 @@ options:
       - Remote retention (push only). Keep the N newest backups of each database and label.
       - Retention applies only when at least one C(keep_*) option is set; a backup is kept
         when any rule keeps it, and the newest backup of each database and label is always kept.
+      - One set of rules for every series under O(prefix) (unlike M(mutuapix.ops.mysql_backup), which prunes
+        only its own label locally). To keep a label's series longer off-site, push it to a prefix of its own
+        (O(include) its names there, O(exclude) them from the other push).
     type: int
   keep_days:
     description:
