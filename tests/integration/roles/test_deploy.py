@@ -544,8 +544,8 @@ def test_a_deploy_killed_mid_migration_is_refused_again_and_rollback_restores_th
 def test_a_deploy_killed_after_maintenance_went_off_is_finished_never_restored(app: App) -> None:
     """Killed between 'Turn maintenance mode off' and the removal of the mark: the deploy had succeeded and the
     site took writes. The mark sent the operator to rollback.yml, which restored the pre-deploy backup and rolled
-    those writes away; now the mark says finished, the deploy refuses without advising a restore, and
-    rollback.yml turns maintenance mode off and removes the mark, leaving the database alone."""
+    those writes away; now a flag beside the mark says finished, the deploy refuses without advising a restore,
+    and rollback.yml turns maintenance mode off and removes the mark and the flag, leaving the database alone."""
     app.release("r1", GOOD)
     assert app.deploy("r1").returncode == 0
     app.release("r2", {**GOOD, **A5})
@@ -561,7 +561,8 @@ def test_a_deploy_killed_after_maintenance_went_off_is_finished_never_restored(a
     assert "it had succeeded" in again.stdout and "must NOT be" in again.stdout, again.stdout[-3000:]
     assert "restores the database" not in again.stdout
     marker = json.loads((app.root / ".deploy-in-progress.json").read_text())
-    assert marker.get("finished") is True and marker["release"] == "r2" and marker["backup"], marker
+    assert marker["release"] == "r2" and marker["backup"], marker
+    assert json.loads((app.root / ".deploy-in-progress.finishing").read_text())["release"] == "r2"
     check = app.rollback(args=["--check"])
     assert check.returncode == 0 and "it had succeeded, so it would turn maintenance mode off" in check.stdout
 
@@ -572,14 +573,15 @@ def test_a_deploy_killed_after_maintenance_went_off_is_finished_never_restored(a
     assert app.server.execute("SELECT id FROM a5", database=app.database) == [(1,)]  # the write survived
     assert app.current == "r2" and not app.in_maintenance
     assert not (app.root / ".deploy-in-progress.json").exists()
+    assert not (app.root / ".deploy-in-progress.finishing").exists()
     assert not (app.root / "releases" / "r2" / ".release-bad.json").exists()
     app.release("r3", {**GOOD, **A5, "2026_11_28_000006_b": "CREATE TABLE b6 (id int PRIMARY KEY);\n"})
     assert app.deploy("r3").returncode == 0  # and deploys work again
 
 
 def test_an_up_that_fails_leaves_a_mark_that_restores_when_the_rescue_is_cut_short(app: App) -> None:
-    """The rescue of a failed 'Turn maintenance mode off' rolls back: it turns the finished mark back into a
-    deploy in progress first, so a rescue killed before its restore still gets the pre-deploy backup restored."""
+    """The rescue of a failed 'Turn maintenance mode off' rolls back: it takes the finishing flag back first, so
+    the mark is a deploy in progress again and a rescue killed before its restore still gets the backup restored."""
     app.release("r1", GOOD)
     assert app.deploy("r1").returncode == 0
     before = app.schema()
@@ -590,10 +592,43 @@ def test_an_up_that_fails_leaves_a_mark_that_restores_when_the_rescue_is_cut_sho
     mark_up = f"sh -c 'touch {app.root}/current/.up-failed; php artisan up; exit 1'"
     kill_deploy_when(app, "r2", rescued.exists, rollback_up_command=mark_up, rollback_down_command=down)
     marker = json.loads((app.root / ".deploy-in-progress.json").read_text())
-    assert marker["finished"] is False and marker["phase"] == "rollback of the failed deploy", marker
+    assert marker["release"] == "r2" and marker["phase"] == "migrations", marker
+    assert not (app.root / ".deploy-in-progress.finishing").exists()
 
     recovered = app.rollback()
 
+    assert recovered.returncode == 0, recovered.stdout[-3000:]
+    assert "Recovered from the interrupted deploy of r2: database restored from" in recovered.stdout
+    assert app.schema() == before and app.current == "r1" and not app.in_maintenance
+
+
+def test_a_finishing_flag_the_rescue_cannot_remove_is_named_when_its_restore_fails_too(app: App) -> None:
+    """`up` fails, the flag cannot be taken back (immutable here; in life a read-only or broken file system),
+    and the restore fails too (its backup is gone): the report must not send the operator to rollback.yml as is,
+    which would take the deploy for finished and lift maintenance mode over the half-migrated database."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    app.release("r2", {**GOOD, **A5})
+    flag = app.root / ".deploy-in-progress.finishing"
+    aside = app.base / "backup-aside"
+    aside.mkdir()
+    up = f"sh -c 'chattr +i {flag} && mv {app.predeploy}/{app.database}-pre-deploy-r2-* {aside}/ && php artisan up; exit 1'"
+    try:
+        failed = app.deploy("r2", rollback_up_command=up)
+        assert failed.returncode == 2, failed.stdout[-3000:]
+        assert "RESTORE FAILED" in failed.stdout, failed.stdout[-4000:]
+        assert f"{flag} could not be removed" in failed.stdout and "remove it first" in failed.stdout, failed.stdout[
+            -4000:
+        ]
+        assert app.in_maintenance and "a5" in app.schema()
+    finally:
+        subprocess.run(["chattr", "-i", str(flag)], check=False)
+    # what the report says: remove the flag, then rollback.yml restores (the backup put back where it was)
+    flag.unlink()
+    for path in aside.iterdir():
+        path.rename(app.predeploy / path.name)
+    recovered = app.rollback()
     assert recovered.returncode == 0, recovered.stdout[-3000:]
     assert "Recovered from the interrupted deploy of r2: database restored from" in recovered.stdout
     assert app.schema() == before and app.current == "r1" and not app.in_maintenance
