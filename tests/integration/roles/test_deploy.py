@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+import yaml
+
 from tests.integration.roles.conftest import PLAYBOOKS, App, table_digests, write_inventory
 from tests.support import fake_laravel
 from tests.support.runner import ANSIBLE_PLAYBOOK, ROOT, ensure_collection_path, module_env, run_playbook
@@ -577,6 +579,50 @@ def test_a_deploy_killed_after_maintenance_went_off_is_finished_never_restored(a
     assert not (app.root / "releases" / "r2" / ".release-bad.json").exists()
     app.release("r3", {**GOOD, **A5, "2026_11_28_000006_b": "CREATE TABLE b6 (id int PRIMARY KEY);\n"})
     assert app.deploy("r3").returncode == 0  # and deploys work again
+
+
+def test_a_deploy_limited_to_another_server_refuses_while_one_is_interrupted(app: App) -> None:
+    """The mark is only on the server that migrated: a deploy run with --limit web2 after web1's was killed
+    mid-migration found no mark, backed up the half-migrated database and migrated over it. Now the first server
+    of a deploy looks at the whole group, and a server it cannot reach is a refusal too, with the way out."""
+    web2 = _second_server(app)
+    app.release("r1", GOOD)
+    first = app.deploy("r1")
+    assert first.returncode == 0, first.stdout[-3000:]
+    before = app.schema()
+    slow = "ALTER TABLE transactions ADD COLUMN fee_cents int NOT NULL DEFAULT 0;\nSELECT SLEEP(30);\nCREATE TABLE never (id int);\n"
+    app.release("r2", {**GOOD, "2026_11_28_000002_add_fees": slow})
+    kill_deploy_when(app, "r2", lambda: "fee_cents" in app.schema()["transactions"])
+    backups = sorted(app.predeploy.iterdir())
+
+    limited = app.deploy("r2", args=["--limit", "web2"])
+
+    assert limited.returncode == 2, limited.stdout[-3000:]
+    assert "A deploy to web1 was interrupted" in limited.stdout, limited.stdout[-3000:]
+    assert "playbooks/rollback.yml -e deploy_hosts=web1" in limited.stdout
+    assert sorted(app.predeploy.iterdir()) == backups  # no backup of the half-migrated database
+    assert Path(os.readlink(web2 / "current")).name == "r1" and not (web2 / "releases" / "r2").exists()
+
+    # a third server that cannot be reached: nobody can tell whether a deploy was killed there
+    inventory = yaml.safe_load(app.inventory.read_text())
+    inventory["all"]["children"]["app"]["hosts"]["web3"] = {
+        "ansible_connection": "ssh",
+        "ansible_host": "127.0.0.1",
+        "ansible_port": 1,
+    }
+    app.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    assert app.rollback(deploy_hosts="web1").returncode == 0  # web1's interrupted deploy recovered
+    assert app.schema() == before
+    unknown = app.deploy("r2", args=["--limit", "web1,web2"])
+    assert unknown.returncode == 2, unknown.stdout[-3000:]
+    assert "Could not look for the mark of an interrupted deploy on web3 (unreachable)" in unknown.stdout
+    assert """-e '{"rollback_fleet_hosts": ["web1", "web2"]}'""" in unknown.stdout, unknown.stdout[-3000:]
+    assert sorted(app.predeploy.iterdir()) == backups and app.schema() == before
+
+    app.release("r3", {**GOOD, **A5})
+    done = app.deploy("r3", args=["--limit", "web1,web2"], rollback_fleet_hosts=["web1", "web2"])
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert app.current == "r3" and Path(os.readlink(web2 / "current")).name == "r3"
 
 
 def test_an_up_that_fails_leaves_a_mark_that_restores_when_the_rescue_is_cut_short(app: App) -> None:
