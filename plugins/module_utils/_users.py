@@ -63,6 +63,21 @@ PRESET_MIGRATE = (
     "LOCK TABLES",
 )
 PRESET_BACKUP_DB = ("SELECT", "SHOW VIEW", "TRIGGER", "EVENT", "LOCK TABLES")
+
+# What SHOW GRANTS prints as ALL PRIVILEGES on a table and on a database (TABLE_ACLS and DB_ACLS
+# without GRANT in the servers' sources). MySQL 8's database set is exactly the migrate preset.
+TABLE_ALL_PRIVILEGES = frozenset(
+    {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "REFERENCES", "INDEX", "ALTER"}
+    | {"CREATE VIEW", "SHOW VIEW", "TRIGGER"}
+)
+DB_ALL_PRIVILEGES = TABLE_ALL_PRIVILEGES | {
+    "CREATE ROUTINE",
+    "ALTER ROUTINE",
+    "EXECUTE",
+    "EVENT",
+    "CREATE TEMPORARY TABLES",
+    "LOCK TABLES",
+}
 PRESETS = ("app", "migrate", "readonly", "backup")
 
 # Privileges meaningful only at the global level (*.*): granting them needs
@@ -700,7 +715,28 @@ def plan_roles_and_object_grants(server: ServerInfo, account: str, current: Gran
             plan.revoked[routine.replace("`", "")] = sorted(privs)
 
 
-def plan_privileges(account: str, current: Grants, wanted: dict[Level, set[str]], plan: Plan) -> None:
+def level_all_privileges(level: Level, server: ServerInfo | None) -> frozenset[str] | None:
+    """The privileges SHOW GRANTS folds into ``ALL PRIVILEGES`` on a database or table level.
+
+    None for the global level (MySQL adds every dynamic privilege to it) and unknown servers.
+    """
+    if server is None or level.is_global:
+        return None
+    full = TABLE_ALL_PRIVILEGES if level.table != "*" else DB_ALL_PRIVILEGES
+    if server.is_mariadb and server.version >= (10, 3, 4):
+        full = full | {"DELETE HISTORY"}
+        if level.table == "*" and server.version >= (11, 3, 0):
+            full = full | {"SHOW CREATE ROUTINE"}
+    return frozenset(full)
+
+
+def _holds_all(privs: set[str], full: frozenset[str] | None) -> bool:
+    return "ALL PRIVILEGES" in privs or (full is not None and full <= privs)
+
+
+def plan_privileges(
+    account: str, current: Grants, wanted: dict[Level, set[str]], plan: Plan, server: ServerInfo | None = None
+) -> None:
     """GRANT what is missing, REVOKE what is beyond the wanted set, level by level."""
     for level in sorted(set(current.privileges) | set(wanted) | current.grant_option):
         have = current.privileges.get(level, set())
@@ -709,7 +745,14 @@ def plan_privileges(account: str, current: Grants, wanted: dict[Level, set[str]]
         want = want - {"GRANT OPTION"}
         revoke: set[str] = set()
         grant: set[str] = set()
-        if "ALL PRIVILEGES" in have and "ALL PRIVILEGES" not in want:
+        full = level_all_privileges(level, server)
+        if full is not None and _holds_all(have, full) and _holds_all(want, full):
+            # Every privilege of the level, by name on one side and as ALL PRIVILEGES on the
+            # other (the server prints a complete list as ALL): only extras such as column
+            # privileges differ.
+            revoke = have - want - full - {"ALL PRIVILEGES"}
+            grant = want - have - full - {"ALL PRIVILEGES"}
+        elif "ALL PRIVILEGES" in have and "ALL PRIVILEGES" not in want:
             revoke = {"ALL PRIVILEGES"}
             grant = set(want)
         else:
@@ -770,7 +813,7 @@ def plan_account(
     if desired.privileges is not None:
         current_grants = current.grants if current.exists else Grants()
         plan_roles_and_object_grants(server, account, current_grants, plan)
-        plan_privileges(account, current_grants, desired.privileges, plan)
+        plan_privileges(account, current_grants, desired.privileges, plan, server)
         plan.final_privileges = Grants(
             privileges={lvl: {p for p in privs if p != "GRANT OPTION"} for lvl, privs in desired.privileges.items()},
             grant_option={lvl for lvl, privs in desired.privileges.items() if "GRANT OPTION" in privs},

@@ -725,3 +725,32 @@ def test_statements_record_their_effects_as_they_run() -> None:
     u.record_statement(result, plan.statements[0])
     assert result["changed"] and result["created"] and result["password_changed"]
     assert result["statements"] == [plan.statements[0].redacted]
+
+
+def test_mysql_migrate_preset_shown_as_all_privileges_is_unchanged() -> None:
+    """MySQL 8 prints its 18 database privileges, the migrate preset, as ALL PRIVILEGES
+    (``DB_ACLS`` in sql/auth/auth_acls.h): re-running the preset must change nothing."""
+    stored = caching_sha2_hash("Xk7#pQ2v!Lm9@wZr").encode()
+    shown = ["GRANT USAGE ON *.* TO `app`@`localhost`", "GRANT ALL PRIVILEGES ON `shop`.* TO `app`@`localhost`"]
+    current = _existing(MYSQL80, "caching_sha2_password", stored, shown)
+    wanted, _warnings = u.preset_privileges("migrate", "shop", MYSQL80)
+    plan = u.plan_account(MYSQL80, current, _desired(plugin="caching_sha2_password", privileges=wanted))
+    assert plan.statements == [] and plan.revoked == {} and plan.granted == {}
+    # MariaDB 10.11 has DELETE HISTORY besides: there the preset is not everything, ALL goes.
+    current = _existing(MARIADB, "mysql_native_password", b"", shown)
+    wanted, _warnings = u.preset_privileges("migrate", "shop", MARIADB)
+    plan = u.plan_account(MARIADB, current, _desired(password=None, privileges=wanted))
+    assert plan.statements[0].sql == "REVOKE ALL PRIVILEGES ON `shop`.* FROM `app`@`localhost`"
+
+
+def test_table_level_all_privileges_mysql() -> None:
+    table_privs = {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "REFERENCES", "INDEX", "ALTER"}
+    table_privs |= {"CREATE VIEW", "SHOW VIEW", "TRIGGER"}
+    shown = ["GRANT ALL PRIVILEGES ON `shop`.`t` TO `app`@`localhost`"]
+    current = _existing(MYSQL80, "caching_sha2_password", b"", shown)
+    wanted = {u.Level("shop", "t"): set(table_privs)}
+    assert u.plan_account(MYSQL80, current, _desired(password=None, privileges=wanted)).statements == []
+    # Asking for ALL PRIVILEGES and holding every privilege by name: nothing to do either.
+    current = _existing(MYSQL80, "caching_sha2_password", b"", [f"GRANT {', '.join(table_privs)} ON `shop`.`t` TO x"])
+    wanted = {u.Level("shop", "t"): {"ALL PRIVILEGES"}}
+    assert u.plan_account(MYSQL80, current, _desired(password=None, privileges=wanted)).statements == []
