@@ -72,6 +72,15 @@ KNOWN_WEAK_PASSWORDS = frozenset(
 )
 # Substrings that mark a template value however it is dressed up.
 PLACEHOLDER_MARKERS = ("changethis", "changeme", "replaceme", "placeholder", "yourpassword", "securepassword")
+# Digits and symbols written for the letter they look like ("P@ssw0rd", "Ch@ng3M3"). A "1" is
+# an "i" or an "l", so placeholders are looked for in both readings.
+LOOK_ALIKES = {"a": "@4", "e": "3", "i": "1!", "l": "1|", "o": "0", "s": "$5", "t": "7+"}
+_AS_I = str.maketrans(
+    {"@": "a", "4": "a", "3": "e", "1": "i", "!": "i", "|": "l", "0": "o", "$": "s", "5": "s", "7": "t", "+": "t"}
+)
+_AS_L = str.maketrans(
+    {"@": "a", "4": "a", "3": "e", "1": "l", "!": "i", "|": "l", "0": "o", "$": "s", "5": "s", "7": "t", "+": "t"}
+)
 # Fewer different characters than this is trivial at any length (24 spaces and an 'x').
 MIN_DISTINCT_CHARACTERS = 8
 # Share of neighbouring characters that are equal or adjacent (aa, ab, ba, 90) from which the
@@ -117,6 +126,31 @@ def sequence_share(password: str) -> float:
     return close / len(pairs)
 
 
+def spells_word(text: str, word: str) -> bool:
+    """Whether ``text`` (lower case) is ``word`` once or more, in letters or look-alikes, with only
+    digits and symbols around the repetitions and only symbols (no digits) inside one.
+
+    ``P@ssw0rd-2024!`` spells ``password``; ``T!3847...`` does not spell ``test``: a digit inside
+    the word must stand for its next letter. At least one real letter is required, so a random
+    number never spells a word.
+    """
+    if not any(ch.isalpha() for ch in text):
+        return False
+    states = {(0, False)}  # (letters of the word matched so far, at least one whole word seen)
+    for ch in text:
+        following: set[tuple[int, bool]] = set()
+        for matched, seen in states:
+            expected = word[matched]
+            if ch == expected or ch in LOOK_ALIKES.get(expected, ""):
+                following.add((0, True) if matched + 1 == len(word) else (matched + 1, seen))
+            if not ch.isalpha() and (matched == 0 or not ch.isdigit()):
+                following.add((matched, seen))
+        if not following:
+            return False
+        states = following
+    return (0, True) in states
+
+
 def _weak_word_problem(password: str, squashed: str) -> str | None:
     if squashed in KNOWN_WEAK_PASSWORDS or any(marker in squashed for marker in PLACEHOLDER_MARKERS):
         return "it is a known placeholder or common password"
@@ -125,6 +159,16 @@ def _weak_word_problem(password: str, squashed: str) -> str | None:
         letters and repeating_unit(letters) in KNOWN_WEAK_PASSWORDS
     ):
         return "it is a common password repeated or with only digits and symbols added"
+    lower = password.lower()
+    readings = {_squash(lower.translate(table)) for table in (_AS_I, _AS_L)}
+    if any(
+        reading in KNOWN_WEAK_PASSWORDS or any(marker in reading for marker in PLACEHOLDER_MARKERS)
+        for reading in readings
+    ) or any(spells_word(lower, word) for word in KNOWN_WEAK_PASSWORDS if word.isalpha()):
+        return (
+            "it is a known placeholder or common password written with look-alike characters "
+            "(@ for a, 0 for o, 3 for e, ...), possibly repeated or with digits and symbols added"
+        )
     return None
 
 

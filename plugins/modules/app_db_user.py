@@ -13,7 +13,8 @@ description:
     app, migrations, backups, read-only reporting) so that each holds exactly the grants
     it needs. Privileges beyond the desired set are revoked.
   - Refuses weak passwords (length, known placeholders such as C(CHANGE_THIS_SECURE_PASSWORD),
-    also repeated or with only digits and symbols added, the account or database name inside
+    also repeated, with only digits and symbols added or written with look-alike characters such as
+    C(P@ssw0rd), the account or database name inside
     the password, a repeated short pattern, fewer than 8 different characters, mostly runs or
     sequences such as C(aaaa) or C(1234), fewer than three character classes below 24
     characters). The error names the rule, never the password.

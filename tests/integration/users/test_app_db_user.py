@@ -284,6 +284,8 @@ def test_global_privileges_and_grant_option_refused(accounts: Accounts) -> None:
     [
         ("CHANGE_THIS_SECURE_PASSWORD", "known placeholder"),
         ("Change-This-Secure-Password-2024", "known placeholder"),
+        ("Ch@ng3_Th1s_S3cur3_P@ssw0rd", "look-alike characters"),
+        ("P@ssw0rd123456789", "look-alike characters"),
         ("changeme", "at least 16 are required"),
         ("Short1!", "at least 16 are required"),
         ("aaaaaaaaaaaaaaaaaaaa", "single repeated character"),

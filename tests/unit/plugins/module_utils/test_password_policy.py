@@ -95,6 +95,48 @@ def test_passphrases_and_fixture_passwords_still_pass(password: str) -> None:
     assert pp.password_problems(password, 16, ("mutuapix_app", "mutuapix")) == []
 
 
+@pytest.mark.parametrize(
+    ("password", "rule"),
+    [
+        ("P@ssw0rd123456789", "look-alike characters"),  # Password123456789 with @ for a, 0 for o
+        ("P@55w0rd-2024-08-15!", "look-alike characters"),
+        ("Ch@ng3_Th1s_S3cur3_P@ssw0rd", "look-alike characters"),  # the placeholder itself
+        ("Ch4ngeMe!2024xyzw", "look-alike characters"),
+        ("R3pl@c3-M3-2024-0815", "look-alike characters"),
+        ("S3cr3t!2024#08154711", "look-alike characters"),  # secret, digits and symbols after it
+        ("@dm1n!2024#08154711", "look-alike characters"),
+        ("L@r@v3l#2024!0815", "look-alike characters"),
+    ],
+)
+def test_common_passwords_in_look_alike_characters_are_refused(password: str, rule: str) -> None:
+    problems = pp.password_problems(password, 16, ("mutuapix_app", "mutuapix"))
+    assert rule in "; ".join(problems), problems
+    assert password not in "; ".join(problems)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "T!38475019263547",  # one letter and digits: 3, 5, 7 are not "test" here
+        "7e5t-is-not-4-word-Zq9",  # letters beyond the word
+        "Laravel-Queue-Worker-7!x",
+        "Passw0rd-Manager-Vault-8q",  # a common word inside a longer phrase
+    ],
+)
+def test_look_alike_rule_leaves_other_passwords_alone(password: str) -> None:
+    assert pp.password_problems(password, 16, ("mutuapix_app", "mutuapix")) == []
+
+
+def test_random_numbers_spell_no_password() -> None:
+    """Digits can stand for letters (3 for e, 7 for t): a random number still spells no password."""
+    for _index in range(300):
+        for secret in (
+            "".join(secrets.choice("0123456789") for _digit in range(30)),
+            "".join(secrets.choice("0123456789!@$+|") for _digit in range(30)),
+        ):
+            assert "look-alike" not in "; ".join(pp.password_problems(secret, 16, ())), secret
+
+
 def test_generated_secrets_pass() -> None:
     """What the docs tell people to use: ``openssl rand -base64 24`` (and 33), ``openssl rand -hex 16``."""
     for _index in range(300):
