@@ -45,6 +45,10 @@ USER_AGENT = "mutuapix.ops-endpoint_check/1"
 
 
 _OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
+# A header name http.client sends (its own rule): no colon, no line break, no leading space.
+_HEADER_NAME = re.compile(r"[^:\s][^:\r\n]*")
+# What HTTP ignores around a header value; a vaulted block scalar (``token: |``) ends in a line break.
+_HEADER_PADDING = " \t\r\n"
 
 
 class ProbeError(Exception):
@@ -330,6 +334,35 @@ class _TLSConnection(http.client.HTTPConnection):
         self.sock = self.tls_context.wrap_socket(self.sock, server_hostname=self.server_name)
 
 
+def parse_url(url: str) -> urllib.parse.SplitResult:
+    """``url`` split, or a ProbeError naming what is wrong with it (scheme, host, port)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProbeError(f"url {url!r} must be an absolute http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - urllib checks the port only when it is read
+    except ValueError as exc:
+        raise ProbeError(f"url {url!r} has an invalid port: {exc}") from exc
+    return parts
+
+
+def clean_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    """The headers to send: valid names, values without the spaces and line breaks HTTP ignores around them.
+
+    A line break inside a value is refused by name only - http.client's own error would quote the
+    value, a secret more often than not, in a traceback.
+    """
+    clean = {}
+    for name, value in (headers or {}).items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ProbeError(f"header {name!r} is not a valid header name")
+        value = value.strip(_HEADER_PADDING)
+        if "\r" in value or "\n" in value or "\x00" in value:
+            raise ProbeError(f"the value of header {name} contains a line break or a NUL byte: HTTP cannot send it")
+        clean[name] = value
+    return clean
+
+
 def host_header(headers: dict[str, str] | None) -> str | None:
     """The value of a ``Host`` request header (any case), or None."""
     for key, value in (headers or {}).items():
@@ -403,9 +436,8 @@ def check_endpoint(
     nor failing this run.
     """
     expected = expected_status or [200]
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProbeError(f"url {url!r} must be an absolute http:// or https:// URL")
+    parts = parse_url(url)
+    headers = clean_headers(headers)
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -73,6 +73,8 @@ options:
         SNI, so the server presents that site's certificate, and verified against it. Without one, the URL's
         host is used.
       - Treated as secret (not logged), since they often carry a token.
+      - Spaces and line breaks around a value are dropped (HTTP ignores them; a vaulted block scalar ends in a
+        line break). A value with a line break inside is refused, naming the header only.
     type: dict
     default: {}
   state_file:
@@ -218,7 +220,13 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import (
     default_state_file,
     run_transitions,
 )
-from ansible_collections.mutuapix.ops.plugins.module_utils._probes import ProbeError, check_endpoint, endpoint_identity
+from ansible_collections.mutuapix.ops.plugins.module_utils._probes import (
+    ProbeError,
+    check_endpoint,
+    clean_headers,
+    endpoint_identity,
+    parse_url,
+)
 
 
 def default_state_file_for(
@@ -251,9 +259,12 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    parts = urllib.parse.urlsplit(p["url"])
+    try:
+        parts = parse_url(p["url"])
+        headers = clean_headers({str(k): str(v) for k, v in p["headers"].items()})
+    except ProbeError as exc:
+        module.fail_json(msg=str(exc))
     name = p["name"] or f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
-    headers = {str(k): str(v) for k, v in p["headers"].items()}
     state_file = p["state_file"] or default_state_file_for(
         p["name"], parts, endpoint_identity(p["url"], headers), p["state_dir"]
     )

@@ -49,7 +49,9 @@ def _handler(server_ref: dict[str, Server]) -> type[BaseHTTPRequestHandler]:
             server = server_ref["server"]
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            server.requests.append({"method": self.command, "path": self.path, "body": body})
+            server.requests.append(
+                {"method": self.command, "path": self.path, "body": body, "headers": dict(self.headers.items())}
+            )
             payload = b'{"ok": true}' if server.status < 400 else b"boom"
             self.send_response(server.status)
             self.send_header("Content-Type", "application/json")

@@ -146,6 +146,31 @@ def test_bad_url_and_unwritable_state_are_clear_errors(http_server: Server, tmp_
     assert "Traceback" not in unwritable.stderr
 
 
+def test_a_header_value_ending_in_a_line_break_is_sent_trimmed_never_echoed(http_server: Server, tmp_path: Path):
+    # A vaulted token written as a YAML block scalar (`token: |`) ends in a line break.
+    result = probe(http_server.url, tmp_path / "s.json", headers={"Authorization": "Bearer s3cr3t-hdr-token\n"})
+    assert not result.failed, result
+    assert result["healthy"] is True and result["status"] == 200
+    assert http_server.requests[-1]["headers"]["Authorization"] == "Bearer s3cr3t-hdr-token"
+    assert "s3cr3t-hdr-token" not in json.dumps(result) + result.stderr
+    inside = probe(http_server.url, tmp_path / "s2.json", headers={"X-Token": "s3cr3t-hdr\r\nX-Evil: 1"})
+    assert inside.failed and "X-Token" in inside["msg"] and "line break" in inside["msg"], inside
+    assert "s3cr3t-hdr" not in json.dumps(inside) + inside.stderr
+    assert "Traceback" not in inside.stderr
+    assert not (tmp_path / "s2.json").exists()
+    named = probe(http_server.url, tmp_path / "s3.json", headers={"X-Token:": "some-value"})  # "X-Token: abc"
+    assert named.failed and "'X-Token:' is not a valid header name" in named["msg"], named
+    assert "Traceback" not in named.stderr
+
+
+def test_a_bad_port_in_the_url_is_a_clear_error(tmp_path: Path):
+    for url, why in (("http://127.0.0.1:99999/health", "out of range"), ("https://127.0.0.1:44x/", "integer")):
+        result = probe(url, tmp_path / "s.json")
+        assert result.failed and url in result["msg"] and why in result["msg"], result
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_check_mode_writes_no_state_and_sends_nothing(webhook: Server, refused_port: int, tmp_path: Path):
     state = tmp_path / "s.json"
     result = run_module(
