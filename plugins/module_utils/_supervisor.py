@@ -683,14 +683,23 @@ def converge(client: Supervisor, spec: WorkerSpec | None, target: Target, check_
     if check_mode:
         if target.apply:
             plan = predict(loaded, present, sorted(ours - set(present)), changed_groups(before, after))
-            if listener_changed and listener_group in loaded and listener_group not in plan.restarted:
+            if (
+                listener_group in present
+                and listener_group in loaded
+                and listener_group not in plan.restarted
+                and (listener_changed or listener_outdated(client, listener_group, target.listener_path))
+            ):
                 plan.restarted.append(listener_group)
     else:
         _write_files(target, after, file_changed, listener_changed)
         if target.apply:
             plan = apply(client, ours, present, target.stop_timeout)
-            if listener_changed and listener_group not in plan.added + plan.restarted:
-                # the listener script changed under a running listener: restart it to load the new code
+            if (
+                listener_group in present
+                and listener_group not in plan.added + plan.restarted
+                and (listener_changed or listener_outdated(client, listener_group, target.listener_path))
+            ):
+                # the listener runs an older script than the one installed: restart it to load the new code
                 client.stop_group(listener_group, target.call_timeout)
                 client.remove_group(listener_group)
                 client.add_group(listener_group)
@@ -710,6 +719,25 @@ def converge(client: Supervisor, spec: WorkerSpec | None, target: Target, check_
         "applied": plan.to_dict(),
         "processes": processes,
     }
+
+
+def listener_outdated(client: Supervisor, group: str, script: str) -> bool:
+    """Whether the listener of ``group`` runs an older script than ``script``: it started before the file was written.
+
+    Programs share one listener script (the default ``listener_path``): the run that installs a
+    new version restarts its own listener, and finds the file changed; the other programs' runs
+    find it current, while their listeners still run the code they loaded when they started.
+    """
+    try:
+        written = int(os.stat(script).st_mtime)  # supervisor reports whole seconds
+    except OSError:
+        return False
+    if written > time.time():
+        return False  # written while the clock was ahead: every start would look older, every run restart it
+    return any(
+        info.get("group") == group and info.get("statename") == "RUNNING" and 0 < int(info.get("start") or 0) < written
+        for info in client.processes()
+    )
 
 
 def _write_files(target: Target, after: str | None, file_changed: bool, listener_changed: bool) -> None:

@@ -161,6 +161,9 @@ options:
   listener_path:
     description:
       - Where the hard memory limit listener script is installed (mode 0755).
+      - Several programs may share it. A listener that started before the script was last written (a new
+        release installed by another program's run) is restarted, so it loads the new code; its workers keep
+        running.
     type: path
     default: /usr/local/lib/mutuapix-ops/memlimit.py
   listener_python:

@@ -269,6 +269,36 @@ def test_check_mode_predicts_the_restarts_the_real_run_makes(workers: Workers, s
     assert workers.run("qa", hard_memory_mb=200, numprocs=2)["applied"] == tighter["applied"]
 
 
+def test_a_new_listener_script_restarts_the_listener_of_every_program(workers: Workers, supervisord: Supervisord):
+    """Programs share listener_path: after an upgrade, each program's run restarts its own listener.
+
+    The first run installs the new script and restarts its listener; the second program's run
+    finds the script already current, but its listener still runs the old code loaded at start.
+    """
+    for name in ("alpha", "beta"):
+        assert not workers.run(name, hard_memory_mb=300).failed
+    listener = Path(workers.args("alpha")["listener_path"])
+    listener.write_text(listener.read_text() + "\n# an older release of the listener\n")
+    rpc = supervisord.rpc()
+    for group in ("alpha_memlimit", "beta_memlimit"):  # both listeners now run the older script
+        rpc.stopProcessGroup(group, True)
+        rpc.startProcessGroup(group, True)
+    old_beta = wait_for(lambda: supervisord.pids("beta_memlimit"))
+    time.sleep(1.1)  # the upgrade comes later than the listeners' start
+
+    upgraded = workers.run("alpha", hard_memory_mb=300)
+    assert upgraded["applied"]["restarted"] == ["alpha_memlimit"], upgraded
+    planned = workers.run("beta", check=True, hard_memory_mb=300)
+    assert planned["applied"]["restarted"] == ["beta_memlimit"], planned
+    other = workers.run("beta", hard_memory_mb=300)
+    assert other["changed"] is True and other["applied"]["restarted"] == ["beta_memlimit"], other
+    new_beta = wait_for(lambda: supervisord.pids("beta_memlimit"))
+    assert set(new_beta.values()).isdisjoint(old_beta.values())
+    for name in ("alpha", "beta"):  # and nothing more after that
+        again = workers.run(name, hard_memory_mb=300)
+        assert again["changed"] is False and again["applied"]["restarted"] == [], again
+
+
 def test_supervisor_not_running_is_a_clear_error(workers: Workers, supervisord: Supervisord, tmp_path: Path):
     missing = workers.run("alpha", supervisor_url=f"unix://{tmp_path}/nope.sock")
     assert missing.failed
