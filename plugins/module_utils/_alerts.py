@@ -225,8 +225,11 @@ def evaluate(
             result.alerts.append({"check": check, "message": message, "since": _iso(now), "repeat": False})
             failing[check] = {"since": now, "last_alert_at": now, "message": message}
             continue
-        since = float(before.get("since", now))
-        last = float(before.get("last_alert_at", since))
+        # Times ahead of now were written by a clock that ran ahead (since set back by NTP, a restored VM
+        # snapshot): counted from them, the next reminder would wait until the clock catches up - days, or
+        # years. They count from now instead, and a failure never starts after it is seen.
+        since = min(float(before.get("since", now)), now)
+        last = min(float(before.get("last_alert_at", since)), now)
         entry = {"since": since, "last_alert_at": last, "message": message}
         if realert_after_s > 0 and now - last >= realert_after_s:
             result.alerts.append({"check": check, "message": message, "since": _iso(since), "repeat": True})
@@ -239,7 +242,7 @@ def evaluate(
             failing[check] = dict(before)
             result.not_evaluated.append(check)
             continue
-        since = float(before.get("since", now))
+        since = min(float(before.get("since", now)), now)
         result.recoveries.append(
             {
                 "check": check,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,27 @@ def test_transition_table(http_server: Server, webhook: Server, tmp_path: Path):
     assert posts(webhook)[-1]["attachments"][0]["color"] == "good"
     assert run()["recoveries"] == []  # OK -> OK
     assert len(posts(webhook)) == 3  # alert, reminder, recovery
+
+
+def test_times_from_a_clock_that_ran_ahead_never_silence_the_reminders(http_server: Server, tmp_path: Path):
+    """A host whose clock ran a day ahead (fixed by NTP, a VM snapshot restored) left times in the future."""
+    state = tmp_path / "state.json"
+    http_server.status = 500
+    assert [a["check"] for a in probe(http_server.url, state)["alerts"]] == ["status"]
+    saved = json.loads(state.read_text())
+    saved["failing"]["status"]["since"] += 86400
+    saved["failing"]["status"]["last_alert_at"] += 86400
+    state.write_text(json.dumps(saved))
+
+    first = probe(http_server.url, state, realert_after_s=2)  # the reminder clock starts again now
+    assert first["alerts"] == [], first
+    time.sleep(2.2)
+    reminder = probe(http_server.url, state, realert_after_s=2)
+    assert [a["repeat"] for a in reminder["alerts"]] == [True], reminder  # not in a day's time
+    http_server.status = 200
+    recovered = probe(http_server.url, state)
+    assert [r["check"] for r in recovered["recoveries"]] == ["status"]
+    assert 0 <= recovered["recoveries"][0]["duration_s"] < 600, recovered
 
 
 def test_corrupt_or_missing_state_never_gives_a_false_recovery(http_server: Server, webhook: Server, tmp_path: Path):
