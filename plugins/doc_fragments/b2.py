@@ -23,6 +23,8 @@ options:
     description:
       - S3-compatible endpoint URL. Defaults to C(https://s3.<region>.backblazeb2.com).
       - Set it to use another S3-compatible server, for example a local test endpoint.
+      - A host without a scheme (C(s3.us-west-004.backblazeb2.com), as the bucket's page shows it) is
+        reached over C(https://).
     type: str
   key_id:
     description:

@@ -69,10 +69,32 @@ class B2Error(Exception):
     """An error with a message a person can act on."""
 
 
+def _checked_endpoint(endpoint_url: str) -> str:
+    """``endpoint_url`` without a trailing ``/``; ``https://`` added to a bare host (as B2's web UI shows it).
+
+    B2Error for anything botocore would refuse with a traceback (no host, a space, another scheme).
+    """
+    endpoint = endpoint_url.strip()
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint  # B2 speaks https only
+    endpoint = endpoint.rstrip("/")
+    parts = urlsplit(endpoint)
+    try:
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 1) > 0
+    except ValueError:  # a port that is no number
+        valid = False
+    if not valid or any(c.isspace() for c in endpoint):
+        raise B2Error(
+            f"endpoint_url {endpoint_url!r} is not an http(s) URL of a host: use for example "
+            "https://s3.us-west-004.backblazeb2.com (shown on the bucket's page), or set region instead"
+        )
+    return endpoint
+
+
 def resolve_endpoint(region: str | None, endpoint_url: str | None) -> tuple[str, str]:
     """(endpoint_url, region): B2's endpoint is ``https://s3.<region>.backblazeb2.com``."""
     if endpoint_url:
-        endpoint = endpoint_url.rstrip("/")
+        endpoint = _checked_endpoint(endpoint_url)
         if not region:
             host = urlsplit(endpoint).hostname or ""
             parts = host.split(".")
@@ -194,7 +216,10 @@ def create_client(settings: ClientSettings, recorder: RequestRecorder | None = N
         region_name=settings.region,
     )
     verify: bool | str = settings.ca_bundle or settings.validate_certs
-    client = session.client("s3", endpoint_url=settings.endpoint_url, config=client_config(settings), verify=verify)
+    try:
+        client = session.client("s3", endpoint_url=settings.endpoint_url, config=client_config(settings), verify=verify)
+    except ValueError as exc:  # botocore's "Invalid endpoint", a region it cannot use
+        raise B2Error(f"cannot use endpoint_url {settings.endpoint_url} and region {settings.region}: {exc}") from exc
     events = client.meta.events
     events.register_last("before-call.s3.DeleteObjects", _md5_instead_of_crc)
     events.register_last("before-sign.s3", _strip_forbidden_headers)

@@ -611,6 +611,13 @@ def test_bad_options_fail_clearly(args_for, src, dest):
     assert_clean_failure(b2_run(args_for("b", src=str(src), object_lock_days=30)), "object_lock_mode")
 
 
+@pytest.mark.parametrize("endpoint", ["https://bad host", "https://", "s3 .us-west-004.backblazeb2.com"])
+def test_an_endpoint_url_that_is_no_url_fails_clearly(args_for, src, endpoint):
+    """A mistyped endpoint_url must be named in a message, not end in a traceback."""
+    result = b2_run(args_for("b", src=str(src), endpoint_url=endpoint, max_attempts=1, connect_timeout=2), timeout=120)
+    assert_clean_failure(result, "endpoint_url")
+
+
 def test_slowdown_is_retried(bucket, args_for, proxy, src, dest):
     backup = write_backup(src, "app", NOW, 11 * MiB)
     proxy.state.faults += [Fault("UploadPart", 2), Fault("PutObject", 1), Fault("ListObjects", 1, status=500)]

@@ -75,6 +75,23 @@ def test_resolve_endpoint():
         resolve_endpoint(None, None)
 
 
+def test_resolve_endpoint_takes_the_host_the_b2_web_ui_shows():
+    """The bucket page shows ``s3.<region>.backblazeb2.com`` without a scheme; B2 speaks https only."""
+    assert resolve_endpoint(None, "s3.us-west-004.backblazeb2.com") == (
+        "https://s3.us-west-004.backblazeb2.com",
+        "us-west-004",
+    )
+    assert resolve_endpoint("eu-central-003", "s3.eu-central-003.backblazeb2.com/")[0] == (
+        "https://s3.eu-central-003.backblazeb2.com"
+    )
+
+
+@pytest.mark.parametrize("endpoint", ["https://bad host", "https://", "ftp://s3.example.com", "http://:9000"])
+def test_resolve_endpoint_refuses_what_is_no_http_url(endpoint):
+    with pytest.raises(B2Error, match="endpoint_url"):
+        resolve_endpoint(None, endpoint)
+
+
 def test_argument_spec_secrets_and_fallbacks():
     spec = b2_argument_spec()
     assert spec["application_key"]["no_log"] is True
