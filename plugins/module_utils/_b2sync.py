@@ -1143,8 +1143,13 @@ def latest_backup(
     database: str,
     label: str | None = None,
     confirm: Callable[[BackupName], bool] | None = None,
+    now: dt.datetime | None = None,
 ) -> str | None:
-    """Newest complete backup (data and manifest present) of ``database`` that ``confirm`` accepts."""
+    """Newest complete backup (data and manifest present) of ``database`` that ``confirm`` accepts.
+
+    With ``now``, a backup dated in the future (beyond ``FUTURE_TOLERANCE``: a clock that was wrong
+    when it was taken) is never the newest, as in ``status``: it may be the oldest of all.
+    """
     candidates = []
     for name in remote:
         backup = parse_backup_name(name, database)
@@ -1153,6 +1158,9 @@ def latest_backup(
         if label is not None and backup.label != label:
             continue
         candidates.append(backup)
+    if now is not None:
+        future = future_backups(candidates, now)
+        candidates = [b for b in candidates if b not in future]
     for backup in sorted(candidates, key=lambda b: (b.timestamp, b.name), reverse=True):
         if confirm is None or confirm(backup):
             return backup.name
@@ -1232,7 +1240,18 @@ def pull(
         if not database:
             raise SyncError("pull needs name, or latest=true with database")
         remote = list_remote(client, config.bucket, config.prefix)
-        name = latest_backup(remote, database, label, lambda b: is_owned(client, config, remote, b, cache))
+
+        def owned(backup: BackupName) -> bool:
+            return is_owned(client, config, remote, backup, cache)
+
+        name = latest_backup(remote, database, label, owned, now=dt.datetime.now(dt.timezone.utc))
+        future = None if name else latest_backup(remote, database, label, owned)
+        if future:
+            raise SyncError(
+                f"the only complete backups of database {database!r} under {config.bucket}/{config.prefix} are "
+                f"dated in the future (the newest is {future}): a clock was wrong when they were taken, so they may "
+                "be older than they look; check their manifests' created_at and pull one by name"
+            )
         if not name:
             raise SyncError(
                 f"no complete backup of database {database!r} under {config.bucket}/{config.prefix}; "

@@ -143,6 +143,8 @@ options:
   latest:
     description:
       - With O(mode=pull), pull the newest complete backup of O(database) instead of O(name).
+      - A backup dated more than an hour in the future (taken while a clock was wrong) is never the
+        newest; when it is the only complete one, the task fails naming it, so that it is pulled by O(name).
     type: bool
     default: false
   database:

@@ -496,6 +496,20 @@ def test_a_backup_dated_in_the_future_neither_blocks_uploads_nor_looks_fresh(buc
     assert tonight_only["healthy"] is False, "freshness comes from real backups, not from the future one"
 
 
+def test_pull_latest_never_picks_a_backup_dated_in_the_future(bucket, args_for, src, dest, s3):
+    """A backup taken while the clock was a year ahead is old, not the newest: restoring it loses a year."""
+    future = write_backup(src, "app", NOW + dt.timedelta(days=365), 1000)
+    assert not b2_run(args_for(bucket, src=str(src), prefix="db")).failed
+    only_future = b2_run(args_for(bucket, mode="pull", dest=str(dest), prefix="db", latest=True, database="app"))
+    assert only_future.failed and future.name in only_future["msg"] and "name" in only_future["msg"], only_future
+    assert list(dest.iterdir()) == []
+    tonight = write_backup(src, "app", NOW - dt.timedelta(minutes=5), 1000)
+    assert not b2_run(args_for(bucket, src=str(src), prefix="db")).failed
+    pulled = b2_run(args_for(bucket, mode="pull", dest=str(dest), prefix="db", latest=True, database="app"))
+    assert not pulled.failed and pulled["name"] == tonight.name, pulled
+    assert sorted(os.listdir(dest)) == [tonight.name, tonight.name + ".manifest.json"]
+
+
 @pytest.mark.parametrize("with_database", [True, False], ids=["database", "all"])
 def test_status_with_a_key_that_may_not_read_files_counts_by_name(bucket, args_for, proxy, src, with_database):
     """A monitoring key with listFiles only: ambiguous names are counted by name, with a warning."""
