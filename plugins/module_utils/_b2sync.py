@@ -294,13 +294,25 @@ def _call(action: str, func: Callable[..., Any], **kwargs: Any) -> Any:
 # Listing
 
 
-def scan_local(src: str, include: list[str], exclude: list[str]) -> list[LocalFile]:
+def printable_name(name: str) -> str:
+    """A file name that is no UTF-8 (undecodable bytes kept as surrogates), with those bytes as ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def scan_local(
+    src: str, include: list[str], exclude: list[str], unsupported: list[str] | None = None
+) -> list[LocalFile]:
+    """The files of ``src`` to push; names that are no UTF-8 (no S3 key can hold them) go to ``unsupported``."""
     if not os.path.isdir(src):
         raise SyncError(f"src {src} is not a directory")
     files = []
     with os.scandir(src) as entries:
         for entry in entries:
             if not entry.is_file(follow_symlinks=True) or not matches(entry.name, include, exclude):
+                continue
+            if printable_name(entry.name) != entry.name:
+                if unsupported is not None:
+                    unsupported.append(printable_name(entry.name))
                 continue
             st = entry.stat(follow_symlinks=True)
             files.append(LocalFile(entry.name, entry.path, st.st_size, st))
@@ -1076,7 +1088,8 @@ def _explain_refusals(
 def push(client: Any, config: SyncConfig, src: str, cache: HashCache, now: dt.datetime | None = None) -> dict[str, Any]:
     now = now or dt.datetime.now(dt.timezone.utc)
     stats = Stats()
-    local = scan_local(src, config.include, config.exclude)
+    unsupported: list[str] = []
+    local = scan_local(src, config.include, config.exclude, unsupported)
     remote = list_remote(client, config.bucket, config.prefix)
     plan = plan_push(client, config, local, remote, cache, now)
     result: dict[str, Any] = {
@@ -1086,6 +1099,7 @@ def push(client: Any, config: SyncConfig, src: str, cache: HashCache, now: dt.da
         "not_uploaded_retention": plan.not_uploaded_retention,
         "orphaned_manifests": plan.orphaned_manifests,
         "damaged": plan.damaged,
+        "unsupported_names": sorted(unsupported),
         "deleted": [],
         "retained_locked": [],
         "aborted_uploads": [],

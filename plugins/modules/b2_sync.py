@@ -282,6 +282,14 @@ damaged:
   returned: when O(mode=push)
   type: dict
   sample: {}
+unsupported_names:
+  description:
+    - Files in O(src) matching O(include) but not pushed because their names are not valid UTF-8,
+      which no S3 key can hold (undecodable bytes shown as C(\xNN)); a warning names them.
+  returned: when O(mode=push)
+  type: list
+  elements: str
+  sample: []
 aborted_uploads:
   description:
     - Keys whose incomplete multipart uploads (left by an interrupted run) were aborted (in check
@@ -552,6 +560,11 @@ def report_findings(module: B2Module, result: dict[str, Any]) -> None:
         module.warn(
             "not pushed, their backup file is neither in src nor remote (an interrupted local retention?): "
             + ", ".join(result["orphaned_manifests"])
+        )
+    if result.get("unsupported_names"):
+        module.warn(
+            "not pushed, their names are no UTF-8 (an S3 key cannot hold them; rename them to push them): "
+            + ", ".join(result["unsupported_names"])
         )
     if result.get("unreadable_manifests"):
         module.warn(

@@ -180,6 +180,19 @@ def test_include_exclude_and_hidden_files(bucket, args_for, src, s3):
     )
 
 
+def test_a_file_name_that_is_no_utf8_does_not_stop_the_other_backups(bucket, args_for, src, s3):
+    """S3 keys are UTF-8: a stray latin-1 name in src is left out with a warning, not a traceback every run."""
+    backup = write_backup(src, "app", NOW, 100)
+    stray = os.path.join(os.fsencode(src), b"caf\xe9-20260101T000000Z.sql.zst")
+    with open(stray, "wb") as handle:
+        handle.write(b"x")
+    result = b2_run(args_for(bucket, src=str(src), keep_last=1))
+    assert not result.failed and "Traceback" not in result.stderr, result
+    assert sorted(remote_keys(s3, bucket)) == sorted([backup.name, backup.name + ".manifest.json"])
+    assert result["unsupported_names"] == ["caf\\xe9-20260101T000000Z.sql.zst"], result
+    assert any("no UTF-8" in str(w) and "xe9-20260101T000000Z.sql.zst" in str(w) for w in result["warnings"]), result
+
+
 # ----------------------------------------------------------------------------- retention
 
 
