@@ -184,6 +184,14 @@ options:
       - Use O(cache_file). With V(false) every file is hashed and every object's metadata read.
     type: bool
     default: true
+  lock_timeout:
+    description:
+      - With O(mode=push), seconds to wait while another push to the same endpoint, bucket and O(prefix)
+        runs on this host (an overlapping AWX job, a long upload past the next scheduled run). Each push
+        aborts the unfinished uploads of the keys it writes, so two at once would abort each other's; the
+        second waits, then finds the files uploaded. The lock file lies beside O(cache_file).
+    type: int
+    default: 3600
 seealso:
   - module: mutuapix.ops.mysql_backup
   - name: B2 S3-compatible API
@@ -405,8 +413,11 @@ max_age_hours:
   sample: 26.0
 """
 
+import contextlib
 import datetime as dt
+import hashlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
@@ -421,6 +432,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
     push,
     status,
 )
+from ansible_collections.mutuapix.ops.plugins.module_utils._flock import wait_for_flock
 from ansible_collections.mutuapix.ops.plugins.module_utils._retention import (
     retention_argument_spec,
     retention_params,
@@ -451,6 +463,7 @@ def argument_spec() -> dict[str, Any]:
         "max_age_hours": {"type": "float", "default": 26},
         "cache_file": {"type": "path", "default": DEFAULT_CACHE_FILE},
         "use_cache": {"type": "bool", "default": True},
+        "lock_timeout": {"type": "int", "default": 3600},
     }
     spec.update(retention_argument_spec())
     return spec
@@ -514,6 +527,40 @@ def save_cache(module: B2Module, cache: HashCache) -> None:
             module.warn(warning)
 
 
+@contextlib.contextmanager
+def push_lock(module: B2Module, config: SyncConfig) -> Iterator[None]:
+    """One push at a time per endpoint, bucket and prefix on this host (none in check mode, which writes nothing).
+
+    A push aborts the unfinished multipart uploads of the keys it is about to write (a killed run's);
+    a second push started while the first uploads would abort the first's.
+    """
+    if module.check_mode or module.params["mode"] != "push":
+        yield
+        return
+    scope = f"{module.b2_settings.endpoint_url}/{config.bucket}/{config.prefix}"
+    directory = os.path.dirname(os.path.abspath(module.params["cache_file"]))
+    path = os.path.join(directory, f".b2_sync-push-{hashlib.sha256(scope.encode()).hexdigest()[:16]}.lock")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        module.warn(
+            f"no push lock ({path}: {exc.strerror}): a push to the same prefix started meanwhile could abort "
+            "this push's uploads"
+        )
+        yield
+        return
+    try:
+        if not wait_for_flock(fd, module.params["lock_timeout"], interval=0.5):
+            module.fail_json(
+                msg=f"another push to {config.bucket}/{config.prefix} is running on this host (lock {path} held for "
+                f"more than lock_timeout={module.params['lock_timeout']}s); wait for it or raise lock_timeout"
+            )
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def main() -> None:
     module = B2Module(
         argument_spec=argument_spec(),
@@ -525,7 +572,12 @@ def main() -> None:
     )
     validate(module)
     config = build_config(module)
-    cache = open_cache(module, config)
+    with push_lock(module, config):
+        run(module, config)
+
+
+def run(module: B2Module, config: SyncConfig) -> None:
+    cache = open_cache(module, config)  # read under the lock: another push's entries are kept
     client = module.client()
     p = module.params
     result: dict[str, Any] = {}

@@ -554,6 +554,36 @@ def test_a_push_with_nothing_to_upload_still_aborts_a_killed_runs_upload(bucket,
     assert done["changed"] and not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
 
+def test_two_pushes_at_once_take_turns_instead_of_aborting_each_others_upload(bucket, args_for, proxy, src, s3):
+    """An AWX job overlapping the scheduled push: the second aborted the first's multipart upload (a push
+    aborts the unfinished uploads of the keys it writes), and the first failed with NoSuchUpload."""
+    backup = write_backup(src, "app", NOW, 30 * MiB)
+    uploading = threading.Event()
+
+    def slow_parts(seen: Any) -> None:
+        if seen.operation == "UploadPart":
+            uploading.set()
+            time.sleep(0.5)
+
+    proxy.state.hook = slow_parts
+    args = args_for(bucket, src=str(src), prefix="db", part_size_mb=5, concurrency=1)
+    results: dict[str, Any] = {}
+    first = threading.Thread(target=lambda: results.setdefault("first", b2_run(args, timeout=300)))
+    first.start()
+    try:
+        assert uploading.wait(60), "the first push never uploaded a part"
+        second = b2_run(args, timeout=300)
+    finally:
+        first.join(300)
+        proxy.state.hook = None
+    assert not results["first"].failed, results["first"]
+    assert not second.failed, second
+    assert sorted(results["first"]["uploaded"]) == sorted([backup.name, backup.name + ".manifest.json"])
+    assert second["uploaded"] == [] and second.get("aborted_uploads", []) == [], second
+    assert proxy.state.count("AbortMultipartUpload") == 0
+    assert s3.head_object(Bucket=bucket, Key="db/" + backup.name)["ContentLength"] == backup.stat().st_size
+
+
 # ----------------------------------------------------------------------------- pull safety
 
 
