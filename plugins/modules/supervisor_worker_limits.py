@@ -184,6 +184,9 @@ options:
   supervisor_url:
     description:
       - supervisord's XML-RPC endpoint, C(unix:///path/to.sock) or C(http://host:port).
+      - Give the credentials in O(supervisor_username) and O(supervisor_password). A password written into
+        the URL (C(http://user:pass@host:9001)) works too and is masked in results and errors like
+        O(supervisor_password), but the memory listener does not get it.
     type: str
     default: unix:///var/run/supervisor.sock
   supervisor_username:
@@ -332,6 +335,7 @@ command:
 
 import os
 import sys
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -495,6 +499,11 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
+    # A password written into the URL (http://user:pass@host:9001) would show in every error naming it
+    # and in the task's recorded arguments: masked like supervisor_password.
+    url_password = urlsplit(p["supervisor_url"]).password if "@" in p["supervisor_url"] else None
+    if url_password:
+        module.no_log_values.add(url_password)
     # The config file holds secrets escaped for supervisor; mask that form in every result too.
     for secret in [p["supervisor_password"], *(p["secret_environment"] or {}).values()]:
         if secret:

@@ -19,6 +19,7 @@ import pytest
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _memmon
 from tests.integration.workers.conftest import Supervisord, Workers, read_rss_mb, wait_for
+from tests.support.mariadb import refused_port
 from tests.support.runner import MODULE_PYTHON, module_env, run_module, run_playbook
 
 
@@ -413,6 +414,14 @@ def test_wrong_credentials_and_uncovered_config_dir(tmp_path: Path, worker_scrip
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_password_in_the_supervisor_url_never_shows(workers: Workers, supervisord: Supervisord):
+    """http://user:pass@host:9001 is how XML-RPC URLs carry credentials; every error named the URL whole."""
+    with refused_port() as port:
+        failed = workers.run("alpha", supervisor_url=f"http://ops:url-s3cret-pass@127.0.0.1:{port}")
+    assert failed.failed and "nothing accepts connections" in failed["msg"], failed
+    assert "url-s3cret-pass" not in json.dumps(failed), failed
 
 
 def test_a_password_with_percent_is_masked_and_still_authenticates(tmp_path: Path, worker_script: Path):
