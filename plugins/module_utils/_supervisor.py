@@ -300,7 +300,18 @@ def check_round_trip(spec: WorkerSpec, text: str) -> None:
     parsed = parse_config(text)
     expected = render_sections(spec)
     if parsed != expected:
-        raise WorkerConfigError("the rendered configuration does not read back as written (a value is not escaped?)")
+        # Named by option only: the values may be secrets (environment).
+        differing = sorted(
+            f"[{section}] {key}"
+            for section in set(parsed) | set(expected)
+            for key in set(parsed.get(section, {})) | set(expected.get(section, {}))
+            if parsed.get(section, {}).get(key) != expected.get(section, {}).get(key)
+        )
+        raise WorkerConfigError(
+            f"the rendered configuration does not read back as written: {', '.join(differing) or 'its sections'} "
+            "(supervisor reads ' ;' or ' #' in a value as the start of a comment, which cannot be escaped: "
+            "remove the space before ';' or '#', or the character)"
+        )
     program = parsed[f"program:{spec.name}"]
     if shlex.split(program["command"].replace("%%", "%")) != spec.command:
         raise WorkerConfigError("the command line does not read back as the same arguments")

@@ -171,8 +171,13 @@ def test_render_without_hard_limit_has_no_listener():
 def test_round_trip_catches_an_inline_comment():
     """supervisor's parser cuts a value at ' ;' - the parse-back check must notice before writing."""
     worker = spec(command=["/bin/sh", "-c", "echo a ;rm -rf /tmp/x"])
-    with pytest.raises(WorkerConfigError, match="does not read back"):
+    with pytest.raises(WorkerConfigError, match=r"does not read back as written: \[program:w\] command \(supervisor"):
         _supervisor.check_round_trip(worker, _supervisor.render_config(worker))
+    # a secret is named by its option, never shown
+    secret = spec(environment={"DB_PASSWORD": "pa #ss"})
+    with pytest.raises(WorkerConfigError, match=r"\[program:w\] environment \(") as caught:
+        _supervisor.check_round_trip(secret, _supervisor.render_config(secret))
+    assert "pa #ss" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
