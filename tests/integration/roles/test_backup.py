@@ -292,3 +292,27 @@ def test_a_schedule_that_would_never_fire_is_refused_before_the_backup(
     # refused up front: no backup taken, no schedule file written
     assert not (tmp_path / "backups").exists() or not list((tmp_path / "backups").rglob("*.sql*"))
     assert not etc.exists()
+
+
+def test_the_webhook_url_never_shows_in_the_output(
+    mariadb: MariaDB, backup_db: str, tmp_path: Path, webhook: Webhook
+) -> None:
+    """A Slack/Mattermost webhook URL is a credential (its path is the token): not in -v output nor AWX job events."""
+    hv = host_vars(mariadb, backup_db, tmp_path, backup_notify_url=webhook.url + "/T0001/B0002/webhook-token-3141")
+    hv["backup_config_file"] = str(tmp_path / "down.cnf")
+    (tmp_path / "down.cnf").write_text(f"[client]\nuser=root\nsocket={tmp_path}/no-server.sock\n")
+    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+
+    proc = run_playbook(PLAYBOOKS / "backup.yml", inventory, args=["-v"])
+
+    assert proc.returncode != 0
+    assert "failed at 'Take the backup'" in proc.stdout, proc.stdout[-3000:]
+    assert len(webhook.bodies) == 1  # still notified
+    assert "webhook-token-3141" not in proc.stdout + proc.stderr
+
+    # a webhook that cannot be reached is reported, still without its URL
+    hv["backup_notify_url"] = "http://127.0.0.1:1/T0001/B0002/webhook-token-3141"
+    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+    proc = run_playbook(PLAYBOOKS / "backup.yml", inventory, args=["-v"])
+    assert "The failure webhook (backup_notify_url) was not reached" in proc.stdout, proc.stdout[-3000:]
+    assert "webhook-token-3141" not in proc.stdout + proc.stderr
