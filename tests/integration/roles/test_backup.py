@@ -316,3 +316,29 @@ def test_the_webhook_url_never_shows_in_the_output(
     proc = run_playbook(PLAYBOOKS / "backup.yml", inventory, args=["-v"])
     assert "The failure webhook (backup_notify_url) was not reached" in proc.stdout, proc.stdout[-3000:]
     assert "webhook-token-3141" not in proc.stdout + proc.stderr
+
+
+def test_check_mode_on_a_new_host_changes_nothing_and_succeeds(
+    mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path
+) -> None:
+    bucket = s3_endpoint.new_bucket()
+    offsite = {"backup_b2_bucket": bucket, "backup_b2_endpoint_url": s3_endpoint.url, "backup_b2_region": "us-west-004"}
+    inventory = write_inventory(
+        tmp_path / "inventory.yml", {"databases": {"h1": host_vars(mariadb, backup_db, tmp_path, **offsite)}}
+    )
+
+    planned = run_playbook(PLAYBOOKS / "backup.yml", inventory, args=["--check"], env=S3_ENV)
+
+    assert planned.returncode == 0, planned.stdout[-3000:]
+    assert not (tmp_path / "backups").exists()
+    assert s3_endpoint.keys(bucket) == []
+
+    # once the host has backups, check mode plans the off-site copy too, and still changes nothing
+    done = run_playbook(PLAYBOOKS / "backup.yml", inventory, env=S3_ENV)
+    assert done.returncode == 0, done.stdout[-3000:]
+    files = sorted((tmp_path / "backups" / backup_db).iterdir())
+    keys = s3_endpoint.keys(bucket)
+    planned = run_playbook(PLAYBOOKS / "backup.yml", inventory, args=["--check"], env=S3_ENV)
+    assert planned.returncode == 0, planned.stdout[-3000:]
+    assert sorted((tmp_path / "backups" / backup_db).iterdir()) == files
+    assert s3_endpoint.keys(bucket) == keys
