@@ -342,3 +342,41 @@ def test_check_mode_on_a_new_host_changes_nothing_and_succeeds(
     assert planned.returncode == 0, planned.stdout[-3000:]
     assert sorted((tmp_path / "backups" / backup_db).iterdir()) == files
     assert s3_endpoint.keys(bucket) == keys
+
+
+def test_role_looped_over_databases_reports_each_databases_own_verification(
+    mariadb: MariaDB, backup_db: str, tmp_path: Path
+) -> None:
+    """defaults/main.yml: one database per invocation, loop the role for several; one database's proof is not another's."""
+    unproven = backup_db + "_nv"
+    mariadb.execute(f"CREATE DATABASE `{unproven}`")
+    mariadb.execute(f"CREATE TABLE `{unproven}`.t (id INT PRIMARY KEY)")
+    try:
+        client_cnf = write_client_cnf(mariadb, tmp_path / "client.cnf")
+        task = {
+            "name": "Back up each database",
+            "ansible.builtin.include_role": {"name": "mutuapix.ops.backup"},
+            "vars": {
+                "backup_database": "{{ item.name }}",
+                "backup_verify": "{{ item.verify }}",
+                "backup_dir": str(tmp_path / "backups"),
+                "backup_install_packages": False,
+                "backup_login_user": "",
+                "backup_config_file": str(client_cnf),
+            },
+            "loop": [{"name": backup_db, "verify": "always"}, {"name": unproven, "verify": "never"}],
+        }
+        playbook = tmp_path / "play.yml"
+        playbook.write_text(
+            yaml.safe_dump([{"name": "Back up", "hosts": "localhost", "gather_facts": False, "tasks": [task]}])
+        )
+        proc = run_playbook(
+            playbook, "localhost,", args=["-c", "local", "-e", f"ansible_python_interpreter={MODULE_PYTHON}"]
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        reports = [" ".join(line.split()) for line in proc.stdout.splitlines() if '"msg": "localhost: ' in line]
+        assert len(reports) == 2, proc.stdout[-3000:]
+        assert f"/{backup_db}/" in reports[0] and "verified, 8 tables match the manifest" in reports[0]
+        assert f"/{unproven}/" in reports[1] and "not verified in this run" in reports[1], reports[1]
+    finally:
+        mariadb.execute(f"DROP DATABASE IF EXISTS `{unproven}`")
