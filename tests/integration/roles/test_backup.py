@@ -380,3 +380,43 @@ def test_role_looped_over_databases_reports_each_databases_own_verification(
         assert f"/{unproven}/" in reports[1] and "not verified in this run" in reports[1], reports[1]
     finally:
         mariadb.execute(f"DROP DATABASE IF EXISTS `{unproven}`")
+
+
+def test_scheduled_run_pushes_with_the_b2_keys_the_installing_run_had_from_its_environment(
+    mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path
+) -> None:
+    """Installed from AWX or CI (keys injected as B2_APPLICATION_KEY_ID/KEY): the timer's run has no such environment."""
+    bucket = s3_endpoint.new_bucket()
+    etc = tmp_path / "etc"
+    hv = host_vars(
+        mariadb,
+        backup_db,
+        tmp_path,
+        backup_schedule_method="systemd",
+        **schedule_vars(etc),
+        backup_schedule_ansible_playbook=str(ANSIBLE_PLAYBOOK),
+        backup_schedule_python=sys.executable,
+        backup_schedule_environment={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)},
+        backup_verify="never",
+        backup_b2_bucket=bucket,
+        backup_b2_endpoint_url=s3_endpoint.url,
+        backup_b2_region="us-west-004",
+    )
+    (etc / "systemd").mkdir(parents=True)
+    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+    proc = run_playbook(PLAYBOOKS / "backup.yml", inventory, args=["-v"], env=S3_ENV)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert S3_APP_KEY not in proc.stdout + proc.stderr
+    conf = etc / "mutuapix-backup"
+    assert stat.S_IMODE((conf / "vars.yml").stat().st_mode) == 0o600
+    first = s3_endpoint.keys(bucket)
+
+    # the timer's job: no B2_* (nor ANSIBLE_*) variables in a systemd service's or cron job's environment
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "B2_", "AWS_"))}
+    run = subprocess.run(
+        [str(etc / "mutuapix-backup.sh")], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    [newest] = sorted((tmp_path / "backups" / backup_db).glob("*.sql.zst"))[-1:]
+    assert f"h1/{backup_db}/{newest.name}" in s3_endpoint.keys(bucket)
+    assert f"h1/{backup_db}/{newest.name}" not in first
