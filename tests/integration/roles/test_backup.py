@@ -420,3 +420,62 @@ def test_scheduled_run_pushes_with_the_b2_keys_the_installing_run_had_from_its_e
     [newest] = sorted((tmp_path / "backups" / backup_db).glob("*.sql.zst"))[-1:]
     assert f"h1/{backup_db}/{newest.name}" in s3_endpoint.keys(bucket)
     assert f"h1/{backup_db}/{newest.name}" not in first
+
+
+def test_scheduled_run_has_the_inline_vaulted_secrets_in_clear_in_its_0600_file(
+    mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path
+) -> None:
+    """A `!vault |` backup_* variable: the timer's run has no vault password, so vars.yml must hold the value."""
+    bucket = s3_endpoint.new_bucket()
+    etc = tmp_path / "etc"
+    hv = host_vars(
+        mariadb,
+        backup_db,
+        tmp_path,
+        backup_schedule_method="systemd",
+        **schedule_vars(etc),
+        backup_schedule_ansible_playbook=str(ANSIBLE_PLAYBOOK),
+        backup_schedule_python=sys.executable,
+        backup_schedule_environment={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)},
+        backup_verify="never",
+        backup_b2_bucket=bucket,
+        backup_b2_endpoint_url=s3_endpoint.url,
+        backup_b2_region="us-west-004",
+        backup_b2_key_id=S3_KEY_ID,
+    )
+    (etc / "systemd").mkdir(parents=True)
+    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+    vault_password = tmp_path / "vault-password"
+    vault_password.write_text("vault-password-for-the-test\n")
+    vaulted = subprocess.run(
+        [
+            str(ANSIBLE_PLAYBOOK.parent / "ansible-vault"),
+            "encrypt_string",
+            "--vault-password-file",
+            str(vault_password),
+            "--name",
+            "backup_b2_application_key",
+            S3_APP_KEY,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "h1.yml").write_text("---\n" + vaulted.stdout)
+
+    proc = run_playbook(PLAYBOOKS / "backup.yml", inventory, args=["--vault-password-file", str(vault_password)])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    conf = etc / "mutuapix-backup"
+    assert stat.S_IMODE((conf / "vars.yml").stat().st_mode) == 0o600
+    assert yaml.safe_load((conf / "vars.yml").read_text())["backup_b2_application_key"] == S3_APP_KEY
+    first = s3_endpoint.keys(bucket)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "B2_", "AWS_"))}
+    run = subprocess.run(
+        [str(etc / "mutuapix-backup.sh")], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    [newest] = sorted((tmp_path / "backups" / backup_db).glob("*.sql.zst"))[-1:]
+    assert f"h1/{backup_db}/{newest.name}" in s3_endpoint.keys(bucket)
+    assert f"h1/{backup_db}/{newest.name}" not in first
