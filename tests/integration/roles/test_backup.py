@@ -71,6 +71,25 @@ def host_vars(mariadb: MariaDB, database: str, base: Path, **extra: Any) -> dict
     }
 
 
+class _ScheduledVarsLoader(yaml.SafeLoader):
+    """vars.yml as the scheduled run reads it: Ansible's !unsafe marks values it never templates."""
+
+
+def _construct_unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_ScheduledVarsLoader.add_constructor("!unsafe", _construct_unsafe)
+
+
+def scheduled_vars(path: Path) -> dict[str, Any]:
+    return yaml.load(path.read_text(), Loader=_ScheduledVarsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def schedule_vars(etc: Path) -> dict[str, Any]:
     """An on-host schedule written under ``etc``; not activated (no systemd in the test machine)."""
     return {
@@ -238,7 +257,7 @@ def test_schedule_on_host_runs_the_playbook_and_reports_failure(
         ["systemd-analyze", "verify", "--man=no", *units], check=False, capture_output=True, text=True, timeout=120
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    scheduled = yaml.safe_load((conf / "vars.yml").read_text())
+    scheduled = scheduled_vars(conf / "vars.yml")
     assert scheduled["backup_schedule"] is False and scheduled["backup_database"] == backup_db
     assert scheduled["backup_b2_application_key"] == "not-really-used-but-secret-42"  # only in the 0600 file
 
@@ -382,10 +401,13 @@ def test_role_looped_over_databases_reports_each_databases_own_verification(
         mariadb.execute(f"DROP DATABASE IF EXISTS `{unproven}`")
 
 
-def test_scheduled_run_pushes_with_the_b2_keys_the_installing_run_had_from_its_environment(
-    mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path
-) -> None:
-    """Installed from AWX or CI (keys injected as B2_APPLICATION_KEY_ID/KEY): the timer's run has no such environment."""
+def scheduled_push_host(
+    mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path, **extra: Any
+) -> tuple[str, Path, Path]:
+    """One host with an on-host schedule (written under tmp_path/etc, not activated) pushing to a new bucket.
+
+    Returns the bucket, the etc directory and the inventory.
+    """
     bucket = s3_endpoint.new_bucket()
     etc = tmp_path / "etc"
     hv = host_vars(
@@ -401,9 +423,32 @@ def test_scheduled_run_pushes_with_the_b2_keys_the_installing_run_had_from_its_e
         backup_b2_bucket=bucket,
         backup_b2_endpoint_url=s3_endpoint.url,
         backup_b2_region="us-west-004",
+        **extra,
     )
     (etc / "systemd").mkdir(parents=True)
-    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+    return bucket, etc, write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+
+
+def run_scheduled_and_check_push(
+    etc: Path, tmp_path: Path, backup_db: str, s3_endpoint: S3, bucket: str, before: Any = ()
+) -> None:
+    """The timer's job, run by hand without B2_*, AWS_* or ANSIBLE_* variables (a systemd service or cron job
+    has none): it must exit 0 and push a backup that was not in the bucket ``before``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "B2_", "AWS_"))}
+    run = subprocess.run(
+        [str(etc / "mutuapix-backup.sh")], check=False, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    [newest] = sorted((tmp_path / "backups" / backup_db).glob("*.sql.zst"))[-1:]
+    key = f"h1/{backup_db}/{newest.name}"
+    assert key in s3_endpoint.keys(bucket) and key not in before
+
+
+def test_scheduled_run_pushes_with_the_b2_keys_the_installing_run_had_from_its_environment(
+    mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path
+) -> None:
+    """Installed from AWX or CI (keys injected as B2_APPLICATION_KEY_ID/KEY): the timer's run has no such environment."""
+    bucket, etc, inventory = scheduled_push_host(mariadb, backup_db, s3_endpoint, tmp_path)
     proc = run_playbook(PLAYBOOKS / "backup.yml", inventory, args=["-v"], env=S3_ENV)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert S3_APP_KEY not in proc.stdout + proc.stderr
@@ -411,40 +456,34 @@ def test_scheduled_run_pushes_with_the_b2_keys_the_installing_run_had_from_its_e
     assert stat.S_IMODE((conf / "vars.yml").stat().st_mode) == 0o600
     first = s3_endpoint.keys(bucket)
 
-    # the timer's job: no B2_* (nor ANSIBLE_*) variables in a systemd service's or cron job's environment
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "B2_", "AWS_"))}
-    run = subprocess.run(
-        [str(etc / "mutuapix-backup.sh")], check=False, capture_output=True, text=True, env=env, timeout=300
+    run_scheduled_and_check_push(etc, tmp_path, backup_db, s3_endpoint, bucket, before=first)
+
+
+def test_scheduled_run_never_templates_a_secret_that_looks_like_jinja(
+    mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path
+) -> None:
+    """A generated password may hold "{{" or "{%": its owner marks it !unsafe, and vars.yml dropped that mark,
+    so every scheduled run failed templating it (undefined variable) or used something else."""
+    bucket, etc, inventory = scheduled_push_host(
+        mariadb, backup_db, s3_endpoint, tmp_path, backup_b2_key_id=S3_KEY_ID, backup_keep_daily=7
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
-    [newest] = sorted((tmp_path / "backups" / backup_db).glob("*.sql.zst"))[-1:]
-    assert f"h1/{backup_db}/{newest.name}" in s3_endpoint.keys(bucket)
-    assert f"h1/{backup_db}/{newest.name}" not in first
+    secret = "k{{ not_a_var }}q{% x %}"
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "h1.yml").write_text(f"---\nbackup_b2_application_key: !unsafe '{secret}'\n")
+
+    proc = run_playbook(PLAYBOOKS / "backup.yml", inventory)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    written = scheduled_vars(etc / "mutuapix-backup" / "vars.yml")
+    assert written["backup_b2_application_key"] == secret and written["backup_keep_daily"] == 7
+
+    run_scheduled_and_check_push(etc, tmp_path, backup_db, s3_endpoint, bucket, before=())
 
 
 def test_scheduled_run_has_the_inline_vaulted_secrets_in_clear_in_its_0600_file(
     mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path
 ) -> None:
     """A `!vault |` backup_* variable: the timer's run has no vault password, so vars.yml must hold the value."""
-    bucket = s3_endpoint.new_bucket()
-    etc = tmp_path / "etc"
-    hv = host_vars(
-        mariadb,
-        backup_db,
-        tmp_path,
-        backup_schedule_method="systemd",
-        **schedule_vars(etc),
-        backup_schedule_ansible_playbook=str(ANSIBLE_PLAYBOOK),
-        backup_schedule_python=sys.executable,
-        backup_schedule_environment={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)},
-        backup_verify="never",
-        backup_b2_bucket=bucket,
-        backup_b2_endpoint_url=s3_endpoint.url,
-        backup_b2_region="us-west-004",
-        backup_b2_key_id=S3_KEY_ID,
-    )
-    (etc / "systemd").mkdir(parents=True)
-    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+    bucket, etc, inventory = scheduled_push_host(mariadb, backup_db, s3_endpoint, tmp_path, backup_b2_key_id=S3_KEY_ID)
     vault_password = tmp_path / "vault-password"
     vault_password.write_text("vault-password-for-the-test\n")
     vaulted = subprocess.run(
@@ -468,14 +507,7 @@ def test_scheduled_run_has_the_inline_vaulted_secrets_in_clear_in_its_0600_file(
     assert proc.returncode == 0, proc.stdout[-3000:]
     conf = etc / "mutuapix-backup"
     assert stat.S_IMODE((conf / "vars.yml").stat().st_mode) == 0o600
-    assert yaml.safe_load((conf / "vars.yml").read_text())["backup_b2_application_key"] == S3_APP_KEY
+    assert scheduled_vars(conf / "vars.yml")["backup_b2_application_key"] == S3_APP_KEY
     first = s3_endpoint.keys(bucket)
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "B2_", "AWS_"))}
-    run = subprocess.run(
-        [str(etc / "mutuapix-backup.sh")], check=False, capture_output=True, text=True, env=env, timeout=300
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
-    [newest] = sorted((tmp_path / "backups" / backup_db).glob("*.sql.zst"))[-1:]
-    assert f"h1/{backup_db}/{newest.name}" in s3_endpoint.keys(bucket)
-    assert f"h1/{backup_db}/{newest.name}" not in first
+    run_scheduled_and_check_push(etc, tmp_path, backup_db, s3_endpoint, bucket, before=first)
