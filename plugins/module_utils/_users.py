@@ -64,13 +64,10 @@ PRESET_MIGRATE = (
 )
 PRESET_BACKUP_DB = ("SELECT", "SHOW VIEW", "TRIGGER", "EVENT", "LOCK TABLES")
 
-# What SHOW GRANTS prints as ALL PRIVILEGES on a table and on a database (TABLE_ACLS and DB_ACLS
-# without GRANT in the servers' sources). MySQL 8's database set is exactly the migrate preset.
-TABLE_ALL_PRIVILEGES = frozenset(
-    {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "REFERENCES", "INDEX", "ALTER"}
-    | {"CREATE VIEW", "SHOW VIEW", "TRIGGER"}
-)
-DB_ALL_PRIVILEGES = TABLE_ALL_PRIVILEGES | {
+# What SHOW GRANTS prints as ALL PRIVILEGES on a database and on a table (DB_ACLS and TABLE_ACLS
+# without GRANT in the servers' sources): the database set is exactly the migrate preset.
+DB_ALL_PRIVILEGES = frozenset(PRESET_MIGRATE)
+TABLE_ALL_PRIVILEGES = DB_ALL_PRIVILEGES - {
     "CREATE ROUTINE",
     "ALTER ROUTINE",
     "EXECUTE",

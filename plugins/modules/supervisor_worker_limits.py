@@ -501,7 +501,7 @@ def main() -> None:
     p = module.params
     # A password written into the URL (http://user:pass@host:9001) would show in every error naming it
     # and in the task's recorded arguments: masked like supervisor_password.
-    url_password = urlsplit(p["supervisor_url"]).password if "@" in p["supervisor_url"] else None
+    url_password = urlsplit(p["supervisor_url"]).password
     if url_password:
         module.no_log_values.add(url_password)
     # The config file holds secrets escaped for supervisor; mask that form in every result too.

@@ -584,6 +584,17 @@ def test_two_pushes_at_once_take_turns_instead_of_aborting_each_others_upload(bu
     assert s3.head_object(Bucket=bucket, Key="db/" + backup.name)["ContentLength"] == backup.stat().st_size
 
 
+def test_a_push_that_cannot_take_its_lock_still_pushes_and_says_so(bucket, args_for, src, tmp_path, s3):
+    """The lock lies beside cache_file; a directory that cannot hold it costs the lock, never the push."""
+    backup = write_backup(src, "app", NOW, 1000)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    result = b2_run(args_for(bucket, src=str(src), prefix="db", cache_file=str(blocker / "b2_sync.json")))
+    assert not result.failed and backup.name in result["uploaded"], result
+    assert any("no push lock" in str(w) for w in result.get("warnings", [])), result
+    assert s3.head_object(Bucket=bucket, Key="db/" + backup.name)["ContentLength"] == 1000
+
+
 # ----------------------------------------------------------------------------- pull safety
 
 

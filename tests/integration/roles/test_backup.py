@@ -225,9 +225,9 @@ def test_the_play_module_defaults_reach_the_roles_modules(mariadb: MariaDB, back
     assert "verified, 8 tables match the manifest" in proc.stdout
 
 
-def test_schedule_on_host_runs_the_playbook_and_reports_failure(
-    mariadb: MariaDB, backup_db: str, tmp_path: Path, webhook: Webhook
-) -> None:
+def scheduled_host(mariadb: MariaDB, backup_db: str, tmp_path: Path, **extra: Any) -> tuple[Path, Path]:
+    """One host with an on-host schedule written under tmp_path/etc (not activated), run with the
+    ansible-core under test; returns the etc directory and the inventory."""
     etc = tmp_path / "etc"
     hv = host_vars(
         mariadb,
@@ -239,11 +239,22 @@ def test_schedule_on_host_runs_the_playbook_and_reports_failure(
         backup_schedule_python=sys.executable,
         backup_schedule_environment={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)},
         backup_verify="never",
+        **extra,
+    )
+    (etc / "systemd").mkdir(parents=True)
+    return etc, write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+
+
+def test_schedule_on_host_runs_the_playbook_and_reports_failure(
+    mariadb: MariaDB, backup_db: str, tmp_path: Path, webhook: Webhook
+) -> None:
+    etc, inventory = scheduled_host(
+        mariadb,
+        backup_db,
+        tmp_path,
         backup_notify_url=webhook.url,
         backup_b2_application_key="not-really-used-but-secret-42",
     )
-    (etc / "systemd").mkdir(parents=True)
-    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
     proc = run_playbook(PLAYBOOKS / "backup.yml", inventory)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "not-really-used-but-secret-42" not in proc.stdout
@@ -408,29 +419,18 @@ def test_role_looped_over_databases_reports_each_databases_own_verification(
 def scheduled_push_host(
     mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path, **extra: Any
 ) -> tuple[str, Path, Path]:
-    """One host with an on-host schedule (written under tmp_path/etc, not activated) pushing to a new bucket.
-
-    Returns the bucket, the etc directory and the inventory.
-    """
+    """``scheduled_host`` pushing to a new bucket; returns the bucket, the etc directory and the inventory."""
     bucket = s3_endpoint.new_bucket()
-    etc = tmp_path / "etc"
-    hv = host_vars(
+    etc, inventory = scheduled_host(
         mariadb,
         backup_db,
         tmp_path,
-        backup_schedule_method="systemd",
-        **schedule_vars(etc),
-        backup_schedule_ansible_playbook=str(ANSIBLE_PLAYBOOK),
-        backup_schedule_python=sys.executable,
-        backup_schedule_environment={"ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)},
-        backup_verify="never",
         backup_b2_bucket=bucket,
         backup_b2_endpoint_url=s3_endpoint.url,
         backup_b2_region="us-west-004",
         **extra,
     )
-    (etc / "systemd").mkdir(parents=True)
-    return bucket, etc, write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+    return bucket, etc, inventory
 
 
 def run_scheduled_and_check_push(
