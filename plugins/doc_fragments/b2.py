@@ -52,16 +52,17 @@ options:
         C(SlowDown), throttling, connection errors) are retried with exponential backoff and
         jitter; upload bodies are re-sent from the start of the part. A download whose
         connection breaks half way is resumed from the first byte not yet received, as often.
+      - At least V(1), which retries nothing; V(0) or less is refused (it cannot mean anything).
     type: int
     default: 6
   connect_timeout:
     description:
-      - Seconds to wait for a connection to the endpoint.
+      - Seconds to wait for a connection to the endpoint. At least V(1); V(0) or less is refused.
     type: int
     default: 10
   read_timeout:
     description:
-      - Seconds to wait for the endpoint to answer a request.
+      - Seconds to wait for the endpoint to answer a request. At least V(1); V(0) or less is refused.
     type: int
     default: 120
 requirements:

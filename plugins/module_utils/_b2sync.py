@@ -129,19 +129,38 @@ class HashCache:
         self._other_scopes: dict[str, dict[str, Any]] = {"remote": {}, "owners": {}}
         self._lock = threading.Lock()
         self.dirty = False
+        self.warning: str | None = None  # why an existing file was not used, for the module to warn
         if path and os.path.exists(path):
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    data = json.load(handle)
-                if data.get("version") == CACHE_VERSION:
-                    self.local = dict(data.get("local", {}))
-                    self.remote = dict(data.get("remote", {}).get(scope, {}))
-                    self.owners = dict(data.get("owners", {}).get(scope, {}))
-                    for section in self._other_scopes:
-                        scopes = data.get(section, {}).items()
-                        self._other_scopes[section] = {k: v for k, v in scopes if k != scope}
-            except (OSError, ValueError, AttributeError):
-                self.local, self.remote, self.owners = {}, {}, {}  # a damaged cache is only a slower run
+            self._load(path)
+
+    def _load(self, path: str) -> None:
+        """Read the file; a damaged one (no JSON, or JSON of another shape) is no cache, rewritten on save."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except OSError as exc:
+            self._discard(f"cannot read the cache file {path} ({exc.strerror or exc})")
+            return
+        except ValueError as exc:
+            self._discard(f"ignored the cache file {path}, which is no JSON ({exc})")
+            return
+        if isinstance(data, dict) and "version" in data and data["version"] != CACHE_VERSION:
+            return  # another release's format: not ours to read, replaced when this run has something to save
+        problem = cache_shape_error(data)
+        if problem:
+            self._discard(f"ignored the cache file {path}, which is damaged ({problem})")
+            return
+        self.local = dict(data.get("local", {}))
+        self.remote = dict(data.get("remote", {}).get(self.scope, {}))
+        self.owners = dict(data.get("owners", {}).get(self.scope, {}))
+        for section in self._other_scopes:
+            scopes = data.get(section, {}).items()
+            self._other_scopes[section] = {k: v for k, v in scopes if k != self.scope}
+
+    def _discard(self, problem: str) -> None:
+        """No cache this run (only a slower run: every file hashed, every object's metadata read)."""
+        self.warning = f"{problem}; this run goes without it (slower, not wrong) and writes it anew (not in check mode)"
+        self.dirty = True  # rewritten by save() even when this run learns nothing new
 
     @staticmethod
     def _stat_key(st: os.stat_result) -> list[Any]:
@@ -215,6 +234,54 @@ class HashCache:
                     os.unlink(tmp)
             return f"cannot write the cache file {self.path} ({exc}); the next run will be slower, not wrong"
         return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _local_entry_ok(entry: Any) -> bool:
+    """[device, inode, size, mtime_ns, ctime_ns, sha256]"""
+    return isinstance(entry, list) and len(entry) == 6 and all(map(_is_int, entry[:5])) and isinstance(entry[5], str)
+
+
+def _object_entry_ok(entry: Any) -> bool:
+    """[etag, size, modified second, value]"""
+    return (
+        isinstance(entry, list)
+        and len(entry) == 4
+        and isinstance(entry[0], str)
+        and _is_int(entry[1])
+        and _is_int(entry[2])
+        and isinstance(entry[3], str)
+    )
+
+
+def cache_shape_error(data: Any) -> str | None:
+    """What is wrong with a parsed cache file of CACHE_VERSION's format, or None when it is one.
+
+    Checked whole before anything is used: an entry of another shape would otherwise end the run
+    in a traceback, or pass a wrong sha256 off as a remote object's.
+    """
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if data.get("version") != CACHE_VERSION:
+        return f"no version {CACHE_VERSION}"
+    local = data.get("local", {})
+    if not isinstance(local, dict):
+        return "'local' is no object"
+    bad = next((path for path, entry in local.items() if not _local_entry_ok(entry)), None)
+    if bad is not None:
+        return f"the entry of {bad!r} in 'local' is not [device, inode, size, mtime, ctime, sha256]"
+    for section in ("remote", "owners"):
+        scopes = data.get(section, {})
+        if not isinstance(scopes, dict) or not all(isinstance(table, dict) for table in scopes.values()):
+            return f"{section!r} is no object of objects"
+        for scope, table in scopes.items():
+            bad = next((key for key, entry in table.items() if not _object_entry_ok(entry)), None)
+            if bad is not None:
+                return f"the entry of {bad!r} under {scope!r} in {section!r} is not [etag, size, modified, value]"
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -388,7 +455,9 @@ class PushPlan:
     not_uploaded_retention: list[str] = field(default_factory=list)
     orphaned_manifests: list[str] = field(default_factory=list)  # no backup file here nor remote
     damaged: dict[str, str] = field(default_factory=dict)  # local data file -> how it fails its manifest
+    conflicts: dict[str, str] = field(default_factory=dict)  # local file -> why it may not replace the remote one
     delete: list[str] = field(default_factory=list)  # remote names (data files) retention removes
+    orphans: list[str] = field(default_factory=list)  # remote manifests without their data file, for retention
 
 
 def retention_split(
@@ -552,7 +621,137 @@ def plan_push(
                 plan.skipped.append(item.name)
             else:
                 plan.upload.append((item, reason))
+    plan.conflicts = refused_replacements(client, config, plan.upload, candidates, remote, local_manifests, cache)
+    if plan.conflicts:
+        # The remote copy stays, the rest goes up; no retention, as after a damaged file (the task fails).
+        refused = set(plan.conflicts) | {name + MANIFEST_SUFFIX for name in plan.conflicts}
+        plan.upload = [(item, reason) for item, reason in plan.upload if item.name not in refused]
+        plan.delete = []
+    elif config.retention_enabled and not plan.damaged:
+        plan.orphans = orphan_manifest_candidates(remote, {item.name for item, _reason in plan.upload})
     return plan
+
+
+def refused_replacements(
+    client: Any,
+    config: SyncConfig,
+    upload: list[tuple[LocalFile, str]],
+    candidates: list[LocalFile],
+    remote: dict[str, RemoteObject],
+    local_manifests: dict[str, Any],
+    cache: HashCache,
+) -> dict[str, str]:
+    """Planned uploads that would replace a remote backup with other bytes (file name -> why), refused.
+
+    A backup's name is never reused (it holds its UTC timestamp; mysql_backup never overwrites one),
+    so a local file that differs from the remote one of its name is a copy damaged on disk (its
+    manifest gone, so the damage check could not see it) or another backup that happens to bear the
+    name: either way not one to put over the remote copy. What the remote side knows decides:
+
+    - a data file goes over an existing remote one (or beside a remote manifest whose data file is
+      gone) only when the remote manifest vouches for the local bytes, size and sha256: then it is
+      the remote data file that was damaged or overwritten, and the upload repairs the backup;
+    - without a remote manifest, a remote data file with sha256 metadata (uploaded by this module,
+      its manifest not yet) is never replaced; one without (not uploaded by this module: another
+      tool's, a partial copy) only by a complete local backup, its manifest checked against it;
+    - a manifest whose data file is not in ``src`` goes up only when it describes the remote data
+      file (size and sha256 metadata), so that a remote manifest still means a good backup.
+
+    A data file and its manifest that are both pushed were checked against each other before
+    (``damaged_backups``); a data file no remote object bears a name of is new, and goes up.
+    B2 keeps what an upload replaces as an older version, which retention deletes with the backup.
+    """
+    local_names = {item.name for item in candidates}
+    conflicts: dict[str, str] = {}
+    for item, reason in upload:
+        if is_manifest(item.name):
+            continue
+        if item.name + MANIFEST_SUFFIX in remote:
+            why = _unvouched_by_remote_manifest(client, config, item)
+        elif reason == "missing":
+            why = None
+        else:
+            why = _unvouched_without_remote_manifest(client, config, item, remote[item.name], local_names, cache)
+        if why:
+            conflicts[item.name] = why
+    for item, _reason in upload:
+        data_name = item.name[: -len(MANIFEST_SUFFIX)]
+        if not is_manifest(item.name) or data_name in local_names or data_name not in remote:
+            continue  # pushed with its data file (or refused with it), or an orphan (never planned)
+        why = _manifest_misfits(client, config, item, local_manifests.get(item.name), remote[data_name], cache)
+        if why:
+            conflicts[item.name] = why
+    return conflicts
+
+
+def _manifest_facts(manifest: Any) -> tuple[int, str]:
+    """(size, sha256) a parsed manifest states; ValueError, KeyError or TypeError when it states none."""
+    if isinstance(manifest, Exception):
+        raise ValueError(str(manifest))
+    return int(manifest["size"]), str(manifest["sha256"])
+
+
+def _unvouched_by_remote_manifest(client: Any, config: SyncConfig, item: LocalFile) -> str | None:
+    """Why the remote manifest does not vouch for the local data file ``item``, or None when it does."""
+    try:
+        _raw, manifest = read_manifest(client, config, item.name)
+    except SyncError as exc:
+        if exc.cause is not None:
+            raise  # the service failed: not a verdict on the file
+        return f"differs from the remote copy, and the remote manifest cannot tell which one is right ({exc})"
+    size, sha256 = _manifest_facts(manifest)  # read_manifest checked both
+    if (size, sha256) == (item.size, item.sha256):
+        return None
+    return (
+        f"{item.size} bytes with sha256 {item.sha256}, but the remote backup's manifest says {size} bytes with "
+        f"sha256 {sha256}"
+    )
+
+
+def _unvouched_without_remote_manifest(
+    client: Any, config: SyncConfig, item: LocalFile, obj: RemoteObject, local_names: set[str], cache: HashCache
+) -> str | None:
+    """Why the local data file ``item`` may not replace ``obj``, a remote data file without manifest, or None."""
+    sha256 = remote_sha256(client, config.bucket, obj, cache)
+    if sha256:
+        return (
+            f"{item.size} bytes with sha256 {item.sha256}, but the remote copy, uploaded as {obj.size} bytes with "
+            f"sha256 {sha256}, differs (and has no manifest yet)"
+        )
+    if item.name + MANIFEST_SUFFIX not in local_names:
+        return "differs from the remote copy, and neither has a manifest (nor the remote one sha256 metadata) to tell"
+    return None  # the remote object is not this module's upload; a complete local backup goes over it
+
+
+def _manifest_misfits(
+    client: Any, config: SyncConfig, item: LocalFile, manifest: Any, data: RemoteObject, cache: HashCache
+) -> str | None:
+    """Why the local manifest ``item`` does not describe the remote data file ``data``, or None when it does."""
+    try:
+        size, sha256 = _manifest_facts(manifest)
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"cannot be read as a manifest (needs size and sha256: {exc}), and would replace the remote one"
+    remote_sha256_value = remote_sha256(client, config.bucket, data, cache)
+    if size == data.size and sha256 == remote_sha256_value:
+        return None
+    return (
+        f"says {size} bytes with sha256 {sha256}, but the remote {data.name} is {data.size} bytes with sha256 "
+        f"{remote_sha256_value or 'unknown (no sha256 metadata)'}"
+    )
+
+
+def orphan_manifest_candidates(remote: dict[str, RemoteObject], uploading: set[str]) -> list[str]:
+    """Remote manifests of backup names whose data file is not there, nor uploaded by this push.
+
+    Only names that parse as backups count (a data file uploaded first, its manifest after, never
+    leaves one behind). ``apply_retention`` deletes one once no version of its data file is left.
+    """
+    found = []
+    for name in remote:
+        data_name = name[: -len(MANIFEST_SUFFIX)]
+        if is_manifest(name) and backup_stem(name) and data_name not in remote and data_name not in uploading:
+            found.append(name)
+    return sorted(found)
 
 
 def damaged_backups(candidates: list[LocalFile], local_manifests: dict[str, Any]) -> dict[str, str]:
@@ -934,23 +1133,35 @@ def _is_locked(head: dict[str, Any], now: dt.datetime) -> bool:
 
 
 def apply_retention(
-    client: Any, config: SyncConfig, names: list[str], now: dt.datetime
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Delete every version of each named backup and its manifest; returns (deleted, retained_locked).
+    client: Any, config: SyncConfig, names: list[str], now: dt.datetime, orphans: list[str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Delete every version of each named backup and its manifest; returns (deleted, retained_locked, hidden).
 
     B2 keeps versions: deleting by key only hides a file, so delete by VersionId. The lock of
     every version of both files is read before anything is deleted: a backup with any version
     under Object Lock or legal hold is kept whole, so a held data file keeps its manifest.
     Manifests go first, so a manifest never points at a deleted backup. Locked versions are
     reported, not treated as errors.
+
+    ``orphans`` are remote manifests whose data file is not current (``orphan_manifest_candidates``):
+    each loses every version once no version of its data file is left. While one is (the data file
+    hidden: deleted by name, by hand or by another tool, its bytes still stored), un-hiding it
+    restores a complete backup, so the manifest stays and the data file's name is returned in
+    ``hidden``; the data key's own versions and delete markers are never touched.
     """
-    if not names:
-        return [], []
+    if not names and not orphans:
+        return [], [], []
     versions = list_versions(client, config.bucket, config.prefix)
     deleted: list[dict[str, Any]] = []
     locked: list[dict[str, Any]] = []
-    for name in names:
-        targets = (name + MANIFEST_SUFFIX, name)
+    gone, hidden = [], []
+    for manifest_name in orphans or []:
+        data_name = manifest_name[: -len(MANIFEST_SUFFIX)]
+        if any("ETag" in v for v in versions.get(data_name, [])):  # a version, not only delete markers
+            hidden.append(data_name)
+        else:
+            gone.append(manifest_name)
+    for targets in [(name + MANIFEST_SUFFIX, name) for name in names] + [(m,) for m in gone]:
         plan, held = _plan_backup_deletion(client, config, [versions.get(t, []) for t in targets], now)
         if held:
             locked.extend(held)
@@ -964,7 +1175,7 @@ def apply_retention(
             if refused:  # locked since we looked: keep the data file when its manifest stays
                 locked.extend(_explain_refusals(client, config, refused, deleted, now))
                 break
-    return deleted, locked
+    return deleted, locked, hidden
 
 
 def _plan_backup_deletion(
@@ -1099,8 +1310,11 @@ def push(client: Any, config: SyncConfig, src: str, cache: HashCache, now: dt.da
         "not_uploaded_retention": plan.not_uploaded_retention,
         "orphaned_manifests": plan.orphaned_manifests,
         "damaged": plan.damaged,
+        "conflicts": plan.conflicts,
         "unsupported_names": sorted(unsupported),
         "deleted": [],
+        "deleted_orphaned_manifests": [],
+        "hidden_backups": [],
         "retained_locked": [],
         "aborted_uploads": [],
         "downloaded": [],
@@ -1111,9 +1325,14 @@ def push(client: Any, config: SyncConfig, src: str, cache: HashCache, now: dt.da
     if not config.check_mode and plan.upload:
         result["objects"] = upload_all(client, config, [item for item, _reason in plan.upload], cache, now, stats)
     # Retention runs only after every upload succeeded (upload_all raises otherwise).
-    deleted, locked = apply_retention(client, config, plan.delete, now)
+    deleted, locked, hidden = apply_retention(client, config, plan.delete, now, plan.orphans)
     result["deleted"] = deleted
     result["retained_locked"] = locked
+    result["hidden_backups"] = hidden
+    gone, held = {d["key"] for d in deleted}, {e["key"] for e in locked}
+    result["deleted_orphaned_manifests"] = [
+        name for name in plan.orphans if config.prefix + name in gone and config.prefix + name not in held
+    ]
     result["changed"] = bool(plan.upload or deleted or result["aborted_uploads"])
     result.update(stats.summary())
     return result

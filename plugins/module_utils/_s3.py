@@ -162,11 +162,24 @@ class ClientSettings:
             application_key=params.get("application_key"),
             validate_certs=params.get("validate_certs", True),
             ca_bundle=params.get("ca_bundle"),
-            max_attempts=max(1, int(params.get("max_attempts") or 6)),
-            connect_timeout=int(params.get("connect_timeout") or 10),
-            read_timeout=int(params.get("read_timeout") or 120),
+            max_attempts=_at_least_one(params, "max_attempts", 6, "attempts per request with the first; 1: no retry"),
+            connect_timeout=_at_least_one(params, "connect_timeout", 10, "seconds"),
+            read_timeout=_at_least_one(params, "read_timeout", 120, "seconds"),
             pool_size=pool_size,
         )
+
+
+def _at_least_one(params: dict[str, Any], name: str, default: int, unit: str) -> int:
+    """``params[name]`` (``default`` when unset or null); B2Error for 0 or less.
+
+    Never ``value or default``: that turned ``max_attempts: 0`` silently into 6.
+    """
+    value = params.get(name)
+    if value is None:
+        return default
+    if int(value) < 1:
+        raise B2Error(f"{name} must be 1 or more ({unit}), got {value}")
+    return int(value)
 
 
 # Config options newer than the oldest botocore the modules run with; left out where unknown.

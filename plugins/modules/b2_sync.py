@@ -11,8 +11,9 @@ version_added: 1.0.0
 description:
   - C(push) uploads the backups and manifests that M(mutuapix.ops.mysql_backup) writes from
     O(src) to O(bucket) under O(prefix), through B2's S3-compatible API. A file is uploaded
-    when the remote copy is missing or differs in size or sha256; the sha256 is kept in the
-    object's metadata (C(x-amz-meta-sha256)), so a second run transfers nothing.
+    when the remote copy is missing, or differs in size or sha256 and may be replaced (see
+    below); the sha256 is kept in the object's metadata (C(x-amz-meta-sha256)), so a second
+    run transfers nothing.
   - A data file is uploaded (and checked) before its manifest, so a remote manifest means a
     complete backup. Large files go up in parts of O(part_size_mb), O(concurrency) at a time,
     each with C(Content-MD5); an interrupted upload is aborted, and the next run cleans up
@@ -21,6 +22,10 @@ description:
     M(mutuapix.ops.mysql_backup)) deletes old backups and their manifests by version ID, as
     B2 keeps every version. Versions under Object Lock are reported in RV(retained_locked).
     Only names of backups under O(prefix) are ever considered; nothing local is ever deleted.
+  - Retention also deletes a remote manifest whose backup file is gone (deleted by hand, or by
+    another tool), once no version of that file is left (RV(deleted_orphaned_manifests)). While
+    the file is only hidden (deleted by name; B2 keeps its bytes), its manifest is kept, as
+    un-hiding the file restores the backup, and a warning names it (RV(hidden_backups)).
   - Only complete backups (with a manifest) count towards the retention rules. A data file
     without manifest is deleted only when the rules would delete it were it complete, so it
     never pushes out the newest complete backup. Rules apply per database and label, and where a
@@ -29,6 +34,14 @@ description:
   - Before anything is uploaded, each local backup file is checked against its local manifest
     (size and sha256). A damaged one is not uploaded, nor its manifest, retention does not run,
     and the task fails naming it, so a damaged copy never becomes the newest complete backup.
+  - A backup's name is never reused (it holds its UTC timestamp), so a push never replaces a remote
+    backup with other bytes. A local file that differs from the remote file of its name goes up
+    only when the remote manifest vouches for it (same size and sha256; then the remote data file
+    was damaged or overwritten, and the upload repairs it); a local manifest whose backup file is not
+    in O(src) goes up only when it describes the remote data file. Anything else (a local file
+    damaged with its manifest gone, another host's backup of the same name) is listed in
+    RV(conflicts) and not uploaded, nor its manifest; the remote copy stays, the other files are
+    pushed, retention does not run, and the task fails naming it.
   - C(pull) downloads one backup and its manifest into O(dest), checks the sha256 against
     the manifest and renames the file into place, so O(dest) never holds a partial backup.
   - C(status) reports the newest complete backup per database and whether it is fresh.
@@ -290,6 +303,17 @@ damaged:
   returned: when O(mode=push)
   type: dict
   sample: {}
+conflicts:
+  description:
+    - Local files not uploaded because they differ from the remote file of the same name and
+      nothing on the remote side vouches for them (see the description), with the reason (a data
+      file damaged on disk whose manifest is gone, another backup bearing the name, or a local
+      manifest that does not describe the remote data file). The remote copies stay, the other
+      files are pushed, retention does not run, and the task fails.
+  returned: when O(mode=push)
+  type: dict
+  sample: {app-20260101T020000Z.sql.zst: '4096 bytes with sha256 5e3b..., but the remote backup''s manifest says
+            4096 bytes with sha256 9f86d0...'}
 unsupported_names:
   description:
     - Files in O(src) matching O(include) but not pushed because their names are not valid UTF-8,
@@ -312,6 +336,24 @@ deleted:
   type: list
   elements: dict
   sample: [{key: prod/db1/app-20251201T020000Z.sql.zst, version_id: 4_z27c8...}]
+deleted_orphaned_manifests:
+  description:
+    - Remote manifests that retention deleted (in check mode, would delete) because no version of
+      their backup file is left under O(prefix). Their versions are listed in RV(deleted) too.
+  returned: when O(mode=push)
+  type: list
+  elements: str
+  sample: [app-20251201T020000Z.sql.zst.manifest.json]
+hidden_backups:
+  description:
+    - Backup files that are hidden in the bucket (deleted by name, their bytes still stored and
+      billed) while their manifests are current. Retention keeps such a manifest, as un-hiding the
+      file restores the backup, and a warning names them; once no version of the file is left, the
+      next push with retention deletes the manifest.
+  returned: when O(mode=push)
+  type: list
+  elements: str
+  sample: []
 retained_locked:
   description:
     - Versions retention selected but could not delete because of Object Lock or a legal
@@ -516,7 +558,10 @@ def build_config(module: B2Module) -> SyncConfig:
 def open_cache(module: B2Module, config: SyncConfig) -> HashCache:
     path = module.params["cache_file"] if module.params["use_cache"] else None
     scope = f"{module.b2_settings.endpoint_url}/{config.bucket}"
-    return HashCache(path, scope)
+    cache = HashCache(path, scope)
+    if cache.warning:
+        module.warn(cache.warning)
+    return cache
 
 
 def save_cache(module: B2Module, cache: HashCache) -> None:
@@ -630,12 +675,33 @@ def report_findings(module: B2Module, result: dict[str, Any]) -> None:
             "dated in the future, so not counted as the newest (was a clock wrong when they were taken?): "
             + ", ".join(sorted(future))
         )
+    if result.get("hidden_backups"):
+        module.warn(
+            "hidden in the bucket (deleted by name: B2 keeps and bills their bytes), so retention kept their "
+            "manifests: un-hide a file to get its backup back, or delete its versions (or let a lifecycle rule "
+            "delete hidden files) and the next push deletes the manifest: " + ", ".join(result["hidden_backups"])
+        )
+    failures = []
     if result.get("damaged"):
         details = "; ".join(f"{name}: {why}" for name, why in sorted(result["damaged"].items()))
+        failures.append(
+            f"local backups that do not match their manifests were not pushed: {details}. The file changed after "
+            "mysql_backup wrote it (disk or copy error?): move it aside and take a new backup"
+        )
+    if result.get("conflicts"):
+        details = "; ".join(f"{name}: {why}" for name, why in sorted(result["conflicts"].items()))
+        failures.append(
+            f"local files that differ from the remote backup of the same name were not pushed over it: {details}. "
+            "A backup's name is never reused, so the local file was damaged on disk (with its manifest gone, "
+            "nothing else could tell) or is another backup that bears the name (two hosts pushing to one "
+            "prefix?): move it aside (mode=pull fetches the remote copy, if the local one is needed), or give "
+            "each host its own prefix"
+        )
+    if failures:
+        pushed = "would be pushed (check mode)" if module.check_mode else "were pushed"
         module.fail_json(
-            msg=f"local backups that do not match their manifests were not pushed, and retention did not run: "
-            f"{details}. The file changed after mysql_backup wrote it (disk or copy error?): move it aside and "
-            "take a new backup; the remote copies were left as they were",
+            msg=" ".join(failures) + f" The remote copies were left as they were, the other files {pushed}, and "
+            "retention did not run.",
             **result,
         )
 

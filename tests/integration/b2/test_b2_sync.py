@@ -107,10 +107,11 @@ def test_second_push_transfers_nothing(bucket, args_for, proxy, src):
     assert proxy.state.count("HeadObject") == 6
 
 
-def test_same_size_change_is_uploaded_and_mtime_only_change_is_not(bucket, args_for, proxy, src):
+def test_same_size_change_is_seen_and_mtime_only_change_is_not(bucket, args_for, proxy, src, s3):
     backup = write_backup(src, "app", NOW, 256 * 1024)
     args = args_for(bucket, src=str(src), prefix="db/")
     assert b2_run(args)["changed"]
+    pushed = backup.read_bytes()
 
     original = backup.stat()
     os.utime(backup, ns=(original.st_atime_ns, original.st_mtime_ns + 10**12))
@@ -118,15 +119,18 @@ def test_same_size_change_is_uploaded_and_mtime_only_change_is_not(bucket, args_
     touched = b2_run(args)
     assert touched["changed"] is False and puts(proxy) == 0, touched
 
-    data = bytearray(backup.read_bytes())
+    data = bytearray(pushed)
     data[1000] ^= 0xFF
     backup.write_bytes(bytes(data))
     os.utime(backup, ns=(original.st_atime_ns, original.st_mtime_ns))  # same size, same mtime
-    write_manifest(backup, "app")  # as a new run writing the same name would
+    write_manifest(backup, "app")  # another backup under the same name, with a manifest of its own
     proxy.state.clear()
     changed = b2_run(args)
-    assert changed["changed"] and changed["uploaded"] == [backup.name, backup.name + ".manifest.json"], changed
-    assert changed["upload_reasons"][backup.name] == "content"
+    # the cache did not hide the change (the ctime moved); a backup's name is never reused, so the
+    # remote backup is kept and the other one is refused
+    assert changed.failed and "sha256" in changed["conflicts"][backup.name], changed
+    assert changed["uploaded"] == [] and puts(proxy) == 0
+    assert s3.get_object(Bucket=bucket, Key="db/" + backup.name)["Body"].read() == pushed
 
 
 @pytest.mark.parametrize(
@@ -490,6 +494,235 @@ def test_a_local_manifest_without_its_backup_file_is_not_pushed(bucket, args_for
     assert sorted(remote_keys(s3, bucket, "db/")) == [f"db/{kept.name}", f"db/{kept.name}.manifest.json"]
 
 
+def versions_of(s3: Any, bucket: str, key: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(versions, delete markers) of exactly ``key``."""
+    listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    return (
+        [v for v in listing.get("Versions", []) if v["Key"] == key],
+        [m for m in listing.get("DeleteMarkers", []) if m["Key"] == key],
+    )
+
+
+@pytest.mark.parametrize("damage", ["same-size", "truncated"])
+def test_a_damaged_local_file_whose_manifest_is_gone_never_replaces_the_good_remote_copy(
+    bucket, args_for, proxy, src, s3, damage
+):
+    """Without its manifest the damage check cannot see the damage: the remote manifest decides."""
+    old = write_backup(src, "app", NOW - dt.timedelta(days=2), 1000)
+    backup = write_backup(src, "app", NOW - dt.timedelta(days=1), 4000)
+    args = args_for(bucket, src=str(src), prefix="db", keep_last=2)
+    assert not b2_run(args).failed
+    good = backup.read_bytes()
+    Path(f"{backup}.manifest.json").unlink()
+    data = bytearray(good)
+    if damage == "same-size":
+        data[100:116] = b"\0" * 16  # a bad sector
+    else:
+        del data[3000:]  # a copy cut short
+    backup.write_bytes(bytes(data))
+    new = write_backup(src, "app", NOW, 1000)  # tonight's backup must still go up
+    both_new = sorted([new.name, new.name + ".manifest.json"])
+
+    proxy.state.clear()
+    planned = b2_run(args, check=True)
+    assert planned.failed and list(planned["conflicts"]) == [backup.name], planned
+    assert sorted(planned["uploaded"]) == both_new and puts(proxy) == 0
+
+    result = b2_run(args)
+    assert_clean_failure(result, backup.name, "remote backup's manifest says 4000 bytes", "retention did not run")
+    assert list(result["conflicts"]) == [backup.name], result
+    assert sha256_of(backup) in result["conflicts"][backup.name]
+    assert sorted(result["uploaded"]) == both_new and result["deleted"] == [], result
+    assert s3.get_object(Bucket=bucket, Key=f"db/{backup.name}")["Body"].read() == good
+    versions, markers = versions_of(s3, bucket, f"db/{backup.name}")
+    assert len(versions) == 1 and markers == [], "no newer version over the good one"
+    assert complete_remote(s3, bucket, "db/") == sorted(f"db/{b.name}" for b in (old, backup, new))
+
+    # Once the damaged file is moved aside, the push succeeds and retention runs again.
+    backup.rename(src.parent / backup.name)
+    result = b2_run(args)
+    assert not result.failed and result["conflicts"] == {}, result
+    assert complete_remote(s3, bucket, "db/") == sorted(f"db/{b.name}" for b in (backup, new))
+
+
+def test_a_local_file_the_remote_manifest_vouches_for_repairs_the_remote_copy(bucket, args_for, src, s3):
+    """The other way round: the remote data file was overwritten, the local one matches the remote manifest."""
+    backup = write_backup(src, "app", NOW, 4000)
+    args = args_for(bucket, src=str(src), prefix="db")
+    assert not b2_run(args).failed
+    Path(f"{backup}.manifest.json").unlink()
+    s3.put_object(Bucket=bucket, Key=f"db/{backup.name}", Body=b"z" * 4000)
+    result = b2_run(args)
+    assert not result.failed and result["conflicts"] == {}, result
+    assert result["uploaded"] == [backup.name] and result["upload_reasons"][backup.name] == "no sha256 metadata"
+    assert s3.get_object(Bucket=bucket, Key=f"db/{backup.name}")["Body"].read() == backup.read_bytes()
+
+
+def test_a_remote_data_file_without_manifest_is_replaced_only_when_nothing_speaks_for_it(bucket, args_for, src, s3):
+    """Uploaded by b2_sync (its sha256 metadata), its manifest not yet: never replaced. Another tool's
+    object (no sha256 metadata): replaced by a complete local backup only, B2 keeping it as an older version."""
+    backup = write_backup(src, "app", NOW, 1000)
+    manifest = Path(f"{backup}.manifest.json")
+    manifest.rename(src.parent / manifest.name)  # mysql_backup writes it after the data file
+    args = args_for(bucket, src=str(src), prefix="db")
+    assert b2_run(args)["uploaded"] == [backup.name]
+    first = backup.read_bytes()
+    backup.write_bytes(b"q" * 1000)
+    result = b2_run(args)
+    assert result.failed and "has no manifest yet" in result["conflicts"][backup.name], result
+    assert s3.get_object(Bucket=bucket, Key=f"db/{backup.name}")["Body"].read() == first
+
+    foreign = write_backup(src, "app", NOW - dt.timedelta(hours=1), 1000)
+    foreign_manifest = Path(f"{foreign}.manifest.json")
+    foreign_manifest.rename(src.parent / foreign_manifest.name)
+    backup.unlink()
+    s3.put_object(Bucket=bucket, Key=f"db/{foreign.name}", Body=b"another tool's partial copy")
+    result = b2_run(args)
+    assert result.failed and "neither has a manifest" in result["conflicts"][foreign.name], result
+    (src.parent / foreign_manifest.name).rename(foreign_manifest)  # a complete local backup now
+    result = b2_run(args)
+    assert not result.failed and result["upload_reasons"][foreign.name] == "size", result
+    assert s3.get_object(Bucket=bucket, Key=f"db/{foreign.name}")["Body"].read() == foreign.read_bytes()
+
+
+def test_a_local_manifest_goes_up_only_when_it_describes_the_remote_backup_file(bucket, args_for, src, s3):
+    backup = write_backup(src, "app", NOW, 1000)
+    manifest = Path(f"{backup}.manifest.json")
+    args = args_for(bucket, src=str(src), prefix="db")
+    assert b2_run({**args, "exclude": ["*.manifest.json"]})["uploaded"] == [backup.name]
+    backup.unlink()  # the data file is only remote now
+    result = b2_run(args)  # the manifest describes it: the remote backup becomes complete
+    assert not result.failed and result["uploaded"] == [manifest.name], result
+    good = manifest.read_bytes()
+    claims = json.loads(good)
+    manifest.write_text(json.dumps({**claims, "sha256": "0" * 64}))  # damaged in a way JSON survives
+    result = b2_run(args)
+    assert result.failed and list(result["conflicts"]) == [manifest.name], result
+    assert f"sha256 {claims['sha256']}" in result["conflicts"][manifest.name]
+    manifest.write_text("{not json")
+    result = b2_run(args)
+    assert result.failed and "cannot be read as a manifest" in result["conflicts"][manifest.name], result
+    assert s3.get_object(Bucket=bucket, Key=f"db/{manifest.name}")["Body"].read() == good
+
+
+def test_retention_deletes_remote_manifests_whose_backup_file_is_gone(bucket, args_for, proxy, src, s3):
+    backups = [write_backup(src, "app", NOW - dt.timedelta(days=d), 1000) for d in range(3)]
+    args = args_for(bucket, src=str(src), prefix="db")
+    assert not b2_run(args).failed
+    for path in src.iterdir():
+        path.unlink()  # local retention took them: only the remote copies are left
+    lost = backups[1]
+    for version in versions_of(s3, bucket, f"db/{lost.name}")[0]:  # deleted by hand, every version
+        s3.delete_object(Bucket=bucket, Key=f"db/{lost.name}", VersionId=version["VersionId"])
+    stranger = "app-20200101T000000Z.sql.zst.manifest.json"
+    untouchable = {
+        f"db/sub/{stranger}": b"{}",  # a deeper folder
+        f"db-old/{stranger}": b"{}",  # another prefix that merely starts the same
+        "db/notes.manifest.json": b"{}",  # no backup name
+    }
+    for key, body in untouchable.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    orphan_key = f"db/{lost.name}.manifest.json"
+
+    without_retention = b2_run(args)
+    assert without_retention["changed"] is False and without_retention["deleted_orphaned_manifests"] == []
+    planned = b2_run({**args, "keep_last": 5}, check=True)
+    assert planned["deleted_orphaned_manifests"] == [f"{lost.name}.manifest.json"], planned
+    assert planned["changed"] and proxy.state.count("DeleteObjects") == 0
+
+    result = b2_run({**args, "keep_last": 5})
+    assert not result.failed and result["changed"], result
+    assert result["deleted_orphaned_manifests"] == [f"{lost.name}.manifest.json"], result
+    assert {d["key"] for d in result["deleted"]} == {orphan_key}
+    assert versions_of(s3, bucket, orphan_key) == ([], []), "deleted by version, not hidden"
+    kept = {f"db/{b.name}" for b in (backups[0], backups[2])}
+    assert set(remote_keys(s3, bucket)) == kept | {k + ".manifest.json" for k in kept} | set(untouchable)
+
+    again = b2_run({**args, "keep_last": 5})
+    assert again["changed"] is False and again["deleted_orphaned_manifests"] == [], again
+
+
+def test_a_local_data_file_gives_a_remote_orphan_manifest_its_backup_back(bucket, args_for, src, s3):
+    """Uploaded in the same push, before retention: the manifest is no orphan then."""
+    backup = write_backup(src, "app", NOW, 1000)
+    args = args_for(bucket, src=str(src), prefix="db", keep_last=5)
+    assert not b2_run(args).failed
+    for version in versions_of(s3, bucket, f"db/{backup.name}")[0]:
+        s3.delete_object(Bucket=bucket, Key=f"db/{backup.name}", VersionId=version["VersionId"])
+    Path(f"{backup}.manifest.json").unlink()  # the data file alone is still here
+    result = b2_run(args)
+    assert not result.failed and result["uploaded"] == [backup.name], result
+    assert result["deleted_orphaned_manifests"] == [] and result["deleted"] == []
+    assert complete_remote(s3, bucket, "db/") == [f"db/{backup.name}"]
+
+
+def test_retention_keeps_the_manifest_of_a_hidden_backup_file_until_its_bytes_are_gone(bucket, args_for, src, s3):
+    """Deleted by name, B2 only hides a file (its bytes stay): un-hiding it must give back a complete backup."""
+    hidden = write_backup(src, "app", NOW - dt.timedelta(days=1), 1000)
+    write_backup(src, "app", NOW, 1000)
+    args = args_for(bucket, src=str(src), prefix="db")
+    assert not b2_run(args).failed
+    for path in src.iterdir():
+        path.unlink()
+    key = f"db/{hidden.name}"
+    s3.delete_object(Bucket=bucket, Key=key)  # a delete marker: hidden
+    result = b2_run({**args, "keep_last": 5})
+    assert not result.failed and result["deleted"] == [] and result["changed"] is False, result
+    assert result["hidden_backups"] == [hidden.name], result
+    assert any("hidden in the bucket" in str(w) and hidden.name in str(w) for w in result["warnings"]), result
+    assert s3.head_object(Bucket=bucket, Key=key + ".manifest.json")
+
+    version = versions_of(s3, bucket, key)[0][0]
+    s3.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])  # a lifecycle rule, or by hand
+    result = b2_run({**args, "keep_last": 5})
+    assert not result.failed and result["deleted_orphaned_manifests"] == [hidden.name + ".manifest.json"], result
+    assert result["hidden_backups"] == []
+    versions, markers = versions_of(s3, bucket, key)
+    assert versions == [] and len(markers) == 1, "the data key's delete marker is not retention's to remove"
+
+
+def test_a_locked_orphan_manifest_is_reported_not_deleted(locked_bucket, args_for, src, s3):
+    backup = write_backup(src, "app", NOW, 1000)
+    args = args_for(locked_bucket, src=str(src), prefix="p", keep_last=5)
+    assert not b2_run(args).failed
+    backup.unlink()
+    Path(f"{backup}.manifest.json").unlink()
+    for version in versions_of(s3, locked_bucket, f"p/{backup.name}")[0]:
+        s3.delete_object(Bucket=locked_bucket, Key=f"p/{backup.name}", VersionId=version["VersionId"])
+    manifest_key = f"p/{backup.name}.manifest.json"
+    s3.put_object_legal_hold(Bucket=locked_bucket, Key=manifest_key, LegalHold={"Status": "ON"})
+    try:
+        result = b2_run(args)
+        assert not result.failed and result["deleted_orphaned_manifests"] == [] and result["deleted"] == [], result
+        assert [(e["key"], e["mode"]) for e in result["retained_locked"]] == [(manifest_key, "LEGAL_HOLD")]
+    finally:
+        s3.put_object_legal_hold(Bucket=locked_bucket, Key=manifest_key, LegalHold={"Status": "OFF"})
+
+
+def test_a_cache_file_of_the_wrong_shape_is_no_cache_and_is_rewritten(bucket, args_for, src, tmp_path):
+    backup = write_backup(src, "app", NOW, 1000)
+    args = args_for(bucket, src=str(src), prefix="db")
+    cache = Path(args["cache_file"])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    assert b2_run(args)["changed"]
+    scope = next(iter(json.loads(cache.read_text())["remote"]))
+    for damaged in (
+        [1, 2, 3],
+        {"version": 1, "local": [1]},
+        {"version": 1, "local": {str(backup): "not a list"}},
+        {"version": 1, "remote": {scope: {f"db/{backup.name}": 5}}},
+        {"version": 1, "owners": {scope: ["x"]}},
+    ):
+        cache.write_text(json.dumps(damaged))
+        result = b2_run(args)
+        assert not result.failed and "Traceback" not in result.stderr, (damaged, result)
+        assert result["uploaded"] == [] and len(result["skipped"]) == 2, result
+        assert any(str(cache) in str(w) and "damaged" in str(w) for w in result.get("warnings", [])), result
+        rewritten = json.loads(cache.read_text())
+        assert rewritten["version"] == 1 and str(backup) in rewritten["local"], rewritten
+        assert not b2_run(args).get("warnings"), "read without complaint once rewritten"
+
+
 def test_a_backup_dated_in_the_future_neither_blocks_uploads_nor_looks_fresh(bucket, args_for, src, s3):
     """A host whose clock was a year ahead once: that backup must not be 'the newest' for a year."""
     future = write_backup(src, "app", NOW + dt.timedelta(days=365), 1000)
@@ -781,14 +1014,22 @@ def s3_now(moto_server: S3Server) -> Any:
     return Admin(moto_server).client
 
 
-def test_manifest_rewritten_by_a_new_backup_run_is_reuploaded(bucket, args_for, src, s3):
+def test_another_backup_under_a_pushed_name_never_replaces_it(bucket, args_for, src, s3):
+    """Two hosts pushing to one prefix, or a file rewritten with a manifest of its own: the remote backup stays."""
     backup = write_backup(src, "app", NOW, 100)
     assert b2_run(args_for(bucket, src=str(src)))["changed"]
+    pushed = (backup.read_bytes(), Path(f"{backup}.manifest.json").read_bytes())
     backup.write_bytes(b"y" * 120)
     write_manifest(backup, "app")
     result = b2_run(args_for(bucket, src=str(src)))
-    assert sorted(result["uploaded"]) == sorted([backup.name, backup.name + ".manifest.json"])
-    assert result["upload_reasons"][backup.name] == "size"
+    assert_clean_failure(result, "differ from the remote backup of the same name", "own prefix")
+    assert list(result["conflicts"]) == [backup.name] and result["uploaded"] == [], result
+    assert "120 bytes" in result["conflicts"][backup.name] and "says 100 bytes" in result["conflicts"][backup.name]
+    remote = (
+        s3.get_object(Bucket=bucket, Key=backup.name)["Body"].read(),
+        s3.get_object(Bucket=bucket, Key=backup.name + ".manifest.json")["Body"].read(),
+    )
+    assert remote == pushed
 
 
 def test_remote_overwrite_invalidates_the_cache(bucket, args_for, proxy, src, s3):

@@ -27,6 +27,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._b2sync import (
     latest_backup,
     matches,
     normalize_prefix,
+    orphan_manifest_candidates,
     retention_split,
     scan_local,
     write_file_atomic,
@@ -200,6 +201,73 @@ def test_hash_cache_survives_a_damaged_file(tmp_path: Path):
     assert cache.local == {} and cache.remote == {}
     path.write_text(json.dumps({"version": 999, "local": {"x": 1}}))
     assert HashCache(str(path), "s").local == {}
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        [1, 2, 3],
+        "a string",
+        {},
+        {"version": 1, "local": [1]},
+        {"version": 1, "local": {"/x": "not a list"}},
+        {"version": 1, "local": {"/x": {"a": 1}}},
+        {"version": 1, "local": {"/x": [1, 2, 3, 4, 5]}},
+        {"version": 1, "local": {"/x": [1, 2, 3, 4, "5", "sha"]}},
+        {"version": 1, "remote": []},
+        {"version": 1, "remote": {"s": {"k": 5}}},
+        {"version": 1, "remote": {"other": {"k": ["e", 1, 1, None]}}},
+        {"version": 1, "owners": {"s": ["x"]}},
+    ],
+)
+def test_a_cache_of_the_wrong_shape_is_no_cache_with_a_warning_and_is_rewritten(tmp_path: Path, damaged):
+    """JSON that parses but is not what save() writes: never a traceback, nor a wrong sha256 taken from it."""
+    path = tmp_path / "cache.json"
+    path.write_text(json.dumps(damaged))
+    data = tmp_path / "f"
+    data.write_bytes(b"x")
+    cache = HashCache(str(path), "s")
+    assert cache.warning and str(path) in cache.warning and "damaged" in cache.warning
+    assert (cache.local, cache.remote, cache.owners) == ({}, {}, {})
+    assert cache.local_sha256(str(data), data.stat()) is None and cache.remote_sha256("k", "e", 1, 1) is None
+    assert cache.dirty, "rewritten even by a run that learns nothing"
+    assert cache.save() is None
+    again = HashCache(str(path), "s")
+    assert again.warning is None and json.loads(path.read_text())["version"] == 1
+
+
+def test_an_unreadable_cache_warns(tmp_path: Path):
+    path = tmp_path / "cache.json"
+    path.write_text("{not json")
+    cache = HashCache(str(path), "s")
+    assert cache.warning and "no JSON" in cache.warning and str(path) in cache.warning
+    path.unlink()
+    path.mkdir()
+    assert "cannot read the cache file" in str(HashCache(str(path), "s").warning)
+
+
+def test_a_cache_of_another_format_version_is_ignored_quietly(tmp_path: Path):
+    path = tmp_path / "cache.json"
+    path.write_text(json.dumps({"version": 2, "local": "whatever a later release writes"}))
+    cache = HashCache(str(path), "s")
+    assert cache.warning is None and cache.local == {}
+
+
+def test_orphan_manifest_candidates_are_backup_manifests_without_their_data_file():
+    def obj(name: str) -> RemoteObject:
+        return RemoteObject(name, "p/" + name, 1, '"e"', NOW)
+
+    names = [
+        "app-20260101T000000Z.sql.zst.manifest.json",  # orphan
+        "app-20260102T000000Z.sql.zst",
+        "app-20260102T000000Z.sql.zst.manifest.json",  # complete
+        "app-20260103T000000Z.sql.gz.age.manifest.json",  # orphan, but its data file goes up in this push
+        "notes.manifest.json",  # no backup name
+        "app-20260104T000000Z.sql.zst",  # data without manifest: not a manifest's business
+    ]
+    remote = {name: obj(name) for name in names}
+    uploading = {"app-20260103T000000Z.sql.gz.age"}
+    assert orphan_manifest_candidates(remote, uploading) == ["app-20260101T000000Z.sql.zst.manifest.json"]
 
 
 def test_hash_cache_without_a_path_never_writes(tmp_path: Path):

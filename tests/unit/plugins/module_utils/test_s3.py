@@ -100,6 +100,18 @@ def test_argument_spec_secrets_and_fallbacks():
     assert spec["application_key"]["fallback"][1] == ["B2_APPLICATION_KEY", "AWS_SECRET_ACCESS_KEY"]
 
 
+@pytest.mark.parametrize("name", ["max_attempts", "connect_timeout", "read_timeout"])
+def test_settings_refuse_zero_and_negative_counts(name):
+    """``value or default`` turned max_attempts: 0 into 6; null (unset) still takes the default."""
+    base = {"endpoint_url": "http://127.0.0.1:9"}
+    default = getattr(ClientSettings.from_params(base), name)
+    assert getattr(ClientSettings.from_params({**base, name: None}), name) == default
+    assert getattr(ClientSettings.from_params({**base, name: 1}), name) == 1
+    for bad in (0, -1):
+        with pytest.raises(B2Error, match=f"{name} must be 1 or more .*got {bad}"):
+            ClientSettings.from_params({**base, name: bad})
+
+
 def test_no_credentials_is_a_clear_error():
     with pytest.raises(B2Error, match="no B2 credentials"):
         create_client(ClientSettings("http://x", "r", None, None))

@@ -74,6 +74,11 @@ def base_args(tmp_path: Path, **extra) -> dict:
         ({"mode": "push", "src": "/nonexistent-dir-x"}, "src /nonexistent-dir-x is not a directory"),
         ({"endpoint_url": None}, "set region"),
         ({"mode": "bogus"}, "value of mode must be one of"),
+        # 0 once became 6 (a falsy value took the default): refused, as the documentation says "at least 1"
+        ({"max_attempts": 0}, "max_attempts must be 1 or more"),
+        ({"max_attempts": -3}, "max_attempts must be 1 or more"),
+        ({"connect_timeout": 0}, "connect_timeout must be 1 or more"),
+        ({"read_timeout": -1}, "read_timeout must be 1 or more"),
     ],
 )
 def test_bad_input_fails_clearly(tmp_path: Path, extra, message):
