@@ -6,8 +6,10 @@ import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -483,9 +485,19 @@ def kill_deploy_when(app: App, release_id: str, reached: Callable[[], bool], **e
         "-e",
         json.dumps(extra_vars),
     ]
+    # What the killed processes cannot clean up (the module payloads Ansible unpacks, its remote
+    # temporary directories, the fake artisan's client option file) goes into a directory of the
+    # test's own, removed afterwards, instead of being left in /tmp and ~/.ansible/tmp.
+    scratch = Path(tempfile.mkdtemp(prefix="mutuapix-killed-deploy-"))
     proc = subprocess.Popen(
         command,
-        env=module_env(),
+        env=module_env(
+            {
+                "TMPDIR": str(scratch),
+                "ANSIBLE_LOCAL_TEMP": str(scratch / "local"),
+                "ANSIBLE_REMOTE_TMP": str(scratch / "remote"),
+            }
+        ),
         cwd=str(ROOT),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -499,6 +511,7 @@ def kill_deploy_when(app: App, release_id: str, reached: Callable[[], bool], **e
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        shutil.rmtree(scratch)
 
 
 def test_a_deploy_killed_mid_migration_is_refused_again_and_rollback_restores_the_clean_backup(app: App) -> None:
