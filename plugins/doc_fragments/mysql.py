@@ -61,6 +61,7 @@ options:
     description:
       - CA certificate to verify the server's TLS certificate and host name with.
       - When set, TLS is required - a server that offers none is refused before any credential is sent.
+      - The client programs the modules run verify the same way (MySQL's get C(--ssl-mode=VERIFY_IDENTITY)).
     type: path
   ssl_cert:
     description:

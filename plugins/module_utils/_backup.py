@@ -356,9 +356,15 @@ def output_buffering_prefix() -> list[str]:
 
 
 def dump_command(
-    program: str, option_file: str, database: str, exclude_tables: list[str], exclude_data: list[str], extra: list[str]
+    program: str,
+    option_file: str,
+    database: str,
+    exclude_tables: list[str],
+    exclude_data: list[str],
+    extra: list[str],
+    conn: ConnectionParams | None = None,
 ) -> list[str]:
-    cmd = [*output_buffering_prefix(), *client_command(program, option_file), *_dumpfile.DUMP_OPTIONS]
+    cmd = [*output_buffering_prefix(), *client_command(program, option_file, conn), *_dumpfile.DUMP_OPTIONS]
     cmd += extra
     cmd += [f"--ignore-table={database}.{t}" for t in exclude_tables]
     cmd += [f"--ignore-table-data={database}.{t}" for t in exclude_data]
@@ -640,7 +646,7 @@ def run_dump(
             # The data digests are the frames' own checksums (free); only uncompressed output is hashed.
             parser = _dumpfile.DumpParser(writer, chunk_bytes, digest=False)
             with client_option_file(conn) as option_file:
-                cmd = dump_command(program, option_file, plan.database, exclude_tables, exclude_data, extra)
+                cmd = dump_command(program, option_file, plan.database, exclude_tables, exclude_data, extra, conn)
                 proc = subprocess.Popen(
                     cmd,
                     stdout=subprocess.PIPE,

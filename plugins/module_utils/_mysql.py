@@ -506,6 +506,26 @@ class ConnectionParams:
             return []  # not connected yet: the clients' own default
         return ["", "[client-mariadb]", *tls]
 
+    def mysql_client_ssl_mode(self) -> str | None:
+        """``--ssl-mode`` for MySQL's client programs, as the module's own connection has TLS.
+
+        MySQL's programs do not read ``[client-mariadb]`` (option_file_text) and MariaDB's
+        refuse ``ssl-mode`` (even as ``loose-ssl-mode`` they print a warning), so it is given on
+        their command line (client_command). Without it a MySQL ``mysqldump`` given a CA verified
+        the certificate but not the host name (VERIFY_CA), and one without a CA took PREFERRED: a
+        plain-text connection where the module had required TLS. None over a socket (no TLS there,
+        the clients' default) and before the module has connected.
+        """
+        if self.tls == "off":
+            return "DISABLED"
+        if self.tls == "verify":
+            return "VERIFY_IDENTITY"
+        if self.tls == "required":
+            return "REQUIRED"
+        if self.socket or self.server_tls is None:
+            return None
+        return "REQUIRED" if self.server_tls else "DISABLED"
+
 
 def connect(
     conn: ConnectionParams,
@@ -684,8 +704,11 @@ def _locked_option_file(directory: str, text: bytes) -> tuple[int, str]:
         return fd, path
 
 
-def client_command(program: str, option_file: str) -> list[str]:
+def client_command(program: str, option_file: str, conn: ConnectionParams | None = None) -> list[str]:
     """The start of a client program's argv: the program, reading our option file and no other.
+
+    With ``conn``, a MySQL client program also gets the ``--ssl-mode`` of that connection
+    (:meth:`ConnectionParams.mysql_client_ssl_mode`); MariaDB's take TLS from the file.
 
     ``--defaults-file`` (it must come first), not ``--defaults-extra-file``: the clients read
     an extra file *before* the user's ``~/.my.cnf``, whose ``[client]`` group then wins, so a
@@ -695,7 +718,37 @@ def client_command(program: str, option_file: str) -> list[str]:
     ``config_file`` is resolved into the file by :meth:`ConnectionParams.option_file_text`);
     the global files (``/etc/mysql/my.cnf``) are not read either.
     """
-    return [program, f"--defaults-file={option_file}"]
+    cmd = [program, f"--defaults-file={option_file}"]
+    mode = conn.mysql_client_ssl_mode() if conn is not None else None
+    if mode and is_mysql_client(program):
+        cmd.append(f"--ssl-mode={mode}")
+    return cmd
+
+
+_CLIENT_FLAVOURS: dict[str, bool] = {}
+
+
+def is_mysql_client(program: str) -> bool:
+    """Whether ``program`` is one of MySQL's client programs (or Percona's), not MariaDB's.
+
+    By what its ``--version`` prints (the name does not tell: Debian's ``mysqldump`` is MariaDB's
+    ``mariadb-dump``, and MariaDB before 10.5 had only the ``mysql*`` names); remembered per path.
+    A program that cannot say is taken as MariaDB's: it gets no option it might refuse.
+    """
+    if program not in _CLIENT_FLAVOURS:
+        try:
+            out = subprocess.run(
+                [program, "--version"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+                timeout=30,
+                check=False,
+            ).stdout.decode("utf-8", "replace")
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        _CLIENT_FLAVOURS[program] = "mysql" in out.lower() and "mariadb" not in out.lower()
+    return _CLIENT_FLAVOURS[program]
 
 
 def client_environment(option_file: str) -> dict[str, str]:

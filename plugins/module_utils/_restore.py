@@ -688,9 +688,12 @@ def split_secondary_keys(schema_sql: bytes) -> tuple[bytes, bytes | None]:
 class ClientRunner:
     """Runs SQL through the ``mariadb``/``mysql`` client, one process per task, credentials in a file."""
 
-    def __init__(self, program: str, option_file: str, prelude: bytes) -> None:
+    def __init__(
+        self, program: str, option_file: str, prelude: bytes, conn_params: ConnectionParams | None = None
+    ) -> None:
         self.program = program
         self.option_file = option_file
+        self.conn_params = conn_params
         self.prelude = prelude
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
@@ -700,7 +703,7 @@ class ClientRunner:
     def run(self, database: str, chunks: Iterable[bytes], what: str) -> int:
         """Feed ``chunks`` to a client session on ``database``; returns bytes sent."""
         cmd = [
-            *client_command(self.program, self.option_file),
+            *client_command(self.program, self.option_file, self.conn_params),
             "--max-allowed-packet=1073741824",
             f"--database={database}",
         ]
@@ -1271,7 +1274,10 @@ class Restorer:
         self._stack = contextlib.ExitStack()
         option_file = self._stack.enter_context(client_option_file(self.conn_params))
         self.runner = ClientRunner(
-            self.client_program, option_file, session_prelude(self._header, self.options.write_binlog)
+            self.client_program,
+            option_file,
+            session_prelude(self._header, self.options.write_binlog),
+            self.conn_params,
         )
         return self
 
@@ -1361,7 +1367,7 @@ class Restorer:
     def _redump(self, schema: str, name: str, layout: bool = False) -> _dumpfile.DumpParser:
         runner = self.active_runner()
         cmd = [
-            *client_command(self.dump_program, runner.option_file),
+            *client_command(self.dump_program, runner.option_file, self.conn_params),
             *self._dump_options,
             *VERIFY_DUMP_EXTRA,
             "--",
@@ -2002,7 +2008,7 @@ def _load_and_verify(restorer: Restorer, connection: Any, schema: str, result: d
 def _client_for_cleanup(conn_params: ConnectionParams, client_program: str, write_binlog: bool) -> Callable[..., Any]:
     def client(database: str, chunks: list[bytes], what: str) -> int:
         with client_option_file(conn_params) as option_file:
-            return ClientRunner(client_program, option_file, session_prelude(b"", write_binlog)).run(
+            return ClientRunner(client_program, option_file, session_prelude(b"", write_binlog), conn_params).run(
                 database, chunks, what
             )
 

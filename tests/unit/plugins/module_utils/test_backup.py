@@ -251,6 +251,65 @@ def test_mariadb_clients_take_the_tls_of_the_modules_connection(options, server_
         assert ssl is None if _mysql_module._PYMYSQL_PREFERS_TLS else ssl == {"check_hostname": False}
 
 
+MYSQL_VERSION = "mysqldump  Ver 8.0.40 for Linux on x86_64 (MySQL Community Server - GPL)"
+PERCONA_VERSION = "mysqldump  Ver 8.0.39-30 for Linux on x86_64 (Percona Server (GPL), Release '30')"
+MARIADB_VERSION = "mysqldump  Ver 10.19 Distrib 10.11.11-MariaDB, for debian-linux-gnu (x86_64)"
+
+
+def _fake_client(tmp_path, version: str, name: str = "mysqldump") -> str:
+    """A client program that only answers --version, as MySQL's (or MariaDB's) would."""
+    program = tmp_path / name
+    program.write_text(f"#!/bin/sh\necho '{version}'\n")
+    program.chmod(0o755)
+    return str(program)
+
+
+@pytest.mark.parametrize(
+    ("options", "server_tls", "expected"),
+    [
+        ({"login_host": "db", "ssl_ca": "/ca.pem"}, True, ["--ssl-mode=VERIFY_IDENTITY"]),  # was VERIFY_CA
+        ({"login_unix_socket": "/s", "ssl_ca": "/ca.pem"}, True, ["--ssl-mode=VERIFY_IDENTITY"]),
+        ({"login_host": "db", "ssl_cert": "/c.pem", "ssl_key": "/k.pem"}, True, ["--ssl-mode=REQUIRED"]),
+        ({"login_host": "db"}, True, ["--ssl-mode=REQUIRED"]),  # the module took TLS: no fallback
+        ({"login_host": "db"}, False, ["--ssl-mode=DISABLED"]),
+        ({"login_host": "db"}, None, []),  # not connected yet: the clients' default
+        ({"login_unix_socket": "/s"}, True, []),  # a socket: the clients' default
+    ],
+)
+def test_mysql_clients_get_the_ssl_mode_of_the_modules_connection(tmp_path, options, server_tls, expected):
+    """MySQL's programs never read [client-mariadb]: with a CA they verified the certificate but not
+    the host name, and without one they would fall back to plain text (PREFERRED)."""
+    conn = ConnectionParams({"config_file": None, **options})
+    conn.server_tls = server_tls
+    for version in (MYSQL_VERSION, PERCONA_VERSION):
+        directory = tmp_path / ("percona" if "Percona" in version else "mysql")
+        directory.mkdir()
+        program = _fake_client(directory, version)
+        cmd = _mysql_module.client_command(program, "/run/x.cnf", conn)
+        assert cmd == [program, "--defaults-file=/run/x.cnf", *expected]
+
+
+def test_mariadb_clients_never_get_ssl_mode(tmp_path):
+    """MariaDB's programs refuse ssl-mode (a warning on every run even as loose-ssl-mode); they take
+    TLS from [client-mariadb]. So do programs that cannot tell what they are."""
+    conn = ConnectionParams({"config_file": None, "login_host": "db", "ssl_ca": "/ca.pem"})
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    for program in (_fake_client(tmp_path, MARIADB_VERSION), str(broken), str(tmp_path / "missing")):
+        assert _mysql_module.client_command(program, "/run/x.cnf", conn) == [program, "--defaults-file=/run/x.cnf"]
+    real = shutil.which("mariadb-dump")
+    assert real, "Debian's mariadb-client is installed by the bootstrap"
+    assert not _mysql_module.is_mysql_client(real)
+    # Without the connection (callers that pass none), nothing is added whatever the program.
+    mysql = tmp_path / "m"
+    mysql.mkdir()
+    assert _mysql_module.client_command(_fake_client(mysql, MYSQL_VERSION), "/f") == [
+        str(mysql / "mysqldump"),
+        "--defaults-file=/f",
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
