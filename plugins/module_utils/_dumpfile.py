@@ -113,6 +113,8 @@ FORBIDDEN_DUMP_OPTIONS = {
 
 _MARKERS = [
     (re.compile(rb"^-- Table structure for table `((?:[^`]|``)+)`$"), "table"),
+    # MariaDB 10.3+ dumps each SEQUENCE first (CREATE SEQUENCE, then DO SETVAL with its next value).
+    (re.compile(rb"^-- Sequence structure for `((?:[^`]|``)+)`$"), "sequence"),
     (re.compile(rb"^-- Dumping data for table `((?:[^`]|``)+)`$"), "data"),
     (re.compile(rb"^-- Temporary (?:table|view) structure for view `((?:[^`]|``)+)`$"), "view_stub"),
     (re.compile(rb"^-- Final view structure for view `((?:[^`]|``)+)`$"), "view_final"),
@@ -505,6 +507,8 @@ class DumpObject:
     frames: list[Frame] = field(default_factory=list)
     rows: int = 0
     primary_key: bool = False
+    # A MariaDB SEQUENCE: a table with no data region, its state in its structure part's DO SETVAL.
+    sequence: bool = False
     triggers: list[str] = field(default_factory=list)
     digest: Any = None
     checksum_algorithm: str | None = None
@@ -536,6 +540,8 @@ class DumpObject:
             out["data_digest"] = self.data_digest()
             out["primary_key"] = self.primary_key
             out["triggers"] = self.triggers
+            if self.sequence:
+                out["sequence"] = True
         out["frames"] = [f.to_dict() for f in self.frames]
         return out
 
@@ -703,8 +709,9 @@ class DumpParser:
         self._pending = block[max(cut, start) :]
 
     def _start_section(self, kind: str, name: str) -> None:
-        if kind == "table":
+        if kind in ("table", "sequence"):
             self._current = self._object(name, "table")
+            self._current.sequence = kind == "sequence"
             self._state = "schema"
             self._begin_frame("schema", self._current)
         elif kind == "data":

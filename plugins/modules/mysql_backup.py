@@ -256,7 +256,7 @@ sha256:
   type: str
   sample: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
 tables:
-  description: Exact row count of each table in the backup.
+  description: Exact row count of each table in the backup (a MariaDB sequence is listed with 0).
   returned: success and not check mode
   type: dict
   sample: {"users": 1200, "transactions": 250000}

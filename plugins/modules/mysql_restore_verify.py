@@ -256,6 +256,7 @@ tables:
   description:
     - Per table, C(rows_expected) from the manifest, C(rows_restored) counted in the restored copy and
       C(digest_ok) (null when not compared, i.e. O(verify=rows) or a MySQL-dialect backup).
+    - A MariaDB sequence is listed with 0 rows; its next value is compared with the backup's instead.
     - In check mode only C(rows_expected).
   returned: always
   type: dict

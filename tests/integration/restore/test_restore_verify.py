@@ -1395,3 +1395,39 @@ def test_playbooks_report_check_mode_honestly(mariadb: MariaDB, backup: str, liv
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
     assert "tables verified" not in check.stdout
     assert "Check mode: " in check.stdout and "nothing was restored" in check.stdout, check.stdout[-2000:]
+
+
+def test_a_mariadb_sequence_is_backed_up_verified_and_restored_with_its_next_value(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
+) -> None:
+    """mariadb-dump writes a SEQUENCE before the tables under its own comment: it was left in the header,
+    which every load session replays, so verify and restore failed with 'Table ... already exists'."""
+    name = "seq_app"
+    drop_schemas_of(mariadb, name)
+    mariadb.execute(f"CREATE DATABASE {name}")
+    try:
+        mariadb_client(
+            mariadb,
+            "CREATE SEQUENCE invoice_no START WITH 1000 CACHE 10;"
+            "CREATE TABLE invoices (id INT PRIMARY KEY, no BIGINT NOT NULL, KEY (no));"
+            "INSERT INTO invoices VALUES (1, NEXTVAL(invoice_no)), (2, NEXTVAL(invoice_no));"
+            "CREATE TABLE invoice_lines (id INT PRIMARY KEY, invoice INT, KEY (invoice));"
+            "INSERT INTO invoice_lines VALUES (1, 1), (2, 1), (3, 2);",
+            name,
+        )
+        path = make_backup(mariadb, name, tmp_path / "b")
+        entry = read_manifest(path)["tables"]["invoice_no"]
+        assert entry["kind"] == "table" and entry["sequence"] is True and entry["rows"] == 0
+        header = read_manifest(path)["sections"]["header"]
+        assert header["size"] < 2000  # the sequence is not in the header any more
+
+        result = verify(login, src=path, workers=2)
+        assert not result.failed, result.get("msg")
+        assert result["verified"] is True and result["tables"]["invoices"]["rows_restored"] == 2
+
+        restored = verify(login, src=path, mode="restore", target_database=f"{name}_copy", workers=2)
+        assert not restored.failed, restored.get("msg")
+        assert mariadb.execute(f"SELECT NEXTVAL({name}_copy.invoice_no)")[0][0] == 1010
+        assert table_checksums(mariadb, f"{name}_copy") == table_checksums(mariadb, name)
+    finally:
+        drop_schemas_of(mariadb, name)
