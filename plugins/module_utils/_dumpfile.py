@@ -66,6 +66,10 @@ DUMP_OPTIONS = [
     "--skip-dump-date",
     "--default-character-set=utf8mb4",
     "--no-tablespaces",
+    # The programs' compiled-in limit (24M) ends the dump of any longer row ("Lost connection to server
+    # during query"); 1G is their maximum and the server's own limit stays in force. Only a limit: the
+    # buffer grows with the longest row. The verification re-dump reads it back from the manifest.
+    "--max-allowed-packet=1073741824",
 ]
 # Dump options extra_dump_args may not set, by their full long name, and when: "off" (turned
 # off: --skip-X, --disable-X, --X=0), "on" (turned on) or "any" (given at all). They would break

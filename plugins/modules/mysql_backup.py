@@ -23,7 +23,8 @@ description:
     the environment. The dump program reads that file alone (C(--defaults-file)), so it connects
     exactly as the module's own checks did - a C([client]) group in the user's C(~/.my.cnf) is only
     used through O(config_file), and C(/etc/mysql/my.cnf) is not read. Give the socket, TLS files
-    and dump settings (C(--max-allowed-packet=1G) in O(extra_dump_args)) to the module instead.
+    and dump settings (in O(extra_dump_args)) to the module instead. The dump runs with
+    C(--max-allowed-packet=1G), so rows longer than the dump program's compiled-in 24M are dumped.
   - "Least-privilege account: C(GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON db.* TO backup)
     plus, on MariaDB, C(GRANT SELECT ON mysql.proc TO backup) to dump routines (MySQL 8.0.20+: C(SHOW_ROUTINE)).
     On MariaDB with binary logging on, the exact binlog position and GTID of the dump's snapshot are

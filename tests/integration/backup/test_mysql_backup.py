@@ -862,3 +862,22 @@ def test_a_table_name_with_a_line_break_is_refused_up_front(mariadb, tmp_path):
         assert result.rc == 0 and result["tables"] == {"plain": 0, "renamed": 2}, result
     finally:
         mariadb.execute(f"DROP DATABASE {db}")
+
+
+def test_a_row_bigger_than_the_dump_programs_default_packet_is_backed_up_and_verifies(mariadb, tmp_path):
+    """mariadb-dump's compiled-in max_allowed_packet is 24M: a 30 MB attachment row (a 60 MB hex line)
+    failed the nightly backup with 'Lost connection to server during query when dumping table'."""
+    db = "bk_bigrow"
+    mariadb.execute(f"DROP DATABASE IF EXISTS {db}")
+    mariadb.execute(f"CREATE DATABASE {db}")
+    try:
+        mariadb.execute(f"CREATE TABLE {db}.attachments (id INT PRIMARY KEY, body LONGBLOB)")
+        mariadb.execute(f"INSERT INTO {db}.attachments VALUES (1, REPEAT('x', 30000000)), (2, 'small')")
+        result = backup(mariadb, db, tmp_path / "b")
+        assert result.rc == 0, result.get("msg")
+        assert result["tables"] == {"attachments": 2}
+        verified = run_module("mysql_restore_verify", dict(mariadb.login, src=result["path"]))
+        assert not verified.failed, verified.get("msg")
+        assert verified["tables"]["attachments"] == {"rows_expected": 2, "rows_restored": 2, "digest_ok": True}
+    finally:
+        mariadb.execute(f"DROP DATABASE {db}")
