@@ -197,12 +197,23 @@ def preflight(connection: Any, database: str, server: ServerInfo) -> tuple[list[
             "the dump's comments that frame each table would be ambiguous, so the backup could not account for "
             "them. Rename them (RENAME TABLE); nothing was written"
         )
-    tables = [r[0] for r in rows if r[1] == "BASE TABLE"]
+    # A MariaDB SEQUENCE is dumped (and excluded) like a table.
+    tables = [r[0] for r in rows if r[1] in ("BASE TABLE", "SEQUENCE")]
     views = [r[0] for r in rows if r[1] == "VIEW"]
     data_bytes = sum(int(r[2]) for r in rows)
     have = granted_privileges(grants, database)
     missing = [p for p in REQUIRED_PRIVILEGES if p not in have and "ALL" not in have]
     return tables, views, data_bytes, missing
+
+
+def own_table_names(names: list[str], database: str, existing: list[str]) -> list[str]:
+    """Exclusion entries as table names: ``<database>.<table>`` (mysqldump's ``--ignore-table`` form)
+    is read as ``<table>`` when no table has the whole entry as its name and ``<table>`` exists."""
+    prefix = f"{database}."
+    known = set(existing)
+    return [
+        n[len(prefix) :] if n not in known and n.startswith(prefix) and n[len(prefix) :] in known else n for n in names
+    ]
 
 
 def estimate_backup_bytes(data_bytes: int, compression: str) -> int:

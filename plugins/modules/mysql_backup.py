@@ -109,12 +109,17 @@ options:
     elements: str
     default: []
   exclude_tables:
-    description: Tables left out of the backup entirely.
+    description:
+      - Tables (and views, sequences) left out of the backup entirely, by name.
+      - An entry C(<database>.<table>), as mysqldump's C(--ignore-table) takes it, names C(<table>) of O(database)
+        (unless a table is named so in full). A name that does not exist is a warning.
     type: list
     elements: str
     default: []
   exclude_table_data:
-    description: Tables whose structure is backed up but not their rows (e.g. C(sessions), C(cache)).
+    description:
+      - Tables whose structure is backed up but not their rows (e.g. C(sessions), C(cache)).
+      - Named as in O(exclude_tables).
     type: list
     elements: str
     default: []
@@ -475,6 +480,8 @@ def main():
             missing_privileges=missing,
         )
     # The dump program leaves out a view named in exclude_tables too (--ignore-table).
+    for key in ("exclude_tables", "exclude_table_data"):
+        params[key] = _backup.own_table_names(params[key], database, tables + views)
     unknown = [t for t in params["exclude_tables"] + params["exclude_table_data"] if t not in tables + views]
     for name in unknown:
         module.warn(f"excluded table {name!r} does not exist in {database}")

@@ -166,6 +166,23 @@ def test_excluding_a_view_is_no_unknown_table(mariadb, tmp_path):
         assert set(json.loads(Path(result["manifest_path"]).read_text())["tables"]) == {"t"}
 
 
+def test_exclusions_written_as_database_dot_table_as_for_mysqldump(mariadb, tmp_path):
+    """mysqldump's --ignore-table takes db.table: written so, the table was backed up all the same."""
+    with scratch_db(mariadb, "bk_exdot") as db:
+        mariadb.execute(f"CREATE TABLE {db}.cache (id INT PRIMARY KEY)")
+        mariadb.execute(f"CREATE TABLE {db}.sessions (id INT PRIMARY KEY)")
+        mariadb.execute(f"INSERT INTO {db}.sessions VALUES (1)")
+        mariadb.execute(f"CREATE SEQUENCE {db}.ticket")
+        result = backup(
+            mariadb, db, tmp_path, exclude_tables=[f"{db}.cache", "ticket"], exclude_table_data=[f"{db}.sessions"]
+        )
+        assert result.rc == 0, result.get("msg")
+        assert result["tables"] == {"t": 2, "sessions": 0}, result["tables"]
+        assert not result.get("warnings"), result.get("warnings")
+        manifest = json.loads(Path(result["manifest_path"]).read_text())
+        assert manifest["dump"]["exclude_tables"] == ["cache", "ticket"]
+
+
 @pytest.mark.parametrize("how", ["exclude_table_data", "no_data"])
 def test_triggers_of_tables_backed_up_without_data_are_in_the_manifest_and_verify(mariadb, tmp_path, how):
     """A table dumped without its rows goes from its structure to its triggers (no data section)."""
