@@ -282,6 +282,7 @@ def check_backup(
             f"manifest {manifest_path} belongs to {manifest.get('file')!r}, not to {name}: "
             "it was copied or renamed from another backup; use the manifest written with this file"
         )
+    _refuse_own_table_names(manifest, path)
     size = os.path.getsize(path)
     if size != manifest.get("size"):
         raise RestoreError(
@@ -317,6 +318,21 @@ def check_backup(
             ) from exc
         raise
     return checked
+
+
+def _refuse_own_table_names(manifest: dict[str, Any], path: str) -> None:
+    """A backup holding a table named like the module's marker or cutover journal cannot be
+    restored by it (the restored table would take the place of the marker); said up front,
+    before the file is read, instead of an unrelated SQL error half way."""
+    tables = manifest.get("tables")
+    for own in (MARKER_TABLE, JOURNAL_TABLE):
+        if isinstance(tables, dict) and own in tables:
+            raise RestoreError(
+                f"{path} holds a table named {own}, the name mysql_restore_verify gives its own "
+                f"{'marker' if own == MARKER_TABLE else 'cutover journal'} table: rename that table in the "
+                "database (it is not the module's) and take a new backup, or restore this one by hand "
+                "(zstdcat FILE | mariadb DB)"
+            )
 
 
 def _sha256_into(path: str, out: dict[str, Any]) -> None:

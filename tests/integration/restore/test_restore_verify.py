@@ -1431,3 +1431,28 @@ def test_a_mariadb_sequence_is_backed_up_verified_and_restored_with_its_next_val
         assert table_checksums(mariadb, f"{name}_copy") == table_checksums(mariadb, name)
     finally:
         drop_schemas_of(mariadb, name)
+
+
+def test_a_table_named_like_the_modules_own_marker_is_refused_up_front(
+    mariadb: MariaDB, login: dict[str, Any], tmp_path: Path
+) -> None:
+    """A table named __mutuapix_restore took the place of the scratch database's marker table: verify
+    and restore failed half way with "Unknown column 'source'", which did not say why."""
+    name = "own_names"
+    drop_schemas_of(mariadb, name)
+    mariadb.execute(f"CREATE DATABASE {name}")
+    try:
+        mariadb_client(
+            mariadb,
+            "CREATE TABLE __mutuapix_restore (id INT PRIMARY KEY); INSERT INTO __mutuapix_restore VALUES (1);",
+            name,
+        )
+        path = make_backup(mariadb, name, tmp_path / "b")
+        for args in ({}, {"mode": "restore", "target_database": f"{name}_copy"}):
+            result = verify(login, src=path, **args)
+            assert result.failed
+            assert "holds a table named __mutuapix_restore" in result["msg"], result["msg"]
+            assert "rename that table" in result["msg"]
+        assert not mariadb.execute("SHOW DATABASES LIKE 'own\\_names\\_copy'")
+    finally:
+        drop_schemas_of(mariadb, name)
