@@ -95,6 +95,10 @@ _KEY_LINE = re.compile(rb"^  (?:UNIQUE )?KEY `(?:[^`]|``)+` \(.*\)(?: USING \w+)
 _AUTO_INC_COLUMN = re.compile(rb"^  (`(?:[^`]|``)+`) [^\n]* AUTO_INCREMENT[ ,]", re.M)
 # How the client reports a statement reading a table that does not exist (a view's base table).
 _MISSING_TABLE = re.compile(r"ERROR 1146 \(42S02\)[^:]*: Table '(?:[^'.]*\.)?([^']+)' doesn't exist")
+# How often a re-dump refused with error 1412 (the table's indexes were added under its snapshot) is tried.
+REDUMP_ATTEMPTS = 5
+# Error 1412 as mariadb-dump ("Error 1412: Table definition has changed") and mysqldump ("... (1412)") report it.
+_DEFINITION_CHANGED = re.compile(r"Error:? 1412\b|\(1412\)|Table definition has changed")
 # The state of a sequence in its dump: DO SETVAL(`name`, <next value>, <is used>).
 _SETVAL = re.compile(rb"\nDO SETVAL\((?:`(?:[^`]|``)+`), (-?\d+), [01]\);")
 _BACKTICKED = re.compile(rb"`((?:[^`]|``)+)`")
@@ -318,6 +322,11 @@ def check_backup(
             ) from exc
         raise
     return checked
+
+
+def _definition_changed(exc: RestoreError) -> bool:
+    """Whether a failed re-dump was refused with error 1412 (see ``Restorer._redump``)."""
+    return bool(_DEFINITION_CHANGED.search(str(exc.details.get("stderr") or "")))
 
 
 def _refuse_own_table_names(manifest: dict[str, Any], path: str) -> None:
@@ -1419,6 +1428,23 @@ class Restorer:
             connection.close()
 
     def _redump(self, schema: str, name: str, layout: bool = False) -> _dumpfile.DumpParser:
+        """Re-dump table ``name`` of ``schema`` through a parser (which returns its digests).
+
+        The re-dump runs while the table's secondary indexes are added (``_tasks``). When that
+        ALTER commits after the dump program opened its snapshot and before it read the table,
+        the server refuses the read with error 1412 ("Table definition has changed, please retry
+        transaction"): the data is complete, so the re-dump is retried, as the server asks.
+        """
+        for attempt in range(1, REDUMP_ATTEMPTS + 1):
+            try:
+                return self._redump_once(schema, name, layout)
+            except RestoreError as exc:
+                if attempt == REDUMP_ATTEMPTS or self.active_runner().cancelled or not _definition_changed(exc):
+                    raise
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _redump_once(self, schema: str, name: str, layout: bool) -> _dumpfile.DumpParser:
         runner = self.active_runner()
         cmd = [
             *client_command(self.dump_program, runner.option_file, self.conn_params),

@@ -506,3 +506,24 @@ def test_data_task_retries_a_deadlocked_transaction_and_only_that():
     with pytest.raises(restore_utils.RestoreError) as excinfo:
         task()
     assert "Duplicate" in excinfo.value.details["stderr"]
+
+
+@pytest.mark.parametrize(
+    ("stderr", "retried"),
+    [
+        (
+            "mariadb-dump: Error 1412: Table definition has changed, please retry transaction when dumping table `t` at row: 0",
+            True,
+        ),
+        ("mysqldump: Error: 1412 Table definition has changed, please retry transaction", True),
+        (
+            "mysqldump: Couldn't execute 'SELECT ...': Table definition has changed, please retry transaction (1412)",
+            True,
+        ),
+        ("mariadb-dump: Error 1146: Table 'x.t' doesn't exist when dumping table `t` at row: 0", False),
+        ("mariadb-dump: Got error: 2013: Lost connection to server during query", False),
+        ("", False),
+    ],
+)
+def test_only_a_redump_refused_with_error_1412_is_retried(stderr, retried):
+    assert _restore._definition_changed(_restore.RestoreError("failed", stderr=stderr)) is retried
