@@ -162,18 +162,58 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
+def _start_ticks(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` starttime); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+        # fields after the command name start at field 3 (state); starttime is field 22
+        return int(stat[stat.rfind(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _same_process(rpc: Any, name: str, info: dict[str, Any], ticks: int | None) -> bool:
+    """Whether supervisord still runs, as ``name``, the very process measured from ``info``.
+
+    A worker can exit by itself (queue:work's soft ``--memory`` limit) while it is measured; supervisord
+    then starts a new one, which may reuse nothing but the name - or, rarely, the pid. Restarting by name
+    would stop that new worker. Same pid and same start time (supervisord's, and the kernel's in clock
+    ticks) before and after the measurement: the same process.
+    """
+    pid = int(info.get("pid") or 0)
+    try:
+        now = rpc.supervisor.getProcessInfo(name)
+    except xmlrpc.client.Fault:
+        return False
+    return (
+        ticks is not None
+        and now.get("statename") == "RUNNING"
+        and int(now.get("pid") or 0) == pid
+        and now.get("start") == info.get("start")
+        and _start_ticks(pid) == ticks
+    )
+
+
 def check_group(rpc: Any, group: str, limit_mb: float, grace_s: float = DEFAULT_GRACE_S) -> list[str]:
-    """Restart every running process of ``group`` above ``limit_mb``, all at once; return their names."""
+    """Restart every running process of ``group`` above ``limit_mb``, all at once; return their names.
+
+    A process that exited or was replaced since it was measured is left alone (see ``_same_process``).
+    """
     over: dict[str, int] = {}
     tree = _children_map()
     for info in rpc.supervisor.getAllProcessInfo():
         if info.get("group") != group or info.get("statename") != "RUNNING":
             continue
         pid = int(info.get("pid") or 0)
+        ticks = _start_ticks(pid) if pid > 0 else None
         used = rss_mb(pid, tree)
         if used is None or used <= limit_mb:
             continue
         name = f"{group}:{info['name']}"
+        if not _same_process(rpc, name, info, ticks):
+            _log(f"{name} (pid {pid}) measured {used:.0f} MB but exited or was restarted since: left alone")
+            continue
         _log(f"{name} (pid {pid}) uses {used:.0f} MB, above the hard limit of {limit_mb:.0f} MB: restarting")
         over[name] = pid
     return restart_processes(rpc, over, grace_s) if over else []
@@ -182,11 +222,15 @@ def check_group(rpc: Any, group: str, limit_mb: float, grace_s: float = DEFAULT_
 def restart_processes(rpc: Any, processes: dict[str, int], grace_s: float) -> list[str]:
     """Graceful stop (supervisor's stopsignal), SIGKILL to the process group after ``grace_s``, start.
 
-    Every process (name -> pid) is signalled first and waited for against one deadline, so
+    Every process (name -> pid measured) is signalled first and waited for against one deadline, so
     several leaking workers are all back within ``grace_s`` plus a few seconds - one after the
     other, the k-th would wait k times the grace while it kept leaking. The grace is bounded here
     rather than by the program's ``stopwaitsecs``: a leaking job keeps leaking while it finishes.
     The killed jobs are retried by Laravel after ``retry_after``, as after any crash.
+
+    SIGKILL goes to the pid supervisord reports for the process it is stopping, never to the pid
+    measured earlier: by then that pid may have exited and been reused by another process, while the
+    pid supervisord reports is its own child, not yet reaped, so it cannot belong to anything else.
     """
     for name in processes:
         try:
@@ -195,7 +239,11 @@ def restart_processes(rpc: Any, processes: dict[str, int], grace_s: float) -> li
             _log(f"stopping {name} failed: {exc.faultString}")
     running = _wait_stopped_all(rpc, list(processes), grace_s)
     for name in running:
-        pid = processes[name]
+        pid = _stopping_pid(rpc, name)
+        if not pid:
+            continue  # stopped in the meantime
+        if pid != processes[name]:
+            _log(f"{name} is now pid {pid}, not the pid {processes[name]} measured: killing pid {pid}")
         _log(f"{name} (pid {pid}) still running {grace_s:.0f} s after the stop signal: killing its process group")
         for kill in (os.killpg, os.kill):
             with contextlib.suppress(OSError):
@@ -214,6 +262,17 @@ def restart_processes(rpc: Any, processes: dict[str, int], grace_s: float) -> li
             continue
         restarted.append(name)
     return restarted
+
+
+def _stopping_pid(rpc: Any, name: str) -> int:
+    """The pid supervisord reports for ``name`` while it has not stopped yet; 0 when stopped or unknown."""
+    try:
+        info = rpc.supervisor.getProcessInfo(name)
+    except xmlrpc.client.Fault:
+        return 0
+    if info.get("statename") in STOPPED_STATES:
+        return 0
+    return int(info.get("pid") or 0)
 
 
 def _wait_stopped_all(rpc: Any, names: list[str], seconds: float) -> list[str]:

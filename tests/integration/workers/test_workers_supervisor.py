@@ -6,6 +6,7 @@ import configparser
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -254,6 +255,62 @@ def test_hard_memory_limit_restarts_several_leaking_workers_together(workers: Wo
     assert elapsed[-1] < 5 + grace_s + 8  # tick + one grace + kill and start, with slack for a loaded machine
     log = (supervisord.logs / "trio.log.memlimit.log").read_text()
     assert log.count(f"still running {grace_s} s after the stop signal: killing its process group") >= 3
+
+
+def _replaced(supervisord: Supervisord, group: str, name: str, old_pid: int) -> int:
+    """Wait until supervisord runs a new process for ``name`` (autorestart), return its pid."""
+    pid = wait_for(lambda: supervisord.pids(group).get(name) not in (None, old_pid) and supervisord.pids(group)[name])
+    assert pid, f"supervisord did not start a new {name} after pid {old_pid} exited"
+    return int(pid)
+
+
+def test_the_listener_leaves_alone_a_worker_replaced_after_its_measurement(
+    workers: Workers, supervisord: Supervisord, monkeypatch: pytest.MonkeyPatch
+):
+    """The worker exits by itself (queue:work --memory) between the listener's reading of its memory and the
+    restart, and supervisord starts a new one: the listener must not restart the new, small worker."""
+    assert not workers.run("swap").failed
+    name = "swap:swap_00"
+    first_pid = wait_for(lambda: supervisord.pids("swap").get(name))
+    assert first_pid, "the worker did not start"
+    replacement: dict[str, int] = {}
+    measure = _memmon.rss_mb
+
+    def measure_then_exit(pid: int, tree: dict[int, list[int]] | None = None) -> float | None:
+        used = measure(pid, tree)
+        if pid == first_pid and not replacement:
+            os.kill(pid, signal.SIGTERM)  # the worker finishes its job and exits, as at its soft limit
+            replacement["pid"] = _replaced(supervisord, "swap", name, first_pid)
+        return used
+
+    monkeypatch.setattr(_memmon, "rss_mb", measure_then_exit)
+    rpc = _memmon.server_proxy(supervisord.url, timeout=30)
+    assert _memmon.check_group(rpc, "swap", limit_mb=1, grace_s=5) == []
+    assert supervisord.pids("swap") == {name: replacement["pid"]}, "the replacement worker was restarted"
+    assert [e[:2] for e in workers.events("swap") if e[0] == "graceful-stop"] == [["graceful-stop", str(first_pid)]]
+
+
+def test_the_listener_kills_only_the_process_supervisord_is_stopping(
+    workers: Workers, supervisord: Supervisord, tmp_path: Path
+):
+    """A worker that will not stop within the grace is killed by the pid supervisord reports for it, never by a
+    pid measured earlier: that pid may belong to another process by then (here, a bystander given as stale)."""
+    assert not workers.run("hang", job_s=600).failed
+    name = "hang:hang_00"
+    worker_pid = wait_for(lambda: supervisord.pids("hang").get(name))
+    assert worker_pid, "the worker did not start"
+    bystander = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        rpc = _memmon.server_proxy(supervisord.url, timeout=30)
+        started = time.monotonic()
+        restarted = _memmon.restart_processes(rpc, {name: bystander.pid}, grace_s=1)
+        assert bystander.poll() is None, "the listener killed a process that is not the worker"
+        assert restarted == [name]
+        assert time.monotonic() - started < 15, "the worker was not killed after the grace period"
+        assert _replaced(supervisord, "hang", name, worker_pid)
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_check_mode_predicts_the_restarts_the_real_run_makes(workers: Workers, supervisord: Supervisord):

@@ -279,7 +279,9 @@ class RecordingRPC:
         return True
 
     def getProcessInfo(self, name: str) -> dict[str, Any]:
-        return {"name": name, "statename": "STOPPED"}
+        if ("stop", name) in self.calls:
+            return {"name": name, "statename": "STOPPED", "pid": 0}
+        return next(i for i in self.infos if f"{i['group']}:{i['name']}" == name)
 
     def startProcess(self, name: str, wait: bool) -> bool:
         self.calls.append(("start", name))
@@ -308,6 +310,18 @@ def test_check_group_stops_every_process_before_waiting_for_any():
     rpc = RecordingRPC([{"group": "w", "name": f"w_0{i}", "statename": "RUNNING", "pid": me} for i in range(3)])
     assert _memmon.check_group(rpc, "w", limit_mb=1) == ["w:w_00", "w:w_01", "w:w_02"]
     assert rpc.calls == [("stop", f"w:w_0{i}") for i in range(3)] + [("start", f"w:w_0{i}") for i in range(3)]
+
+
+def test_check_group_leaves_a_process_replaced_since_its_measurement(capsys: pytest.CaptureFixture[str]):
+    """supervisord reports another start time (or pid) after the measurement: a new process, left alone."""
+    me = os.getpid()
+    rpc = RecordingRPC([{"group": "w", "name": "w_00", "statename": "RUNNING", "pid": me, "start": 100}])
+    measured = dict(rpc.infos[0])
+    rpc.infos[0] = {**measured, "start": 160}  # what getProcessInfo answers after the measurement
+    rpc.getAllProcessInfo = lambda: [measured]  # type: ignore[method-assign]
+    assert _memmon.check_group(rpc, "w", limit_mb=1) == []
+    assert rpc.calls == []
+    assert "exited or was restarted since: left alone" in capsys.readouterr().err
 
 
 def test_listener_protocol_survives_an_unreachable_supervisord(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
