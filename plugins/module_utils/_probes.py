@@ -236,10 +236,84 @@ def read_queue_stats(
                 "oldest_wait_s": max(0, now - int(oldest)) if oldest is not None else 0,
             }
         # Laravel writes failed_at as the app's wall-clock time (app.timezone), whatever the server's zone.
-        since = datetime.datetime.fromtimestamp(now - failed_window_s, tz=app_tz).strftime("%Y-%m-%d %H:%M:%S")
-        cur.execute(f"SELECT COUNT(*) FROM {failed} WHERE failed_at >= %s", (since,))
+        condition, bounds = failed_at_condition(now - failed_window_s, now, app_tz)
+        cur.execute(f"SELECT COUNT(*) FROM {failed} WHERE {condition}", bounds)
         failed_recent = int(cur.fetchone()[0])
     return {"now": now, "queues": queues, "failed_recent": failed_recent}
+
+
+_WALL_CLOCK = "%Y-%m-%d %H:%M:%S"
+# Step of the search for a change of UTC offset: no zone changes its offset twice within an hour.
+_OFFSET_STEP_S = 3600
+
+
+def _offset(timestamp: int, tz: datetime.tzinfo) -> datetime.timedelta | None:
+    return datetime.datetime.fromtimestamp(timestamp, tz=tz).utcoffset()
+
+
+def _last_second_at_offset(first: int, last: int, tz: datetime.tzinfo) -> int:
+    """The last second of ``first``..``last`` still at ``first``'s UTC offset in ``tz``."""
+    offset = _offset(first, tz)
+    low = first
+    while low < last:
+        probe = min(low + _OFFSET_STEP_S, last)
+        if _offset(probe, tz) == offset:
+            low = probe
+            continue
+        high = probe  # the offset changed in low+1..probe: find the last second before the change
+        while high - low > 1:
+            middle = (low + high) // 2
+            if _offset(middle, tz) == offset:
+                low = middle
+            else:
+                high = middle
+        return low
+    return last
+
+
+def wall_clock_ranges(start: int, end: int, tz: datetime.tzinfo) -> list[tuple[str, str]]:
+    """The wall-clock times of ``tz`` the instants ``start``..``end`` (Unix seconds) were written as.
+
+    One range per UTC offset in force: ``[first, after)`` (``after`` is the wall-clock time one second
+    past the range, so fractional seconds are not lost). Across a DST change the wall clock jumps:
+    forward, the ranges are apart; back (the repeated hour), they overlap.
+    """
+    ranges: list[tuple[str, str]] = []
+    first = start
+    while first <= end:
+        last = _last_second_at_offset(first, end, tz)
+        zone = datetime.timezone(_offset(first, tz) or datetime.timedelta(0))
+        ranges.append(
+            (
+                datetime.datetime.fromtimestamp(first, tz=zone).strftime(_WALL_CLOCK),
+                datetime.datetime.fromtimestamp(last + 1, tz=zone).strftime(_WALL_CLOCK),
+            )
+        )
+        first = last + 1
+    return ranges
+
+
+def failed_at_condition(start: int, end: int, tz: datetime.tzinfo) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition on ``failed_at`` (a wall-clock time of ``tz``) for failures from ``start`` to ``end``.
+
+    Subtracting the window from the wall clock is wrong across a DST change: after the clocks go
+    back, "an hour ago" is a wall-clock time after the failures of the last minutes. The window is
+    counted per UTC offset instead. The latest range is left open (a failure stamped by an app server
+    whose clock is a little ahead still counts), unless the clocks went back less than an hour ago:
+    then it would take in the rest of the repeated hour's first pass. A failure stamped during the
+    repeated hour cannot be told from its twin an hour apart; it counts when either is in the window.
+    """
+    ranges = wall_clock_ranges(start, end, tz)
+    clauses: list[str] = []
+    bounds: list[str] = []
+    for index, (first, after) in enumerate(ranges):
+        if index == len(ranges) - 1 and all(after > earlier[1] for earlier in ranges[:index]):
+            clauses.append("failed_at >= %s")
+            bounds.append(first)
+        else:
+            clauses.append("(failed_at >= %s AND failed_at < %s)")
+            bounds.extend((first, after))
+    return " OR ".join(clauses) if len(clauses) == 1 else "(" + " OR ".join(clauses) + ")", tuple(bounds)
 
 
 def empty_queue() -> dict[str, int]:

@@ -88,6 +88,9 @@ options:
         counted in it. With the wrong zone, failures look hours old (never counted) or in the future (counted
         for hours).
       - An IANA name (C(America/Sao_Paulo), needs the host's tzdata) or a fixed offset (C(-03:00)).
+      - The window is real time across daylight saving changes, counted per UTC offset in force. A failure
+        stamped during the hour the clocks go back cannot be told from its twin an hour apart, so it is
+        counted when either falls in the window.
       - Assumes the probe's session reads C(failed_at) as Laravel's does, that is the database connection's
         C(timezone) setting is not set in Laravel (the server's zone is used by both).
     type: str

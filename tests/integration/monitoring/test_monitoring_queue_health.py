@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from ansible_collections.mutuapix.ops.plugins.module_utils._probes import app_timezone, read_queue_stats
 from tests.integration.monitoring.conftest import FAILED_DDL, JOBS_DDL, Queues, Server, posts
 from tests.support.mariadb import MariaDB, temporary_server
 from tests.support.runner import ModuleResult, run_module
@@ -107,6 +111,61 @@ def test_failed_at_is_read_in_the_apps_time_zone(mariadb: MariaDB, queues: Queue
     bad = health(mariadb, queues, tmp_path / "bad.json", app_timezone="Mars/Olympus_Mons", **args)
     assert bad.failed and "app_timezone 'Mars/Olympus_Mons' is not a time zone this host knows" in bad["msg"]
     assert not (tmp_path / "bad.json").exists()
+
+
+# Europe/Berlin's real transitions of 2025 (tzdata): the clocks went back at 01:00 UTC on 26 October (03:00 CEST
+# -> 02:00 CET, the hour from 02:00 to 03:00 runs twice) and forward at 01:00 UTC on 30 March (02:00 CET -> 03:00).
+FALL_BACK = int(dt.datetime(2025, 10, 26, 1, 0, tzinfo=dt.timezone.utc).timestamp())
+SPRING_FORWARD = int(dt.datetime(2025, 3, 30, 1, 0, tzinfo=dt.timezone.utc).timestamp())
+
+
+@pytest.mark.parametrize(
+    ("change", "now_s", "window_s", "failed_s", "expected"),
+    [
+        # 02:10 CET, window 30 min: failures at 02:05 CET and 02:50 CEST are in it, 02:20 CEST (50 min) and 01:30
+        # CEST are not. From the wall clock, "30 min ago" is 02:40 - after the failure of five minutes ago.
+        (FALL_BACK, 600, 1800, [-5400, -2400, -600, 300], 2),
+        # 02:30 CET, window 1 h: 02:50 CEST, 02:05 CET and 02:25 CET are in it, 01:30 CEST is not.
+        (FALL_BACK, 1800, 3600, [-5400, -600, 300, 1500], 3),
+        # 04:00 CET, window 1 h, after the repeated hour: only 03:23 CET.
+        (FALL_BACK, 7200, 3600, [-5400, -600, 5000], 1),
+        # 03:10 CEST, window 30 min, the clocks went forward at 02:00 CET: 01:50 CET and 03:05 CEST, not 01:20 CET.
+        (SPRING_FORWARD, 600, 1800, [-2400, -600, 300], 2),
+    ],
+    ids=["fall-back-30min", "fall-back-1h", "after-fall-back", "spring-forward"],
+)
+def test_failed_window_across_a_dst_change(
+    mariadb: MariaDB, queues: Queues, change: int, now_s: int, window_s: int, failed_s: list[int], expected: int
+):
+    """Laravel stamps failed_at with the wall clock of app.timezone, which repeats an hour in autumn: the window
+    of failed_window_s is the last failed_window_s seconds of real time, not of the wall clock. Times are seconds
+    from the DST change; the probe's connection reads the server clock set to ``change + now_s``."""
+    berlin = app_timezone("Europe/Berlin")
+    connection = mariadb.connect(database=queues.database)
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")  # failed_at read back exactly as written
+            cur.execute("SET timestamp = %s", (change + now_s,))  # the server's clock, as the probe reads it
+            for offset in failed_s:
+                stamp = dt.datetime.fromtimestamp(change + offset, tz=berlin).strftime("%Y-%m-%d %H:%M:%S")
+                cur.execute(
+                    "INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at)"
+                    " VALUES (UUID(), 'database', 'default', '{}', 'RuntimeException: boom', %s)",
+                    (stamp,),
+                )
+        stats = read_queue_stats(
+            connection,
+            queues.database,
+            jobs_table="jobs",
+            failed_jobs_table="failed_jobs",
+            retry_after_s=90,
+            failed_window_s=window_s,
+            app_tz=berlin,
+        )
+    finally:
+        connection.close()
+    assert stats["now"] == change + now_s
+    assert stats["failed_recent"] == expected
 
 
 def test_transitions_with_webhook(mariadb: MariaDB, queues: Queues, webhook: Server, tmp_path: Path):

@@ -41,6 +41,28 @@ def test_app_timezone_names_and_offsets():
             _probes.app_timezone(bad)
 
 
+def test_failed_at_condition_per_utc_offset():
+    """One range per offset: a fixed zone keeps the single open-ended bound; Berlin's clocks going back on
+    2025-10-26 01:00 UTC give two bounded ranges of the repeated hour, going forward two ranges apart."""
+    at = int(datetime.datetime(2025, 10, 26, 1, 0, tzinfo=datetime.timezone.utc).timestamp())
+    assert _probes.failed_at_condition(at - 1800, at + 600, _probes.app_timezone("-03:00")) == (
+        "failed_at >= %s",
+        ("2025-10-25 21:30:00",),
+    )
+    berlin = _probes.app_timezone("Europe/Berlin")
+    assert _probes.failed_at_condition(at - 1200, at + 600, berlin) == (
+        "((failed_at >= %s AND failed_at < %s) OR (failed_at >= %s AND failed_at < %s))",
+        ("2025-10-26 02:40:00", "2025-10-26 03:00:00", "2025-10-26 02:00:00", "2025-10-26 02:10:01"),
+    )
+    # past the repeated hour, the latest range is open again (an app clock a little ahead still counts)
+    assert _probes.failed_at_condition(at - 1200, at + 3700, berlin)[0].endswith("OR failed_at >= %s)")
+    spring = int(datetime.datetime(2025, 3, 30, 1, 0, tzinfo=datetime.timezone.utc).timestamp())
+    assert _probes.wall_clock_ranges(spring - 1200, spring + 600, berlin) == [
+        ("2025-03-30 01:40:00", "2025-03-30 02:00:00"),
+        ("2025-03-30 03:00:00", "2025-03-30 03:10:01"),
+    ]
+
+
 def test_max_wait_zero_is_kept_not_replaced_by_the_default():
     limits = _probes.queue_limits([{"name": "payments", "max_wait_s": 0}, {"name": "mail", "max_wait_s": None}], [])
     assert [(q.name, q.max_wait_s) for q in limits] == [("payments", 0), ("mail", 300)]
