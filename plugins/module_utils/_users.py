@@ -971,7 +971,10 @@ def after_snapshot(before: dict[str, Any], desired: Desired | None, plan: Plan) 
     if desired is None:
         return {"exists": False}
     after = dict(before) if before.get("exists") else {"exists": True, "require_ssl": False, "max_user_connections": 0}
-    after["plugin"] = desired.plugin
+    # The plugin changes only with the password (IDENTIFIED WITH): an existing account whose password
+    # is left alone (update_password=on_create, no password, the same one) keeps its plugin.
+    if not before.get("exists") or plan.password_changed:
+        after["plugin"] = desired.plugin
     if desired.require_ssl is not None:
         after["require_ssl"] = desired.require_ssl
     if desired.max_user_connections is not None:

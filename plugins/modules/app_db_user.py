@@ -36,7 +36,9 @@ attributes:
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
-    details: Shows each account's plugin, TLS requirement, connection limit and privileges before and after.
+    details: >-
+      Shows each account's plugin, TLS requirement, connection limit and privileges before and after; an existing
+      account's plugin changes only with its password (not with O(update_password=on_create)).
 options:
   name:
     description:
@@ -94,6 +96,8 @@ options:
         on MariaDB, C(caching_sha2_password) on MySQL 8).
       - V(ed25519) is MariaDB's (the C(auth_ed25519) plugin must be installed);
         V(mysql_native_password) is disabled by default on MySQL 8.4 and removed in 9.0.
+      - The plugin is set together with the password, so with O(update_password=on_create) an existing
+        account keeps its plugin.
     type: str
     choices: [auto, mysql_native_password, caching_sha2_password, ed25519]
     default: auto

@@ -328,6 +328,25 @@ def test_password_change_is_detected_and_applied(accounts: Accounts, mariadb: Ma
     login(mariadb, "p5_pw", OTHER).close()
 
 
+@pytest.mark.usefixtures("ed25519_plugin")
+def test_on_create_diff_shows_only_what_the_run_changes(accounts: Accounts, mariadb: MariaDB) -> None:
+    """update_password=on_create leaves an existing account's password and plugin alone: the diff must not
+    announce another plugin - neither one named in the task nor the server default chosen by plugin=auto."""
+    assert accounts.run(name="p5_oc", password=STRONG, plugin="mysql_native_password")["created"]
+    named = accounts.run(diff=True, name="p5_oc", password=OTHER, plugin="ed25519", update_password="on_create")
+    assert not named["changed"] and named["statements"] == [], named
+    assert named["diff"]["after"] == named["diff"]["before"], named["diff"]
+    assert named["diff"]["before"]["p5_oc@localhost"]["plugin"] == "mysql_native_password"
+    # An account with a plugin app_db_user does not manage: auto resolves to the server default for new accounts.
+    mariadb.execute("CREATE USER `p5_oc_sock`@`localhost` IDENTIFIED VIA unix_socket")
+    accounts.touched.add(("p5_oc_sock", "localhost"))
+    auto = accounts.run(diff=True, check=True, name="p5_oc_sock", password=STRONG, update_password="on_create")
+    assert not auto["changed"] and auto["statements"] == [], auto
+    assert auto["diff"]["after"] == auto["diff"]["before"], auto["diff"]
+    assert auto["diff"]["before"]["p5_oc_sock@localhost"]["plugin"] == "unix_socket"
+    login(mariadb, "p5_oc", STRONG).close()  # and the password was indeed not touched
+
+
 @pytest.mark.parametrize(
     "password",
     [
