@@ -68,6 +68,52 @@ def test_monitor_playbook_healthy_then_failing_then_recovered(
         broken.stop()
 
 
+def test_report_keeps_every_probe_of_one_url(http_server: Server, tmp_path: Path):
+    """Probes of one URL by IP address with different Host headers (and two that differ in nothing the key could
+    show) each keep their entry in monitoring_report; a URL probed once keeps the URL as its key."""
+    url, other = http_server.url, http_server.url + "?once"
+    endpoints = [
+        {"url": url, "headers": {"Host": "app.example.com"}},
+        {"url": url, "headers": {"host": "admin.example.com"}, "expected_status": [204]},
+        {"url": other, "name": "once"},
+        {"url": url + "?twice"},
+        {"url": url + "?twice", "expected_status": [500]},
+    ]
+    playbook = tmp_path / "report.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  roles:\n    - role: mutuapix.ops.monitoring\n"
+        "  tasks:\n    - ansible.builtin.copy:\n        content: '{{ monitoring_report | to_json }}'\n"
+        f"        dest: {tmp_path / 'report.json'}\n        mode: '0600'\n"
+    )
+    variables = {
+        "ansible_python_interpreter": MODULE_PYTHON,
+        "monitoring_state_dir": str(tmp_path / "state"),
+        "monitoring_endpoints": endpoints,
+        "monitoring_fail_on_unhealthy": False,
+    }
+    vars_file = tmp_path / "vars.json"
+    vars_file.write_text(json.dumps(variables))
+    run = run_playbook(playbook, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
+    assert run.returncode == 0, run.stdout[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["endpoints"] == {
+        f"{url} (Host: app.example.com)": True,
+        f"{url} (Host: admin.example.com)": False,
+        other: True,
+        f"{url}?twice (#4)": True,
+        f"{url}?twice (#5)": False,
+    }
+    assert [(e["key"], e["url"], e["name"], e["host"], e["healthy"]) for e in report["endpoint_results"]] == [
+        (f"{url} (Host: app.example.com)", url, "", "app.example.com", True),
+        (f"{url} (Host: admin.example.com)", url, "", "admin.example.com", False),
+        (other, other, "once", "", True),
+        (f"{url}?twice (#4)", f"{url}?twice", "", "", True),
+        (f"{url}?twice (#5)", f"{url}?twice", "", "", False),
+    ]
+    assert "answered HTTP 200" in json.dumps(report["endpoint_results"][1]["problems"])
+    assert report["healthy"] is False
+
+
 def test_database_down_still_runs_every_probe_and_alerts(
     mariadb: MariaDB, queues: Queues, http_server: Server, webhook: Server, tmp_path: Path
 ):
