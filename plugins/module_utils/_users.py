@@ -1166,6 +1166,13 @@ def plan_accounts(
                 rotate=params["rotate"],
             )
             plan = plan_account(server, current, desired)
+            if params["plugin"] != "auto" and current.exists and current.plugin != plugin and not plan.password_changed:
+                # The plugin changes only with the password; with update_password=on_create (or without a
+                # password) that is never set on an existing account, so the plugin asked for is not applied.
+                plan.warnings.append(
+                    f"{account_label(name, host)}: plugin {plugin} is not applied, the account keeps {current.plugin}: "
+                    "the plugin changes only with the password (update_password: always, with the password)"
+                )
         changes.append(AccountChange(account_label(name, host), plan, before, after_snapshot(before, desired, plan)))
         warnings.extend(plan.warnings)
     return changes, warnings

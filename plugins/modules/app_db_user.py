@@ -97,7 +97,7 @@ options:
       - V(ed25519) is MariaDB's (the C(auth_ed25519) plugin must be installed);
         V(mysql_native_password) is disabled by default on MySQL 8.4 and removed in 9.0.
       - The plugin is set together with the password, so with O(update_password=on_create) an existing
-        account keeps its plugin.
+        account keeps its plugin; a plugin named here that is not applied for that reason is warned about.
     type: str
     choices: [auto, mysql_native_password, caching_sha2_password, ed25519]
     default: auto

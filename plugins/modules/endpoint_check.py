@@ -81,8 +81,9 @@ options:
     description:
       - JSON file holding the previous verdict, written atomically with mode 0600.
       - Defaults to C(<state_dir>/endpoint_check-<key>-<hash>.json), where C(<key>) is O(name) or the
-        URL's scheme, host, port and path, and C(<hash>) a short hash of the whole O(url) and the C(Host) header, so
-        two endpoints never share a file (C(http://) and C(https://), or URLs differing in their query string).
+        URL's scheme, host, port and path, and C(<hash>) a short hash of the whole O(url) and the C(Host) header
+        (and of O(method) and O(expected_status) when they are not the defaults), so two probes never share a file
+        (C(http://) and C(https://), URLs differing in their query string, or one URL probed for different statuses).
       - Earlier builds named it C(endpoint_check-<name>.json). After an upgrade the first run starts from an unknown
         state - a problem that persists is alerted once more, and nothing is reported as recovered.
       - Runs for the same file take turns - each holds an flock on C(<state_file>.lock) from reading
@@ -238,6 +239,23 @@ def default_state_file_for(
     return default_state_file("endpoint_check", key, identity, directory)
 
 
+def probe_identity(url: str, headers: dict[str, str], method: str, expected_status: list[int]) -> str:
+    """What the default state file's hash covers: the endpoint, and what a probe of it counts as healthy.
+
+    Two probes of one URL and ``Host`` that differ in O(method) or O(expected_status) reach different
+    verdicts, and shared one file (each run read the other's verdict as its own, and alerted changes
+    that were none). Those two are added only when not the defaults, so the files of probes that use
+    the defaults keep their names across the upgrade.
+    """
+    identity = endpoint_identity(url, headers)
+    if method != "GET":
+        identity += f" method:{method}"
+    statuses = sorted(set(expected_status))
+    if statuses != [200]:
+        identity += " status:" + ",".join(str(code) for code in statuses)
+    return identity
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -266,7 +284,7 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     name = p["name"] or f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
     state_file = p["state_file"] or default_state_file_for(
-        p["name"], parts, endpoint_identity(p["url"], headers), p["state_dir"]
+        p["name"], parts, probe_identity(p["url"], headers, p["method"], p["expected_status"]), p["state_dir"]
     )
     try:
         probe = check_endpoint(

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.mutuapix.ops.plugins.module_utils._alerts import default_state_file
 from tests.integration.monitoring.conftest import CertFactory, Server, posts, start_server
 from tests.support.runner import ModuleResult, run_module
 
@@ -354,3 +355,20 @@ def test_default_state_files_of_different_endpoints_differ(http_server: Server, 
     )
     both = run_module("endpoint_check", {**elsewhere, "state_file": "/tmp/x.json"}, check=True)
     assert both.failed and "mutually exclusive" in both["msg"]
+
+
+def test_probes_of_one_url_for_different_verdicts_keep_their_own_state(http_server: Server):
+    """Two probes of one URL and Host header, one expecting 200 and one 503 (or HEAD), shared a state file:
+    each run read the other's verdict as its own. Probes with the defaults keep the file name they had."""
+    url = f"http://127.0.0.1:{http_server.port}/health"
+
+    def state_file(**args: Any) -> str:
+        return run_module("endpoint_check", {"url": url, "timeout": 2, **args}, check=True)["state_file"]
+
+    default = state_file()
+    variants = [state_file(expected_status=[503]), state_file(method="HEAD"), state_file(expected_status=[200, 204])]
+    assert len({default, *variants}) == 4
+    assert state_file(expected_status=[200]) == state_file(expected_status=[200, 200]) == default
+    assert state_file(expected_status=[204, 200]) == variants[2]
+    # the name as before the change: the hash of the URL alone
+    assert default == default_state_file("endpoint_check", f"http_127.0.0.1_{http_server.port}/health", url, None)

@@ -337,6 +337,11 @@ def test_on_create_diff_shows_only_what_the_run_changes(accounts: Accounts, mari
     assert not named["changed"] and named["statements"] == [], named
     assert named["diff"]["after"] == named["diff"]["before"], named["diff"]
     assert named["diff"]["before"]["p5_oc@localhost"]["plugin"] == "mysql_native_password"
+    # ... and says that the plugin it was asked for is not applied (it only changes with the password).
+    assert any(
+        "plugin ed25519 is not applied, the account keeps mysql_native_password" in str(w)
+        for w in named.get("warnings", [])
+    ), named
     # An account with a plugin app_db_user does not manage: auto resolves to the server default for new accounts.
     mariadb.execute("CREATE USER `p5_oc_sock`@`localhost` IDENTIFIED VIA unix_socket")
     accounts.touched.add(("p5_oc_sock", "localhost"))
@@ -344,6 +349,7 @@ def test_on_create_diff_shows_only_what_the_run_changes(accounts: Accounts, mari
     assert not auto["changed"] and auto["statements"] == [], auto
     assert auto["diff"]["after"] == auto["diff"]["before"], auto["diff"]
     assert auto["diff"]["before"]["p5_oc_sock@localhost"]["plugin"] == "unix_socket"
+    assert not any("not applied" in str(w) for w in auto.get("warnings", []))  # plugin=auto asks for none
     login(mariadb, "p5_oc", STRONG).close()  # and the password was indeed not touched
 
 
