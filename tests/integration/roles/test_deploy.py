@@ -853,3 +853,29 @@ def test_the_play_module_defaults_reach_the_roles_modules(app: App) -> None:
     assert "failed at step 'Run the migrations'" in proc.stdout, proc.stdout[-3000:]
     assert "Rolled back automatically" in proc.stdout, proc.stdout[-3000:]
     assert app.schema() == before
+
+
+def test_extra_vars_given_as_strings_behave_as_their_values(app: App) -> None:
+    """AWX multiple-choice survey answers and `-e name=value` arrive as strings: "false", "1".
+
+    A bad release was deployed again with rollback_allow_bad_release="false" (the survey's default
+    answer), and `-e rollback_keep_releases=1` failed every successful deploy at 'Remove old releases'.
+    """
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", BROKEN)
+    assert app.deploy("r2").returncode == 2
+    log_before = len(app.artisan_log())
+
+    again = app.deploy("r2", rollback_allow_bad_release="false")
+
+    assert again.returncode == 2, again.stdout[-3000:]
+    assert "was marked bad by an earlier deploy or rollback" in again.stdout
+    assert app.artisan_log()[log_before:] == []  # refused before anything ran: no maintenance window
+    assert app.current == "r1"
+
+    app.release("r3", {**GOOD, **A5})
+    proc = app.deploy("r3", rollback_keep_releases="1", rollback_release_archive_remote_src="false")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert app.current == "r3"
+    assert sorted(p.name for p in (app.root / "releases").iterdir()) == ["r1", "r3"]
