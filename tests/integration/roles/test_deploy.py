@@ -879,3 +879,44 @@ def test_extra_vars_given_as_strings_behave_as_their_values(app: App) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert app.current == "r3"
     assert sorted(p.name for p in (app.root / "releases").iterdir()) == ["r1", "r3"]
+
+
+def test_rollback_of_the_whole_group_recovers_the_interrupted_deploy_and_leaves_the_other_servers_alone(
+    app: App,
+) -> None:
+    """web1's deploy of r3 is killed mid-migration; web2 was never touched (serial: 1) and runs r2.
+
+    rollback.yml run on the whole group (AWX's Rollback template has no limit) recovered web1 back to r2,
+    then rolled web2 back on demand, one release too far, to r1: the fleet was split, web2 running r1's
+    code on r2's schema, and r2 marked bad on web2. Now the servers without the mark are left as they are.
+    """
+    web2 = _second_server(app)
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", {**GOOD, **A5})
+    assert app.deploy("r2").returncode == 0
+    before = app.schema()
+    slow = "ALTER TABLE transactions ADD COLUMN fee_cents int NOT NULL DEFAULT 0;\nSELECT SLEEP(30);\nCREATE TABLE never (id int);\n"
+    app.release("r3", {**GOOD, **A5, "2026_11_28_000006_fees": slow})
+    kill_deploy_when(app, "r3", lambda: "fee_cents" in app.schema()["transactions"])
+    assert (app.root / ".deploy-in-progress.json").exists()
+
+    check = app.rollback(args=["--check"])
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert "would switch current" not in check.stdout, check.stdout[-3000:]
+
+    back = app.rollback()
+
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert "Recovered from the interrupted deploy of r3" in back.stdout
+    assert "web2 is left as it is: this run recovers from the interrupted deploy on web1" in back.stdout, back.stdout[
+        -3000:
+    ]
+    assert app.current == "r2" and app.schema() == before and not app.in_maintenance
+    assert Path(os.readlink(web2 / "current")).name == "r2"
+    assert not (web2 / "releases" / "r2" / ".release-bad.json").exists()
+
+    # with the mark gone, the next rollback of the group is an ordinary one again
+    again = app.rollback()
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert app.current == "r1" and Path(os.readlink(web2 / "current")).name == "r1"
