@@ -344,6 +344,28 @@ def test_rollback_refuses_a_record_naming_the_live_release_as_previous(app: App)
     assert not (app.root / "releases" / "r2" / ".release-bad.json").exists()
 
 
+def test_rollback_to_a_release_marked_bad_is_refused_unless_allowed(app: App) -> None:
+    """rollback_to switched to a release marked bad (rolled back from, or whose migration failed) without a word,
+    putting that code live again; a deploy of it is refused, and so is this now."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", GOOD)
+    assert app.deploy("r2").returncode == 0
+    assert app.rollback(rollback_restore_database=False).returncode == 0
+    assert app.current == "r1" and (app.root / "releases" / "r2" / ".release-bad.json").exists()
+
+    refused = app.rollback(rollback_to="r2", rollback_restore_database=False)
+
+    assert refused.returncode == 2, refused.stdout[-3000:]
+    assert "Release r2 was marked bad by an earlier deploy or rollback" in refused.stdout
+    assert "rollback_allow_bad_release=true" in refused.stdout
+    assert app.current == "r1" and not (app.root / "releases" / "r1" / ".release-bad.json").exists()
+
+    allowed = app.rollback(rollback_to="r2", rollback_restore_database=False, rollback_allow_bad_release="true")
+    assert allowed.returncode == 0, allowed.stdout[-3000:]
+    assert app.current == "r2"
+
+
 def _second_server(app: App, **web2_vars: Any) -> Path:
     """A second deploy root, web2, on the same database as web1; returns web2's root."""
     web2 = app.base / "web2"
