@@ -736,18 +736,8 @@ def is_mysql_client(program: str) -> bool:
     A program that cannot say is taken as MariaDB's: it gets no option it might refuse.
     """
     if program not in _CLIENT_FLAVOURS:
-        try:
-            out = subprocess.run(
-                [program, "--version"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-                timeout=30,
-                check=False,
-            ).stdout.decode("utf-8", "replace")
-        except (OSError, subprocess.TimeoutExpired):
-            out = ""
-        _CLIENT_FLAVOURS[program] = "mysql" in out.lower() and "mariadb" not in out.lower()
+        version = program_version(start_program_version(program)).lower()
+        _CLIENT_FLAVOURS[program] = "mysql" in version and "mariadb" not in version
     return _CLIENT_FLAVOURS[program]
 
 

@@ -313,7 +313,8 @@ def failed_at_condition(start: int, end: int, tz: datetime.tzinfo) -> tuple[str,
         else:
             clauses.append("(failed_at >= %s AND failed_at < %s)")
             bounds.extend((first, after))
-    return " OR ".join(clauses) if len(clauses) == 1 else "(" + " OR ".join(clauses) + ")", tuple(bounds)
+    condition = " OR ".join(clauses)
+    return (condition if len(clauses) == 1 else f"({condition})"), tuple(bounds)
 
 
 def empty_queue() -> dict[str, int]:

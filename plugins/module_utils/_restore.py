@@ -334,8 +334,8 @@ def _refuse_own_table_names(manifest: dict[str, Any], path: str) -> None:
     restored by it (the restored table would take the place of the marker); said up front,
     before the file is read, instead of an unrelated SQL error half way."""
     tables = manifest.get("tables")
-    for own in (MARKER_TABLE, JOURNAL_TABLE):
-        if isinstance(tables, dict) and own in tables:
+    for own in (MARKER_TABLE, JOURNAL_TABLE) if isinstance(tables, dict) else ():
+        if own in tables:
             raise RestoreError(
                 f"{path} holds a table named {own}, the name mysql_restore_verify gives its own "
                 f"{'marker' if own == MARKER_TABLE else 'cutover journal'} table: rename that table in the "
@@ -1435,14 +1435,14 @@ class Restorer:
         the server refuses the read with error 1412 ("Table definition has changed, please retry
         transaction"): the data is complete, so the re-dump is retried, as the server asks.
         """
-        for attempt in range(1, REDUMP_ATTEMPTS + 1):
+        for attempt in range(1, REDUMP_ATTEMPTS):
             try:
                 return self._redump_once(schema, name, layout)
             except RestoreError as exc:
-                if attempt == REDUMP_ATTEMPTS or self.active_runner().cancelled or not _definition_changed(exc):
+                if self.active_runner().cancelled or not _definition_changed(exc):
                     raise
                 time.sleep(0.05 * attempt)
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+        return self._redump_once(schema, name, layout)  # the last attempt: its error is the task's
 
     def _redump_once(self, schema: str, name: str, layout: bool) -> _dumpfile.DumpParser:
         runner = self.active_runner()

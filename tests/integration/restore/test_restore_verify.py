@@ -1465,33 +1465,47 @@ def test_a_redump_refused_because_the_indexes_were_added_under_its_snapshot_is_r
     """The verification re-dumps a table while its secondary indexes are added. When that ALTER commits
     after the re-dump opened its snapshot, the server refuses the read with error 1412 ("please retry
     transaction"): verify failed for nothing (seen about once in six runs on small tables). The dump
-    program here answers the first re-dump as the server then does."""
+    program here answers the first re-dumps as the server then does; a refusal that never ends, and any
+    other error, still fail the verify with the dump program's message."""
     name = "redump_retry"
     drop_schemas_of(mariadb, name)
     mariadb.execute(f"CREATE DATABASE {name}")
+    real = shutil.which("mariadb-dump")
+    refusal = "mariadb-dump: Error 1412: Table definition has changed, please retry transaction when dumping table t"
+    other = "mariadb-dump: Error 1146: Table 'x.t' doesn't exist when dumping table t"
+
+    def verify_with(message: str, refusals: int) -> tuple[Any, int]:
+        """Verify with a dump program whose first ``refusals`` re-dumps fail with ``message``; (result, re-dumps)."""
+        run_dir = Path(tempfile.mkdtemp(dir=tmp_path))
+        calls = run_dir / "calls"
+        wrapper = run_dir / "mariadb-dump"
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f'[ "$1" = --version ] && exec {real} "$@"\n'
+            f"echo >> {calls}\n"
+            f'if [ "$(wc -l < {calls})" -le {refusals} ]; then echo "{message}" >&2; exit 2; fi\n'
+            f'exec {real} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        result = run_module(MODULE, dict(login, src=path), env={"PATH": f"{run_dir}{os.pathsep}{os.environ['PATH']}"})
+        return result, len(calls.read_text().splitlines()) if calls.exists() else 0
+
     try:
         mariadb_client(
             mariadb, "CREATE TABLE t (id INT PRIMARY KEY, v INT, KEY (v)); INSERT INTO t VALUES (1, 1), (2, 2);", name
         )
         path = make_backup(mariadb, name, tmp_path / "b")
-        real = shutil.which("mariadb-dump")
-        bin_dir = tmp_path / "bin"
-        bin_dir.mkdir()
-        refused = tmp_path / "refused-once"
-        wrapper = bin_dir / "mariadb-dump"
-        wrapper.write_text(
-            "#!/bin/sh\n"
-            f'if [ "$1" != --version ] && [ ! -e {refused} ]; then\n'
-            f"  touch {refused}\n"
-            '  echo "mariadb-dump: Error 1412: Table definition has changed, please retry transaction when dumping table \\`t\\` at row: 0" >&2\n'
-            "  exit 2\n"
-            "fi\n"
-            f'exec {real} "$@"\n'
-        )
-        wrapper.chmod(0o755)
-        result = run_module(MODULE, dict(login, src=path), env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
-        assert refused.exists(), "the wrapper was not used"
+        result, redumps = verify_with(refusal, 1)
+        assert redumps == 2, "the wrapper was not used"
         assert not result.failed, result.get("msg")
         assert result["verified"] is True and result["tables"]["t"]["rows_restored"] == 2
+
+        never_ends, redumps = verify_with(refusal, 99)
+        assert never_ends.failed and redumps == 5  # REDUMP_ATTEMPTS, then the server's message
+        assert "re-dumping" in never_ends["msg"] and "Error 1412: Table definition has changed" in never_ends["msg"]
+
+        not_retried, redumps = verify_with(other, 99)
+        assert not_retried.failed and redumps == 1
+        assert "Error 1146" in not_retried["msg"]
     finally:
         drop_schemas_of(mariadb, name)

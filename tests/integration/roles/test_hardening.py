@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymysql
 import pytest
 
 from tests.integration.roles.conftest import PLAYBOOKS, write_inventory
+from tests.integration.users.conftest import drop_accounts, hardening_vars
 from tests.support.mariadb import MariaDB
 from tests.support.runner import run_playbook
 
@@ -19,16 +18,8 @@ USERS = ("rvh_app", "rvh_migrate", "rvh_backup", "rvh_readonly")
 
 @pytest.fixture
 def harden_vars(mariadb: MariaDB, tmp_path: Path) -> Iterator[Path]:
-    mariadb.execute("CREATE DATABASE IF NOT EXISTS rvh_db")
     variables = {
-        "hardening_login_unix_socket": mariadb.socket,
-        "hardening_login_user": "root",
-        "hardening_login_password": mariadb.ROOT_PASSWORD,
-        "hardening_config_file": str(mariadb.login["config_file"]),
-        "hardening_database": "rvh_db",
-        "hardening_app_user": "rvh_app",
-        "hardening_migrate_user": "rvh_migrate",
-        "hardening_backup_user": "rvh_backup",
+        **hardening_vars(mariadb, "rvh"),
         "hardening_readonly_user": "rvh_readonly",
         "hardening_app_password": "App-Vaulted-Secret-7Qz!",
         "hardening_migrate_password": "Migrate-Vaulted-Secret-8Rx!",
@@ -40,9 +31,7 @@ def harden_vars(mariadb: MariaDB, tmp_path: Path) -> Iterator[Path]:
     try:
         yield path
     finally:
-        for user in USERS:
-            with contextlib.suppress(pymysql.err.MySQLError):
-                mariadb.execute(f"DROP USER IF EXISTS `{user}`@`localhost`")
+        drop_accounts(mariadb, USERS)
         mariadb.execute("DROP DATABASE IF EXISTS rvh_db")
 
 

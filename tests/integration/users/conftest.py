@@ -119,3 +119,26 @@ def app_database(mariadb: MariaDB, request: pytest.FixtureRequest) -> Iterator[s
     datagen.create_database(mariadb, name, 50_000)
     yield name
     mariadb.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def hardening_vars(mariadb: MariaDB, prefix: str) -> dict[str, Any]:
+    """The hardening role's connection to the private server and its ``<prefix>_db`` database (created),
+    with the accounts ``<prefix>_app``, ``_migrate`` and ``_backup`` (passwords are the caller's)."""
+    mariadb.execute(f"CREATE DATABASE IF NOT EXISTS {prefix}_db")
+    return {
+        "hardening_login_unix_socket": mariadb.socket,
+        "hardening_login_user": "root",
+        "hardening_login_password": mariadb.ROOT_PASSWORD,
+        "hardening_config_file": str(mariadb.login["config_file"]),
+        "hardening_database": f"{prefix}_db",
+        "hardening_app_user": f"{prefix}_app",
+        "hardening_migrate_user": f"{prefix}_migrate",
+        "hardening_backup_user": f"{prefix}_backup",
+    }
+
+
+def drop_accounts(mariadb: MariaDB, users: tuple[str, ...]) -> None:
+    """Drop ``<user>@localhost`` of each user, those that exist."""
+    for user in users:
+        with contextlib.suppress(pymysql.err.MySQLError):
+            mariadb.execute(f"DROP USER IF EXISTS `{user}`@`localhost`")

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 import yaml
 
 from ansible_collections.mutuapix.ops.plugins.module_utils._password_policy import native_password_hash
-from tests.integration.users.conftest import login
+from tests.integration.users.conftest import drop_accounts, hardening_vars, login
 from tests.support.mariadb import MariaDB
 from tests.support.runner import MODULE_PYTHON, ROOT, run_playbook
 
@@ -47,16 +45,8 @@ def harden(mariadb: MariaDB, tmp_path: Path) -> Iterator[Any]:
     backups = tmp_path / "backups"
     backups.mkdir(mode=0o777)
     backups.chmod(0o777)
-    mariadb.execute("CREATE DATABASE IF NOT EXISTS p5h_db")
     base = {
-        "hardening_login_unix_socket": mariadb.socket,
-        "hardening_login_user": "root",
-        "hardening_login_password": mariadb.ROOT_PASSWORD,
-        "hardening_config_file": str(mariadb.login["config_file"]),
-        "hardening_database": "p5h_db",
-        "hardening_app_user": "p5h_app",
-        "hardening_migrate_user": "p5h_migrate",
-        "hardening_backup_user": "p5h_backup",
+        **hardening_vars(mariadb, "p5h"),
         "hardening_backup_dir": str(backups),
         "hardening_app_env_file": str(env_file),
     }
@@ -70,9 +60,7 @@ def harden(mariadb: MariaDB, tmp_path: Path) -> Iterator[Any]:
     run.base = base  # type: ignore[attr-defined]
     run.inventory = inventory  # type: ignore[attr-defined]
     yield run
-    for user in USERS:
-        with contextlib.suppress(pymysql.err.MySQLError):
-            mariadb.execute(f"DROP USER IF EXISTS `{user}`@`localhost`")
+    drop_accounts(mariadb, USERS)
     mariadb.execute("DROP DATABASE IF EXISTS p5h_db")
 
 
