@@ -111,6 +111,7 @@ def backup_file_mode(value: Any) -> int:
 # free to hold spaces and dots) or a table; routine grants (ON PROCEDURE ...) do not match.
 _GRANT_NAME = r"(?:`(?:[^`]|``)+`|\*|[^\s.`]+)"
 _GRANT_RE = re.compile(rf"^GRANT (.+?) ON ({_GRANT_NAME})\.({_GRANT_NAME}) TO ", re.I)
+_GLOBAL_GRANT_RE = re.compile(r"^GRANT .+? ON \*\.\* TO ", re.I)
 
 
 def granted_privileges(grant_lines: list[str], database: str) -> set[str]:
@@ -203,7 +204,35 @@ def preflight(connection: Any, database: str, server: ServerInfo) -> tuple[list[
     data_bytes = sum(int(r[2]) for r in rows)
     have = granted_privileges(grants, database)
     missing = [p for p in REQUIRED_PRIVILEGES if p not in have and "ALL" not in have]
+    if not missing:
+        routine_grant = missing_routine_grant(connection, server, grants, have)
+        if routine_grant:
+            missing.append(routine_grant)
     return tables, views, data_bytes, missing
+
+
+def missing_routine_grant(connection: Any, server: ServerInfo, grants: list[str], have: set[str]) -> str | None:
+    """The grant the account lacks to read the definitions of stored routines, or None.
+
+    Without it the dump program does not fail: routines the account cannot read are not even
+    listed, so the backup silently holds none (and a restore of it has none). mariadb-dump reads
+    ``mysql.proc`` (or, from MariaDB 11.3, needs ``SHOW CREATE ROUTINE``); MySQL 8.0.20+'s
+    mysqldump needs the global ``SHOW_ROUTINE`` or global ``SELECT``.
+    """
+    if "SHOW CREATE ROUTINE" in have or "ALL" in have:
+        return None
+    if server.is_mariadb:
+        try:
+            with connection.cursor() as cur:
+                cur.execute("SELECT 1 FROM mysql.proc LIMIT 0")
+                cur.fetchall()
+        except Exception:  # noqa: BLE001 - access denied (1142) is the expected failure
+            return "SELECT ON `mysql`.`proc`"
+        return None
+    global_privileges = granted_privileges([g for g in grants if _GLOBAL_GRANT_RE.match(g)], "")
+    if global_privileges & {"SHOW_ROUTINE", "SELECT", "ALL"}:
+        return None
+    return "SHOW_ROUTINE ON *.*" if server.version >= (8, 0, 20) else "SELECT ON *.*"
 
 
 def own_table_names(names: list[str], database: str, existing: list[str]) -> list[str]:

@@ -474,6 +474,15 @@ def main():
         connection.close()
     if missing:
         level = f"{quote_identifier(database)}.*"
+        routine_grant = [p for p in missing if " ON " in p]
+        if routine_grant:
+            module.fail_json(
+                msg=f"the account {module.conn_params.describe()} lacks {routine_grant[0]}, which the dump program "
+                f"needs to read the stored procedures and functions of {level}: without it they would be left out "
+                f"of the backup without an error; GRANT {routine_grant[0]} TO the account (the app_db_user module's "
+                "backup preset does; see the module documentation)",
+                missing_privileges=missing,
+            )
         module.fail_json(
             msg=f"the account {module.conn_params.describe()} lacks {', '.join(missing)} on {level}; "
             f"grant SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON {level} (see the module documentation)",

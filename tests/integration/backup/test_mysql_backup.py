@@ -225,6 +225,19 @@ def test_least_privilege_backup_account(mariadb, backup_db, tmp_path):
         assert not (tmp_path / "x").exists()
 
 
+def test_an_account_that_cannot_read_routines_is_refused_in_check_mode_and_for_real(mariadb, backup_db, tmp_path):
+    """Without SELECT ON mysql.proc, mariadb-dump lists no routine and fails nothing: the backup held none."""
+    with backup_account(mariadb, "bk_noproc", "Bk-noproc-pw-0123456789!") as args:
+        mariadb.execute("REVOKE SELECT ON `mysql`.`proc` FROM 'bk_noproc'@'localhost'")
+        options = dict(args, database=backup_db, dest=str(tmp_path / "x"))
+        for check in (True, False):
+            refused = run_module("mysql_backup", options, check=check)
+            assert refused.failed, (check, refused.get("msg"), refused.get("tables"))
+            assert "lacks SELECT ON `mysql`.`proc`" in refused["msg"] and "stored procedures" in refused["msg"]
+            assert refused["missing_privileges"] == ["SELECT ON `mysql`.`proc`"]
+        assert not (tmp_path / "x").exists()
+
+
 def test_home_my_cnf_does_not_replace_the_modules_account_for_the_dump(mariadb, tmp_path):
     """The dump program connects as the preflight did, whatever the user's ~/.my.cnf says."""
     home = tmp_path / "home"

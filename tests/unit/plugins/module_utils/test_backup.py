@@ -1149,3 +1149,18 @@ def test_server_identity_is_the_route_the_connection_takes(tmp_path):
     cnf = tmp_path / "my.cnf"
     cnf.write_text("[client]\nhost=db9\nport=3310\n")
     assert ConnectionParams({"config_file": str(cnf)}).server_identity() == "tcp:db9:3310"
+
+
+@pytest.mark.parametrize(
+    ("version", "grants", "expected"),
+    [
+        ("8.0.36", ["GRANT USAGE ON *.* TO `bk`@`%`", "GRANT SELECT ON `app`.* TO `bk`@`%`"], "SHOW_ROUTINE ON *.*"),
+        ("8.0.36", ["GRANT SHOW_ROUTINE ON *.* TO `bk`@`%`"], None),
+        ("8.0.36", ["GRANT SELECT, RELOAD ON *.* TO `bk`@`%`"], None),
+        ("5.7.44", ["GRANT USAGE ON *.* TO 'bk'@'%'", "GRANT SELECT ON `app`.* TO 'bk'@'%'"], "SELECT ON *.*"),
+    ],
+)
+def test_missing_routine_grant_on_mysql(version, grants, expected):
+    """mysqldump leaves out the routines an account cannot read, without an error: the grant is asked for."""
+    have = _backup.granted_privileges(grants, "app")
+    assert _backup.missing_routine_grant(None, ServerInfo(version), grants, have) == expected
