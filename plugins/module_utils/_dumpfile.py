@@ -519,6 +519,9 @@ class DumpObject:
     # SHA-256 of the data region through a LayoutNormalizer (DumpParser's layout_digest).
     layout_digest: Any = None
     normalizer: LayoutNormalizer | None = None
+    # Bytes of the longest INSERT statement of the data region: a restore sends each statement as
+    # one packet, which the server refuses above its max_allowed_packet.
+    longest_statement: int = 0
 
     def layout_data_digest(self) -> str | None:
         """``layout-sha256:<hex>`` of the data region without its line layout, or None."""
@@ -585,6 +588,7 @@ class DumpParser:
         self._held = b""  # a "--" line that may open a marker
         self._state = "header"
         self._current: DumpObject | None = None
+        self._statement = 0  # bytes of the INSERT statement in progress seen in earlier blocks
         self._frame: Frame | None = None
         self._frame_owner: DumpObject | None = None
         self._section_text: list[bytes] | None = None
@@ -827,14 +831,21 @@ class DumpParser:
         if data[pos : pos + 1] != b"(" and not data.startswith(b"INSERT INTO ", pos):
             stop = pos
         else:
+            segment = pos  # where the part of the current statement in this block starts
             while True:
                 if data.startswith(b"INSERT INTO ", start):
                     inserts += 1
+                    self._statement, segment = 0, start
                     nl = data.index(b"\n", start, end)
                     if not data.endswith(b" VALUES", start, nl):
                         inline_rows += count_inline_rows(data[start:nl])
                 start = _statement_end(data, start, end)
-                if start < 0 or start >= end:
+                if start < 0:
+                    self._statement += end - segment
+                    break
+                cur.longest_statement = max(cur.longest_statement, self._statement + start - segment)
+                self._statement, segment = 0, start
+                if start >= end:
                     break
                 if not data.startswith(b"INSERT INTO ", start):
                     stop = start

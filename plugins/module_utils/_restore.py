@@ -2002,6 +2002,7 @@ def run(
                     f"{src} is a backup of database {source_db!r}, not of {request.database!r}; "
                     "check src or leave database unset"
                 )
+            refuse_statements_over_max_allowed_packet(connection, backup, objects, conn_params.describe())
             if request.mode == "verify":
                 _run_verify(
                     request, result, connection, conn_params, client_program, dump_program, backup, stamp, check_mode
@@ -2050,6 +2051,42 @@ def run(
         return result
     finally:
         backup.close()
+
+
+def refuse_statements_over_max_allowed_packet(
+    connection: Any, backup: CheckedBackup, objects: dict[str, dict[str, Any]], server: str
+) -> None:
+    """Refuse, before anything is loaded, a table with an INSERT longer than the server accepts.
+
+    The client sends each statement as one packet; the server drops the session on a longer one
+    ("MySQL server has gone away"), which used to surface after every table before it was loaded.
+    A row of a few MB is a statement twice its size (``--hex-blob``). The global value is the
+    one the client sessions start with; raising it is left to the DBA (it applies to every new
+    session of the server and is lost on restart unless it is also in the server's configuration).
+    """
+    if backup.contents is None:
+        return
+    limit = int(query(connection, "SELECT @@GLOBAL.max_allowed_packet")[0][0])
+    too_long = []
+    for name in objects:
+        found = backup.contents.objects.get(name)
+        # The packet holds the statement without its ';\n' plus a command byte.
+        if found is not None and found.longest_statement - 1 > limit:
+            too_long.append((found.longest_statement, name))
+    if not too_long:
+        return
+    too_long.sort(reverse=True)
+    needed = -(-too_long[0][0] // (1024 * 1024)) * 1024 * 1024  # whole MiB, as a server option takes it
+    names = ", ".join(f"{name!r} ({size} bytes)" for size, name in too_long)
+    raise RestoreError(
+        f"the backup holds INSERT statements longer than the max_allowed_packet of {server} "
+        f"({limit} bytes), which refuses them: table {names}. Raise it to at least {needed} "
+        f"({needed // (1024 * 1024)}M): SET GLOBAL max_allowed_packet={needed}; (SUPER or "
+        f"SYSTEM_VARIABLES_ADMIN; new sessions get it) and max_allowed_packet={needed // (1024 * 1024)}M under "
+        "[mysqld] in the server's configuration to keep it after a restart, then run again. Nothing was loaded",
+        max_allowed_packet=limit,
+        max_allowed_packet_needed=needed,
+    )
 
 
 def _restorer(

@@ -28,7 +28,7 @@ from tests.integration.restore.helpers import (
     write_manifest,
 )
 from tests.support import datagen
-from tests.support.mariadb import MariaDB
+from tests.support.mariadb import MariaDB, temporary_server
 from tests.support.runner import MODULE_PYTHON, ROOT, run_module, run_playbook
 
 MODULE = "mysql_restore_verify"
@@ -1509,3 +1509,33 @@ def test_a_redump_refused_because_the_indexes_were_added_under_its_snapshot_is_r
         assert "Error 1146" in not_retried["msg"]
     finally:
         drop_schemas_of(mariadb, name)
+
+
+def test_a_statement_longer_than_the_servers_max_allowed_packet_is_refused_before_anything_is_loaded(
+    tmp_path: Path,
+) -> None:
+    """A 700 KB attachment is a 1.4 MB INSERT (hex): a server at max_allowed_packet=1M refuses it.
+
+    The dump side runs with --max-allowed-packet=1G, so the backup works; the restore names the
+    table, the size needed and how to raise it, in check mode too, before it loads any table.
+    """
+    with temporary_server("mutuapix-restore-packet-") as server:
+        server.execute("CREATE DATABASE pkt")
+        server.execute("CREATE TABLE pkt.attachments (id INT PRIMARY KEY, body LONGBLOB)")
+        server.execute("CREATE TABLE pkt.notes (id INT PRIMARY KEY, body TEXT)")
+        server.execute("INSERT INTO pkt.attachments VALUES (1, %s), (2, 'small')", (os.urandom(700_000),))
+        server.execute("INSERT INTO pkt.notes VALUES (1, 'a'), (2, 'b')")
+        path = make_backup(server, "pkt", tmp_path / "b")
+        server.execute("SET GLOBAL max_allowed_packet = 1048576")
+        before = schemas(server)
+        for check in (True, False):
+            result = run_module(MODULE, dict(server.login, src=path), check=check)
+            assert result.failed, result
+            assert "'attachments'" in result["msg"] and "'notes'" not in result["msg"], result["msg"]
+            assert "SET GLOBAL max_allowed_packet=2097152" in result["msg"], result["msg"]
+            assert result["max_allowed_packet"] == 1048576 and result["max_allowed_packet_needed"] == 2097152
+            assert schemas(server) == before
+        server.execute("SET GLOBAL max_allowed_packet = 4194304")
+        result = run_module(MODULE, dict(server.login, src=path))
+        assert not result.failed, result.get("msg")
+        assert result["tables"]["attachments"]["digest_ok"]

@@ -533,3 +533,24 @@ def test_no_layout_digest_unless_asked():
     parser.feed(MARIADB_DUMP)
     parser.finish()
     assert parser.tables()["a`b"].layout_data_digest() is None
+
+
+@pytest.mark.parametrize("block", [7, 64, 1 << 20])
+def test_the_longest_insert_statement_of_each_table_is_measured_across_blocks(block):
+    """What a restore compares with the server's max_allowed_packet, however the stream is cut."""
+    big = b"(1,0x" + b"ab" * 500 + b"),\n(2,0x00);\n"
+    small = b"(3,0x01),\n(4,0x02);\n"
+    data = (
+        b"--\n-- Table structure for table `t`\n--\n\nCREATE TABLE `t` (`id` int, PRIMARY KEY (`id`));\n"
+        b"--\n-- Dumping data for table `t`\n--\n\nLOCK TABLES `t` WRITE;\n"
+        b"INSERT INTO `t` VALUES\n" + small + b"INSERT INTO `t` VALUES\n" + big + b"INSERT INTO `t` VALUES (5,0x03);\n"
+        b"UNLOCK TABLES;\n"
+        b"--\n-- Table structure for table `u`\n--\n\nCREATE TABLE `u` (`id` int);\n"
+        b"--\n-- Dumping data for table `u`\n--\n\nLOCK TABLES `u` WRITE;\n"
+        b"INSERT INTO `u` VALUES (1),(2);\nUNLOCK TABLES;\n"
+        b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n-- Dump completed\n"
+    )
+    parser = _dumpfile.parse_stream((data[i : i + block] for i in range(0, len(data), block)), chunk_bytes=100)
+    assert parser.objects["t"].rows == 5
+    assert parser.objects["t"].longest_statement == len(b"INSERT INTO `t` VALUES\n" + big)
+    assert parser.objects["u"].longest_statement == len(b"INSERT INTO `u` VALUES (1),(2);\n")
