@@ -915,6 +915,11 @@ class DumpParser:
 
     # results
 
+    @property
+    def current_object(self) -> str | None:
+        """The table or view whose part of the dump was parsed last (None in a database-wide section)."""
+        return self._current.name if self._current is not None else None
+
     def tables(self) -> dict[str, DumpObject]:
         return {n: o for n, o in self.objects.items() if o.kind == "table"}
 

@@ -552,6 +552,15 @@ def _check_all_frames(checked: CheckedBackup, contents: _dumpfile.DumpParser, da
             size, tail, checksum = _check_one_frame(
                 handle, frame, manifest["compression"], where, damaged, contents.feed
             )
+            holds = contents.current_object
+            if holds != frame.get("object"):
+                # A restore loads each table from the frames the manifest gives it: frames of another
+                # table would create and fill that one instead, found only after loading everything.
+                held = f"table or view {holds!r}" if holds is not None else "no table (a database-wide section)"
+                raise RestoreError(
+                    f"{where} holds {held} in the file: the manifest does not say where its tables are "
+                    f"(frames moved, or the manifest edited); {damaged}"
+                )
             if frame.get("object") is not None and frame["part"] in _dumpfile.DATA_PARTS:
                 checked.frame_checksums.setdefault(frame["object"], []).append(checksum)
             if size != frame["size"]:

@@ -308,6 +308,29 @@ def test_truncated_file(mariadb: MariaDB, login: dict[str, Any], backup: str, tm
     _assert_untouched_failure(mariadb, verify(login, src=path), before, "truncated")
 
 
+def test_frames_attributed_to_another_table_are_refused_before_anything_is_loaded(
+    mariadb: MariaDB, login: dict[str, Any], backup: str, tmp_path: Path
+) -> None:
+    """The manifest gives table A the frames (and frame checksums) of table B and B those of A, re-signed.
+
+    Every frame still decompresses and tiles the file, and each table's rows and checksums match
+    by name, but a restore would load B's SQL as A's: refused up front, naming the frame.
+    """
+    path = copy_backup(backup, tmp_path)
+    manifest = read_manifest(path)
+    first, second = "audit_logs", "cache"
+    tables = manifest["tables"]
+    for key in ("frames", "data_digest"):
+        tables[first][key], tables[second][key] = tables[second][key], tables[first][key]
+    write_manifest(path, manifest, resign=True)
+    before = schemas(mariadb)
+    for check in (True, False):
+        result = run_module(MODULE, dict(login, src=path), check=check)
+        assert result.failed, result
+        assert "holds table or view 'audit_logs'" in result["msg"] and "of cache" in result["msg"], result["msg"]
+        assert schemas(mariadb) == before
+
+
 def test_foreign_manifest(mariadb: MariaDB, login: dict[str, Any], backup: str, tmp_path: Path) -> None:
     path = copy_backup(backup, tmp_path)
     other = str(tmp_path / "rsrc-20200101T000000Z.sql.zst")
