@@ -251,6 +251,25 @@ def estimate_backup_bytes(data_bytes: int, compression: str) -> int:
     return int(data_bytes * ratio) + 1024 * 1024
 
 
+def dest_write_problem(dest: str) -> str | None:
+    """Why a run could not create or write ``dest`` (None: it could), for check mode to say so too."""
+    probe = dest
+    while probe and not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    probe = probe or "/"
+    if not os.path.isdir(probe):
+        return f"cannot write {dest}: {probe} exists and is not a directory; choose another dest"
+    try:
+        read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        return f"cannot write {dest}: {probe} is on a read-only file system; choose another dest"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"cannot write {dest}: permission denied on {probe}; check the directory's owner and mode"
+    return None
+
+
 def free_bytes(path: str) -> int | None:
     probe = path
     while probe and not os.path.exists(probe):

@@ -40,8 +40,8 @@ attributes:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
-      - Connects, checks the database, the account's privileges and free disk space, and returns the planned
-        file name. Writes nothing.
+      - Connects, checks the database, the account's privileges, free disk space and that O(dest) can be
+        created and written, and returns the planned file name. Writes nothing.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
@@ -517,6 +517,9 @@ def main():
             **result,
         )
     if module.check_mode:
+        write_problem = _backup.dest_write_problem(dest)
+        if write_problem:
+            module.fail_json(msg=write_problem, **result)
         if os.path.isdir(dest):
             result["retention_deleted"] = _backup.apply_retention(
                 dest,

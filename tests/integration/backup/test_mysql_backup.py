@@ -567,10 +567,18 @@ def test_manifest_that_cannot_be_written_takes_the_data_file_with_it(mariadb, tm
         assert files == sorted([Path(earlier["path"]).name, Path(earlier["manifest_path"]).name]), files
 
 
-def test_unwritable_dest(mariadb, backup_db, tmpfs):
+def test_unwritable_dest(mariadb, backup_db, tmpfs, tmp_path):
     readonly = tmpfs("ro", size="64m", readonly=True)
     result = backup(mariadb, backup_db, readonly / "sub")
     assert result.failed and "cannot write" in result["msg"], result
+    # check mode says the same instead of planning a backup the run cannot write
+    for dest in (readonly, readonly / "sub"):
+        planned = backup(mariadb, backup_db, dest, check=True)
+        assert planned.failed and "read-only file system" in planned["msg"], planned
+    (tmp_path / "a-file").write_text("")
+    planned = backup(mariadb, backup_db, tmp_path / "a-file" / "sub", check=True)
+    assert planned.failed and "is not a directory" in planned["msg"], planned
+    assert backup(mariadb, backup_db, tmp_path / "a-file" / "sub").failed
 
 
 def test_two_runs_never_overlap(mariadb, backup_db, tmp_path):
