@@ -201,7 +201,9 @@ def load_identities(identity: str | None) -> list[bytes]:
     from ansible_collections.mutuapix.ops.plugins.module_utils._age import AgeError, parse_identities  # noqa: PLC0415
 
     text = identity
-    if not identity.strip().upper().startswith("AGE-SECRET-KEY-"):
+    # The key itself, or an identity file's content as age-keygen writes it (comments first, several
+    # keys): no path holds a key or a line break.
+    if "AGE-SECRET-KEY-" not in identity.upper() and "\n" not in identity:
         try:
             with open(os.path.expanduser(identity), encoding="utf-8") as handle:
                 text = handle.read()

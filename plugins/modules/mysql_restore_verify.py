@@ -152,7 +152,8 @@ options:
   identity:
     description:
       - age identity for an encrypted backup, either the path of an identity file (as written by
-        C(age-keygen)) or the C(AGE-SECRET-KEY-1...) key itself.
+        C(age-keygen)), or the content of such a file (comments and several keys allowed, e.g. from a vault
+        or an AWX credential), or the C(AGE-SECRET-KEY-1...) key itself.
       - The decrypted (still compressed) stream is written to a private 0600 temporary file beside the backup
         while the module runs, so the directory needs free space of about the file's size.
       - A run that is killed cannot remove that file; the next run of the module on a backup in the same

@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -423,6 +425,38 @@ def test_load_identities(tmp_path: Path) -> None:
     (tmp_path / "bad.txt").write_text("not a key\n")
     with pytest.raises(_restore.RestoreError, match="identity"):
         _restore.load_identities(str(tmp_path / "bad.txt"))
+
+
+@pytest.mark.skipif(shutil.which("age-keygen") is None, reason="age CLI missing: scripts/bootstrap.sh installs it")
+def test_identities_given_as_file_content_several_keys_comments_and_crlf(tmp_path: Path) -> None:
+    """An identity file's content pasted into a variable (age-keygen's comments first) is the keys, not a path.
+
+    It used to be read as a file name: "cannot read the age identity file <the key>". With a key that
+    does not match among several, comments, blank lines and CRLF, each matching key decrypts a
+    backup encrypted to several recipients (age -r X -r Y), as the age CLI does with each key file.
+    """
+    from ansible_collections.mutuapix.ops.plugins.module_utils._age import decrypt_stream
+
+    keys = []
+    for name in ("one", "two", "stranger"):
+        subprocess.run(["age-keygen", "-o", str(tmp_path / name)], check=True, capture_output=True)
+        keys.append((tmp_path / name).read_text())
+    recipients = [line.split(": ")[1] for text in keys[:2] for line in text.splitlines() if "public key" in line]
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(70_000))
+    encrypted = tmp_path / "x.age"
+    subprocess.run(["age", "-r", recipients[0], "-r", recipients[1], "-o", str(encrypted), str(plain)], check=True)
+    secret = [next(line for line in text.splitlines() if line.startswith("AGE-SECRET-KEY-")) for text in keys]
+    for own in secret[:2]:
+        content = f"# keys\r\n\r\n{secret[2]}\r\n   \r\n# the one that opens it\r\n{own}\r\n"
+        with open(encrypted, "rb") as handle:
+            assert b"".join(decrypt_stream(handle, _restore.load_identities(content))) == plain.read_bytes()
+    for text in keys[:2]:  # age-keygen's file content, as a vault would hold it
+        assert len(_restore.load_identities(text)) == 1
+        with open(encrypted, "rb") as handle:
+            assert b"".join(decrypt_stream(handle, _restore.load_identities(text))) == plain.read_bytes()
+    with pytest.raises(_restore.RestoreError, match="identity"):
+        _restore.load_identities("# only a comment\n")
 
 
 def test_selected_objects() -> None:
