@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -134,6 +135,8 @@ def test_fleet_backup_one_host_failing(
     [backup] = (tmp_path / "h1" / "backups" / backup_db).glob("*.sql.zst")
     assert stat.S_IMODE((tmp_path / "h1" / "backups" / backup_db).stat().st_mode) == 0o700
     assert "verified, 8 tables match the manifest" in proc.stdout
+    # the job log keeps the file's SHA-256, to compare a manifest with later (docs/restore.md)
+    assert f"sha256 {hashlib.sha256(backup.read_bytes()).hexdigest()}," in proc.stdout
     assert s3_endpoint.keys(bucket) == [f"h1/{backup_db}/{backup.name}", f"h1/{backup_db}/{backup.name}.manifest.json"]
     # h2 left nothing behind, and the webhook heard about h2 only
     assert not list((tmp_path / "h2" / "backups" / backup_db).glob("*.sql*"))
