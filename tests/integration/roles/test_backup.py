@@ -525,3 +525,90 @@ def test_scheduled_run_has_the_inline_vaulted_secrets_in_clear_in_its_0600_file(
     first = s3_endpoint.keys(bucket)
 
     run_scheduled_and_check_push(etc, tmp_path, backup_db, s3_endpoint, bucket, before=first)
+
+
+# systemctl as systemd_service calls it, for a host whose systemd only knows the units on disk under
+# FAKE_SYSTEMD_UNIT_DIR: `show` answers LoadState=not-found for a unit that is not there (what systemd
+# answers for the timer before the role installed it), enable/start are recorded in FAKE_SYSTEMD_STATE.
+# The test machine runs no systemd, so this stands in for it; every call is logged.
+FAKE_SYSTEMCTL = """\
+import json, os, sys
+units, state_file = os.environ["FAKE_SYSTEMD_UNIT_DIR"], os.environ["FAKE_SYSTEMD_STATE"]
+state = json.load(open(state_file)) if os.path.exists(state_file) else {"calls": [], "enabled": [], "active": []}
+args = [a for a in sys.argv[1:] if not a.startswith("--") and a != "-l"]
+state["calls"].append(args)
+rc = 0
+if args and args[0] == "show":
+    name = args[1]
+    if os.path.exists(os.path.join(units, name)):
+        active = "active" if name in state["active"] else "inactive"
+        print(f"Id={name}\\nLoadState=loaded\\nActiveState={active}\\nSubState=dead\\nUnitFileState=disabled")
+    else:
+        print(f"Id={name}\\nLoadState=not-found\\nActiveState=inactive\\nSubState=dead")
+elif args and args[0] == "is-enabled":
+    name = args[1]
+    if not os.path.exists(os.path.join(units, name)):
+        print("Failed to get unit file state for " + name, file=sys.stderr)
+        rc = 1
+    elif name in state["enabled"]:
+        print("enabled")
+    else:
+        print("disabled")
+        rc = 1
+elif args and args[0] == "list-unit-files":
+    rc = 0 if os.path.exists(os.path.join(units, args[1])) else 1
+elif args and args[0] in ("enable", "start"):
+    state["enabled" if args[0] == "enable" else "active"].append(args[1])
+json.dump(state, open(state_file, "w"))
+sys.exit(rc)
+"""
+
+
+def test_check_mode_with_an_activated_timer_on_a_new_host_plans_it_and_changes_nothing(
+    mariadb: MariaDB, backup_db: str, tmp_path: Path
+) -> None:
+    """--check before the first real run, the schedule activated (the default): nothing is installed yet
+    (no configuration directory, no timer unit systemd knows), which check mode must not fail on."""
+    etc = tmp_path / "etc"
+    (etc / "systemd").mkdir(parents=True)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "systemctl").write_text(f"#!{sys.executable}\n{FAKE_SYSTEMCTL}")
+    (fake_bin / "systemctl").chmod(0o755)
+    state = tmp_path / "systemd-state.json"
+    env = {
+        "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_SYSTEMD_UNIT_DIR": str(etc / "systemd"),
+        "FAKE_SYSTEMD_STATE": str(state),
+    }
+    hv = host_vars(
+        mariadb,
+        backup_db,
+        tmp_path,
+        **{**schedule_vars(etc), "backup_schedule_activate": True},
+        backup_schedule_method="systemd",
+        backup_verify="never",
+    )
+    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+
+    planned = run_playbook(PLAYBOOKS / "backup.yml", inventory, args=["--check"], env=env)
+
+    assert planned.returncode == 0, planned.stdout[-3000:]
+    assert not (etc / "mutuapix-backup").exists()
+    assert not list((etc / "systemd").iterdir())
+    assert not (tmp_path / "backups").exists()
+    assert "mutuapix-backup.timer would be enabled and started" in " ".join(planned.stdout.split())
+    calls = json.loads(state.read_text())["calls"] if state.exists() else []
+    assert not [c for c in calls if c and c[0] in ("enable", "start", "daemon-reload")], calls
+
+    # installed for real: the timer is enabled and started; check mode then asks systemd, and plans nothing
+    done = run_playbook(PLAYBOOKS / "backup.yml", inventory, env=env)
+    assert done.returncode == 0, done.stdout[-3000:]
+    recorded = json.loads(state.read_text())
+    assert recorded["enabled"] == ["mutuapix-backup.timer"] and recorded["active"] == ["mutuapix-backup.timer"]
+    again = run_playbook(PLAYBOOKS / "backup.yml", inventory, args=["--check"], env=env)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "would be enabled and started" not in " ".join(again.stdout.split())
+    after = json.loads(state.read_text())
+    assert ["show", "mutuapix-backup.timer"] in after["calls"][len(recorded["calls"]) :]  # systemd was asked
+    assert after["enabled"] == ["mutuapix-backup.timer"] and after["active"] == ["mutuapix-backup.timer"]
