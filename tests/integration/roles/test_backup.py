@@ -355,6 +355,20 @@ def test_the_webhook_url_never_shows_in_the_output(
     assert "webhook-token-3141" not in proc.stdout + proc.stderr
 
 
+def test_a_run_that_matches_no_database_host_fails(mariadb: MariaDB, backup_db: str, tmp_path: Path) -> None:
+    """An inventory without the 'databases' group (or a mistyped backup_hosts) used to end with exit 0."""
+    inventory = write_inventory(
+        tmp_path / "inventory.yml", {"db": {"h1": host_vars(mariadb, backup_db, tmp_path, backup_verify="never")}}
+    )
+    proc = run_playbook(PLAYBOOKS / "backup.yml", inventory)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert "No host matched 'databases': nothing was backed up" in " ".join(proc.stdout.split()), proc.stdout[-3000:]
+    # named with backup_hosts, the same inventory backs up
+    proc = run_playbook(PLAYBOOKS / "backup.yml", inventory, extra_vars={"backup_hosts": "db"})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert len(list((tmp_path / "backups" / backup_db).glob("*.sql.zst"))) == 1
+
+
 def test_check_mode_on_a_new_host_changes_nothing_and_succeeds(
     mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path
 ) -> None:
