@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tests.integration.roles.conftest import S3, S3_APP_KEY, S3_KEY_ID, App, write_client_cnf
 from tests.support import fake_laravel
@@ -111,3 +112,52 @@ def test_deploy_playbook_through_ansible_runner(app: App, tmp_path: Path) -> Non
     assert rc != 0 and status["status"] == "failed", stdout[-3000:]
     assert re.search(r"failed at step 'Run the migrations'.*recovery took [\d.]+ s", stdout, re.S)
     assert app.current == "r1"
+
+
+CREDENTIAL_TYPES = ROOT / "docs" / "awx" / "credential_types"
+
+
+def inject(credential_type: dict, filled: dict[str, str]) -> tuple[dict, dict]:
+    """The extra vars and environment AWX injects for a credential of this type. An input the credential
+    leaves empty is rendered as an empty string (ansible/awx#488), and so injected."""
+    fields = {field["id"]: filled.get(field["id"], "") for field in credential_type["inputs"]["fields"]}
+    env = ImmutableSandboxedEnvironment()
+
+    def render(section: str) -> dict:
+        return {
+            k: env.from_string(v).render(**fields) for k, v in credential_type["injectors"].get(section, {}).items()
+        }
+
+    return render("extra_vars"), render("env")
+
+
+def test_b2_credential_with_only_its_required_inputs_keeps_the_off_site_copy(
+    mariadb: MariaDB, backup_db: str, s3_endpoint: S3, tmp_path: Path
+) -> None:
+    """The B2 credential type injects backup_b2_bucket/region as extra vars, above the group vars: an
+    optional bucket left empty in AWX turned the off-site copy off, and the job still succeeded."""
+    b2 = yaml.safe_load((CREDENTIAL_TYPES / "b2.yml").read_text())
+    bucket = s3_endpoint.new_bucket()
+    answers = {"key_id": S3_KEY_ID, "application_key": S3_APP_KEY, "region": "us-west-004", "bucket": bucket}
+    required = set(b2["inputs"]["required"])
+    extravars, envvars = inject(b2, {k: v for k, v in answers.items() if k in required})
+    cnf = write_client_cnf(mariadb, tmp_path / "client.cnf")
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    # where the backups go (bucket, region) also set in the inventory, as docs/b2.md shows it
+    group_vars = {
+        "backup_database": backup_db,
+        "backup_dir": str(tmp_path / "backups"),
+        "backup_install_packages": False,
+        "backup_login_user": "",
+        "backup_config_file": str(cnf),
+        "backup_verify": "never",
+        "backup_b2_bucket": bucket,
+        "backup_b2_region": "us-west-004",
+        "backup_b2_endpoint_url": s3_endpoint.url,
+    }
+    inventory = {"databases": {"hosts": {"db-awx": host}, "vars": group_vars}}
+
+    rc, status, stdout = run_like_awx(tmp_path / "pdd", "backup.yml", inventory, extravars, envvars)
+
+    assert (rc, status) == (0, {"status": "successful", "rc": 0}), stdout[-3000:]
+    assert len(s3_endpoint.keys(bucket)) == 2, stdout[-3000:]
