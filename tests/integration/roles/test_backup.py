@@ -331,6 +331,46 @@ def test_a_schedule_that_would_never_fire_is_refused_before_the_backup(
     assert not etc.exists()
 
 
+def test_a_cron_schedule_on_a_host_without_cron_is_refused_before_the_backup(
+    mariadb: MariaDB, backup_db: str, tmp_path: Path
+) -> None:
+    """No systemd and no cron: the backup used to run, then the play failed at the cron task with
+    'Failed to find required executable "crontab"'. The host here: every program of PATH but crontab."""
+    etc = tmp_path / "etc"
+    bare = tmp_path / "bare-bin"
+    bare.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for program in Path(directory).glob("*") if Path(directory).is_dir() else ():
+            if program.name != "crontab" and not (bare / program.name).exists():
+                (bare / program.name).symlink_to(program)
+    hv = host_vars(
+        mariadb,
+        backup_db,
+        tmp_path,
+        **{**schedule_vars(etc), "backup_schedule_activate": True},
+        backup_schedule_method="cron",
+    )
+    inventory = write_inventory(tmp_path / "inventory.yml", {"databases": {"h1": hv}})
+
+    proc = run_playbook(PLAYBOOKS / "backup.yml", inventory, env={"PATH": str(bare)})
+
+    assert proc.returncode != 0
+    assert "but cron is not installed (no crontab program)" in " ".join(proc.stdout.split()), proc.stdout[-3000:]
+    assert not (tmp_path / "backups").exists()
+    assert not etc.exists()
+
+    # with cron's crontab on PATH the schedule is accepted (check mode: /etc/cron.d is only read)
+    full = tmp_path / "bin"
+    full.mkdir()
+    (full / "crontab").write_text("#!/bin/sh\nexit 0\n")
+    (full / "crontab").chmod(0o755)
+    planned = run_playbook(
+        PLAYBOOKS / "backup.yml", inventory, args=["--check"], env={"PATH": f"{full}{os.pathsep}{os.environ['PATH']}"}
+    )
+    assert planned.returncode == 0, planned.stdout[-3000:]
+    assert not etc.exists()
+
+
 def test_the_webhook_url_never_shows_in_the_output(
     mariadb: MariaDB, backup_db: str, tmp_path: Path, webhook: Webhook
 ) -> None:
