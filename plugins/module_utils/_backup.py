@@ -36,6 +36,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     client_environment,
     client_option_file,
     find_program,
+    program_errors,
     program_version,
     start_program_version,
 )
@@ -722,8 +723,7 @@ def run_dump(
                 finally:
                     proc.stdout.close()
                 rc = proc.wait()
-            errfile.seek(0)
-            stderr = errfile.read().decode("utf-8", "replace").strip()
+            stderr = program_errors(errfile)
             if rc != 0:
                 detail = stderr or (
                     "it printed no error; was it killed, or did the server go away? Check the server's error log"

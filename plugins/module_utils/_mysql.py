@@ -754,6 +754,41 @@ def client_environment(option_file: str) -> dict[str, str]:
     return env
 
 
+# A client program's error output goes into the module's message, its result and the job log (AWX
+# keeps it): an error that quotes the statement (a row of several MB, hex-encoded) must not put the
+# rows there. Lines and the whole are cut to these many characters.
+ERROR_OUTPUT_LINE = 2000
+ERROR_OUTPUT_TOTAL = 16000
+
+
+def program_errors(handle: Any) -> str:
+    """The error output a client program wrote to ``handle`` (a temporary file), stripped and bounded:
+    a line longer than ``ERROR_OUTPUT_LINE`` characters is cut, and when the lines add up to more than
+    ``ERROR_OUTPUT_TOTAL`` the first and the last ones are kept (the first error and the last line
+    both tell)."""
+    handle.seek(0)
+    lines = []
+    for line in handle.read(64 * 1024 * 1024).decode("utf-8", "replace").strip().splitlines():
+        if len(line) > ERROR_OUTPUT_LINE:
+            line = f"{line[:ERROR_OUTPUT_LINE]}[... {len(line) - ERROR_OUTPUT_LINE} more characters left out]"
+        lines.append(line)
+    total = sum(len(line) + 1 for line in lines)
+    if total <= ERROR_OUTPUT_TOTAL:
+        return "\n".join(lines)
+    head: list[str] = []
+    size = 0
+    while size + len(lines[len(head)]) <= ERROR_OUTPUT_TOTAL // 2:
+        size += len(lines[len(head)]) + 1
+        head.append(lines[len(head)])
+    tail: list[str] = []
+    size = 0
+    while len(head) + len(tail) < len(lines) - 1 and size + len(lines[-1 - len(tail)]) <= ERROR_OUTPUT_TOTAL // 4:
+        size += len(lines[-1 - len(tail)]) + 1
+        tail.insert(0, lines[-1 - len(tail)])
+    left_out = len(lines) - len(head) - len(tail)
+    return "\n".join([*head, f"[... {left_out} lines of error output left out ...]", *tail])
+
+
 DUMP_PROGRAMS = ("mariadb-dump", "mysqldump")
 CLIENT_PROGRAMS = ("mariadb", "mysql")
 

@@ -52,6 +52,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import (
     client_command,
     client_environment,
     client_option_file,
+    program_errors,
     program_version,
     quote_identifier,
     start_program_version,
@@ -779,8 +780,7 @@ class ClientRunner:
                     self._procs.discard(proc)
                     self.last_end = max(self.last_end, time.monotonic())
             if rc != 0:
-                errfile.seek(0)
-                stderr = errfile.read().decode("utf-8", "replace").strip()
+                stderr = program_errors(errfile)
                 raise RestoreError(
                     f"{os.path.basename(self.program)} failed (exit code {rc}) while restoring {what} into "
                     f"{database!r}: {stderr or 'no error output'}",
@@ -1488,8 +1488,7 @@ class Restorer:
                     proc.kill()
             rc = proc.wait()
             if rc != 0:
-                errfile.seek(0)
-                stderr = errfile.read().decode("utf-8", "replace").strip()
+                stderr = program_errors(errfile)
                 raise RestoreError(
                     f"{os.path.basename(self.dump_program)} failed (exit code {rc}) re-dumping {schema}.{name} "
                     f"for verification: {stderr or 'no error output'}",

@@ -561,3 +561,38 @@ def test_data_task_retries_a_deadlocked_transaction_and_only_that():
 )
 def test_only_a_redump_refused_with_error_1412_is_retried(stderr, retried):
     assert _restore._definition_changed(_restore.RestoreError("failed", stderr=stderr)) is retried
+
+
+def test_a_client_error_quoting_megabytes_of_rows_is_cut_in_the_message(tmp_path):
+    """The client's error goes into the message, the result and the job log: not the rows it quotes."""
+    secret_rows = "0x" + "ab" * 1_500_000  # a hex row of 1.5 MB, as an error quoting the statement shows it
+    client = tmp_path / "mariadb"
+    client.write_text(
+        "#!/bin/sh\ncat > /dev/null\n"
+        f"echo 'ERROR 1153 (08S01) at line 3: statement INSERT INTO `t` VALUES ({secret_rows})' >&2\n"
+        'i=0; while [ $i -lt 2000 ]; do echo "warning line $i: some detail of it" >&2; i=$((i+1)); done\n'
+        "echo 'ERROR 2006 (HY000): the last line' >&2\nexit 1\n"
+    )
+    client.chmod(0o755)
+    option_file = tmp_path / "client.cnf"
+    option_file.write_text("[client]\n")
+    runner = _restore.ClientRunner(str(client), str(option_file), b"")
+    with pytest.raises(_restore.RestoreError) as excinfo:
+        runner.run("db", [b"INSERT INTO `t` VALUES (1);\n"], "table t")
+    message, stderr = str(excinfo.value), excinfo.value.details["stderr"]
+    for text in (message, stderr):
+        assert len(text) < 20_000
+        assert "ERROR 1153 (08S01) at line 3: statement INSERT INTO `t` VALUES (0xabab" in text
+        first = f"ERROR 1153 (08S01) at line 3: statement INSERT INTO `t` VALUES ({secret_rows})"
+        assert f"[... {len(first) - 2000} more characters left out]" in text  # the first error, cut
+        assert "lines of error output left out ...]" in text
+        assert text.endswith("ERROR 2006 (HY000): the last line")  # the last line kept
+
+
+def test_program_errors_leaves_short_output_as_it_is(tmp_path):
+    from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import program_errors
+
+    with open(tmp_path / "err", "w+b") as handle:
+        assert program_errors(handle) == ""
+        handle.write(b"  mariadb-dump: Got error: 1045: Access denied\nsecond line \xff\n\n")
+        assert program_errors(handle) == "mariadb-dump: Got error: 1045: Access denied\nsecond line \ufffd"
