@@ -61,7 +61,9 @@ compat:
 	    || { echo "compat: the tests failed on $$($$venv/bin/ansible --version | head -1)" >&2; exit 1; }; \
 	done
 
-demo: bootstrap
+# The demo needs the Debian packages and .venv only (not ansible-test's sanity venv).
+demo:
+	@scripts/bootstrap.sh demo
 	scripts/demo.sh start
 
 demo-stop:

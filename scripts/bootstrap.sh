@@ -6,7 +6,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 PY="${PYTHON:-python3}"
-WHAT="${1:-test}"
+WHAT="${1:-test}"  # test | sanity | demo | bench | compat
+case "$WHAT" in
+  test | sanity | demo | bench | compat) ;;
+  *) echo "bootstrap: unknown target '$WHAT' (test, sanity, demo, bench or compat)" >&2; exit 2 ;;
+esac
 
 # ansible-test sanity skips its shellcheck test (with a warning only) when shellcheck is missing.
 # systemd: systemd-analyze, which the backup role's schedule check and the tests use (offline; no
@@ -54,10 +58,6 @@ make_venv() {  # make_venv DIR REQFILE...
 }
 
 make_venv .venv requirements.txt test-requirements.txt
-if [ "$WHAT" = compat ]; then
-  # `make compat` runs the modules on Debian's own python3 with the libraries the backup role installs.
-  APT_PACKAGES+=(python3-pymysql python3-zstandard python3-cryptography python3-boto3)
-fi
 if [ "$WHAT" = bench ]; then
   make_venv .venv-bench requirements.txt bench-requirements.txt
 fi
