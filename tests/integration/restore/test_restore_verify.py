@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.restore.helpers import (
     copy_backup,
@@ -1166,10 +1167,10 @@ def test_bad_sql_fails_clearly_and_drops_the_scratch(
 
 def _playbook_env(mariadb: MariaDB, tmp_path: Path) -> tuple[Path, Path]:
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text(
-        "all:\n  hosts:\n    db1:\n      ansible_connection: local\n"
-        f"      ansible_python_interpreter: {MODULE_PYTHON}\n"
-    )
+    local = {"ansible_connection": "local", "ansible_python_interpreter": MODULE_PYTHON}
+    # db1 in the playbooks' default group; web1, outside it, is never a target
+    groups = {"databases": {"hosts": {"db1": local}}, "app": {"hosts": {"web1": {"ansible_connection": "local"}}}}
+    inventory.write_text(yaml.safe_dump({"all": {"children": groups}}))
     cnf = tmp_path / "client.cnf"
     cnf.write_text(f'[client]\nuser=root\npassword="{mariadb.ROOT_PASSWORD}"\n')
     cnf.chmod(0o600)
@@ -1205,6 +1206,35 @@ def test_restore_playbook_requires_confirmation(mariadb: MariaDB, live_db: Any, 
     assert wrong.returncode != 0 and table_checksums(mariadb, name) == changed
     done = run_playbook(ROOT / "playbooks" / "restore.yml", inventory, dict(extra, restore_confirm=name))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert table_checksums(mariadb, name) == reference
+    assert "web1" not in done.stdout.split("PLAY RECAP")[1]
+
+
+def test_restore_playbook_runs_on_one_named_server(mariadb: MariaDB, live_db: Any, tmp_path: Path) -> None:
+    """One confirmation names a database, not servers: a run over several is refused unless asked for; a
+    pattern that matches no host fails instead of restoring nothing."""
+    name, path, reference, changed = live_db
+    inventory, cnf = _playbook_env(mariadb, tmp_path)
+    host = {"ansible_connection": "local", "ansible_python_interpreter": MODULE_PYTHON}
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"databases": {"hosts": {"db1": host, "db2": host}}}}}))
+    extra = {
+        "restore_database": name,
+        "restore_confirm": name,
+        "restore_src": path,
+        "restore_login_unix_socket": mariadb.socket,
+        "restore_config_file": str(cnf),
+    }
+    both = run_playbook(ROOT / "playbooks" / "restore.yml", inventory, extra)
+    assert both.returncode != 0
+    assert f"This would restore {name} on 2 servers (db1, db2)" in both.stdout, both.stdout[-3000:]
+    assert table_checksums(mariadb, name) == changed
+    nothing = run_playbook(ROOT / "playbooks" / "restore.yml", inventory, dict(extra, restore_hosts="db9"))
+    assert nothing.returncode != 0 and "No host matched 'db9': nothing was restored" in nothing.stdout
+    nothing = run_playbook(ROOT / "playbooks" / "verify.yml", inventory, {"verify_hosts": "dbs", "verify_src": path})
+    assert nothing.returncode != 0 and "No host matched 'dbs': nothing was verified" in nothing.stdout
+    one = run_playbook(ROOT / "playbooks" / "restore.yml", inventory, extra, args=["--limit", "db2"])
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-2000:]
+    assert "db1" not in one.stdout.split("PLAY RECAP")[1]
     assert table_checksums(mariadb, name) == reference
 
 
