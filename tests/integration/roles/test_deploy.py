@@ -942,3 +942,43 @@ def test_rollback_of_the_whole_group_recovers_the_interrupted_deploy_and_leaves_
     again = app.rollback()
     assert again.returncode == 0, again.stdout[-3000:]
     assert app.current == "r1" and Path(os.readlink(web2 / "current")).name == "r1"
+
+
+def test_a_mark_that_cannot_record_the_backup_rolls_back_without_restoring(app: App) -> None:
+    """'Record the pre-deploy backup in the mark of the deploy in progress' fails (the mark cannot be replaced:
+    immutable here; in life a full or read-only file system): no migration has run. The rescue restored the
+    pre-deploy backup all the same, a needless restore inside the maintenance window that rolls away whatever
+    was written since the backup, and on a full disk fails (RESTORE FAILED, site left down). Now the database
+    is left alone, and the mark (still saying no migration ran) tells rollback.yml the same."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    before = app.schema()
+    app.release("r2", {**GOOD, **A5})
+    marker = app.root / ".deploy-in-progress.json"
+    down = f"sh -c 'chattr +i {marker} && php artisan down --retry=60'"
+    try:
+        proc = app.deploy("r2", rollback_down_command=down)
+    finally:
+        subprocess.run(["chattr", "-i", str(marker)], check=False)
+
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "failed at step 'Record the pre-deploy backup in the mark of the deploy in progress'" in proc.stdout, (
+        proc.stdout[-3000:]
+    )
+    assert "RESTORE FAILED" not in proc.stdout and "Database: restored" not in proc.stdout, proc.stdout[-3000:]
+    [backup] = app.predeploy.glob("*pre-deploy-r2-*.sql.zst")
+    assert f"Database: untouched (the failure came before the migrations; pre-deploy backup {backup} not needed)" in (
+        proc.stdout
+    ), proc.stdout[-3000:]
+    assert app.server.execute("SHOW DATABASES LIKE %s", (f"{app.database}_old_%",)) == []  # no restore ran
+    assert app.schema() == before and app.current == "r1" and not app.in_maintenance
+    bad = json.loads((app.root / "releases" / "r2" / ".release-bad.json").read_text())
+    assert bad["database_restored_from"] == ""
+    # the mark could not be removed either: it still says that no migration ran, and rollback.yml restores nothing
+    left = json.loads(marker.read_text())
+    assert left["backup"] == "" and "no migration ran yet" in left["phase"], left
+    recovered = app.rollback()
+    assert recovered.returncode == 0, recovered.stdout[-3000:]
+    assert "database untouched (no migration had run)" in recovered.stdout, recovered.stdout[-3000:]
+    assert app.server.execute("SHOW DATABASES LIKE %s", (f"{app.database}_old_%",)) == []
+    assert app.schema() == before and app.current == "r1" and not app.in_maintenance
