@@ -982,3 +982,50 @@ def test_a_mark_that_cannot_record_the_backup_rolls_back_without_restoring(app: 
     assert "database untouched (no migration had run)" in recovered.stdout, recovered.stdout[-3000:]
     assert app.server.execute("SHOW DATABASES LIKE %s", (f"{app.database}_old_%",)) == []
     assert app.schema() == before and app.current == "r1" and not app.in_maintenance
+
+
+def test_a_rollback_limited_to_another_server_refuses_while_one_is_interrupted(app: App) -> None:
+    """web1's deploy of r3 is killed mid-migration; rollback.yml --limit web2 rolled web2 back on demand to r1,
+    one release behind what web1's recovery puts back (r2), on a database the recovery then restores under it.
+    Now it refuses, naming web1 and the ways out; without --limit web1 is recovered and web2 left alone."""
+    web2 = _second_server(app)
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", {**GOOD, **A5})
+    assert app.deploy("r2").returncode == 0
+    before = app.schema()
+    slow = "ALTER TABLE transactions ADD COLUMN fee_cents int NOT NULL DEFAULT 0;\nSELECT SLEEP(30);\nCREATE TABLE never (id int);\n"
+    app.release("r3", {**GOOD, **A5, "2026_11_28_000006_fees": slow})
+    kill_deploy_when(app, "r3", lambda: "fee_cents" in app.schema()["transactions"])
+    assert (app.root / ".deploy-in-progress.json").exists()
+    log = len(app.artisan_log())
+
+    for args in (["--limit", "web2"], ["--limit", "web2", "--check"]):
+        limited = app.rollback(args=args)
+        assert limited.returncode == 2, limited.stdout[-3000:]
+        assert "A deploy to web1 was interrupted" in limited.stdout, limited.stdout[-3000:]
+        assert "Run playbooks/rollback.yml without --limit" in limited.stdout
+        assert "-e deploy_hosts=web1 first" in limited.stdout
+        assert Path(os.readlink(web2 / "current")).name == "r2"
+        assert not (web2 / "releases" / "r2" / ".release-bad.json").exists()
+    assert app.artisan_log()[log:] == [] and (app.root / ".deploy-in-progress.json").exists()
+
+    back = app.rollback()
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert "Recovered from the interrupted deploy of r3" in back.stdout
+    assert app.current == "r2" and app.schema() == before and not app.in_maintenance
+    assert Path(os.readlink(web2 / "current")).name == "r2"
+
+    # with the mark gone, a limited rollback is an ordinary one again; a server of the group that cannot be
+    # reached (web3, outside the run) does not stop it: rollback.yml is the way out of an emergency
+    inventory = yaml.safe_load(app.inventory.read_text())
+    inventory["all"]["children"]["app"]["hosts"]["web3"] = {
+        "ansible_connection": "ssh",
+        "ansible_host": "127.0.0.1",
+        "ansible_port": 1,
+    }
+    app.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    again = app.rollback(args=["--limit", "web2"])
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert Path(os.readlink(web2 / "current")).name == "r1" and app.current == "r2"
+
