@@ -1029,3 +1029,39 @@ def test_a_rollback_limited_to_another_server_refuses_while_one_is_interrupted(a
     assert again.returncode == 0, again.stdout[-3000:]
     assert Path(os.readlink(web2 / "current")).name == "r1" and app.current == "r2"
 
+
+def test_a_restore_after_a_deploy_that_rolled_back_by_itself_needs_the_live_release_named(app: App) -> None:
+    """r3's migration fails and the deploy rolls back by itself to r2. The operator then runs rollback.yml with
+    rollback_restore_database=true (in AWX a survey answer, "true") to "undo r3": it went one release further,
+    to r1, restoring r2's pre-deploy backup and rolling away every write made since r2 went live. Now it is
+    refused, nothing changed, until the live release is named in rollback_restore_confirm."""
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    app.release("r2", {**GOOD, **A5})
+    assert app.deploy("r2").returncode == 0
+    app.release("r3", {**GOOD, **A5, "2026_11_28_000007_fees": fake_laravel.FAILING_MIGRATION})
+    failed = app.deploy("r3")
+    assert failed.returncode == 2 and "Rolled back automatically" in failed.stdout, failed.stdout[-3000:]
+    assert app.current == "r2"
+    app.server.execute("INSERT INTO a5 VALUES (7)", database=app.database)  # a write made after the rollback
+    log = len(app.artisan_log())
+
+    for args in ([], ["--check"]):
+        refused = app.rollback(args=args, rollback_restore_database="true")
+        assert refused.returncode == 2, refused.stdout[-3000:]
+        assert (
+            "Release r3 was marked bad at" in refused.stdout
+            and "(deploy failed; database restored from" in refused.stdout
+        ), refused.stdout[-3000:]
+        assert "This rollback would go one release further, to r1" in refused.stdout
+        assert "-e rollback_restore_confirm=r2" in refused.stdout
+    assert app.artisan_log()[log:] == []
+    assert app.current == "r2" and app.server.execute("SELECT id FROM a5", database=app.database) == [(7,)]
+    assert not (app.root / "releases" / "r2" / ".release-bad.json").exists()
+
+    wrong = app.rollback(rollback_restore_database=True, rollback_restore_confirm="r3")
+    assert wrong.returncode == 2 and "-e rollback_restore_confirm=r2" in wrong.stdout, wrong.stdout[-3000:]
+
+    confirmed = app.rollback(rollback_restore_database=True, rollback_restore_confirm="r2")
+    assert confirmed.returncode == 0, confirmed.stdout[-3000:]
+    assert app.current == "r1" and "a5" not in app.schema()
