@@ -1065,3 +1065,27 @@ def test_a_restore_after_a_deploy_that_rolled_back_by_itself_needs_the_live_rele
     confirmed = app.rollback(rollback_restore_database=True, rollback_restore_confirm="r2")
     assert confirmed.returncode == 0, confirmed.stdout[-3000:]
     assert app.current == "r1" and "a5" not in app.schema()
+
+
+def test_fleet_hosts_given_as_a_string_are_the_servers_it_names(app: App) -> None:
+    """`-e rollback_fleet_hosts=web1,web2` (or an AWX text answer) is a string: it was taken character by
+    character, 'w', 'e', 'b', '1', ',', none of them web2, so a deploy limited to web1 did not look at web2's
+    mark of an interrupted deploy and migrated over the database it may have half-migrated. It now names
+    web1 and web2."""
+    web2 = _second_server(app)
+    app.release("r1", GOOD)
+    assert app.deploy("r1").returncode == 0
+    mark = {"release": "r2", "previous": "r1", "database": app.database, "backup": "", "phase": "migrations"}
+    (web2 / ".deploy-in-progress.json").write_text(json.dumps(mark))  # as a deploy killed on web2 leaves it
+    app.release("r2", {**GOOD, **A5})
+    backups = sorted(app.predeploy.iterdir())
+
+    proc = app.deploy("r2", args=["--limit", "web1"], rollback_fleet_hosts="web1, web2")
+
+    assert proc.returncode == 2, proc.stdout[-3000:]
+    assert "A deploy to web2 was interrupted" in proc.stdout, proc.stdout[-3000:]
+    assert app.current == "r1" and "a5" not in app.schema() and sorted(app.predeploy.iterdir()) == backups
+
+    limited = app.rollback(args=["--limit", "web1"], rollback_fleet_hosts="web1,web2")
+    assert limited.returncode == 2 and "A deploy to web2 was interrupted" in limited.stdout, limited.stdout[-3000:]
+    assert app.current == "r1"
