@@ -639,13 +639,7 @@ def test_a_deploy_limited_to_another_server_refuses_while_one_is_interrupted(app
     assert Path(os.readlink(web2 / "current")).name == "r1" and not (web2 / "releases" / "r2").exists()
 
     # a third server that cannot be reached: nobody can tell whether a deploy was killed there
-    inventory = yaml.safe_load(app.inventory.read_text())
-    inventory["all"]["children"]["app"]["hosts"]["web3"] = {
-        "ansible_connection": "ssh",
-        "ansible_host": "127.0.0.1",
-        "ansible_port": 1,
-    }
-    app.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    _add_unreachable_web3(app)
     assert app.rollback(deploy_hosts="web1").returncode == 0  # web1's interrupted deploy recovered
     assert app.schema() == before
     unknown = app.deploy("r2", args=["--limit", "web1,web2"])
@@ -903,15 +897,20 @@ def test_extra_vars_given_as_strings_behave_as_their_values(app: App) -> None:
     assert sorted(p.name for p in (app.root / "releases").iterdir()) == ["r1", "r3"]
 
 
-def test_rollback_of_the_whole_group_recovers_the_interrupted_deploy_and_leaves_the_other_servers_alone(
-    app: App,
-) -> None:
-    """web1's deploy of r3 is killed mid-migration; web2 was never touched (serial: 1) and runs r2.
+def _add_unreachable_web3(app: App) -> None:
+    """A third server in the group that cannot be reached (SSH to a closed port)."""
+    inventory = yaml.safe_load(app.inventory.read_text())
+    inventory["all"]["children"]["app"]["hosts"]["web3"] = {
+        "ansible_connection": "ssh",
+        "ansible_host": "127.0.0.1",
+        "ansible_port": 1,
+    }
+    app.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
 
-    rollback.yml run on the whole group (AWX's Rollback template has no limit) recovered web1 back to r2,
-    then rolled web2 back on demand, one release too far, to r1: the fleet was split, web2 running r1's
-    code on r2's schema, and r2 marked bad on web2. Now the servers without the mark are left as they are.
-    """
+
+def _r3_killed_mid_migration_on_web1(app: App) -> tuple[Path, dict[str, Any]]:
+    """web1 and web2 run r2 (deployed over r1); web1's deploy of r3 is killed mid-migration (the mark
+    stays), web2 is never reached (serial: 1). Returns web2 and the schema before r3."""
     web2 = _second_server(app)
     app.release("r1", GOOD)
     assert app.deploy("r1").returncode == 0
@@ -922,6 +921,19 @@ def test_rollback_of_the_whole_group_recovers_the_interrupted_deploy_and_leaves_
     app.release("r3", {**GOOD, **A5, "2026_11_28_000006_fees": slow})
     kill_deploy_when(app, "r3", lambda: "fee_cents" in app.schema()["transactions"])
     assert (app.root / ".deploy-in-progress.json").exists()
+    return web2, before
+
+
+def test_rollback_of_the_whole_group_recovers_the_interrupted_deploy_and_leaves_the_other_servers_alone(
+    app: App,
+) -> None:
+    """web1's deploy of r3 is killed mid-migration; web2 was never touched (serial: 1) and runs r2.
+
+    rollback.yml run on the whole group (AWX's Rollback template has no limit) recovered web1 back to r2,
+    then rolled web2 back on demand, one release too far, to r1: the fleet was split, web2 running r1's
+    code on r2's schema, and r2 marked bad on web2. Now the servers without the mark are left as they are.
+    """
+    web2, before = _r3_killed_mid_migration_on_web1(app)
 
     check = app.rollback(args=["--check"])
     assert check.returncode == 0, check.stdout[-3000:]
@@ -988,16 +1000,7 @@ def test_a_rollback_limited_to_another_server_refuses_while_one_is_interrupted(a
     """web1's deploy of r3 is killed mid-migration; rollback.yml --limit web2 rolled web2 back on demand to r1,
     one release behind what web1's recovery puts back (r2), on a database the recovery then restores under it.
     Now it refuses, naming web1 and the ways out; without --limit web1 is recovered and web2 left alone."""
-    web2 = _second_server(app)
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
-    app.release("r2", {**GOOD, **A5})
-    assert app.deploy("r2").returncode == 0
-    before = app.schema()
-    slow = "ALTER TABLE transactions ADD COLUMN fee_cents int NOT NULL DEFAULT 0;\nSELECT SLEEP(30);\nCREATE TABLE never (id int);\n"
-    app.release("r3", {**GOOD, **A5, "2026_11_28_000006_fees": slow})
-    kill_deploy_when(app, "r3", lambda: "fee_cents" in app.schema()["transactions"])
-    assert (app.root / ".deploy-in-progress.json").exists()
+    web2, before = _r3_killed_mid_migration_on_web1(app)
     log = len(app.artisan_log())
 
     for args in (["--limit", "web2"], ["--limit", "web2", "--check"]):
@@ -1018,13 +1021,7 @@ def test_a_rollback_limited_to_another_server_refuses_while_one_is_interrupted(a
 
     # with the mark gone, a limited rollback is an ordinary one again; a server of the group that cannot be
     # reached (web3, outside the run) does not stop it: rollback.yml is the way out of an emergency
-    inventory = yaml.safe_load(app.inventory.read_text())
-    inventory["all"]["children"]["app"]["hosts"]["web3"] = {
-        "ansible_connection": "ssh",
-        "ansible_host": "127.0.0.1",
-        "ansible_port": 1,
-    }
-    app.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    _add_unreachable_web3(app)
     again = app.rollback(args=["--limit", "web2"])
     assert again.returncode == 0, again.stdout[-3000:]
     assert Path(os.readlink(web2 / "current")).name == "r1" and app.current == "r2"
