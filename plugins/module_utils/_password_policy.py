@@ -193,6 +193,13 @@ def password_problems(
     problems: list[str] = []
     if not password:
         return ["the password is empty"]
+    if password != password.strip():
+        # A secret encrypted from stdin (echo ... | ansible-vault encrypt_string) or a YAML block scalar ends in a
+        # line break; the account would get it, while the .env line ends there, so the app could never log in.
+        problems.append(
+            "it starts or ends with white space (a line break kept by echo | ansible-vault encrypt_string?); "
+            "remove it, for example with the trim filter"
+        )
     if len(password) < min_length:
         problems.append(f"it is {len(password)} characters long; at least {min_length} are required")
     squashed = _squash(password)

@@ -864,6 +864,41 @@ def _plan_password(server: ServerInfo, current: Account, desired: Desired, accou
         plan.statements.append(Statement(f"ALTER USER {account} DISCARD OLD PASSWORD"))
 
 
+# Stored objects that run as their DEFINER; each query yields (kind, schema, name) for one account.
+DEFINER_QUERIES = (
+    "SELECT 'TRIGGER', TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS WHERE DEFINER = %s",
+    "SELECT 'VIEW', TABLE_SCHEMA, TABLE_NAME FROM information_schema.VIEWS WHERE DEFINER = %s",
+    "SELECT ROUTINE_TYPE, ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES WHERE DEFINER = %s",
+    "SELECT 'EVENT', EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS WHERE DEFINER = %s",
+)
+
+
+def definer_objects(cursor: Any, user: str, host: str) -> list[str]:
+    """The triggers, views, routines and events whose DEFINER is the account (``TRIGGER db.name``)."""
+    found: list[str] = []
+    for query in DEFINER_QUERIES:
+        cursor.execute(query, (f"{user}@{host}",))
+        found.extend(f"{kind} {schema}.{name}" for kind, schema, name in cursor.fetchall())
+    return sorted(found)
+
+
+def check_not_definer(cursor: Any, current: Account) -> None:
+    """Refuse to drop an account that stored objects run as.
+
+    MariaDB drops it silently and every later use of the object fails (error 1449, "The user specified
+    as a definer does not exist"): a trigger's table refuses every INSERT, a view every SELECT.
+    """
+    if not current.exists:
+        return
+    objects = definer_objects(cursor, current.user, current.host)
+    if objects:
+        shown = ", ".join(objects[:10]) + (f" and {len(objects) - 10} more" if len(objects) > 10 else "")
+        raise AccountError(
+            f"{account_label(current.user, current.host)} was not dropped: it is the DEFINER of {shown}, which "
+            "would fail once it is gone (error 1449); re-create them with another DEFINER (or drop them) first"
+        )
+
+
 def plan_removal(current: Account) -> Plan:
     plan = Plan()
     if current.exists:
@@ -1150,6 +1185,7 @@ def plan_accounts(
         before = snapshot(current)
         desired: Desired | None = None
         if params["state"] == "absent":
+            check_not_definer(cursor, current)
             plan = plan_removal(current)
         else:
             plugin = resolve_plugin(params["plugin"], current, default_plugin)

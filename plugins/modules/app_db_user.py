@@ -63,6 +63,8 @@ options:
   state:
     description:
       - V(present) creates or updates the account(s); V(absent) drops them.
+      - V(absent) fails before any change when an account is the DEFINER of a trigger, view, routine
+        or event (they would fail once it is gone), naming them.
     type: str
     choices: [present, absent]
     default: present
@@ -70,6 +72,8 @@ options:
     description:
       - The account's password. Required to create an account.
       - Checked against the password policy on every run, even when it is not applied.
+      - Refused when it starts or ends with white space, such as the line break of a secret encrypted
+        from standard input with C(ansible-vault encrypt_string) (apply the C(trim) filter).
       - Never returned, logged or sent to the server in clear (see the description).
     type: str
   password_min_length:

@@ -585,3 +585,44 @@ def test_failure_part_way_reports_what_was_applied(accounts: Accounts, app_datab
     ]
     assert accounts.exists("p5_part")
     assert STRONG not in str(result)
+
+
+@pytest.mark.parametrize("password", [STRONG + "\n", STRONG + " ", " " + STRONG, STRONG + "\r\n", STRONG + "\t"])
+def test_password_with_edge_whitespace_refused(accounts: Accounts, password: str) -> None:
+    """``echo ... | ansible-vault encrypt_string`` keeps a line break: the account would get it, and the app
+    (whose .env line ends there) could never log in. Refused before connecting, the password never echoed."""
+    result = accounts.run(name="p5_ws", password=password, privileges="app", database="p5db")
+    assert result.failed and "starts or ends with white space" in result["msg"], result
+    assert STRONG not in result["msg"] and STRONG not in result.stderr
+    assert not accounts.exists("p5_ws")
+
+
+def test_removal_of_a_definer_is_refused(accounts: Accounts, mariadb: MariaDB) -> None:
+    """Dropping the account a trigger, view, routine or event runs as breaks the app on MariaDB
+    (``The user specified as a definer ('p5_def'@'%') does not exist``, error 1449, on every INSERT)."""
+    args = {"name": "p5_def", "hosts": ["localhost", "%"], "password": STRONG}
+    assert accounts.run(**args)["created"]
+    mariadb.execute("CREATE DATABASE IF NOT EXISTS p5_defdb")
+    try:
+        mariadb.execute("CREATE TABLE p5_defdb.t (id INT PRIMARY KEY, n INT)")
+        mariadb.execute("GRANT SELECT, UPDATE, TRIGGER ON p5_defdb.* TO `p5_def`@`%`")
+        mariadb.execute(
+            "CREATE DEFINER = `p5_def`@`%` TRIGGER p5_defdb.t_bi BEFORE INSERT ON p5_defdb.t FOR EACH ROW SET NEW.n = 1"
+        )
+        mariadb.execute(
+            "CREATE DEFINER = `p5_def`@`%` SQL SECURITY DEFINER VIEW p5_defdb.v AS SELECT id FROM p5_defdb.t"
+        )
+        for check in (True, False):
+            refused = accounts.run(state="absent", name="p5_def", hosts=["localhost", "%"], check=check)
+            assert refused.failed and not refused["changed"], refused
+            assert "p5_def@%" in refused["msg"] and "DEFINER" in refused["msg"], refused
+            assert "TRIGGER p5_defdb.t_bi" in refused["msg"] and "VIEW p5_defdb.v" in refused["msg"], refused
+            assert accounts.exists("p5_def", "%") and accounts.exists("p5_def", "localhost")
+        mariadb.execute("INSERT INTO p5_defdb.t (id) VALUES (1)")
+        # The localhost account defines nothing: it may go.
+        assert accounts.run(state="absent", name="p5_def", host="localhost")["removed"]
+        mariadb.execute("DROP TRIGGER p5_defdb.t_bi")
+        mariadb.execute("DROP VIEW p5_defdb.v")
+        assert accounts.run(state="absent", name="p5_def", host="%")["removed"]
+    finally:
+        mariadb.execute("DROP DATABASE IF EXISTS p5_defdb")
