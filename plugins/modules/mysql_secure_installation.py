@@ -48,6 +48,9 @@ options:
       - The account the module is logged in as (C(CURRENT_USER())) is never dropped - the next
         run could not connect; it is left with a warning. Connect as C(root@localhost) over
         the socket to remove a remote root.
+      - An account (anonymous or C(root)) that is the DEFINER of a trigger, view, routine or event
+        is not dropped either, since they would fail once it is gone; it is left with a warning
+        naming them until they get another DEFINER.
     type: bool
     default: true
   root_hosts:

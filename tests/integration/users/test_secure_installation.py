@@ -160,3 +160,29 @@ def test_failure_part_way_reports_what_was_applied(mariadb: MariaDB) -> None:
         assert not {u for u, _h in accounts(mariadb) if u == ""}
     finally:
         mariadb.execute("DROP USER IF EXISTS 'p5_secadm'@'localhost'")
+
+
+@pytest.mark.usefixtures("insecure")
+def test_a_remote_root_that_defines_objects_is_kept_with_a_warning(mariadb: MariaDB) -> None:
+    """Dropping it would make every use of its trigger or view fail (error 1449) on MariaDB."""
+    mariadb.execute("CREATE DATABASE p5_sidef")
+    try:
+        mariadb.execute("CREATE TABLE p5_sidef.t (id INT PRIMARY KEY, n INT)")
+        mariadb.execute("GRANT ALL ON p5_sidef.* TO `root`@`10.9.%`")
+        mariadb.execute(
+            "CREATE DEFINER = `root`@`10.9.%` TRIGGER p5_sidef.t_bi BEFORE INSERT ON p5_sidef.t "
+            "FOR EACH ROW SET NEW.n = 1"
+        )
+        for check in (True, False):
+            result = run_module("mysql_secure_installation", mariadb.login, check=check)
+            assert not result.failed and "root@10.9.%" not in result["removed_users"], result
+            assert "@%" in result["removed_users"], result
+            warnings = " ".join(str(w) for w in result.get("warnings", []))
+            assert "root@10.9.%" in warnings and "DEFINER of TRIGGER p5_sidef.t_bi" in warnings, result
+        assert ("root", "10.9.%") in accounts(mariadb)
+        mariadb.execute("INSERT INTO p5_sidef.t (id) VALUES (1)")
+        mariadb.execute("DROP TRIGGER p5_sidef.t_bi")
+        cleared = run_module("mysql_secure_installation", mariadb.login)
+        assert cleared["removed_users"] == ["root@10.9.%"], cleared
+    finally:
+        mariadb.execute("DROP DATABASE IF EXISTS p5_sidef")

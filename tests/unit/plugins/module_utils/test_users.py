@@ -506,6 +506,8 @@ class RecordedCursor:
             ("", "%", "test", "N"),
             ("dev", "localhost", "test\\_%", "N"),
         ],
+        # No account defines a trigger, view, routine or event.
+        **{query: [] for query in u.DEFINER_QUERIES},
     }
 
     def __init__(self, **answers: list[Any]) -> None:
