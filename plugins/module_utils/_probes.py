@@ -188,6 +188,20 @@ def _table_exists(cur: Any, database: str, table: str) -> bool:
     return bool(cur.fetchone()[0])
 
 
+# Rows of failed_jobs read, newest first, to count the recent failures (see read_queue_stats).
+NEWEST_FAILED_ROWS = 10_000
+
+
+def _has_id_key(cur: Any, database: str, table: str) -> bool:
+    """Whether ``table`` has Laravel's ``id`` column as the first column of its primary key."""
+    cur.execute(
+        "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+        " AND INDEX_NAME = 'PRIMARY' AND SEQ_IN_INDEX = 1 AND COLUMN_NAME = 'id'",
+        (database, table),
+    )
+    return bool(cur.fetchone()[0])
+
+
 def read_queue_stats(
     connection: Any,
     database: str,
@@ -197,11 +211,18 @@ def read_queue_stats(
     retry_after_s: int,
     failed_window_s: int,
     app_tz: datetime.tzinfo = _UTC,
+    newest_failed: int = NEWEST_FAILED_ROWS,
 ) -> dict[str, Any]:
     """Per-queue counts from Laravel's ``jobs`` table and recent failures from ``failed_jobs``.
 
     Times come from the database server's clock (``UNIX_TIMESTAMP()``), the clock Laravel's
     rows are compared with by the workers' own queries on the same server.
+
+    ``failed_jobs`` is never pruned unless the app schedules ``queue:prune-failed``, and Laravel
+    does not index ``failed_at``: counting the window over the whole table read every row, every
+    run (a million failures of 4.5 KB: 8 s, near the default ``query_timeout``). With Laravel's
+    auto-increment ``id``, only the ``newest_failed`` newest rows are read (backwards along the
+    primary key), so a count reaching it means at least that many.
     """
     jobs = f"{quote_identifier(database)}.{quote_identifier(jobs_table)}"
     failed = f"{quote_identifier(database)}.{quote_identifier(failed_jobs_table)}"
@@ -237,7 +258,14 @@ def read_queue_stats(
             }
         # Laravel writes failed_at as the app's wall-clock time (app.timezone), whatever the server's zone.
         condition, bounds = failed_at_condition(now - failed_window_s, now, app_tz)
-        cur.execute(f"SELECT COUNT(*) FROM {failed} WHERE {condition}", bounds)
+        if _has_id_key(cur, database, failed_jobs_table):
+            cur.execute(
+                f"SELECT COUNT(*) FROM (SELECT failed_at FROM {failed} ORDER BY id DESC LIMIT %s) AS newest"
+                f" WHERE {condition}",
+                (newest_failed, *bounds),
+            )
+        else:
+            cur.execute(f"SELECT COUNT(*) FROM {failed} WHERE {condition}", bounds)
         failed_recent = int(cur.fetchone()[0])
     return {"now": now, "queues": queues, "failed_recent": failed_recent}
 

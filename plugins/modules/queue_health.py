@@ -194,7 +194,11 @@ queues:
       sample: 4
   sample: {"default": {"pending": 12, "delayed": 0, "reserved": 2, "expired_reservations": 0, "oldest_wait_s": 4}}
 failed_recent:
-  description: Jobs failed within the last O(failed_window_s) seconds.
+  description:
+    - Jobs failed within the last O(failed_window_s) seconds.
+    - With Laravel's C(id) primary key, counted among the newest 10,000 rows of the failed jobs table (or
+      O(max_failed) + 1 when larger), read backwards along the key, so that a table never pruned is not read
+      whole on every run; the count then stops there.
   returned: success
   type: int
   sample: 0
@@ -269,6 +273,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._probes import (
     CONNECTION_LOST,
     DB_TIMEOUT,
     DB_UNREACHABLE,
+    NEWEST_FAILED_ROWS,
     ProbeError,
     app_timezone,
     limit_session,
@@ -383,6 +388,7 @@ def main() -> None:
             retry_after_s=p["retry_after_s"],
             failed_window_s=p["failed_window_s"],
             app_tz=app_tz,
+            newest_failed=max(NEWEST_FAILED_ROWS, p["max_failed"] + 1),
         )
     except ProbeError as exc:
         module.fail_json(msg=str(exc))

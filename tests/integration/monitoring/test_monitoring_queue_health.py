@@ -397,3 +397,40 @@ def test_same_database_name_on_two_servers_never_shares_the_default_state(
     assert len({first["state_file"], by_tcp["state_file"], watching["state_file"]}) == 3
     both = run_module("queue_health", {**production, "state_file": str(tmp_path / "x.json")}, check=True)
     assert both.failed and "mutually exclusive" in both["msg"]
+
+
+def _rows_scanned(mariadb: MariaDB) -> int:
+    """Rows the server read by scanning (table scans and temporary tables), all sessions together."""
+    return int(mariadb.execute("SHOW GLOBAL STATUS LIKE 'Handler_read_rnd_next'")[0][1])
+
+
+def test_failed_jobs_never_pruned_are_not_read_whole(mariadb: MariaDB, queues: Queues, tmp_path: Path):
+    """failed_jobs grows for ever unless the app prunes it, and failed_at has no index: the count of recent
+    failures read the whole table on every run (a million failures of 4.5 KB took 8 s, near query_timeout).
+    Now only the newest rows are read, backwards along the id key; a table without Laravel's id is counted
+    as before."""
+    mariadb.execute(
+        "INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at)"
+        " SELECT UUID(), 'database', 'default', '{}', 'RuntimeException: old', NOW() - INTERVAL 30 DAY"
+        " FROM seq_1_to_60000",
+        database=queues.database,
+    )
+    queues.failed(12, age_s=60)
+    before = _rows_scanned(mariadb)
+    result = health(mariadb, queues, tmp_path / "s.json", max_failed=20)
+    scanned = _rows_scanned(mariadb) - before
+    assert not result.failed, result
+    assert result["failed_recent"] == 12
+    assert scanned < 25_000, scanned  # the whole table is 60,012 rows
+
+    # a table of another shape (no id key): every row is read, the count is the same
+    mariadb.execute(
+        "CREATE TABLE failed_noid AS SELECT uuid, connection, queue, payload, exception, failed_at FROM failed_jobs",
+        database=queues.database,
+    )
+    try:
+        result = health(mariadb, queues, tmp_path / "s2.json", failed_jobs_table="failed_noid", max_failed=20)
+        assert not result.failed, result
+        assert result["failed_recent"] == 12
+    finally:
+        mariadb.execute("DROP TABLE failed_noid", database=queues.database)
