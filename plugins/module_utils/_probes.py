@@ -85,6 +85,9 @@ DB_UNREACHABLE = "db_unreachable"
 # The problem of a run whose reads did not finish within query_timeout: a lock held on the queue
 # tables (ALTER TABLE, LOCK TABLES, a long transaction), an overloaded server, a stalled network.
 DB_TIMEOUT = "db_timeout"
+# The problem of a run that reached the server but could not read the queue tables: a table missing
+# (dropped or renamed by a migration, the wrong database), SELECT revoked, a column renamed.
+DB_UNREADABLE = "db_unreadable"
 # PyMySQL error codes of a connection lost while reading (server gone away, lost during query).
 CONNECTION_LOST = (2006, 2013)
 # Server errors of a statement stopped by the session limits set in limit_session.

@@ -28,6 +28,10 @@ description:
     (an C(ALTER TABLE), C(LOCK TABLES), a long transaction), the server is overloaded or the network stalls -
     that is the problem C(db_timeout), alerted and failing the task the same way, with what blocked in its
     message. The probe never waits for good, so a scheduled run cannot hang and hide an outage.
+  - When the server answers but the queue tables cannot be read - a table missing (dropped or renamed by a
+    migration, the wrong O(database)), C(SELECT) revoked, a column renamed - that is the problem
+    C(db_unreadable), alerted and failing the task the same way: a probe that cannot see the queues must not
+    fall silent.
   - The task reports C(changed) when it alerted or recovered.
 extends_documentation_fragment:
   - mutuapix.ops.mysql
@@ -204,19 +208,19 @@ failed_recent:
   sample: 0
 problems:
   description: Every problem seen now, by check (C(queue:<name>:wait), C(queue:<name>:pending),
-    C(queue:<name>:expired_reservations), C(failed_jobs), C(db_unreachable), C(db_timeout)).
-  returned: success, and on failure when the database cannot be reached
+    C(queue:<name>:expired_reservations), C(failed_jobs), C(db_unreachable), C(db_timeout), C(db_unreadable)).
+  returned: success, and on failure when the database cannot be reached or read
   type: dict
   sample: {"queue:default:wait": "queue default: the oldest pending job has waited 912 s (max_wait_s 300) ..."}
 alerts:
   description: Problems notified by this run - new ones, and reminders (C(repeat=true)) after O(realert_after_s).
-  returned: success, and on failure when the database cannot be reached
+  returned: success, and on failure when the database cannot be reached or read
   type: list
   elements: dict
   sample: [{"check": "queue:default:wait", "message": "...", "since": "2026-11-28T15:00:00Z", "repeat": false}]
 recoveries:
   description: Problems of the previous run that are gone now.
-  returned: success, and on failure when the database cannot be reached
+  returned: success, and on failure when the database cannot be reached or read
   type: list
   elements: dict
   sample: [{"check": "failed_jobs", "message": "recovered: ...", "failing_since": "2026-11-28T15:00:00Z",
@@ -225,23 +229,23 @@ not_evaluated:
   description:
     - Problems of the previous run that this run could not evaluate. They stay failing in the state file,
       with no recovery and no reminder.
-  returned: success, and on failure when the database cannot be reached
+  returned: success, and on failure when the database cannot be reached or read
   type: list
   elements: str
   sample: ["queue:default:wait"]
 previous_state_known:
   description: False when the state file was missing or corrupt (then no recovery can be reported).
-  returned: success, and on failure when the database cannot be reached
+  returned: success, and on failure when the database cannot be reached or read
   type: bool
   sample: true
 state_file:
   description: The state file used.
-  returned: success, and on failure when the database cannot be reached
+  returned: success, and on failure when the database cannot be reached or read
   type: str
   sample: /var/lib/mutuapix-ops/queue_health-app-3f1c2a9d8e7b.json
 notified:
   description: Whether a webhook notification was delivered by this run.
-  returned: success, and on failure when the database cannot be reached
+  returned: success, and on failure when the database cannot be reached or read
   type: bool
   sample: true
 notify_error:
@@ -249,7 +253,7 @@ notify_error:
     - Why the webhook failed; the notification is kept in the state file and retried by the next run.
     - A notification the webhook rejects for good (an HTTP 4xx other than 401, 403, 404, 408, 410 and 429, such as
       400 for a text too long) is dropped instead, and said here, so it cannot hold back the later ones.
-  returned: success, and on failure when the database cannot be reached
+  returned: success, and on failure when the database cannot be reached or read
   type: str
   sample: "webhook POST failed: HTTP 500 Internal Server Error"
 """
@@ -273,6 +277,7 @@ from ansible_collections.mutuapix.ops.plugins.module_utils._probes import (
     CONNECTION_LOST,
     DB_TIMEOUT,
     DB_UNREACHABLE,
+    DB_UNREADABLE,
     NEWEST_FAILED_ROWS,
     ProbeError,
     app_timezone,
@@ -354,9 +359,10 @@ def main() -> None:
 
     def fail_unreadable(check: str, message: str) -> NoReturn:
         # The outage itself is the problem: alert it once; the queues, unseen, keep their verdict.
-        # A timeout came after connecting: the database was reachable, so a db_unreachable recovers.
+        # A timeout or an unreadable table came after connecting: the database was reachable, so a
+        # db_unreachable recovers.
         problems = {check: message}
-        evaluated = {DB_UNREACHABLE} if check == DB_TIMEOUT else set()
+        evaluated = {DB_UNREACHABLE} if check in (DB_TIMEOUT, DB_UNREADABLE) else set()
         try:
             outcome = transitions(problems, not_evaluated={EVERY_OTHER_CHECK}, evaluated=evaluated)
         except StateError as exc:
@@ -391,7 +397,7 @@ def main() -> None:
             newest_failed=max(NEWEST_FAILED_ROWS, p["max_failed"] + 1),
         )
     except ProbeError as exc:
-        module.fail_json(msg=str(exc))
+        fail_unreadable(DB_UNREADABLE, str(exc))
     except pymysql.err.MySQLError as exc:
         timed_out = timeout_problem(exc, p["database"], p["query_timeout"])
         if timed_out:
@@ -400,7 +406,7 @@ def main() -> None:
             fail_unreadable(
                 DB_UNREACHABLE, f"lost the connection to MySQL while reading the queue tables of {p['database']}: {exc}"
             )
-        module.fail_json(msg=f"reading the queue tables of {p['database']} failed: {exc}")
+        fail_unreadable(DB_UNREADABLE, f"reading the queue tables of {p['database']} failed: {exc}")
     finally:
         with contextlib.suppress(pymysql.err.Error):
             connection.close()  # "Already closed" when the connection was lost or timed out

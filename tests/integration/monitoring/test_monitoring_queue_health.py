@@ -434,3 +434,34 @@ def test_failed_jobs_never_pruned_are_not_read_whole(mariadb: MariaDB, queues: Q
         assert result["failed_recent"] == 12
     finally:
         mariadb.execute("DROP TABLE failed_noid", database=queues.database)
+
+
+def test_queue_tables_that_cannot_be_read_are_alerted_once_and_recovered(
+    mariadb: MariaDB, queues: Queues, webhook: Server, tmp_path: Path
+):
+    """A migration renames jobs (or a column of it): the probe failed without a word to the webhook, and the state
+    file kept saying the queues were fine. Now it is the problem db_unreadable: alerted once, silent while it lasts
+    (a stalled queue seen before is not 'recovered'), recovered once the tables read again."""
+    state = tmp_path / "state.json"
+    queues.job(age_s=1000)
+    first = health(mariadb, queues, state, notify_url=webhook.url)
+    assert [a["check"] for a in first["alerts"]] == ["queue:default:wait"]
+    mariadb.execute("RENAME TABLE jobs TO jobs_old", database=queues.database)
+    try:
+        gone = health(mariadb, queues, state, notify_url=webhook.url)
+        assert gone.failed and f"table {queues.database}.jobs does not exist" in gone["msg"]
+        assert [a["check"] for a in gone["alerts"]] == ["db_unreadable"] and gone["recoveries"] == []
+        assert "FAILING db_unreadable" in posts(webhook)[-1]["text"]
+        mariadb.execute("CREATE TABLE jobs LIKE jobs_old", database=queues.database)
+        mariadb.execute("ALTER TABLE jobs CHANGE available_at available_at_s int unsigned", database=queues.database)
+        column = health(mariadb, queues, state, notify_url=webhook.url)  # another reason, the same problem
+        assert column.failed and "Unknown column" in column["msg"] and "(1054" in column["msg"]
+        assert column["alerts"] == [] and column["changed"] is False
+        assert set(json.loads(state.read_text())["failing"]) == {"db_unreadable", "queue:default:wait"}
+    finally:
+        mariadb.execute("DROP TABLE IF EXISTS jobs", database=queues.database)
+        mariadb.execute("RENAME TABLE jobs_old TO jobs", database=queues.database)
+    back = health(mariadb, queues, state, notify_url=webhook.url)
+    assert not back.failed, back
+    assert [r["check"] for r in back["recoveries"]] == ["db_unreadable"] and back["alerts"] == []
+    assert len(posts(webhook)) == 3 and "RECOVERED queue" not in json.dumps(posts(webhook))
