@@ -1508,9 +1508,7 @@ def pull(
         "retained_locked": [],
         "removed_partials": stale_parts,
     }
-    present = (
-        os.path.exists(target) and os.path.getsize(target) == expected_size and file_sha256(target) == expected_sha
-    )
+    present = _local_copy_matches(target, target_manifest, name, expected_size, expected_sha)
     manifest_same = os.path.exists(target_manifest) and _read_bytes(target_manifest) == raw
     if present:
         result["skipped"].append(name)
@@ -1535,6 +1533,39 @@ def pull(
     result["changed"] = bool(result["downloaded"])
     result.update(stats.summary())
     return result
+
+
+def _local_copy_matches(target: str, target_manifest: str, name: str, size: int, sha256: str) -> bool:
+    """Whether ``target`` already holds the backup; SyncError when it holds other bytes that may matter.
+
+    A backup's name is never reused, so a file of that name with other bytes is a damaged copy or
+    another backup bearing the name (another host's, the same second). It is replaced only when its
+    local manifest describes the remote backup (same size and sha256: the local copy was damaged);
+    anything else stays as it is and the pull fails: nothing local is ever deleted.
+    """
+    if not os.path.lexists(target):
+        return False
+    if os.path.isfile(target):
+        local_size = os.path.getsize(target)
+        local_sha = file_sha256(target) if local_size == size else None
+        if local_sha == sha256:
+            return True
+        what = f"has {local_size} bytes" + (f" with sha256 {local_sha}" if local_sha else "")
+    else:
+        what = "is no regular file"
+    try:
+        local_manifest = json.loads(_read_bytes(target_manifest))
+        vouched = int(local_manifest["size"]) == size and str(local_manifest["sha256"]) == sha256
+    except (OSError, ValueError, KeyError, TypeError):
+        vouched = False
+    if vouched:
+        return False  # a damaged copy of this very backup: the pull repairs it
+    raise SyncError(
+        f"{target} already exists and {what}, but the remote backup {name} has {size} bytes with sha256 "
+        f"{sha256}, and no local manifest says the local file is a damaged copy of it: it may be another "
+        "backup bearing the name. Nothing was downloaded; move the local file (and its manifest) aside, "
+        "or pull into another dest"
+    )
 
 
 def _head_data_file(client: Any, config: SyncConfig, key: str, name: str) -> dict[str, Any]:

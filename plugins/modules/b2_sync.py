@@ -44,6 +44,8 @@ description:
     pushed, retention does not run, and the task fails naming it.
   - C(pull) downloads one backup and its manifest into O(dest), checks the sha256 against
     the manifest and renames the file into place, so O(dest) never holds a partial backup.
+    A file of that name already in O(dest) with other bytes is replaced only when its local manifest
+    describes the remote backup (a damaged copy); otherwise the task fails and leaves it as it is.
   - C(status) reports the newest complete backup per database and whether it is fresh.
 author:
   - MutuaPix ops team (@mutuapix)

@@ -840,6 +840,36 @@ def test_pull_refuses_a_damaged_remote_copy(bucket, args_for, src, dest, s3):
     assert list(dest.iterdir()) == []
 
 
+def test_pull_never_replaces_another_local_backup_of_the_same_name(bucket, args_for, proxy, src, dest, s3):
+    """A disaster-recovery host whose dest holds a file of that name with other bytes keeps it."""
+    backup = write_backup(src, "app", NOW - dt.timedelta(hours=1), 4096)
+    assert not b2_run(args_for(bucket, src=str(src))).failed
+    args = args_for(bucket, mode="pull", dest=str(dest), latest=True, database="app")
+
+    # another backup bearing the name, with its own valid manifest: kept, the pull fails naming both hashes
+    other = write_backup(dest, "app", NOW - dt.timedelta(hours=1), 4096, seed=7)
+    other_manifest = dest / (other.name + ".manifest.json")
+    kept = {path.name: path.read_bytes() for path in dest.iterdir()}
+    for check in (True, False):
+        result = b2_run(args, check=check)
+        assert_clean_failure(result, str(other), sha256_of(backup), sha256_of(other), "move the local file")
+        assert {path.name: path.read_bytes() for path in dest.iterdir()} == kept, "a local file was replaced"
+
+    # a file of that name without any manifest: nothing says it is a damaged copy, so it is kept too
+    other_manifest.unlink()
+    result = b2_run(args)
+    assert_clean_failure(result, str(other), "no local manifest")
+    assert other.read_bytes() == kept[other.name] and sorted(os.listdir(dest)) == [other.name]
+
+    # a damaged copy of this very backup (its local manifest describes the remote one): repaired
+    other.write_bytes(b"\0" * 100)
+    (dest / (backup.name + ".manifest.json")).write_bytes((src / (backup.name + ".manifest.json")).read_bytes())
+    repaired = b2_run(args)
+    assert not repaired.failed and repaired["downloaded"] == [backup.name], repaired
+    assert (dest / backup.name).read_bytes() == backup.read_bytes()
+    assert not b2_run(args)["changed"]
+
+
 def test_pull_of_an_incomplete_backup_fails_clearly(bucket, args_for, src, dest, s3):
     s3.put_object(Bucket=bucket, Key="app-20260101T000000Z.sql.zst", Body=b"data without manifest")
     result = b2_run(args_for(bucket, mode="pull", dest=str(dest), name="app-20260101T000000Z.sql.zst"))
