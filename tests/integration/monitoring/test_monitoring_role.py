@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -290,11 +291,25 @@ def test_monitor_backup_freshness_through_b2_sync_status(tmp_path: Path):
         vars_file.write_text(json.dumps({**common, "monitoring_b2_max_age_hours": 26}))
         ok = run_playbook(PLAYBOOK, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
         assert ok.returncode == 0, ok.stdout[-3000:]
+        # a newer backup whose manifest never arrived (its upload was cut): counted, never taken as the newest
+        partial = f"app-{fresh + dt.timedelta(hours=1):%Y%m%dT%H%M%SZ}.sql.zst"
+        s3.put_object(Bucket="backups", Key=f"prod/db1/{partial}", Body=b"cut")
         vars_file.write_text(json.dumps({**common, "monitoring_b2_max_age_hours": 1}))
         stale = run_playbook(PLAYBOOK, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
         assert stale.returncode != 0
         assert "backups on B2 are older than 1 h or missing" in stale.stdout, stale.stdout[-3000:]
         assert "test-application-key" not in stale.stdout
+        # the failure names what is stale: which database, its newest backup and its age, or that there is none
+        assert re.search(rf"app \(newest {re.escape(name)}, 2\.\d+ h old, 1 without manifest\)", stale.stdout), (
+            stale.stdout[-3000:]
+        )
+        missing = {**common, "monitoring_b2_databases": ["app", "billing"], "monitoring_b2_max_age_hours": 26}
+        vars_file.write_text(json.dumps(missing))
+        unhealthy = run_playbook(PLAYBOOK, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
+        assert unhealthy.returncode != 0
+        assert "billing (no complete backup under backups/prod/db1/)" in unhealthy.stdout, unhealthy.stdout[-3000:]
+        detail = unhealthy.stdout.split("older than 26 h or missing: ")[-1].split('"')[0]
+        assert "app (" not in detail, detail  # fresh: not named
 
 
 def test_argument_specs_match_defaults():
