@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -1514,6 +1515,7 @@ def pull(
         result["skipped"].append(name)
     else:
         result["downloaded"].append(name)
+        _check_free_space(dest, name, expected_size + len(raw))
         if not config.check_mode:
             key = config.prefix + name
             head = _head_data_file(client, config, key, name)
@@ -1533,6 +1535,20 @@ def pull(
     result["changed"] = bool(result["downloaded"])
     result.update(stats.summary())
     return result
+
+
+def _check_free_space(dest: str, name: str, needed: int) -> None:
+    """Refuse up front a pull that cannot fit: finding out at ENOSPC wastes the whole download."""
+    try:
+        free = shutil.disk_usage(dest).free
+    except OSError:
+        return  # not measurable here: the download itself will tell
+    if free < needed:
+        raise SyncError(
+            f"not enough free space in {dest}: {free} bytes free, the backup {name} and its manifest need "
+            f"{needed} bytes (downloaded whole beside the destination, then renamed into place); nothing was "
+            "downloaded: free space or pull into another dest"
+        )
 
 
 def _local_copy_matches(target: str, target_manifest: str, name: str, size: int, sha256: str) -> bool:

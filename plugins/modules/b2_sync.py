@@ -46,6 +46,7 @@ description:
     the manifest and renames the file into place, so O(dest) never holds a partial backup.
     A file of that name already in O(dest) with other bytes is replaced only when its local manifest
     describes the remote backup (a damaged copy); otherwise the task fails and leaves it as it is.
+    A pull that does not fit in the free space of O(dest) fails before downloading anything.
   - C(status) reports the newest complete backup per database and whether it is fresh.
 author:
   - MutuaPix ops team (@mutuapix)

@@ -870,6 +870,20 @@ def test_pull_never_replaces_another_local_backup_of_the_same_name(bucket, args_
     assert not b2_run(args)["changed"]
 
 
+def test_pull_that_cannot_fit_is_refused_before_downloading(bucket, args_for, proxy, src, tmpfs):
+    """A restore onto a disk too small fails at once, not after downloading until the disk is full."""
+    backup = write_backup(src, "app", NOW - dt.timedelta(hours=1), 3 * MiB)
+    assert not b2_run(args_for(bucket, src=str(src))).failed
+    small = tmpfs("small", size="1m")
+    proxy.state.clear()
+    for check in (True, False):
+        result = b2_run(args_for(bucket, mode="pull", dest=str(small), latest=True, database="app"), check=check)
+        needed = backup.stat().st_size + (src / (backup.name + ".manifest.json")).stat().st_size
+        assert_clean_failure(result, f"not enough free space in {small}", f"need {needed} bytes", "nothing was")
+    assert list(small.iterdir()) == []
+    assert proxy.state.count("GetObject") == 2, "only the manifest was read (once per run), never the backup"
+
+
 def test_pull_of_an_incomplete_backup_fails_clearly(bucket, args_for, src, dest, s3):
     s3.put_object(Bucket=bucket, Key="app-20260101T000000Z.sql.zst", Body=b"data without manifest")
     result = b2_run(args_for(bucket, mode="pull", dest=str(dest), name="app-20260101T000000Z.sql.zst"))
