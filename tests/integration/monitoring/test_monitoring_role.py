@@ -311,6 +311,29 @@ def test_monitor_backup_freshness_through_b2_sync_status(tmp_path: Path):
         detail = unhealthy.stdout.split("older than 26 h or missing: ")[-1].split('"')[0]
         assert "app (" not in detail, detail  # fresh: not named
 
+        # the backup role's layout: a prefix per host and database; every prefix is checked
+        old = f"billing-{fresh - dt.timedelta(hours=28):%Y%m%dT%H%M%SZ}.sql.zst"
+        for key in (old, old + ".manifest.json"):
+            s3.put_object(Bucket="backups", Key=f"prod/db2/billing/{key}", Body=b"{}")
+        several = {**common, "monitoring_b2_databases": [], "monitoring_b2_max_age_hours": 26}
+        several["monitoring_b2_prefixes"] = ["prod/db1/", "prod/db2/billing/"]
+        vars_file.write_text(json.dumps(several))
+        both = run_playbook(PLAYBOOK, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
+        assert both.returncode != 0
+        detail = both.stdout.split("older than 26 h or missing: ")[-1].split('"')[0]
+        assert re.match(rf"prod/db2/billing/billing \(newest {re.escape(old)}, 30\.\d+ h old\)", detail), detail
+        assert "prod/db1/" not in detail, detail  # app there is fresh
+        several["monitoring_b2_max_age_hours"] = 31
+        vars_file.write_text(json.dumps(several))
+        fresh_enough = run_playbook(PLAYBOOK, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
+        assert fresh_enough.returncode == 0, fresh_enough.stdout[-3000:]
+        # a status that cannot run (no such bucket) fails the play with the module's message for each prefix
+        vars_file.write_text(json.dumps({**several, "monitoring_b2_bucket": "no-such-bucket"}))
+        refused = run_playbook(PLAYBOOK, inventory="localhost,", args=["-c", "local", "-e", f"@{vars_file}"])
+        assert refused.returncode != 0
+        final = [line for line in refused.stdout.splitlines() if line.startswith("fatal:") and "unhealthy" in line]
+        assert final and final[-1].count("the bucket does not exist") == 2, refused.stdout[-3000:]
+
 
 def test_argument_specs_match_defaults():
     """meta/argument_specs.yml has exactly the keys and defaults of defaults/main.yml; secrets are no_log."""
