@@ -30,7 +30,7 @@ description:
     message. The probe never waits for good, so a scheduled run cannot hang and hide an outage.
   - When the server answers but the queue tables cannot be read - a table missing (dropped or renamed by a
     migration, the wrong O(database)), C(SELECT) revoked, a column renamed - that is the problem
-    C(db_unreadable), alerted and failing the task the same way: a probe that cannot see the queues must not
+    C(db_unreadable), alerted and failing the task the same way, so that a probe that cannot see the queues does not
     fall silent.
   - The task reports C(changed) when it alerted or recovered.
 extends_documentation_fragment:
