@@ -224,7 +224,9 @@ EXAMPLES = r"""
     - name: Back up before migrating
       mutuapix.ops.mysql_backup:
         database: mutuapix
-        dest: /var/backups/mysql
+        # apart from the nightly backups that b2_sync pushes: each pre-deploy label would be a series of its own
+        # there (its newest kept for ever) and a database of its own for b2_sync's status
+        dest: /var/backups/mysql/predeploy
         label: "pre-deploy-{{ release_id }}"
         encrypt_recipients:
           - age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p
