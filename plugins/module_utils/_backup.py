@@ -113,6 +113,8 @@ def backup_file_mode(value: Any) -> int:
 _GRANT_NAME = r"(?:`(?:[^`]|``)+`|\*|[^\s.`]+)"
 _GRANT_RE = re.compile(rf"^GRANT (.+?) ON ({_GRANT_NAME})\.({_GRANT_NAME}) TO ", re.I)
 _GLOBAL_GRANT_RE = re.compile(r"^GRANT .+? ON \*\.\* TO ", re.I)
+# Server errors of a statement the account may not run (table, column, database access denied).
+_ACCESS_DENIED = (1142, 1143, 1044)
 
 
 def granted_privileges(grant_lines: list[str], database: str) -> set[str]:
@@ -227,7 +229,9 @@ def missing_routine_grant(connection: Any, server: ServerInfo, grants: list[str]
             with connection.cursor() as cur:
                 cur.execute("SELECT 1 FROM mysql.proc LIMIT 0")
                 cur.fetchall()
-        except Exception:  # noqa: BLE001 - access denied (1142) is the expected failure
+        except Exception as exc:  # PyMySQL's error classes: only "denied" is an answer
+            if not exc.args or exc.args[0] not in _ACCESS_DENIED:
+                raise
             return "SELECT ON `mysql`.`proc`"
         return None
     global_privileges = granted_privileges([g for g in grants if _GLOBAL_GRANT_RE.match(g)], "")

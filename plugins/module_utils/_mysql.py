@@ -761,31 +761,37 @@ ERROR_OUTPUT_LINE = 2000
 ERROR_OUTPUT_TOTAL = 16000
 
 
+def _lines_within(lines: list[str], budget: int) -> int:
+    """How many of ``lines``, from the first, fit in ``budget`` characters (line breaks counted)."""
+    used = count = 0
+    for line in lines:
+        if used + len(line) > budget:
+            break
+        used += len(line) + 1
+        count += 1
+    return count
+
+
 def program_errors(handle: Any) -> str:
     """The error output a client program wrote to ``handle`` (a temporary file), stripped and bounded:
     a line longer than ``ERROR_OUTPUT_LINE`` characters is cut, and when the lines add up to more than
     ``ERROR_OUTPUT_TOTAL`` the first and the last ones are kept (the first error and the last line
     both tell)."""
     handle.seek(0)
-    lines = []
-    for line in handle.read(64 * 1024 * 1024).decode("utf-8", "replace").strip().splitlines():
-        if len(line) > ERROR_OUTPUT_LINE:
-            line = f"{line[:ERROR_OUTPUT_LINE]}[... {len(line) - ERROR_OUTPUT_LINE} more characters left out]"
-        lines.append(line)
-    total = sum(len(line) + 1 for line in lines)
-    if total <= ERROR_OUTPUT_TOTAL:
+    lines = [
+        f"{line[:ERROR_OUTPUT_LINE]}[... {len(line) - ERROR_OUTPUT_LINE} more characters left out]"
+        if len(line) > ERROR_OUTPUT_LINE
+        else line
+        for line in handle.read(64 * 1024 * 1024).decode("utf-8", "replace").strip().splitlines()
+    ]
+    if sum(len(line) + 1 for line in lines) <= ERROR_OUTPUT_TOTAL:
         return "\n".join(lines)
-    head: list[str] = []
-    size = 0
-    while size + len(lines[len(head)]) <= ERROR_OUTPUT_TOTAL // 2:
-        size += len(lines[len(head)]) + 1
-        head.append(lines[len(head)])
-    tail: list[str] = []
-    size = 0
-    while len(head) + len(tail) < len(lines) - 1 and size + len(lines[-1 - len(tail)]) <= ERROR_OUTPUT_TOTAL // 4:
-        size += len(lines[-1 - len(tail)]) + 1
-        tail.insert(0, lines[-1 - len(tail)])
-    left_out = len(lines) - len(head) - len(tail)
+    # A cut line is far shorter than either share, so the head keeps at least one line; the tail is
+    # taken from the lines after the first one the head left, so at least that one is left out.
+    head = lines[: _lines_within(lines, ERROR_OUTPUT_TOTAL // 2)]
+    rest = lines[len(head) :]
+    tail = rest[len(rest) - _lines_within(rest[:0:-1], ERROR_OUTPUT_TOTAL // 4) :]
+    left_out = len(rest) - len(tail)
     return "\n".join([*head, f"[... {left_out} lines of error output left out ...]", *tail])
 
 

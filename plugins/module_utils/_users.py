@@ -864,43 +864,41 @@ def _plan_password(server: ServerInfo, current: Account, desired: Desired, accou
         plan.statements.append(Statement(f"ALTER USER {account} DISCARD OLD PASSWORD"))
 
 
-# Stored objects that run as their DEFINER; each query yields (kind, schema, name) for one account.
+# Stored objects that run as their DEFINER; each query yields (definer, kind, schema, name). They are
+# read once per run, whatever the number of accounts checked: information_schema has no index on DEFINER,
+# so a query per account would scan every trigger, view, routine and event of the server again.
 DEFINER_QUERIES = (
-    "SELECT 'TRIGGER', TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS WHERE DEFINER = %s",
-    "SELECT 'VIEW', TABLE_SCHEMA, TABLE_NAME FROM information_schema.VIEWS WHERE DEFINER = %s",
-    "SELECT ROUTINE_TYPE, ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES WHERE DEFINER = %s",
-    "SELECT 'EVENT', EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS WHERE DEFINER = %s",
+    "SELECT DEFINER, 'TRIGGER', TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS",
+    "SELECT DEFINER, 'VIEW', TABLE_SCHEMA, TABLE_NAME FROM information_schema.VIEWS",
+    "SELECT DEFINER, ROUTINE_TYPE, ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES",
+    "SELECT DEFINER, 'EVENT', EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS",
 )
 
 
-def definer_objects(cursor: Any, user: str, host: str) -> list[str]:
-    """The triggers, views, routines and events whose DEFINER is the account (``TRIGGER db.name``)."""
-    found: list[str] = []
+def definer_objects(cursor: Any) -> dict[str, list[str]]:
+    """The triggers, views, routines and events (``TRIGGER db.name``) by DEFINER (``user@host``)."""
+    found: dict[str, list[str]] = {}
     for query in DEFINER_QUERIES:
-        cursor.execute(query, (f"{user}@{host}",))
-        found.extend(f"{kind} {schema}.{name}" for kind, schema, name in cursor.fetchall())
-    return sorted(found)
+        cursor.execute(query)
+        for definer, kind, schema, name in cursor.fetchall():
+            found.setdefault(str(definer), []).append(f"{kind} {schema}.{name}")
+    return {definer: sorted(objects) for definer, objects in found.items()}
 
 
-def shown_objects(objects: list[str]) -> str:
-    return ", ".join(objects[:10]) + (f" and {len(objects) - 10} more" if len(objects) > 10 else "")
-
-
-def check_not_definer(cursor: Any, current: Account) -> None:
-    """Refuse to drop an account that stored objects run as.
+def definer_problem(user: str, host: str, definers: dict[str, list[str]]) -> str | None:
+    """Why the account must not be dropped (None: nothing runs as it).
 
     MariaDB drops it silently and every later use of the object fails (error 1449, "The user specified
     as a definer does not exist"): a trigger's table refuses every INSERT, a view every SELECT.
     """
-    if not current.exists:
-        return
-    objects = definer_objects(cursor, current.user, current.host)
-    if objects:
-        raise AccountError(
-            f"{account_label(current.user, current.host)} was not dropped: it is the DEFINER of "
-            f"{shown_objects(objects)}, which "
-            "would fail once it is gone (error 1449); re-create them with another DEFINER (or drop them) first"
-        )
+    objects = definers.get(f"{user}@{host}")
+    if not objects:
+        return None
+    shown = ", ".join(objects[:10]) + (f" and {len(objects) - 10} more" if len(objects) > 10 else "")
+    return (
+        f"{account_label(user, host)} was not dropped: it is the DEFINER of {shown}, which would fail once it is "
+        "gone (error 1449); re-create them with another DEFINER (or drop them)"
+    )
 
 
 def plan_removal(current: Account) -> Plan:
@@ -1130,16 +1128,12 @@ def plan_secure_installation(
                     "dropping it would lock the next run out; log in as another administrator (root over the "
                     "socket) to remove it, or add its host to root_hosts to keep it"
                 )
+        definers = definer_objects(cursor) if doomed else {}
         for account in sorted(doomed):
-            objects = definer_objects(cursor, *account)
-            if objects:
-                # MariaDB drops it without a word; every use of these objects then fails (error 1449).
+            problem = definer_problem(*account, definers)
+            if problem:
                 doomed.discard(account)
-                plan.warnings.append(
-                    f"{account_label(*account)} was not dropped: it is the DEFINER of {shown_objects(objects)}, "
-                    "which would fail once it is gone (error 1449); re-create them with another DEFINER (or drop "
-                    "them), and the next run removes it"
-                )
+                plan.warnings.append(f"{problem}, and the next run removes it")
     for user, host in sorted(doomed):
         plan.actions.append(
             SecureAction(Statement(f"DROP USER {account_sql(user, host)}"), removed_user=account_label(user, host))
@@ -1194,12 +1188,17 @@ def plan_accounts(
         check_privileges_known(wanted, server_privileges(cursor, server))
     default_plugin = server_default_plugin(cursor, server)
     changes: list[AccountChange] = []
+    definers: dict[str, list[str]] | None = None  # read once, for the first account to drop
     for host in hosts:
         current = read_account(cursor, server, name, host)
         before = snapshot(current)
         desired: Desired | None = None
         if params["state"] == "absent":
-            check_not_definer(cursor, current)
+            if current.exists:
+                definers = definer_objects(cursor) if definers is None else definers
+                problem = definer_problem(current.user, current.host, definers)
+                if problem:
+                    raise AccountError(f"{problem} first")
             plan = plan_removal(current)
         else:
             plugin = resolve_plugin(params["plugin"], current, default_plugin)

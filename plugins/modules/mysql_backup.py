@@ -476,7 +476,7 @@ def main():
         connection.close()
     if missing:
         level = f"{quote_identifier(database)}.*"
-        routine_grant = [p for p in missing if " ON " in p]
+        routine_grant = [p for p in missing if p not in _backup.REQUIRED_PRIVILEGES]  # missing_routine_grant's
         if routine_grant:
             module.fail_json(
                 msg=f"the account {module.conn_params.describe()} lacks {routine_grant[0]}, which the dump program "

@@ -1164,3 +1164,37 @@ def test_missing_routine_grant_on_mysql(version, grants, expected):
     """mysqldump leaves out the routines an account cannot read, without an error: the grant is asked for."""
     have = _backup.granted_privileges(grants, "app")
     assert _backup.missing_routine_grant(None, ServerInfo(version), grants, have) == expected
+
+
+class _ProcProbe:
+    """A connection whose ``SELECT 1 FROM mysql.proc`` raises ``error`` (None: it is allowed)."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    @contextlib.contextmanager
+    def cursor(self):
+        probe = self
+
+        class Cursor:
+            def execute(self, query):
+                assert query == "SELECT 1 FROM mysql.proc LIMIT 0"
+                if probe.error is not None:
+                    raise probe.error
+
+            def fetchall(self):
+                return []
+
+        yield Cursor()
+
+
+def test_missing_routine_grant_on_mariadb_reads_only_a_denial_as_the_answer():
+    """Access denied is the missing grant; any other error (the server gone) is not mistaken for one."""
+    mariadb = ServerInfo("10.11.6-MariaDB-0+deb12u1")
+    assert _backup.missing_routine_grant(_ProcProbe(None), mariadb, [], set()) is None
+    denied = RuntimeError(1142, "SELECT command denied to user 'bk'@'localhost' for table `mysql`.`proc`")
+    assert _backup.missing_routine_grant(_ProcProbe(denied), mariadb, [], set()) == "SELECT ON `mysql`.`proc`"
+    gone = RuntimeError(2013, "Lost connection to server during query")
+    with pytest.raises(RuntimeError, match="Lost connection"):
+        _backup.missing_routine_grant(_ProcProbe(gone), mariadb, [], set())
+    assert _backup.missing_routine_grant(_ProcProbe(gone), mariadb, [], {"SHOW CREATE ROUTINE"}) is None
