@@ -36,7 +36,7 @@ def bench_server(size_mb: int, database: str = "bench") -> MariaDB:
     return server
 
 
-def module_dump_options(server: MariaDB) -> list[str]:
+def module_dump_options(server: MariaDB, database: str = "bench") -> list[str]:
     """The options mysql_backup gives mariadb-dump on this server, so peers dump exactly alike.
 
     The bench server logs binlogs, so the module adds its snapshot-position options.
@@ -46,10 +46,12 @@ def module_dump_options(server: MariaDB) -> list[str]:
 
     conn = server.connect()
     try:
-        extra = _backup.snapshot_position_args(conn, server_info(conn), "mariadb-dump", [])
+        info = server_info(conn)
+        extra = _backup.snapshot_position_args(conn, info, "mariadb-dump", [])
+        binary = _backup.binary_session_safe(conn, database, info)
     finally:
         conn.close()
-    return [*_dumpfile.DUMP_OPTIONS, *extra]
+    return [*_dumpfile.dump_options(binary), *extra]
 
 
 def module_cmd(args: dict, workdir: Path) -> tuple[list[str], dict[str, str]]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zstandard
-from _common import bench_server, option_file, save
+from _common import bench_server, module_dump_options, option_file, save
 
 from ansible_collections.mutuapix.ops.plugins.module_utils import _dumpfile
 
@@ -101,7 +101,7 @@ def main() -> None:
     server = bench_server(args.size_mb)
     try:
         dump = subprocess.run(
-            ["mariadb-dump", f"--defaults-file={option_file(server)}", *_dumpfile.DUMP_OPTIONS, "bench"],
+            ["mariadb-dump", f"--defaults-file={option_file(server)}", *module_dump_options(server), "bench"],
             stdout=subprocess.PIPE,
             check=True,
         ).stdout

@@ -64,6 +64,7 @@ class Plan:
     estimated_bytes: int
     free_bytes: int | None
     tables: list[str] = field(default_factory=list)
+    binary_session: bool = False  # dumped in the binary character set (_dumpfile.BINARY_DUMP_OPTIONS)
 
     @property
     def path(self) -> str:
@@ -171,6 +172,32 @@ def account_grants(cur: Any, server: ServerInfo) -> list[str]:
     # MySQL returns the active roles quoted and comma-separated (`r1`@`%`,`r2`@`%`), or NONE.
     cur.execute("SHOW GRANTS FOR CURRENT_USER()" + ("" if roles == "NONE" else f" USING {roles}"))
     return [r[0] for r in cur.fetchall()]
+
+
+# Character sets whose literals in a CREATE TABLE (DEFAULT, ENUM and SET values, CHECK) a binary
+# session restores unchanged: UTF-8 bytes read as UTF-8; ascii columns hold no other byte.
+BINARY_SAFE_CHARSETS = ("utf8mb4", "utf8mb3", "utf8", "ascii", "binary")
+
+
+def binary_session_safe(connection: Any, database: str, server: ServerInfo) -> bool:
+    """Whether ``database`` may be dumped in the binary character set (``_dumpfile.BINARY_DUMP_OPTIONS``).
+
+    Only on MariaDB, and only when no column of its tables and views is in another character set.
+    Anything unexpected (the query refused) answers no: the utf8mb4 dump is always correct, only slower.
+    """
+    if not server.is_mariadb:
+        return False
+    placeholders = ", ".join(["%s"] * len(BINARY_SAFE_CHARSETS))
+    try:
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s"
+                f" AND CHARACTER_SET_NAME IS NOT NULL AND CHARACTER_SET_NAME NOT IN ({placeholders})",
+                (database, *BINARY_SAFE_CHARSETS),
+            )
+            return int(cur.fetchone()[0]) == 0
+    except Exception:  # noqa: BLE001 - the slower dump is always correct
+        return False
 
 
 def preflight(connection: Any, database: str, server: ServerInfo) -> tuple[list[str], list[str], int, list[str]]:
@@ -427,8 +454,9 @@ def dump_command(
     exclude_data: list[str],
     extra: list[str],
     conn: ConnectionParams | None = None,
+    binary: bool = False,
 ) -> list[str]:
-    cmd = [*output_buffering_prefix(), *client_command(program, option_file, conn), *_dumpfile.DUMP_OPTIONS]
+    cmd = [*output_buffering_prefix(), *client_command(program, option_file, conn), *_dumpfile.dump_options(binary)]
     cmd += extra
     cmd += [f"--ignore-table={database}.{t}" for t in exclude_tables]
     cmd += [f"--ignore-table-data={database}.{t}" for t in exclude_data]
@@ -710,7 +738,9 @@ def run_dump(
             # The data digests are the frames' own checksums (free); only uncompressed output is hashed.
             parser = _dumpfile.DumpParser(writer, chunk_bytes, digest=False)
             with client_option_file(conn) as option_file:
-                cmd = dump_command(program, option_file, plan.database, exclude_tables, exclude_data, extra, conn)
+                cmd = dump_command(
+                    program, option_file, plan.database, exclude_tables, exclude_data, extra, conn, plan.binary_session
+                )
                 proc = subprocess.Popen(
                     cmd,
                     stdout=subprocess.PIPE,
@@ -780,7 +810,7 @@ def build_manifest(
             "program": os.path.basename(program),
             "version": result.program_version,
             "dialect": parser.dialect,
-            "options": [*_dumpfile.DUMP_OPTIONS, *extra],
+            "options": [*_dumpfile.dump_options(plan.binary_session), *extra],
             "exclude_tables": exclude_tables,
             "exclude_table_data": exclude_data,
             "chunk_bytes": chunk_bytes,

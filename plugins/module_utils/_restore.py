@@ -2070,9 +2070,10 @@ def refuse_statements_over_max_allowed_packet(
 
     The client sends each statement as one packet; the server drops the session on a longer one
     ("MySQL server has gone away"), which used to surface after every table before it was loaded.
-    A row of a few MB is a statement twice its size (``--hex-blob``). The global value is the
-    one the client sessions start with; raising it is left to the DBA (it applies to every new
-    session of the server and is lost on restart unless it is also in the server's configuration).
+    A row of a few MB of binary data is a longer statement (escaped bytes, or twice as long in hex
+    with ``--hex-blob``). The global value is the one the client sessions start with; raising it
+    is left to the DBA (it applies to every new session of the server and is lost on restart
+    unless it is also in the server's configuration).
     """
     if backup.contents is None:
         return

@@ -11,8 +11,13 @@ short_description: Consistent, compressed, optionally encrypted MySQL/MariaDB ba
 version_added: 0.1.0
 description:
   - Dumps one database with the server's own dump program (C(mariadb-dump) or C(mysqldump)) in
-    one consistent snapshot (C(--single-transaction)), with routines, triggers, events and
-    C(--hex-blob).
+    one consistent snapshot (C(--single-transaction)), with routines, triggers and events.
+  - On MariaDB, when every character column of the database is utf8 (utf8mb4, utf8mb3) or ascii, the
+    dump runs in the binary character set (C(--default-character-set=binary)); the server sends each
+    value as stored and the dump program needs about 30% less CPU. Binary columns are then escaped
+    bytes in the file, not hex; the dump's C(SET NAMES binary) loads them back exactly. Otherwise
+    (MySQL, or a column in latin1 or another character set) it runs in utf8mb4 with C(--hex-blob).
+    The manifest records which.
   - The dump is cut at table boundaries and each part compressed as its own zstd frame or gzip
     member, so the file restores with standard tools (C(zstdcat f | mariadb db)) while its
     C(<file>.manifest.json) records, per table, the byte range, the exact row count and a digest of
@@ -470,6 +475,7 @@ def main():
         position_args = _backup.snapshot_position_args(connection, server, program, extra)
         extra = [*extra, *position_args]
         binlog = {} if position_args else _backup.binlog_position(connection, server)
+        binary_session = _backup.binary_session_safe(connection, database, server)
     except _backup.BackupError as exc:
         module.fail_json(msg=to_native(exc))
     finally:
@@ -500,7 +506,9 @@ def main():
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     file_name = _retention.backup_file_name(database, now, params["label"], params["compression"], bool(recipients))
     estimated = _backup.estimate_backup_bytes(data_bytes, params["compression"])
-    plan = _backup.Plan(database, dest, file_name, now, server, estimated, _backup.free_bytes(dest), tables)
+    plan = _backup.Plan(
+        database, dest, file_name, now, server, estimated, _backup.free_bytes(dest), tables, binary_session
+    )
     result = {
         "changed": True,
         "path": plan.path,

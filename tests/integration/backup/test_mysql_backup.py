@@ -56,7 +56,7 @@ def backup(mariadb, db, dest, check=False, env=None, **kwargs):
     return run_module("mysql_backup", dict(mariadb.login, database=db, dest=str(dest), **kwargs), check=check, env=env)
 
 
-def restore_with_cli(mariadb, pipeline: list[list[str]], target: str) -> None:
+def restore_with_cli(mariadb, pipeline: list[list[str]], target: str, client_charset: str = "utf8mb4") -> None:
     mariadb.execute(f"DROP DATABASE IF EXISTS `{target}`")
     mariadb.execute(f"CREATE DATABASE `{target}`")
     procs = []
@@ -67,7 +67,9 @@ def restore_with_cli(mariadb, pipeline: list[list[str]], target: str) -> None:
             prev.stdout.close()
         procs.append(proc)
         prev = proc
-    load = subprocess.run(mariadb.client_args(target), stdin=prev.stdout, capture_output=True, check=False)
+    client = [a for a in mariadb.client_args(target) if not a.startswith("--default-character-set=")]
+    client.insert(-1, f"--default-character-set={client_charset}")
+    load = subprocess.run(client, stdin=prev.stdout, capture_output=True, check=False)
     for proc in procs:
         assert proc.wait() == 0
     assert load.returncode == 0, load.stderr
@@ -113,6 +115,84 @@ def test_zstd_backup_restores_with_zstdcat_and_counts_are_exact(mariadb, backup_
     assert table_checksums(mariadb, "bk_restored") == table_checksums(mariadb, backup_db)
     assert objects(mariadb, "bk_restored") == objects(mariadb, backup_db)
     mariadb.execute("DROP DATABASE bk_restored")
+
+
+# Binary values a dump must carry exactly: every byte, and bytes next to quotes and backslashes that a
+# client parsing by characters could take for the start of a multi-byte character.
+_TRICKY_BYTES = [
+    bytes(range(256)),
+    b"\xe9'",
+    b"\xc3\\",
+    b"\xf0\x9f'\\",
+    b"\x00\x1a\r\n;\n),(\n",
+    "\U0001f600 \u00e7".encode(),
+    os.urandom(600),
+    b"",
+]
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["utf8-binary-session", "latin1-utf8mb4-session"])
+def test_mariadb_backup_character_sets_restore_exactly(mariadb, tmp_path, legacy):
+    """A database whose character columns are all utf8 is dumped in the binary character set without
+    --hex-blob (half the dump program's CPU); one with a latin1 column in utf8mb4 with --hex-blob, as a
+    binary session would restore the latin1 column's non-ASCII DEFAULT as mojibake ('cafÃ©').
+
+    Either file, loaded with the standard client (utf8mb4 or latin1, the usual client character sets)
+    or by mysql_restore_verify, brings back non-ASCII names, defaults, comments, a view and a trigger
+    with non-ASCII literals and every byte value of a binary column exactly.
+    """
+    db = "bk_charsets"
+    mariadb.execute(f"DROP DATABASE IF EXISTS {db}")
+    mariadb.execute(f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
+    charset = "latin1" if legacy else "utf8mb4"
+    mariadb.execute(
+        f"CREATE TABLE {db}.legacy (id INT PRIMARY KEY, name VARCHAR(40) CHARACTER SET {charset} DEFAULT 'café' "
+        f"COMMENT 'nome é', kind ENUM('ação', 'b') CHARACTER SET {charset} NOT NULL DEFAULT 'ação', "
+        f"note TEXT CHARACTER SET utf8mb4) DEFAULT CHARSET={charset} COMMENT='tabela ç'"
+    )
+    mariadb.execute(f"CREATE TABLE {db}.`blobs_ção` (id INT PRIMARY KEY, `dado_é` VARBINARY(700), b LONGBLOB)")
+    mariadb.execute(
+        f"INSERT INTO {db}.legacy VALUES (1, 'São Paulo', 'b', 'naïve 😀'), (2, %s, 'ação', NULL)", ("ÿ\\'\";",)
+    )
+    mariadb.execute(f"INSERT INTO {db}.legacy (id) VALUES (3)")
+    for i, value in enumerate(_TRICKY_BYTES):
+        mariadb.execute(f"INSERT INTO {db}.`blobs_ção` VALUES (%s, %s, %s)", (i, value, value * 3))
+    mariadb.execute("CREATE VIEW rótulos AS SELECT id, 'ação' AS label FROM legacy", database=db)
+    mariadb.execute(
+        "CREATE TRIGGER legacy_nota BEFORE INSERT ON legacy FOR EACH ROW SET NEW.note = COALESCE(NEW.note, 'padrão ç')",
+        database=db,
+    )
+    result = backup(mariadb, db, tmp_path / "b")
+    assert result.rc == 0, result
+    options = json.loads(Path(result["manifest_path"]).read_text())["dump"]["options"]
+    if legacy:
+        assert "--default-character-set=utf8mb4" in options and "--hex-blob" in options, options
+    else:
+        assert "--default-character-set=binary" in options and "--hex-blob" not in options, options
+
+    def shape(name: str) -> list:
+        create = [mariadb.execute(f"SHOW CREATE TABLE {name}.{t}")[0][1] for t in ("legacy", "`blobs_ção`")]
+        view = mariadb.execute(f"SELECT * FROM {name}.rótulos ORDER BY id")
+        blobs = mariadb.execute(f"SELECT id, `dado_é`, b FROM {name}.`blobs_ção` ORDER BY id")
+        rows = mariadb.execute(f"SELECT id, name, kind, note FROM {name}.legacy ORDER BY id")
+        return [create, view, blobs, rows]
+
+    expected = shape(db)
+    assert [row[1] for row in expected[2]] == _TRICKY_BYTES
+    for charset in ("utf8mb4", "latin1"):
+        target = f"bk_charsets_{charset}"
+        restore_with_cli(mariadb, [["zstdcat", result["path"]]], target, client_charset=charset)
+        assert shape(target) == expected, charset
+        assert table_checksums(mariadb, target) == table_checksums(mariadb, db), charset
+        mariadb.execute(f"INSERT INTO {target}.legacy (id) VALUES (4)")
+        assert mariadb.execute(f"SELECT name, kind, note FROM {target}.legacy WHERE id = 4") == [
+            ("café", "ação", "padrão ç")
+        ]
+        mariadb.execute(f"DROP DATABASE {target}")
+    verified = run_module("mysql_restore_verify", dict(mariadb.login, src=result["path"]))
+    assert not verified.failed, verified.get("msg")
+    assert all(t["digest_ok"] for t in verified["tables"].values()), verified["tables"]
+    mariadb.execute(f"DROP DATABASE {db}")
 
 
 def _sha256(path: Path) -> str:

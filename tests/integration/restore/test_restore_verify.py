@@ -1567,7 +1567,7 @@ def test_a_redump_refused_because_the_indexes_were_added_under_its_snapshot_is_r
 def test_a_statement_longer_than_the_servers_max_allowed_packet_is_refused_before_anything_is_loaded(
     tmp_path: Path,
 ) -> None:
-    """A 700 KB attachment is a 1.4 MB INSERT (hex): a server at max_allowed_packet=1M refuses it.
+    """A 1.2 MB attachment is an INSERT over 1.2 MB (escaped bytes): a server at max_allowed_packet=1M refuses it.
 
     The dump side runs with --max-allowed-packet=1G, so the backup works; the restore names the
     table, the size needed and how to raise it, in check mode too, before it loads any table.
@@ -1576,7 +1576,7 @@ def test_a_statement_longer_than_the_servers_max_allowed_packet_is_refused_befor
         server.execute("CREATE DATABASE pkt")
         server.execute("CREATE TABLE pkt.attachments (id INT PRIMARY KEY, body LONGBLOB)")
         server.execute("CREATE TABLE pkt.notes (id INT PRIMARY KEY, body TEXT)")
-        server.execute("INSERT INTO pkt.attachments VALUES (1, %s), (2, 'small')", (os.urandom(700_000),))
+        server.execute("INSERT INTO pkt.attachments VALUES (1, %s), (2, 'small')", (os.urandom(1_200_000),))
         server.execute("INSERT INTO pkt.notes VALUES (1, 'a'), (2, 'b')")
         path = make_backup(server, "pkt", tmp_path / "b")
         server.execute("SET GLOBAL max_allowed_packet = 1048576")

@@ -1198,3 +1198,37 @@ def test_missing_routine_grant_on_mariadb_reads_only_a_denial_as_the_answer():
     with pytest.raises(RuntimeError, match="Lost connection"):
         _backup.missing_routine_grant(_ProcProbe(gone), mariadb, [], set())
     assert _backup.missing_routine_grant(_ProcProbe(gone), mariadb, [], {"SHOW CREATE ROUTINE"}) is None
+
+
+_CHARSET_QUERY = (
+    "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND CHARACTER_SET_NAME IS NOT NULL"
+    " AND CHARACTER_SET_NAME NOT IN (%s, %s, %s, %s, %s)"
+)
+
+
+@pytest.mark.parametrize(
+    ("server", "answers", "fail", "expected"),
+    [
+        (MARIADB_SERVER, {_CHARSET_QUERY: (0,)}, (), True),
+        # a latin1 (or any other non-utf8) column: its non-ASCII DEFAULT/ENUM values need a utf8mb4 session
+        (MARIADB_SERVER, {_CHARSET_QUERY: (2,)}, (), False),
+        # the query refused: the utf8mb4 dump is always correct
+        (MARIADB_SERVER, {}, ("information_schema.COLUMNS",), False),
+        # MySQL's native JSON type refuses a binary string: never asked
+        (MYSQL_SERVER, {}, ("SELECT",), False),
+    ],
+)
+def test_binary_session_only_on_mariadb_with_utf8_columns(server, answers, fail, expected):
+    assert _backup.binary_session_safe(_Connection(answers, fail), "app", server) is expected
+
+
+def test_dump_options_binary_session_drops_hex_blob():
+    utf8 = _backup.dump_command("/usr/bin/mariadb-dump", "/tmp/opt.cnf", "app", [], [], [])
+    binary = _backup.dump_command("/usr/bin/mariadb-dump", "/tmp/opt.cnf", "app", [], [], [], binary=True)
+    assert "--hex-blob" in utf8 and "--default-character-set=utf8mb4" in utf8
+    assert "--hex-blob" not in binary and "--default-character-set=binary" in binary
+    assert "--default-character-set=utf8mb4" not in binary
+    # otherwise the same options, in the same order
+    assert [o for o in utf8 if o not in ("--hex-blob", "--default-character-set=utf8mb4")] == [
+        o for o in binary if o != "--default-character-set=binary"
+    ]
