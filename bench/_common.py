@@ -36,10 +36,11 @@ def bench_server(size_mb: int, database: str = "bench") -> MariaDB:
     return server
 
 
-def module_dump_options(server: MariaDB, database: str = "bench") -> list[str]:
+def module_dump_options(server: MariaDB, database: str = "bench", binary: bool | None = None) -> list[str]:
     """The options mysql_backup gives mariadb-dump on this server, so peers dump exactly alike.
 
-    The bench server logs binlogs, so the module adds its snapshot-position options.
+    The bench server logs binlogs, so the module adds its snapshot-position options. ``binary``
+    False: the options of a utf8mb4 session instead, whatever the module would choose.
     """
     from ansible_collections.mutuapix.ops.plugins.module_utils import _backup, _dumpfile
     from ansible_collections.mutuapix.ops.plugins.module_utils._mysql import server_info
@@ -48,7 +49,8 @@ def module_dump_options(server: MariaDB, database: str = "bench") -> list[str]:
     try:
         info = server_info(conn)
         extra = _backup.snapshot_position_args(conn, info, "mariadb-dump", [])
-        binary = _backup.binary_session_safe(conn, database, info)
+        if binary is None:
+            binary = _backup.binary_session_safe(conn, database, info)
     finally:
         conn.close()
     return [*_dumpfile.dump_options(binary), *extra]

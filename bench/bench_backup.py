@@ -1,7 +1,9 @@
 """mysql_backup side by side with the tools users would pick instead, in one run.
 
 Peers, on the same database (plain dump ≥ 1 GB by default):
-  floor           mariadb-dump > /dev/null           (dumping alone)
+  floor           mariadb-dump > /dev/null           (dumping alone, with mysql_backup's options)
+  floor, utf8mb4  the same in a utf8mb4 session with --hex-blob (reference: the options mysql_backup
+                  uses on MySQL or with a non-utf8 column, and on MariaDB before 2026-12-01)
   gzip            mariadb-dump | gzip > f.sql.gz      (the classic cron job)
   community.mysql mysql_db state=dump target=f.sql.gz (what the `ansible` package ships)
   zstd -T2 -3     mariadb-dump | zstd -T2 -3 > f.zst  (reference)
@@ -41,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, bench_server, module_cmd, module_dump_options, option_file, save, size_of, timed
 
 MB = "mysql_backup (defaults)"
+UTF8_FLOOR = "floor, utf8mb4 session (--hex-blob)"
 BENCH_VENV = ROOT / ".venv-bench" / "bin"
 
 
@@ -77,6 +80,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-backup-", dir=str(ROOT / ".build")))
     # The peers dump with exactly the options mysql_backup uses.
     dump = ["mariadb-dump", f"--defaults-file={cnf}", *module_dump_options(server), db]
+    # The floor with the options of a utf8mb4 session (MySQL, or a column in another character set; and
+    # every MariaDB backup before 2026-12-01): what the binary session saves, in the same rounds.
+    utf8_dump = ["mariadb-dump", f"--defaults-file={cnf}", *module_dump_options(server, binary=False), db]
+    if utf8_dump == dump:
+        utf8_dump = []
     server_pid = int(server.pidfile.read_text().strip())
     results: dict[str, list[dict]] = {}
     try:
@@ -84,6 +92,7 @@ def main() -> None:
             print(f"bench: round {rnd + 1}/{args.rounds}", flush=True)
             runs = {
                 "floor (dump > /dev/null)": (" ".join(dump) + " > /dev/null", True, None, None),
+                UTF8_FLOOR: (" ".join(utf8_dump) + " > /dev/null", True, None, None),
                 MB: (None, False, None, work / "mb"),
                 "mysql_backup cpu_priority=low": (None, False, None, work / "mb-low"),
                 "mysql_backup cpu_priority=normal": (None, False, None, work / "mb-normal"),
@@ -104,7 +113,7 @@ def main() -> None:
                 "mydumper -t 2 -c": (None, False, None, work / "mydumper"),
             }
             for name, (cmd, shell, env, output) in runs.items():
-                if any(s in name for s in args.skip):
+                if any(s in name for s in args.skip) or (name == UTF8_FLOOR and not utf8_dump):
                     continue
                 if name.startswith("mysql_backup"):
                     shutil.rmtree(output, ignore_errors=True)
@@ -224,6 +233,11 @@ def main() -> None:
         "mysql_backup_vs_floor": ratio(best, MB, floor),
         "mysql_backup_vs_floor_median": ratio(median, MB, floor),
         "mysql_backup_vs_floor_paired_median": paired(MB, floor),
+        "mysql_backup_vs_floor_rounds": [
+            round(a["seconds"] / b["seconds"], 3)
+            for a, b in zip(results.get(MB, []), results.get(floor, []), strict=False)
+        ],
+        "mysql_backup_vs_utf8mb4_floor_paired_median": paired(MB, UTF8_FLOOR),
         "gzip_vs_mysql_backup": ratio(best, "dump | gzip -6", MB),
         "gzip_vs_mysql_backup_median": ratio(median, "dump | gzip -6", MB),
         "gzip_vs_mysql_backup_paired_median": paired("dump | gzip -6", MB),

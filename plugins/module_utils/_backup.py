@@ -177,23 +177,40 @@ def account_grants(cur: Any, server: ServerInfo) -> list[str]:
 # Character sets whose literals in a CREATE TABLE (DEFAULT, ENUM and SET values, CHECK) a binary
 # session restores unchanged: UTF-8 bytes read as UTF-8; ascii columns hold no other byte.
 BINARY_SAFE_CHARSETS = ("utf8mb4", "utf8mb3", "utf8", "ascii", "binary")
+# Column types (information_schema DATA_TYPE) whose values a binary session dumps and loads back
+# unchanged. Not INET6, UUID or INET4: their text form ('::1') loaded as a binary string is read as
+# the packed form, so a non-strict restore stores NULL. An unknown type, newer plugins included,
+# keeps the utf8mb4 session.
+BINARY_SAFE_TYPES = (
+    *("tinyint", "smallint", "mediumint", "int", "bigint", "decimal", "float", "double", "bit"),
+    *("date", "datetime", "timestamp", "time", "year"),
+    *("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"),
+    *("binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"),
+    *("geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon"),
+    "geometrycollection",
+)
+
+
+def _placeholders(values: tuple[str, ...]) -> str:
+    return ", ".join(["%s"] * len(values))
 
 
 def binary_session_safe(connection: Any, database: str, server: ServerInfo) -> bool:
     """Whether ``database`` may be dumped in the binary character set (``_dumpfile.BINARY_DUMP_OPTIONS``).
 
-    Only on MariaDB, and only when no column of its tables and views is in another character set.
+    Only on MariaDB, and only when every column of its tables and views is of a type in
+    ``BINARY_SAFE_TYPES`` and, when it has one, in a character set in ``BINARY_SAFE_CHARSETS``.
     Anything unexpected (the query refused) answers no: the utf8mb4 dump is always correct, only slower.
     """
     if not server.is_mariadb:
         return False
-    placeholders = ", ".join(["%s"] * len(BINARY_SAFE_CHARSETS))
     try:
         with connection.cursor() as cur:
             cur.execute(
-                "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s"
-                f" AND CHARACTER_SET_NAME IS NOT NULL AND CHARACTER_SET_NAME NOT IN ({placeholders})",
-                (database, *BINARY_SAFE_CHARSETS),
+                "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND ((CHARACTER_SET_NAME"
+                f" IS NOT NULL AND CHARACTER_SET_NAME NOT IN ({_placeholders(BINARY_SAFE_CHARSETS)}))"
+                f" OR LOWER(DATA_TYPE) NOT IN ({_placeholders(BINARY_SAFE_TYPES)}))",
+                (database, *BINARY_SAFE_CHARSETS, *BINARY_SAFE_TYPES),
             )
             return int(cur.fetchone()[0]) == 0
     except Exception:  # noqa: BLE001 - the slower dump is always correct

@@ -79,8 +79,9 @@ DUMP_OPTIONS = [
 # binary, --hex-blob would write every text column as hex too, so binary columns are escaped like
 # text: the file holds their raw bytes, and the dump's SET NAMES binary loads them back exactly. Not
 # on MySQL (its native JSON type refuses a binary string), nor with a column in another character
-# set: the dump's CREATE TABLE sets only character_set_client around the statement, so in a binary
-# session a non-ASCII DEFAULT or ENUM value of a latin1 column would come back as mojibake.
+# set (the dump's CREATE TABLE sets only character_set_client around the statement, so in a binary
+# session a non-ASCII DEFAULT or ENUM value of a latin1 column would come back as mojibake), nor
+# with an INET6 or UUID column (its text form, loaded as a binary string, would be read as packed).
 BINARY_DUMP_OPTIONS = [
     "--default-character-set=binary" if option.startswith("--default-character-set=") else option
     for option in DUMP_OPTIONS

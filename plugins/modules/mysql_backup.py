@@ -12,12 +12,13 @@ version_added: 0.1.0
 description:
   - Dumps one database with the server's own dump program (C(mariadb-dump) or C(mysqldump)) in
     one consistent snapshot (C(--single-transaction)), with routines, triggers and events.
-  - On MariaDB, when every character column of the database is utf8 (utf8mb4, utf8mb3) or ascii, the
-    dump runs in the binary character set (C(--default-character-set=binary)); the server sends each
-    value as stored and the dump program needs about 30% less CPU. Binary columns are then escaped
-    bytes in the file, not hex; the dump's C(SET NAMES binary) loads them back exactly. Otherwise
-    (MySQL, or a column in latin1 or another character set) it runs in utf8mb4 with C(--hex-blob).
-    The manifest records which.
+  - On MariaDB, when every character column of the database is utf8 (utf8mb4, utf8mb3) or ascii and
+    no column is of a packed type (INET6, UUID, INET4) or one the module does not know, the dump runs
+    in the binary character set (C(--default-character-set=binary)); the server sends each value as
+    stored and the dump program needs about 30% less CPU. Binary columns are then escaped bytes in
+    the file, not hex; the dump's C(SET NAMES binary) loads them back exactly. Otherwise (MySQL, a
+    column in latin1 or another character set, or of such a type) it runs in utf8mb4 with
+    C(--hex-blob). The manifest records which.
   - The dump is cut at table boundaries and each part compressed as its own zstd frame or gzip
     member, so the file restores with standard tools (C(zstdcat f | mariadb db)) while its
     C(<file>.manifest.json) records, per table, the byte range, the exact row count and a digest of

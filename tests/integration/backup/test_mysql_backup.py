@@ -131,11 +131,13 @@ _TRICKY_BYTES = [
 ]
 
 
-@pytest.mark.parametrize("legacy", [False, True], ids=["utf8-binary-session", "latin1-utf8mb4-session"])
-def test_mariadb_backup_character_sets_restore_exactly(mariadb, tmp_path, legacy):
+@pytest.mark.parametrize("case", ["utf8", "latin1", "inet6"])
+def test_mariadb_backup_character_sets_restore_exactly(mariadb, tmp_path, case):
     """A database whose character columns are all utf8 is dumped in the binary character set without
-    --hex-blob (half the dump program's CPU); one with a latin1 column in utf8mb4 with --hex-blob, as a
-    binary session would restore the latin1 column's non-ASCII DEFAULT as mojibake ('cafÃ©').
+    --hex-blob (30% less CPU for the dump program); one with a latin1 column, or an INET6 or UUID
+    column, in utf8mb4 with --hex-blob: a binary session would restore the latin1 column's non-ASCII
+    DEFAULT as mojibake ('cafÃ©'), and the INET6 and UUID values as NULL (their text read as the
+    packed form). Both happened here before the module checked for them.
 
     Either file, loaded with the standard client (utf8mb4 or latin1, the usual client character sets)
     or by mysql_restore_verify, brings back non-ASCII names, defaults, comments, a view and a trigger
@@ -144,7 +146,8 @@ def test_mariadb_backup_character_sets_restore_exactly(mariadb, tmp_path, legacy
     db = "bk_charsets"
     mariadb.execute(f"DROP DATABASE IF EXISTS {db}")
     mariadb.execute(f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
-    charset = "latin1" if legacy else "utf8mb4"
+    legacy = case != "utf8"
+    charset = "latin1" if case == "latin1" else "utf8mb4"
     mariadb.execute(
         f"CREATE TABLE {db}.legacy (id INT PRIMARY KEY, name VARCHAR(40) CHARACTER SET {charset} DEFAULT 'café' "
         f"COMMENT 'nome é', kind ENUM('ação', 'b') CHARACTER SET {charset} NOT NULL DEFAULT 'ação', "
@@ -155,6 +158,25 @@ def test_mariadb_backup_character_sets_restore_exactly(mariadb, tmp_path, legacy
         f"INSERT INTO {db}.legacy VALUES (1, 'São Paulo', 'b', 'naïve 😀'), (2, %s, 'ação', NULL)", ("ÿ\\'\";",)
     )
     mariadb.execute(f"INSERT INTO {db}.legacy (id) VALUES (3)")
+    # MariaDB's own types, and the others a dump writes as text or numbers, in either session
+    if case == "inet6":
+        mariadb.execute(f"CREATE TABLE {db}.addresses (id INT PRIMARY KEY, ip INET6, u UUID)")
+        mariadb.execute(
+            f"INSERT INTO {db}.addresses VALUES (1, '::1', '123e4567-e89b-12d3-a456-426614174000'), (2, NULL, NULL),"
+            " (3, 'fe80::ff:1', '00000000-0000-0000-0000-000000000001')"
+        )
+    mariadb.execute(
+        f"CREATE TABLE {db}.typed (id INT PRIMARY KEY, p POINT, bits BIT(5), j JSON, "
+        "s SET('a', 'b', 'ç'), e ENUM('x', 'é'), f FLOAT, d DOUBLE, n DECIMAL(20, 6), t TIME(6), y YEAR, "
+        "dt DATETIME(6))"
+    )
+    mariadb.execute(
+        f"INSERT INTO {db}.typed VALUES (1, POINT(1.5, -2), "
+        "b'10101', '{\"a\": \"ç\\\\\\\"x\"}', 'a,ç', 'é', 1.25, -3.5e300, 12345678901234.123456, "
+        "'-838:59:59.000001', 2155, '2038-01-19 03:14:08.123456'), (2, NULL, b'0', "
+        "'[]', '', 'x', -0.0, 1e-300, -0.000001, '00:00:00', 1901, '1000-01-01 00:00:00'), "
+        "(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
     for i, value in enumerate(_TRICKY_BYTES):
         mariadb.execute(f"INSERT INTO {db}.`blobs_ção` VALUES (%s, %s, %s)", (i, value, value * 3))
     mariadb.execute("CREATE VIEW rótulos AS SELECT id, 'ação' AS label FROM legacy", database=db)
@@ -171,11 +193,16 @@ def test_mariadb_backup_character_sets_restore_exactly(mariadb, tmp_path, legacy
         assert "--default-character-set=binary" in options and "--hex-blob" not in options, options
 
     def shape(name: str) -> list:
-        create = [mariadb.execute(f"SHOW CREATE TABLE {name}.{t}")[0][1] for t in ("legacy", "`blobs_ção`")]
+        create = [mariadb.execute(f"SHOW CREATE TABLE {name}.{t}")[0][1] for t in ("legacy", "`blobs_ção`", "typed")]
         view = mariadb.execute(f"SELECT * FROM {name}.rótulos ORDER BY id")
         blobs = mariadb.execute(f"SELECT id, `dado_é`, b FROM {name}.`blobs_ção` ORDER BY id")
         rows = mariadb.execute(f"SELECT id, name, kind, note FROM {name}.legacy ORDER BY id")
-        return [create, view, blobs, rows]
+        typed = mariadb.execute(f"SELECT *, ST_AsText(p) FROM {name}.typed ORDER BY id")
+        addresses = []
+        if case == "inet6":
+            addresses = mariadb.execute(f"SELECT id, ip, u, HEX(ip), HEX(u) FROM {name}.addresses ORDER BY id")
+            assert addresses[0][1:3] == ("::1", "123e4567-e89b-12d3-a456-426614174000"), addresses
+        return [create, view, blobs, rows, typed, addresses]
 
     expected = shape(db)
     assert [row[1] for row in expected[2]] == _TRICKY_BYTES

@@ -1201,8 +1201,9 @@ def test_missing_routine_grant_on_mariadb_reads_only_a_denial_as_the_answer():
 
 
 _CHARSET_QUERY = (
-    "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND CHARACTER_SET_NAME IS NOT NULL"
-    " AND CHARACTER_SET_NAME NOT IN (%s, %s, %s, %s, %s)"
+    "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND ((CHARACTER_SET_NAME"
+    " IS NOT NULL AND CHARACTER_SET_NAME NOT IN (%s, %s, %s, %s, %s))"
+    f" OR LOWER(DATA_TYPE) NOT IN ({', '.join(['%s'] * len(_backup.BINARY_SAFE_TYPES))}))"
 )
 
 
@@ -1210,7 +1211,8 @@ _CHARSET_QUERY = (
     ("server", "answers", "fail", "expected"),
     [
         (MARIADB_SERVER, {_CHARSET_QUERY: (0,)}, (), True),
-        # a latin1 (or any other non-utf8) column: its non-ASCII DEFAULT/ENUM values need a utf8mb4 session
+        # a latin1 (or any other non-utf8) column: its non-ASCII DEFAULT/ENUM values need a utf8mb4 session;
+        # an INET6 or UUID column: its text form would be loaded as the packed form
         (MARIADB_SERVER, {_CHARSET_QUERY: (2,)}, (), False),
         # the query refused: the utf8mb4 dump is always correct
         (MARIADB_SERVER, {}, ("information_schema.COLUMNS",), False),
@@ -1220,6 +1222,11 @@ _CHARSET_QUERY = (
 )
 def test_binary_session_only_on_mariadb_with_utf8_columns(server, answers, fail, expected):
     assert _backup.binary_session_safe(_Connection(answers, fail), "app", server) is expected
+
+
+def test_binary_session_types_leave_out_the_packed_types():
+    assert {"inet6", "uuid", "inet4", "json", "vector"}.isdisjoint(_backup.BINARY_SAFE_TYPES)
+    assert {"longtext", "varbinary", "decimal", "point", "enum"} <= set(_backup.BINARY_SAFE_TYPES)
 
 
 def test_dump_options_binary_session_drops_hex_blob():
