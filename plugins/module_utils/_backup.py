@@ -77,6 +77,11 @@ class Plan:
 FORBIDDEN_MODE_BITS = 0o7037
 
 
+def dest_directory_mode(file_mode: int, group: int | None) -> int:
+    """Mode of a ``dest`` the module creates: 0700, or 0750 when ``group`` may read the backups (``file_mode``)."""
+    return 0o750 if group is not None and file_mode & 0o040 else 0o700
+
+
 def backup_file_mode(value: Any) -> int:
     """The ``mode`` option as a file mode, the way Ansible's file options read it; refuses loose modes.
 

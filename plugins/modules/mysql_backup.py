@@ -59,7 +59,9 @@ options:
     required: true
   dest:
     description:
-      - Absolute path of the directory the backup is written to. Created with mode 0700 when missing.
+      - Absolute path of the directory the backup is written to. Created when missing, owned by O(owner) and
+        O(group) when given, with mode 0700, or 0750 when O(group) is given and O(mode) lets the group read
+        the backups (V('0640'), V('0440')). An existing directory is left as it is.
     type: path
     required: true
   label:
@@ -544,8 +546,13 @@ def main():
 
     try:
         if not os.path.isdir(dest):
-            os.makedirs(dest, mode=0o700)
-            os.chmod(dest, 0o700)
+            # The backups' owner and group get the directory too; the group may enter it only when it may
+            # read the backups (mode 0640/0440), or the files' group mode would be for nothing.
+            dir_mode = _backup.dest_directory_mode(mode, group)
+            os.makedirs(dest, mode=dir_mode)
+            os.chmod(dest, dir_mode)
+            if owner is not None or group is not None:
+                os.chown(dest, -1 if owner is None else owner, -1 if group is None else group)
     except OSError as exc:
         module.fail_json(msg=_backup.describe_os_error(exc, f"directory {dest}"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import grp
 import json
 import os
 import stat
@@ -881,6 +882,26 @@ def test_mode_as_a_playbook_writes_it(mariadb, backup_db, tmp_path, written, exp
     assert proc.returncode == 0, proc.stdout[-3000:]
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir() if not p.name.startswith(".")}
     assert len(modes) == 2 and set(modes.values()) == {expected}, modes
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("0640", 0o750), ("0600", 0o700)])
+def test_a_created_dest_lets_the_backups_group_in_only_when_it_may_read_them(
+    mariadb, backup_db, tmp_path, mode, expected
+):
+    """dest used to be created 0700 root:root whatever group and mode said: the group could read its files
+    (0640) but never reach them. An existing directory keeps its mode."""
+    group = grp.getgrgid(os.getgid() if os.getgid() else 65534)  # nogroup when running as root
+    dest = tmp_path / "new" / "backups"
+    result = backup(mariadb, backup_db, dest, group=group.gr_name, mode=mode)
+    assert result.rc == 0, result
+    info = dest.stat()
+    assert stat.S_IMODE(info.st_mode) == expected and info.st_gid == group.gr_gid
+    assert Path(result["path"]).stat().st_gid == group.gr_gid
+    existing = tmp_path / "existing"
+    existing.mkdir(mode=0o700)
+    again = backup(mariadb, backup_db, existing, group=group.gr_name, mode=mode)
+    assert again.rc == 0, again
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o700 and existing.stat().st_gid == os.getgid()
 
 
 def test_server_killed_mid_dump_fails_cleanly(second_server, tmp_path):
