@@ -143,7 +143,8 @@ def test_mariadb_backup_character_sets_restore_exactly(tmp_path, case):
 
     Either file, loaded with the standard client (utf8mb4 or latin1, the usual client character sets)
     or by mysql_restore_verify, brings back non-ASCII names, defaults, comments, a view and a trigger
-    with non-ASCII literals and every byte value of a binary column exactly.
+    with non-ASCII literals, expressions (DEFAULT, generated column, a case-insensitive CHECK) and every
+    byte value of a binary column exactly.
     """
     # A server of its own: the raw bytes it writes would end up in the shared server's binary log,
     # which other tests read back as text.
@@ -186,6 +187,13 @@ def _character_sets_round_trip(mariadb, tmp_path, case):
         "'[]', '', 'x', -0.0, 1e-300, -0.000001, '00:00:00', 1901, '1000-01-01 00:00:00'), "
         "(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
     )
+    # literals in expressions: a DEFAULT expression, a generated column, a case-insensitive CHECK
+    mariadb.execute(
+        f"CREATE TABLE {db}.exprs (id INT PRIMARY KEY, status VARCHAR(20) NOT NULL DEFAULT 'active', "
+        "name VARCHAR(20) DEFAULT (concat('x', 'é')), label VARCHAR(40) AS (concat(status, '-ção')) VIRTUAL, "
+        "CONSTRAINT st CHECK (status IN ('active', 'blocked', 'ção')))"
+    )
+    mariadb.execute(f"INSERT INTO {db}.exprs (id, status) VALUES (1, 'Active'), (2, 'ção')")
     for i, value in enumerate(_TRICKY_BYTES):
         mariadb.execute(f"INSERT INTO {db}.`blobs_ção` VALUES (%s, %s, %s)", (i, value, value * 3))
     mariadb.execute("CREATE VIEW rótulos AS SELECT id, 'ação' AS label FROM legacy", database=db)
@@ -202,7 +210,8 @@ def _character_sets_round_trip(mariadb, tmp_path, case):
         assert "--default-character-set=binary" in options and "--hex-blob" not in options, options
 
     def shape(name: str) -> list:
-        create = [mariadb.execute(f"SHOW CREATE TABLE {name}.{t}")[0][1] for t in ("legacy", "`blobs_ção`", "typed")]
+        tables = ("legacy", "`blobs_ção`", "typed", "exprs")
+        create = [mariadb.execute(f"SHOW CREATE TABLE {name}.{t}")[0][1] for t in tables]
         view = mariadb.execute(f"SELECT * FROM {name}.rótulos ORDER BY id")
         blobs = mariadb.execute(f"SELECT id, `dado_é`, b FROM {name}.`blobs_ção` ORDER BY id")
         rows = mariadb.execute(f"SELECT id, name, kind, note FROM {name}.legacy ORDER BY id")
@@ -211,7 +220,8 @@ def _character_sets_round_trip(mariadb, tmp_path, case):
         if case == "inet6":
             addresses = mariadb.execute(f"SELECT id, ip, u, HEX(ip), HEX(u) FROM {name}.addresses ORDER BY id")
             assert addresses[0][1:3] == ("::1", "123e4567-e89b-12d3-a456-426614174000"), addresses
-        return [create, view, blobs, rows, typed, addresses]
+        exprs = mariadb.execute(f"SELECT * FROM {name}.exprs ORDER BY id")
+        return [create, view, blobs, rows, typed, addresses, exprs]
 
     expected = shape(db)
     assert [row[1] for row in expected[2]] == _TRICKY_BYTES
@@ -220,6 +230,8 @@ def _character_sets_round_trip(mariadb, tmp_path, case):
         restore_with_cli(mariadb, [["zstdcat", result["path"]]], target, client_charset=charset)
         assert shape(target) == expected, charset
         assert table_checksums(mariadb, target) == table_checksums(mariadb, db), charset
+        mariadb.execute(f"INSERT INTO {target}.exprs (id, status) VALUES (3, 'BLOCKED')")
+        assert mariadb.execute(f"SELECT name, label FROM {target}.exprs WHERE id = 3") == [("xé", "BLOCKED-ção")]
         mariadb.execute(f"INSERT INTO {target}.legacy (id) VALUES (4)")
         assert mariadb.execute(f"SELECT name, kind, note FROM {target}.legacy WHERE id = 4") == [
             ("café", "ação", "padrão ç")
