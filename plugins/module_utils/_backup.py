@@ -77,9 +77,28 @@ class Plan:
 FORBIDDEN_MODE_BITS = 0o7037
 
 
+def set_owner(path: str, owner: int | None, group: int | None) -> None:
+    """``chown`` to the uid/gid given; nothing when neither is."""
+    if owner is not None or group is not None:
+        os.chown(path, -1 if owner is None else owner, -1 if group is None else group)
+
+
 def dest_directory_mode(file_mode: int, group: int | None) -> int:
     """Mode of a ``dest`` the module creates: 0700, or 0750 when ``group`` may read the backups (``file_mode``)."""
     return 0o750 if group is not None and file_mode & 0o040 else 0o700
+
+
+def create_dest(dest: str, file_mode: int, owner: int | None, group: int | None) -> None:
+    """Create ``dest`` when missing, for the backups' owner and group (an existing directory is left alone).
+
+    The group may enter it only when it may read the backups, or the files' group mode would be for nothing.
+    """
+    if os.path.isdir(dest):
+        return
+    dir_mode = dest_directory_mode(file_mode, group)
+    os.makedirs(dest, mode=dir_mode)
+    os.chmod(dest, dir_mode)
+    set_owner(dest, owner, group)
 
 
 def backup_file_mode(value: Any) -> int:
@@ -860,8 +879,7 @@ def build_manifest(
 
 def finalize(tmp_path: str, final_path: str, mode: int, owner: int | None, group: int | None) -> None:
     """Set ownership/mode, rename into place and fsync the directory."""
-    if owner is not None or group is not None:
-        os.chown(tmp_path, -1 if owner is None else owner, -1 if group is None else group)
+    set_owner(tmp_path, owner, group)
     os.chmod(tmp_path, mode)
     if os.path.exists(final_path):
         raise BackupError(f"{final_path} already exists; refusing to overwrite an earlier backup")
@@ -882,8 +900,7 @@ def publish(
     manifest_path = final_path + _retention.MANIFEST_SUFFIX
     try:
         _dumpfile.write_json_atomic(manifest_path, manifest, mode)
-        if owner is not None or group is not None:
-            os.chown(manifest_path, -1 if owner is None else owner, -1 if group is None else group)
+        set_owner(manifest_path, owner, group)
     except BaseException:
         for path in (manifest_path, final_path):
             with contextlib.suppress(OSError):  # the manifest's error is the one to report

@@ -545,14 +545,7 @@ def main():
         module.exit_json(**result)
 
     try:
-        if not os.path.isdir(dest):
-            # The backups' owner and group get the directory too; the group may enter it only when it may
-            # read the backups (mode 0640/0440), or the files' group mode would be for nothing.
-            dir_mode = _backup.dest_directory_mode(mode, group)
-            os.makedirs(dest, mode=dir_mode)
-            os.chmod(dest, dir_mode)
-            if owner is not None or group is not None:
-                os.chown(dest, -1 if owner is None else owner, -1 if group is None else group)
+        _backup.create_dest(dest, mode, owner, group)
     except OSError as exc:
         module.fail_json(msg=_backup.describe_os_error(exc, f"directory {dest}"))
 
