@@ -8,6 +8,8 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import boto3
 import pytest
 
 from tests.support import mariadb as support
+from tests.support import runner
 from tests.support.mariadb import MariaDB, temporary_server
 from tests.support.s3server import S3Server
 
@@ -128,3 +131,48 @@ def test_starting_a_server_leaves_a_running_servers_temporary_tables_alone() -> 
         finally:
             same.stop()
             shutil.rmtree(same.basedir, ignore_errors=True)
+
+
+def _run_payload(tmp_path: Path, run: str, source: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    """Import pkg.mod from a fresh AnsiballZ-like payload zip (a new directory each run, as Ansible's)."""
+    payload = tmp_path / run / "ansible_pkg.mod_payload.zip"
+    payload.parent.mkdir()
+    with zipfile.ZipFile(payload, "w") as archive:
+        archive.writestr("pkg/__init__.py", "")
+        archive.writestr("pkg/mod.py", source)
+    script = (
+        "import sys, traceback\n"
+        f"sys.path.insert(0, {str(payload)!r})\n"
+        "import pkg.mod\n"
+        "print(type(pkg.mod.__loader__).__name__, pkg.mod.__file__)\n"
+        "try:\n    pkg.mod.fail()\nexcept ValueError as exc:\n"
+        "    frame = traceback.extract_tb(exc.__traceback__)[-1]\n"
+        "    print(frame.filename, frame.lineno, frame.line)\n"
+        "print(pkg.mod.VALUE)\n"
+    )
+    env = runner.module_env({"MUTUAPIX_TEST_BYTECODE_CACHE": str(cache)})
+    return subprocess.run(
+        [runner.MODULE_PYTHON, "-c", script], capture_output=True, text=True, env=env, check=True, timeout=60
+    )
+
+
+def test_the_payload_bytecode_cache_runs_the_payloads_own_source_from_its_own_path(tmp_path: Path) -> None:
+    """The playbooks' modules are imported through tests/support/ansiballz_cache: same code, same paths."""
+    cache = tmp_path / "cache"
+    source = "VALUE = {}\n\n\ndef fail():\n    raise ValueError('from the payload')\n"
+    first = _run_payload(tmp_path, "one", source.format(1), cache).stdout.splitlines()
+    path = f"{tmp_path}/one/ansible_pkg.mod_payload.zip/pkg/mod.py"
+    assert first == [f"CachingZipImporter {path}", f"{path} 5 raise ValueError('from the payload')", "1"]
+    entries = sorted(cache.iterdir())
+    assert len(entries) == 2  # pkg/__init__.py and pkg/mod.py, compiled once
+
+    # the same source from another run's payload: read from the cache, with that run's file names
+    second = _run_payload(tmp_path, "two", source.format(1), cache).stdout.splitlines()
+    assert sorted(cache.iterdir()) == entries
+    path = f"{tmp_path}/two/ansible_pkg.mod_payload.zip/pkg/mod.py"
+    assert second == [f"CachingZipImporter {path}", f"{path} 5 raise ValueError('from the payload')", "1"]
+
+    # a changed module is compiled again, never taken from the cache
+    third = _run_payload(tmp_path, "three", source.format(2), cache).stdout.splitlines()
+    assert third[-1] == "2"
+    assert len(list(cache.iterdir())) == 3

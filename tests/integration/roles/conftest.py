@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from tests.support.s3server import S3Server
 PLAYBOOKS = ROOT / "playbooks"
 S3_KEY_ID = "roles-test-key-id"
 S3_APP_KEY = "roles-test-app-key-secret-0123456789"  # a test endpoint's key; must never show in output
+GOOD = {"2026_11_28_000001_add_phone": fake_laravel.GOOD_MIGRATION}  # release r1's migrations
 
 
 def write_client_cnf(server: MariaDB, path: Path) -> Path:
@@ -51,13 +53,17 @@ def write_inventory(path: Path, groups: dict[str, dict[str, dict[str, Any]]]) ->
 class App:
     """A Capistrano-style deploy root for the fake Laravel app, wired to one database."""
 
-    def __init__(self, server: MariaDB, database: str, base: Path) -> None:
+    def __init__(self, server: MariaDB, database: str, base: Path, existing: bool = False) -> None:
         self.server = server
         self.database = database
         self.base = base
         self.root = base / "app"
         self.predeploy = base / "predeploy"
         self.archives = base / "archives"
+        if existing:  # a copy of a deploy root this class made (deployed_r1)
+            self.cnf = base / "client.cnf"
+            self.inventory = base / "inventory.yml"
+            return
         self.cnf = write_client_cnf(server, base / "client.cnf")
         (self.root / "shared" / "storage").mkdir(parents=True)
         fake_laravel.write_env(self.root / "shared" / ".env", database, server.socket, "root", server.ROOT_PASSWORD)
@@ -146,12 +152,62 @@ def table_digests(manifest: dict[str, Any]) -> dict[str, tuple[int, str]]:
     }
 
 
+class DeployedR1:
+    """One real deploy of release r1 (GOOD migrations) per pytest worker, to start tests from.
+
+    Most deploy tests begin by deploying r1 and only then test what they are about; that first deploy
+    was a quarter of the suite's time. The tests marked ``deployed_r1`` start instead from a copy of
+    this one: the deploy root (symbolic links, modes and times kept) at the same path, and the
+    database dumped right after the deploy and loaded again under the same name. The path and the
+    name are this worker's own, and a worker runs one test at a time.
+    """
+
+    def __init__(self, server: MariaDB, base: Path) -> None:
+        self.server = server
+        self.base = base / "app-on-r1"
+        self.pristine = base / "app-on-r1.pristine"
+        self.dump = base / "app-on-r1.sql"
+        self.database = "rl_r1_" + uuid.uuid4().hex[:8]
+        datagen.create_database(server, self.database, 400_000)
+        self.base.mkdir()
+        app = App(server, self.database, self.base)
+        app.release("r1", GOOD)
+        deployed = app.deploy("r1")
+        assert deployed.returncode == 0, deployed.stdout[-3000:]
+        dump = [*server.client_args(), "--routines", "--events", "--triggers", "--single-transaction"]
+        dump[0] = "mariadb-dump"
+        with self.dump.open("wb") as out:
+            subprocess.run([*dump, self.database], stdout=out, check=True, timeout=120)
+        shutil.copytree(self.base, self.pristine, symlinks=True)
+
+    def restore(self) -> App:
+        shutil.rmtree(self.base, ignore_errors=True)
+        shutil.copytree(self.pristine, self.base, symlinks=True)
+        self.server.execute(f"DROP DATABASE IF EXISTS `{self.database}`")
+        self.server.execute(f"CREATE DATABASE `{self.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        with self.dump.open("rb") as source:
+            subprocess.run(self.server.client_args(self.database), stdin=source, check=True, timeout=120)
+        return App(self.server, self.database, self.base, existing=True)
+
+
+@pytest.fixture(scope="session")
+def deployed_r1(mariadb: MariaDB, tmp_path_factory: pytest.TempPathFactory) -> DeployedR1:
+    return DeployedR1(mariadb, tmp_path_factory.mktemp("deployed"))
+
+
 @pytest.fixture
 def app(mariadb: MariaDB, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[App]:
-    database = "rl_" + uuid.uuid4().hex[:10]
-    datagen.create_database(mariadb, database, 400_000)
+    """The stand-in app on a fresh database; on r1 already for a test marked ``deployed_r1``."""
+    if request.node.get_closest_marker("deployed_r1"):
+        snapshot: DeployedR1 = request.getfixturevalue("deployed_r1")
+        database = snapshot.database
+        made = snapshot.restore()
+    else:
+        database = "rl_" + uuid.uuid4().hex[:10]
+        datagen.create_database(mariadb, database, 400_000)
+        made = App(mariadb, database, tmp_path)
     try:
-        yield App(mariadb, database, tmp_path)
+        yield made
     finally:
         mariadb.execute(f"DROP DATABASE IF EXISTS `{database}`")
         for (name,) in mariadb.execute("SHOW DATABASES LIKE %s", (f"{database}%",)):

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+import pytest
 import yaml
 
-from tests.integration.roles.conftest import PLAYBOOKS, App, table_digests, write_inventory
+from tests.integration.roles.conftest import GOOD, PLAYBOOKS, App, table_digests, write_inventory
 from tests.support import fake_laravel
 from tests.support.runner import ANSIBLE_PLAYBOOK, ROOT, ensure_collection_path, module_env, run_playbook
 
-GOOD = {"2026_11_28_000001_add_phone": fake_laravel.GOOD_MIGRATION}
 BROKEN = {**GOOD, "2026_11_28_000002_add_fees": fake_laravel.FAILING_MIGRATION}
 A5 = {"2026_11_28_000005_a": "CREATE TABLE a5 (id int PRIMARY KEY);\n"}
 
@@ -80,9 +80,8 @@ def test_deploy_goes_live_restarts_workers_and_rerun_is_safe(app: App) -> None:
     ]
 
 
+@pytest.mark.deployed_r1
 def test_failed_migration_restores_database_and_previous_release(app: App, tmp_path: Path) -> None:
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     schema_before = app.schema()
     app.release("r2", BROKEN)
 
@@ -118,6 +117,7 @@ def test_failed_migration_restores_database_and_previous_release(app: App, tmp_p
     assert app.current == "r1"
 
 
+@pytest.mark.deployed_r1
 def test_a_pre_deploy_backup_refused_for_free_space_turns_maintenance_off_and_restores_nothing(
     app: App, tmpfs: Callable[..., Path]
 ) -> None:
@@ -126,8 +126,6 @@ def test_a_pre_deploy_backup_refused_for_free_space_turns_maintenance_off_and_re
     mysql_backup's refusal names the file it would have written (`path`); the rescue took that for
     a backup, tried to restore from it, and left the site in maintenance mode with 'RESTORE FAILED'.
     """
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     before = app.schema()
     app.release("r2", {**GOOD, **A5})
     small = tmpfs("small-disk", size="512k")
@@ -147,9 +145,8 @@ def test_a_pre_deploy_backup_refused_for_free_space_turns_maintenance_off_and_re
     assert bad["step"] == "Take the pre-deploy backup" and bad["database_restored_from"] == ""
 
 
+@pytest.mark.deployed_r1
 def test_failure_after_switch_puts_previous_release_back(app: App) -> None:
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     app.release("r3", {**GOOD, "2026_11_28_000003_add_index": "CREATE INDEX users_phone_index ON users (phone);\n"})
     schema_before = app.schema()
 
@@ -170,14 +167,13 @@ def test_failure_after_switch_puts_previous_release_back(app: App) -> None:
     assert app.schema() == schema_before  # the index the migration created is gone again
 
 
+@pytest.mark.deployed_r1
 def test_a_release_that_cannot_be_recorded_is_rolled_back_before_the_site_goes_live(app: App) -> None:
     """The record is written behind maintenance mode: its failure never restores a database the site wrote to.
 
     Before, .release.json was written after 'Turn maintenance mode off': when that copy failed, the
     rescue restored the pre-deploy backup with r2 live, and what requests wrote since 'up' was gone.
     """
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     before = app.schema()
     # a directory where .release.json goes: 'Record the release as deployed' fails
     fake_laravel.build_release(app.archives, "r2", {**GOOD, **A5}, files={".release.json/keep": "x\n"})
@@ -195,10 +191,9 @@ def test_a_release_that_cannot_be_recorded_is_rolled_back_before_the_site_goes_l
     assert app.schema() == before
 
 
+@pytest.mark.deployed_r1
 def test_an_up_command_that_fails_after_lifting_maintenance_is_taken_back_down_before_the_restore(app: App) -> None:
     """'Turn maintenance mode off' fails, but the site did come up: maintenance goes on again, then the restore."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     before = app.schema()
     app.release("r2", {**GOOD, **A5})
     lifted = app.base / "up-failed-once"
@@ -218,10 +213,9 @@ def test_an_up_command_that_fails_after_lifting_maintenance_is_taken_back_down_b
     assert app.schema() == before
 
 
+@pytest.mark.deployed_r1
 def test_maintenance_that_cannot_go_on_again_leaves_the_database_unrestored(app: App) -> None:
     """The site is up and the down command now fails: no restore behind live requests, and the play says why."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     app.release("r2", {**GOOD, **A5})
     downed = app.base / "down-ran-once"
     down = f"sh -c 'if [ -e {downed} ]; then echo down refused >&2; exit 1; fi; touch {downed}; php artisan down --retry=60'"
@@ -236,9 +230,8 @@ def test_maintenance_that_cannot_go_on_again_leaves_the_database_unrestored(app:
     assert "a5" in app.schema()  # r2's migration stays: nothing was restored behind the live site
 
 
+@pytest.mark.deployed_r1
 def test_rollback_on_demand_with_and_without_restore(app: App, tmp_path: Path) -> None:
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     app.release("r4", {**GOOD, "2026_11_28_000004_wallets": "CREATE TABLE wallets (id int PRIMARY KEY);\n"})
     assert app.deploy("r4").returncode == 0
     assert "wallets" in app.schema()
@@ -273,14 +266,13 @@ def test_rollback_on_demand_with_and_without_restore(app: App, tmp_path: Path) -
     assert app.current == "r1"
 
 
+@pytest.mark.deployed_r1
 def test_deploying_the_live_release_again_keeps_the_release_to_roll_back_to(app: App) -> None:
     """r2 is live and one of its migrations is pending again; deploying r2 again migrates it.
 
     Its record used to name r2 itself as previous: rollback.yml then 'rolled back' to r2, exited 0
     and marked the live release bad, and the way back to r1 was lost.
     """
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     app.release("r2", {**GOOD, **A5})
     assert app.deploy("r2").returncode == 0
     record_path = app.root / "releases" / "r2" / ".release.json"
@@ -304,10 +296,9 @@ def test_deploying_the_live_release_again_keeps_the_release_to_roll_back_to(app:
     assert app.current == "r1"
 
 
+@pytest.mark.deployed_r1
 def test_a_failed_redeploy_of_the_live_release_leaves_it_live_and_not_marked_bad(app: App) -> None:
     """Its migration row is gone but the table stays: the redeploy's migration fails ('already exists')."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     app.release("r2", {**GOOD, **A5})
     assert app.deploy("r2").returncode == 0
     app.server.execute("DELETE FROM migrations WHERE migration = '2026_11_28_000005_a'", database=app.database)
@@ -327,10 +318,9 @@ def test_a_failed_redeploy_of_the_live_release_leaves_it_live_and_not_marked_bad
     assert app.current == "r1"
 
 
+@pytest.mark.deployed_r1
 def test_rollback_refuses_a_record_naming_the_live_release_as_previous(app: App) -> None:
     """Such records exist (a redeploy of the live release wrote them): a rollback to itself is no rollback."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     app.release("r2", GOOD)
     assert app.deploy("r2").returncode == 0
     record_path = app.root / "releases" / "r2" / ".release.json"
@@ -344,11 +334,10 @@ def test_rollback_refuses_a_record_naming_the_live_release_as_previous(app: App)
     assert not (app.root / "releases" / "r2" / ".release-bad.json").exists()
 
 
+@pytest.mark.deployed_r1
 def test_rollback_to_a_release_marked_bad_is_refused_unless_allowed(app: App) -> None:
     """rollback_to switched to a release marked bad (rolled back from, or whose migration failed) without a word,
     putting that code live again; a deploy of it is refused, and so is this now."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     app.release("r2", GOOD)
     assert app.deploy("r2").returncode == 0
     assert app.rollback(rollback_restore_database=False).returncode == 0
@@ -536,12 +525,11 @@ def kill_deploy_when(app: App, release_id: str, reached: Callable[[], bool], **e
         shutil.rmtree(scratch)
 
 
+@pytest.mark.deployed_r1
 def test_a_deploy_killed_mid_migration_is_refused_again_and_rollback_restores_the_clean_backup(app: App) -> None:
     """Killed in the middle of a migration, no rescue runs. Re-running the deploy took a new pre-deploy
     backup of the half-migrated database and 'rolled back' to it; now it refuses, and rollback.yml
     restores the backup the interrupted deploy took."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     before = app.schema()
     slow = "ALTER TABLE transactions ADD COLUMN fee_cents int NOT NULL DEFAULT 0;\nSELECT SLEEP(30);\nCREATE TABLE never (id int);\n"
     app.release("r2", {**GOOD, "2026_11_28_000002_add_fees": slow})
@@ -578,13 +566,12 @@ def test_a_deploy_killed_mid_migration_is_refused_again_and_rollback_restores_th
     assert app.deploy("r3").returncode == 0  # and deploys work again
 
 
+@pytest.mark.deployed_r1
 def test_a_deploy_killed_after_maintenance_went_off_is_finished_never_restored(app: App) -> None:
     """Killed between 'Turn maintenance mode off' and the removal of the mark: the deploy had succeeded and the
     site took writes. The mark sent the operator to rollback.yml, which restored the pre-deploy backup and rolled
     those writes away; now a flag beside the mark says finished, the deploy refuses without advising a restore,
     and rollback.yml turns maintenance mode off and removes the mark and the flag, leaving the database alone."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     app.release("r2", {**GOOD, **A5})
     lifted = app.base / "up-ran"
     up = f"sh -c 'php artisan up && touch {lifted} && sleep 60'"
@@ -657,11 +644,10 @@ def test_a_deploy_limited_to_another_server_refuses_while_one_is_interrupted(app
     assert app.current == "r3" and Path(os.readlink(web2 / "current")).name == "r3"
 
 
+@pytest.mark.deployed_r1
 def test_an_up_that_fails_leaves_a_mark_that_restores_when_the_rescue_is_cut_short(app: App) -> None:
     """The rescue of a failed 'Turn maintenance mode off' rolls back: it takes the finishing flag back first, so
     the mark is a deploy in progress again and a rescue killed before its restore still gets the backup restored."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     before = app.schema()
     app.release("r2", {**GOOD, **A5})
     rescued = app.base / "rescue-started"
@@ -680,12 +666,11 @@ def test_an_up_that_fails_leaves_a_mark_that_restores_when_the_rescue_is_cut_sho
     assert app.schema() == before and app.current == "r1" and not app.in_maintenance
 
 
+@pytest.mark.deployed_r1
 def test_a_finishing_flag_the_rescue_cannot_remove_is_named_when_its_restore_fails_too(app: App) -> None:
     """`up` fails, the flag cannot be taken back (immutable here; in life a read-only or broken file system),
     and the restore fails too (its backup is gone): the report must not send the operator to rollback.yml as is,
     which would take the deploy for finished and lift maintenance mode over the half-migrated database."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     before = app.schema()
     app.release("r2", {**GOOD, **A5})
     flag = app.root / ".deploy-in-progress.finishing"
@@ -712,10 +697,9 @@ def test_a_finishing_flag_the_rescue_cannot_remove_is_named_when_its_restore_fai
     assert app.schema() == before and app.current == "r1" and not app.in_maintenance
 
 
+@pytest.mark.deployed_r1
 def test_a_failed_migration_that_left_a_view_named_like_a_table_is_rolled_back(app: App) -> None:
     """The migration renamed `jobs` and left a view `jobs`: the restore failed on it (1050) every time."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     before = app.schema()
     migration = "RENAME TABLE jobs TO jobs_v2;\nCREATE VIEW jobs AS SELECT * FROM jobs_v2;\nALTER TABLE transactions_typo ADD KEY k (id);\n"
     app.release("r2", {**GOOD, "2026_11_28_000003_jobs_v2": migration})
@@ -781,11 +765,10 @@ class _Webhook(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.deployed_r1
 def test_a_rescue_step_that_fails_still_reports_marks_bad_and_notifies(app: App) -> None:
     """`up` always fails: the rescue stopped at its own 'Turn maintenance mode off' with no report, no
     webhook and no bad mark."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     before = app.schema()
     app.release("r2", GOOD | A5)
     server = http.server.HTTPServer(("127.0.0.1", 0), _Webhook)
@@ -813,9 +796,8 @@ def test_a_rescue_step_that_fails_still_reports_marks_bad_and_notifies(app: App)
     assert not (app.root / ".deploy-in-progress.json").exists()  # the database is back: a deploy may run
 
 
+@pytest.mark.deployed_r1
 def test_rollback_says_the_site_is_live_when_maintenance_could_not_be_turned_on(app: App) -> None:
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     app.release("r2", GOOD | A5)
     assert app.deploy("r2").returncode == 0
 
@@ -835,11 +817,10 @@ def test_rollback_says_the_site_is_live_when_maintenance_could_not_be_turned_on(
     assert app.current == "r2" and not app.in_maintenance and "a5" in app.schema()
 
 
+@pytest.mark.deployed_r1
 def test_the_play_module_defaults_reach_the_roles_modules(app: App) -> None:
     """The role passed unset login options as `omit`, which drops them from the play's module_defaults too:
     with the connection only in `module_defaults: group/mutuapix.ops.mysql`, backup and restore failed."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     before = app.schema()
     app.release("r2", BROKEN)
     write_inventory(
@@ -871,14 +852,13 @@ def test_the_play_module_defaults_reach_the_roles_modules(app: App) -> None:
     assert app.schema() == before
 
 
+@pytest.mark.deployed_r1
 def test_extra_vars_given_as_strings_behave_as_their_values(app: App) -> None:
     """AWX multiple-choice survey answers and `-e name=value` arrive as strings: "false", "1".
 
     A bad release was deployed again with rollback_allow_bad_release="false" (the survey's default
     answer), and `-e rollback_keep_releases=1` failed every successful deploy at 'Remove old releases'.
     """
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     app.release("r2", BROKEN)
     assert app.deploy("r2").returncode == 2
     log_before = len(app.artisan_log())
@@ -956,14 +936,13 @@ def test_rollback_of_the_whole_group_recovers_the_interrupted_deploy_and_leaves_
     assert app.current == "r1" and Path(os.readlink(web2 / "current")).name == "r1"
 
 
+@pytest.mark.deployed_r1
 def test_a_mark_that_cannot_record_the_backup_rolls_back_without_restoring(app: App) -> None:
     """'Record the pre-deploy backup in the mark of the deploy in progress' fails (the mark cannot be replaced:
     immutable here; in life a full or read-only file system): no migration has run. The rescue restored the
     pre-deploy backup all the same, a needless restore inside the maintenance window that rolls away whatever
     was written since the backup, and on a full disk fails (RESTORE FAILED, site left down). Now the database
     is left alone, and the mark (still saying no migration ran) tells rollback.yml the same."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     before = app.schema()
     app.release("r2", {**GOOD, **A5})
     marker = app.root / ".deploy-in-progress.json"
@@ -1027,13 +1006,12 @@ def test_a_rollback_limited_to_another_server_refuses_while_one_is_interrupted(a
     assert Path(os.readlink(web2 / "current")).name == "r1" and app.current == "r2"
 
 
+@pytest.mark.deployed_r1
 def test_a_restore_after_a_deploy_that_rolled_back_by_itself_needs_the_live_release_named(app: App) -> None:
     """r3's migration fails and the deploy rolls back by itself to r2. The operator then runs rollback.yml with
     rollback_restore_database=true (in AWX a survey answer, "true") to "undo r3": it went one release further,
     to r1, restoring r2's pre-deploy backup and rolling away every write made since r2 went live. Now it is
     refused, nothing changed, until the live release is named in rollback_restore_confirm."""
-    app.release("r1", GOOD)
-    assert app.deploy("r1").returncode == 0
     app.release("r2", {**GOOD, **A5})
     assert app.deploy("r2").returncode == 0
     app.release("r3", {**GOOD, **A5, "2026_11_28_000007_fees": fake_laravel.FAILING_MIGRATION})
