@@ -1369,6 +1369,13 @@ def read_manifest(client: Any, config: SyncConfig, name: str) -> tuple[bytes, di
         str(manifest["sha256"])
     except (ValueError, KeyError, TypeError) as exc:
         raise SyncError(f"{key} is not a valid manifest (needs size and sha256): {exc}") from exc
+    described = manifest.get("file", name) if isinstance(manifest, dict) else name
+    if described != name:
+        raise SyncError(
+            f"{key} is the manifest of {described!r}, not of {name}: it was copied or renamed from another "
+            "backup's, so it cannot vouch for this one; pull another backup, or upload the manifest mysql_backup "
+            "wrote beside this file"
+        )
     return raw, manifest
 
 

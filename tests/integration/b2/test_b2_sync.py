@@ -840,6 +840,28 @@ def test_pull_refuses_a_damaged_remote_copy(bucket, args_for, src, dest, s3):
     assert list(dest.iterdir()) == []
 
 
+def test_pull_refuses_a_remote_manifest_that_belongs_to_another_backup(bucket, args_for, src, dest, s3):
+    """A manifest copied over another backup's (same size, say) would vouch for the wrong file."""
+    older = write_backup(src, "app", NOW - dt.timedelta(hours=2), 4096)
+    newer = write_backup(src, "app", NOW - dt.timedelta(hours=1), 4096, seed=3)
+    assert not b2_run(args_for(bucket, src=str(src))).failed
+    s3.put_object(
+        Bucket=bucket,
+        Key=newer.name + ".manifest.json",
+        Body=(src / (older.name + ".manifest.json")).read_bytes(),
+    )
+    for args in (
+        args_for(bucket, mode="pull", dest=str(dest), name=newer.name),
+        args_for(bucket, mode="pull", dest=str(dest), latest=True, database="app"),
+    ):
+        for check in (True, False):
+            result = b2_run(args, check=check)
+            assert_clean_failure(result, f"is the manifest of {older.name!r}, not of {newer.name}")
+    assert list(dest.iterdir()) == []
+    pulled = b2_run(args_for(bucket, mode="pull", dest=str(dest), name=older.name))
+    assert not pulled.failed and (dest / older.name).read_bytes() == older.read_bytes(), pulled
+
+
 def test_pull_never_replaces_another_local_backup_of_the_same_name(bucket, args_for, proxy, src, dest, s3):
     """A disaster-recovery host whose dest holds a file of that name with other bytes keeps it."""
     backup = write_backup(src, "app", NOW - dt.timedelta(hours=1), 4096)
