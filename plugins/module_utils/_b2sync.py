@@ -1369,7 +1369,7 @@ def read_manifest(client: Any, config: SyncConfig, name: str) -> tuple[bytes, di
         str(manifest["sha256"])
     except (ValueError, KeyError, TypeError) as exc:
         raise SyncError(f"{key} is not a valid manifest (needs size and sha256): {exc}") from exc
-    described = manifest.get("file", name) if isinstance(manifest, dict) else name
+    described = manifest.get("file", name)  # a JSON object: manifest["size"] was read above
     if described != name:
         raise SyncError(
             f"{key} is the manifest of {described!r}, not of {name}: it was copied or renamed from another "

@@ -269,9 +269,9 @@ class MariaDB:
         finally:
             conn.close()
 
-    def client_args(self, database: str | None = None) -> list[str]:
-        """argv prefix for the mariadb CLI in tests (test server root, loopback only)."""
-        args = ["mariadb", "--no-defaults", f"--socket={self.socket}", "-uroot", f"-p{self.ROOT_PASSWORD}"]
+    def client_args(self, database: str | None = None, program: str = "mariadb") -> list[str]:
+        """argv prefix for the mariadb CLI (or ``mariadb-dump``) in tests (test server root, loopback only)."""
+        args = [program, "--no-defaults", f"--socket={self.socket}", "-uroot", f"-p{self.ROOT_PASSWORD}"]
         args.append("--default-character-set=utf8mb4")
         if database:
             args.append(database)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from botocore.config import Config
 
+from tests.integration.restore.helpers import table_checksums
 from tests.support import datagen, fake_laravel
 from tests.support.mariadb import MariaDB
 from tests.support.runner import MODULE_PYTHON, ROOT, run_module, run_playbook
@@ -174,20 +175,24 @@ class DeployedR1:
         app.release("r1", GOOD)
         deployed = app.deploy("r1")
         assert deployed.returncode == 0, deployed.stdout[-3000:]
-        dump = [*server.client_args(), "--routines", "--events", "--triggers", "--single-transaction"]
-        dump[0] = "mariadb-dump"
+        dump = [*server.client_args(program="mariadb-dump"), "--hex-blob", "--routines", "--events", "--triggers"]
         with self.dump.open("wb") as out:
             subprocess.run([*dump, self.database], stdout=out, check=True, timeout=120)
+        self.deployed = (app.schema(), table_checksums(server, self.database))
         shutil.copytree(self.base, self.pristine, symlinks=True)
 
     def restore(self) -> App:
-        shutil.rmtree(self.base, ignore_errors=True)
+        """The deploy root and the database as r1's deploy left them (checked: schema and table checksums)."""
+        if self.base.exists():
+            shutil.rmtree(self.base)  # fails naming what it cannot remove (a test's immutable file, say)
         shutil.copytree(self.pristine, self.base, symlinks=True)
         self.server.execute(f"DROP DATABASE IF EXISTS `{self.database}`")
         self.server.execute(f"CREATE DATABASE `{self.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
         with self.dump.open("rb") as source:
             subprocess.run(self.server.client_args(self.database), stdin=source, check=True, timeout=120)
-        return App(self.server, self.database, self.base, existing=True)
+        app = App(self.server, self.database, self.base, existing=True)
+        assert (app.schema(), table_checksums(self.server, self.database)) == self.deployed, "r1's copy differs"
+        return app
 
 
 @pytest.fixture(scope="session")

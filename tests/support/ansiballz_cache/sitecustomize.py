@@ -1,4 +1,4 @@
-"""Test harness only: cache the bytecode of the modules Ansible runs, to cut the suite's time by a third.
+"""Test harness only: cache the bytecode of the modules Ansible runs (the suite took 14% less time).
 
 Every task runs its module as an AnsiballZ payload: a zip of the module and its module_utils that
 Python imports with ``zipimport``. ``zipimport`` keeps no bytecode, and CPython 3.11's compiles a
@@ -91,6 +91,5 @@ def _import_the_next_sitecustomize() -> None:
 
 
 if CACHE:
-    sys.path_hooks.insert(0, CachingZipImporter)
-    sys.path_importer_cache.clear()
+    sys.path_hooks.insert(0, CachingZipImporter)  # before any payload is on sys.path: nothing cached yet
 _import_the_next_sitecustomize()
